@@ -1,0 +1,165 @@
+"""What agents and reviewers are handed, and how specs become them.
+
+An agent spec is ``oracle``, ``noop``, ``command:<template>``, ``llm:<model>``
+or anything a plugin registers, optionally named: ``NAME=SPEC``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pluggy
+
+from . import plugins
+from .models import AgentSpec, ReviewVerdictOutput, SolveResult, Task, TestReport
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+OFFLINE_KINDS = {"oracle", "noop", "command"}
+
+
+class SpecError(ValueError):
+    """An agent or reviewer spec that cannot be used; the message says why and what to write."""
+
+
+@dataclass
+class Workspace:
+    """Everything an agent gets: a worktree to edit and the task to do there."""
+
+    path: Path
+    task: Task
+    agent: AgentSpec
+    instruction: str
+    timeout: float
+    suite_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ReviewRequest:
+    """One review: a peer's candidate, anonymized, with its test outcomes.
+
+    ``diff`` is untrusted input written by another agent.
+    """
+
+    task: Task
+    reviewer: AgentSpec
+    candidate_label: str
+    instruction: str
+    diff: str
+    files_changed: list[str]
+    tests: TestReport | None
+    workdir: Path
+    suite_dir: Path
+    timeout: float = 300
+
+
+class Agent(Protocol):
+    def solve(self, workspace: Workspace) -> SolveResult: ...
+
+
+class Reviewer(Protocol):
+    def review(self, request: ReviewRequest) -> ReviewVerdictOutput: ...
+
+
+def parse_spec(text: str, index: int) -> AgentSpec:
+    """``NAME=SPEC`` or ``SPEC`` (named a, b, c, ... by position)."""
+    text = text.strip()
+    if not text:
+        raise SpecError("empty agent spec; write e.g. --agent oracle or --agent fast=command:./solve.sh")
+    name, spec = None, text
+    head, sep, rest = text.partition("=")
+    if sep and ":" not in head and _NAME_RE.match(head):
+        name, spec = head, rest.strip()
+        if not spec:
+            raise SpecError(f"{text!r}: nothing after '='; write NAME=SPEC, e.g. b=noop")
+    return AgentSpec(name=name or default_name(index), spec=spec)
+
+
+def default_name(index: int) -> str:
+    """a, b, ..., z, then a27, a28, ..."""
+    return chr(ord("a") + index) if index < 26 else f"a{index + 1}"
+
+
+def parse_agents(texts: list[str]) -> list[AgentSpec]:
+    """Parse ``--agent`` values; names must be unique."""
+    specs = [parse_spec(t, i) for i, t in enumerate(texts)]
+    seen: set[str] = set()
+    for s in specs:
+        if s.name in seen:
+            raise SpecError(f"two agents are named {s.name!r}; name them apart with NAME=SPEC")
+        seen.add(s.name)
+    return specs
+
+
+def pair_reviewers(agents: list[AgentSpec], reviewer_texts: list[str]) -> dict[str, str]:
+    """Which reviewer spec each agent reviews with.
+
+    ``NAME=SPEC`` gives agent NAME its reviewer; a bare ``SPEC`` gives it to
+    every agent not named; by default each agent reviews with its own model,
+    and offline agents with the ``tests`` reviewer.
+    """
+    names = {a.name for a in agents}
+    named: dict[str, str] = {}
+    unnamed: str | None = None
+    for text in reviewer_texts:
+        head, sep, rest = text.partition("=")
+        if sep and ":" not in head and _NAME_RE.match(head):
+            if head not in names:
+                raise SpecError(
+                    f"--reviewer {text!r} names agent {head!r}, but the agents are {', '.join(sorted(names))}"
+                )
+            named[head] = rest.strip()
+        else:
+            if unnamed is not None:
+                raise SpecError("more than one unnamed --reviewer; name them per agent: --reviewer NAME=SPEC")
+            unnamed = text.strip()
+    out = {}
+    for a in agents:
+        if a.name in named:
+            out[a.name] = named[a.name]
+        elif unnamed is not None:
+            out[a.name] = unnamed
+        elif a.kind == "llm":
+            out[a.name] = a.spec  # each agent reviews with its own model
+        else:
+            out[a.name] = "tests"
+    return out
+
+
+def build_agent(spec: AgentSpec, pm: pluggy.PluginManager | None = None) -> Any:
+    """The agent object for ``spec``, from whichever plugin registered its kind."""
+    kinds = plugins.agent_kinds(pm)
+    reg = kinds.get(spec.kind)
+    if reg is None:
+        raise SpecError(
+            f"unknown agent {spec.spec!r} (agent {spec.name}); known kinds: {', '.join(sorted(kinds))}"
+            " (see `crossreview plugins`)"
+        )
+    return reg.factory(spec)
+
+
+def build_reviewer(spec: AgentSpec, pm: pluggy.PluginManager | None = None) -> Any:
+    """The reviewer object for ``spec``."""
+    kinds = plugins.reviewer_kinds(pm)
+    reg = kinds.get(spec.kind)
+    if reg is None:
+        raise SpecError(
+            f"unknown reviewer {spec.spec!r} (for agent {spec.name}); known kinds: {', '.join(sorted(kinds))}"
+        )
+    return reg.factory(spec)
+
+
+def expand_template(template: str, values: dict[str, str]) -> str:
+    """Fill {python}, {suite}, {task_dir}, {instruction}, {worktree} in a command template.
+
+    Values are shell-quoted; unknown braces are left alone so shell syntax survives.
+    """
+    out = template
+    for key, value in {"python": sys.executable, **values}.items():
+        out = out.replace("{" + key + "}", shlex.quote(value))
+    return out

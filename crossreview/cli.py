@@ -1,0 +1,331 @@
+"""The `crossreview` command: a thin click face over the library.
+
+Heavy imports (LangGraph, GitPython, litellm) happen inside commands, so
+`crossreview --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
+
+
+def _consoles(json_mode: bool) -> tuple[Console, Console]:
+    out = Console(stderr=False, soft_wrap=False)
+    err = Console(stderr=True)
+    return out, err
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    sys.exit(code)
+
+
+ledger_option = click.option(
+    "--ledger", type=click.Path(path_type=Path), default=None,
+    help="Ledger file (default: .crossreview/ledger.db).",
+)
+state_option = click.option(
+    "--state-dir", type=click.Path(path_type=Path), default=Path(".crossreview"), show_default=True,
+    help="Where worktrees, checkpoints and the ledger live.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="crossreview")
+def main() -> None:
+    """Give one coding task to several agents, have them review each other,
+    and ask a human only when they disagree.
+
+    \b
+    Start here:
+      crossreview run tasks/          run the example suite on offline agents
+      crossreview inbox               escalations waiting for you
+      crossreview show ID             the packet: who did what, where they disagree
+      crossreview decide ID --pick a  finish the parked run with your decision
+
+    Exit codes (run): 0 all accepted, 1 something rejected or broken,
+    2 usage or input error (nothing ran), 3 something waits for a human.
+    """
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--agent", "agents", multiple=True, metavar="SPEC",
+              help="Repeatable. oracle | noop | command:<cmd> | llm:<model>, optionally NAME=SPEC "
+                   "(default names a, b, c...). Default: from crossreview.toml, else oracle and noop.")
+@click.option("--reviewer", "reviewers", multiple=True, metavar="SPEC",
+              help="NAME=SPEC gives agent NAME its reviewer; a bare SPEC gives it to every agent. "
+                   "Default: offline agents review with `tests`.")
+@click.option("--policy", default=None, help="Consensus policy: unanimous (default) or majority, or a plugin's.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Task runs at once (the agents of one task always run together).")
+@ledger_option
+@state_option
+@click.option("--no-input", is_flag=True,
+              help="Never prompt; escalations wait in the inbox. Default when stdin is not a terminal or CI=true.")
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout, for machines.")
+def run(paths, agents, reviewers, policy, jobs, ledger, state_dir, no_input, json_mode):
+    """Run every task under PATHS (default: tasks/)."""
+    from .plugins import get_plugin_manager
+    from .reporting import TerminalReporter, print_errors, result_json, results_table, summary_line
+    from .runner import RunOptions, UsageError, orphan_warning, run_suite, stdin_is_interactive
+    from .tasks import find_task_dirs
+
+    out, err = _consoles(json_mode)
+    paths = list(paths) or [Path("tasks")]
+    for p in paths:
+        if not p.exists():
+            _fail(f"{p} does not exist; give a folder of task folders (each with task.toml)")
+    warning = orphan_warning(state_dir)
+    if warning:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    pm = get_plugin_manager()
+    reporter = TerminalReporter(out, err, total=len(find_task_dirs(paths)))
+    pm.register(reporter, name="terminalreporter")
+    interactive = not no_input and not json_mode and stdin_is_interactive()
+    opts = RunOptions(paths=paths, agents=list(agents), reviewers=list(reviewers), policy=policy, jobs=jobs,
+                      ledger=ledger, state_dir=state_dir, interactive=interactive)
+    started = time.monotonic()
+    try:
+        outcome = run_suite(opts, pm)
+    except UsageError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]: finished work is checkpointed; `crossreview resume RUN` continues it")
+        sys.exit(130)
+    finally:
+        pm.unregister(reporter)
+    wall = time.monotonic() - started
+    if json_mode:
+        doc = {"run": outcome.run, "tasks": [result_json(r) for r in outcome.results],
+               "errors": [{"path": str(e.path), "file": str(e.file), "field": e.field, "message": e.message}
+                          for e in outcome.errors]}
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        print_errors(err, outcome.errors)
+        out.print(results_table(outcome.results))
+        out.print(summary_line(outcome.results, outcome.errors, wall), highlight=False)
+        waiting = [r for r in outcome.results if r.decision == "escalated"]
+        if waiting:
+            out.print(f"{len(waiting)} waiting for a human: `crossreview inbox`, then `crossreview show {waiting[0].escalation}`")
+        out.print(f"run {outcome.run} · ledger {ledger or state_dir / 'ledger.db'}", style="dim")
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@state_option
+@click.option("--json", "json_mode", is_flag=True, help="Print the checks as JSON.")
+def validate(paths, state_dir, json_mode):
+    """Check each task under PATHS: well formed, oracle passes, noop fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .tasks import load_suite
+    from .validate import validate_task
+    from .worktrees import ensure_state_dir
+
+    out, err = _consoles(json_mode)
+    paths = list(paths) or [Path("tasks")]
+    suite = load_suite(paths)
+    if not suite.tasks and not suite.errors:
+        _fail(f"no task folders (folders with task.toml) under {', '.join(map(str, paths))}")
+    ensure_state_dir(state_dir)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reports = list(pool.map(lambda t: validate_task(t, state_dir.resolve()), suite.tasks))
+    ok = all(r.ok for r in reports) and not suite.errors
+    if json_mode:
+        click.echo(json.dumps({
+            "ok": ok,
+            "tasks": [{"task": r.task, "path": str(r.path), "ok": r.ok,
+                       "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in r.checks]} for r in reports],
+            "errors": [{"path": str(e.path), "file": str(e.file), "field": e.field, "message": e.message} for e in suite.errors],
+        }, indent=2))
+    else:
+        for r in reports:
+            out.print(f"[bold]{r.task}[/bold] " + ("[green]ok[/green]" if r.ok else "[red]FAILED[/red]"), highlight=False)
+            for c in r.checks:
+                mark = "[green]✓[/green]" if c.ok else "[red]✗[/red]"
+                out.print(f"  {mark} {c.name}" + (f": {c.detail}" if c.detail else ""), highlight=False)
+        for e in suite.errors:
+            out.print(f"[bold red]✗[/bold red] {e}", highlight=False)
+        out.print(f"{sum(r.ok for r in reports)}/{len(reports) + len(suite.errors)} tasks valid")
+    sys.exit(EXIT_OK if ok else EXIT_REJECTED)
+
+
+def _ledger(state_dir: Path, ledger: Path | None):
+    from .ledger import Ledger, LedgerError
+
+    path = ledger or state_dir / "ledger.db"
+    if not path.exists():
+        _fail(f"no ledger at {path}: run `crossreview run` first (or pass --ledger)")
+    try:
+        return Ledger(path)
+    except LedgerError as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@ledger_option
+@state_option
+@click.option("--json", "json_mode", is_flag=True, help="Print the inbox as JSON.")
+def inbox(ledger, state_dir, json_mode):
+    """Escalations waiting for a human."""
+    from rich.table import Table
+
+    rows = _ledger(state_dir, ledger).inbox()
+    if json_mode:
+        click.echo(json.dumps({"escalations": [
+            {"id": r["id"], "task": r["task"], "run": r["run"], "reason": r["reason"], "created": r["created"]}
+            for r in rows]}, indent=2))
+        return
+    out = Console()
+    if not rows:
+        out.print("inbox empty: no escalation waits for a human")
+        return
+    table = Table(title=f"{len(rows)} escalation(s) waiting", title_justify="left")
+    for col in ("id", "task", "run", "waiting since", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"], r["task"], r["run"], r["created"][:19].replace("T", " "), r["reason"])
+    out.print(table)
+    out.print(f"next: crossreview show {rows[0]['id']}")
+
+
+@main.command()
+@click.argument("escalation_id")
+@ledger_option
+@state_option
+@click.option("--no-diff", is_flag=True, help="Leave the diffs out.")
+@click.option("--json", "json_mode", is_flag=True, help="Print the packet as JSON.")
+def show(escalation_id, ledger, state_dir, no_diff, json_mode):
+    """The escalation packet: what each agent did, test outcomes, verdicts, where they disagree."""
+    from .packet import render_packet
+
+    led = _ledger(state_dir, ledger)
+    esc = led.get_escalation(escalation_id)
+    if esc is None:
+        _fail(f"no escalation {escalation_id!r}; `crossreview inbox` lists the open ones")
+    if not json_mode:
+        led.mark_shown(escalation_id)  # the human's decision time starts now
+    if json_mode:
+        click.echo(json.dumps(esc, indent=2, default=str))
+        return
+    render_packet(Console(), esc, with_diffs=not no_diff)
+    if esc["decided"]:
+        Console().print(f"[dim]already decided: {esc['action']} {esc['pick'] or esc['guide'] or ''} by {esc['decided_by']} at {esc['decided']}[/dim]")
+
+
+@main.command()
+@click.argument("escalation_id")
+@click.option("--pick", metavar="NAME", help="Accept this agent's candidate.")
+@click.option("--reject", is_flag=True, help="Reject every candidate.")
+@click.option("--guide", metavar="TEXT", help="Send the agents back with this guidance (a new round).")
+@click.option("--by", default=None, help="Who decided (default: your user name).")
+@ledger_option
+@state_option
+@click.option("--json", "json_mode", is_flag=True, help="Print the task run's result as JSON.")
+def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode):
+    """Resume the run parked at ESCALATION_ID with your decision."""
+    from .default_plugins.terminal import _user
+    from .models import HumanDecision
+    from .reporting import result_json, results_table
+    from .runner import UsageError, decide_escalation
+
+    given = [x for x in (pick is not None, reject, guide is not None) if x]
+    if len(given) != 1:
+        _fail("give exactly one of --pick NAME, --reject, --guide TEXT")
+    action = "pick" if pick is not None else "reject" if reject else "guide"
+    human = HumanDecision(action=action, pick=pick, guide=guide, by=by or _user())
+    try:
+        result = decide_escalation(escalation_id, human, state_dir=state_dir, ledger=ledger)
+    except UsageError as exc:
+        _fail(str(exc))
+    if json_mode:
+        click.echo(json.dumps(result_json(result), indent=2))
+    else:
+        Console().print(results_table([result]))
+    sys.exit({"accepted": 0, "rejected": 1, "escalated": 3}.get(result.decision, 1))
+
+
+@main.command()
+@click.argument("run_id")
+@ledger_option
+@state_option
+@click.option("--no-input", is_flag=True, help="Never prompt.")
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout.")
+def resume(run_id, ledger, state_dir, no_input, json_mode):
+    """Finish RUN_ID after a crash or kill, keeping every finished agent's work."""
+    from .plugins import get_plugin_manager
+    from .reporting import TerminalReporter, result_json, results_table, summary_line
+    from .runner import UsageError, resume_run, stdin_is_interactive
+
+    out, err = _consoles(json_mode)
+    pm = get_plugin_manager()
+    reporter = TerminalReporter(out, err)
+    pm.register(reporter, name="terminalreporter")
+    started = time.monotonic()
+    try:
+        outcome = resume_run(run_id, state_dir=state_dir, ledger=ledger,
+                             interactive=not no_input and not json_mode and stdin_is_interactive(), pm=pm)
+    except UsageError as exc:
+        _fail(str(exc))
+    finally:
+        pm.unregister(reporter)
+    if json_mode:
+        click.echo(json.dumps({"run": outcome.run, "tasks": [result_json(r) for r in outcome.results]}, indent=2))
+    else:
+        out.print(results_table(outcome.results))
+        out.print(summary_line(outcome.results, outcome.errors, time.monotonic() - started), highlight=False)
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
+@ledger_option
+@state_option
+def gc(ledger, state_dir):
+    """Remove worktrees and branches left behind by killed processes."""
+    from .gc import collect
+
+    if not state_dir.exists():
+        Console().print("nothing to collect: no state directory")
+        return
+    trees, branches = collect(state_dir.resolve(), ledger)
+    Console().print(f"removed {trees} worktree(s) and {branches} branch(es)")
+
+
+@main.command("plugins")
+@click.option("--json", "json_mode", is_flag=True, help="Print as JSON.")
+def plugins_cmd(json_mode):
+    """Installed plugins and the agents, reviewers and policies they add."""
+    from . import plugins as plugins_mod
+
+    pm = plugins_mod.get_plugin_manager()
+    sections = {
+        "agents": plugins_mod.agent_kinds(pm),
+        "reviewers": plugins_mod.reviewer_kinds(pm),
+        "policies": plugins_mod.policies(pm),
+    }
+    if json_mode:
+        click.echo(json.dumps({
+            "plugins": plugins_mod.plugin_names(pm),
+            **{k: [{"name": r.name, "plugin": r.plugin, "help": r.help} for r in v.values()] for k, v in sections.items()},
+        }, indent=2))
+        return
+    out = Console()
+    out.print("[bold]plugins[/bold]: " + ", ".join(plugins_mod.plugin_names(pm)))
+    for title, regs in sections.items():
+        out.print(f"[bold]{title}[/bold]")
+        for r in regs.values():
+            out.print(f"  {r.name:<12} {r.help}  [dim]({r.plugin})[/dim]", highlight=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

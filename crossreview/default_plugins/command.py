@@ -1,0 +1,157 @@
+"""``command:<template>`` agents and reviewers: any program, run in a confined directory.
+
+Templates may use {python} (the interpreter crossreview runs on), {suite}
+(the folder of the suite's crossreview.toml), {task_dir}, {instruction} and
+{worktree}; values are shell-quoted.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..agents import ReviewRequest, SpecError, Workspace, expand_template
+from ..hookspecs import hookimpl
+from ..models import AgentSpec, ReviewVerdictOutput, SolveResult
+from ..sandbox import run_confined
+
+_TAIL = 4000
+
+
+class ReviewerOutputError(Exception):
+    """A reviewer's output that is not a verdict; recorded as an abstention, never an approval."""
+
+
+def _template(spec: AgentSpec, what: str) -> str:
+    if not spec.arg or not spec.arg.strip():
+        raise SpecError(f"{what} {spec.name}: 'command:' needs a command, e.g. command:./solve.sh")
+    return spec.arg
+
+
+class CommandAgent:
+    """Runs a program in the candidate's worktree; whatever it changes there is the candidate."""
+
+    def __init__(self, spec: AgentSpec):
+        self.spec = spec
+        self.template = _template(spec, "agent")
+
+    def solve(self, workspace: Workspace) -> SolveResult:
+        """Run the command with the task in CROSSREVIEW_* variables."""
+        task = workspace.task
+        with tempfile.TemporaryDirectory(prefix="crossreview-instruction-") as tmp:
+            instruction_file = task.instruction_file
+            if workspace.instruction != task.instruction:
+                # Guidance from a human was added: the agent reads the amended prompt.
+                instruction_file = Path(tmp) / "instruction.md"
+                instruction_file.write_text(workspace.instruction)
+            values = {
+                "suite": str(workspace.suite_dir),
+                "task_dir": str(task.path),
+                "instruction": str(instruction_file),
+                "worktree": str(workspace.path),
+            }
+            env = {
+                "CROSSREVIEW_INSTRUCTION_FILE": str(instruction_file),
+                "CROSSREVIEW_TASK_DIR": str(task.path),
+                "CROSSREVIEW_TASK_ID": task.id,
+                "CROSSREVIEW_AGENT": workspace.agent.name,
+                "CROSSREVIEW_SUITE_DIR": str(workspace.suite_dir),
+                "CROSSREVIEW_WORKTREE": str(workspace.path),
+                **workspace.env,
+            }
+            cmd = expand_template(self.template, values)
+            proc = run_confined(cmd, cwd=workspace.path, timeout=workspace.timeout, env=env, shell=True)
+        log = (proc.stdout + proc.stderr)[-_TAIL:]
+        if proc.timed_out:
+            return SolveResult(status="timeout", error=f"killed after {workspace.timeout:g}s", log=log)
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:] or [""]
+            return SolveResult(status="error", error=f"exited {proc.returncode}: {tail[0][:300]}", log=log)
+        return SolveResult(log=log)
+
+
+def parse_verdict(stdout: str) -> ReviewVerdictOutput:
+    """The verdict a reviewer printed: the whole output, or its last line that is a JSON object."""
+    text = stdout.strip()
+    candidates = [text] + [line.strip() for line in reversed(text.splitlines()) if line.strip().startswith("{")]
+    last_error = "no output"
+    for chunk in candidates:
+        if not chunk:
+            continue
+        try:
+            data = json.loads(chunk)
+        except json.JSONDecodeError as exc:
+            last_error = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            continue
+        if not isinstance(data, dict):
+            last_error = f"expected a JSON object, got {type(data).__name__}"
+            continue
+        try:
+            return ReviewVerdictOutput.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'verdict'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ReviewerOutputError(
+                f"verdict JSON is not valid: {problems}. Expected "
+                '{"verdict": "approve"|"reject", "confidence": 0..1, "concerns": [...]}'
+            ) from None
+    raise ReviewerOutputError(
+        f"printed no verdict: {last_error}. Expected one JSON object like "
+        '{"verdict": "approve", "confidence": 0.8, "concerns": []}'
+    )
+
+
+class CommandReviewer:
+    """Runs a program that reads the candidate from files and prints a JSON verdict."""
+
+    def __init__(self, spec: AgentSpec):
+        self.spec = spec
+        self.template = _template(spec, "reviewer for")
+
+    def review(self, request: ReviewRequest) -> ReviewVerdictOutput:
+        """Write the diff and test outcomes to files, run the command, parse its verdict."""
+        work = request.workdir
+        work.mkdir(parents=True, exist_ok=True)
+        diff_file = work / "candidate.diff"
+        diff_file.write_text(request.diff)
+        tests_file = work / "tests.json"
+        tests_file.write_text(json.dumps(request.tests.summary_dict() if request.tests else None, indent=1))
+        instruction_file = work / "instruction.md"
+        instruction_file.write_text(request.instruction)
+        env = {
+            "CROSSREVIEW_DIFF_FILE": str(diff_file),
+            "CROSSREVIEW_TESTS_FILE": str(tests_file),
+            "CROSSREVIEW_INSTRUCTION_FILE": str(instruction_file),
+            "CROSSREVIEW_TASK_ID": request.task.id,
+            "CROSSREVIEW_TASK_DIR": str(request.task.path),
+            "CROSSREVIEW_CANDIDATE": request.candidate_label,
+            "CROSSREVIEW_SUITE_DIR": str(request.suite_dir),
+        }
+        values = {
+            "suite": str(request.suite_dir),
+            "task_dir": str(request.task.path),
+            "instruction": str(instruction_file),
+            "worktree": str(work),
+        }
+        cmd = expand_template(self.template, values)
+        proc = run_confined(cmd, cwd=work, timeout=request.timeout, env=env, shell=True)
+        if proc.timed_out:
+            raise ReviewerOutputError(f"timed out after {request.timeout:g}s")
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or [""])[-1][:300]
+            raise ReviewerOutputError(f"exited {proc.returncode}: {tail}")
+        return parse_verdict(proc.stdout)
+
+
+@hookimpl
+def crossreview_register_agents(register):
+    register("command", CommandAgent, help="command:<template> runs any program in the worktree")
+
+
+@hookimpl
+def crossreview_register_reviewers(register):
+    register("command", CommandReviewer, help="command:<template> runs a program that prints a JSON verdict")

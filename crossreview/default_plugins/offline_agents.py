@@ -1,0 +1,58 @@
+"""The ``oracle`` and ``noop`` agents: offline, and what `validate` checks tasks with."""
+
+from __future__ import annotations
+
+import shutil
+
+from ..agents import SpecError, Workspace
+from ..hookspecs import hookimpl
+from ..models import AgentSpec, SolveResult
+from ..sandbox import run_confined
+
+
+class OracleAgent:
+    """Lays the task's solution/ over the worktree, or runs solution/solve.sh there."""
+
+    def __init__(self, spec: AgentSpec):
+        if spec.arg:
+            raise SpecError(f"agent {spec.name}: 'oracle' takes no argument (got {spec.spec!r})")
+
+    def solve(self, workspace: Workspace) -> SolveResult:
+        """Apply the reference solution."""
+        solution = workspace.task.solution_dir
+        if not solution.is_dir():
+            return SolveResult(status="error", error=f"{solution} does not exist: the oracle needs solution/")
+        script = solution / "solve.sh"
+        if script.is_file():
+            proc = run_confined(
+                ["bash", str(script)], cwd=workspace.path, timeout=workspace.timeout, env=workspace.env
+            )
+            if proc.timed_out:
+                return SolveResult(status="timeout", error=f"solve.sh killed after {workspace.timeout:g}s")
+            if proc.returncode != 0:
+                return SolveResult(
+                    status="error", error=f"solve.sh exited {proc.returncode}", log=(proc.stdout + proc.stderr)[-4000:]
+                )
+            return SolveResult(log=(proc.stdout + proc.stderr)[-4000:])
+        shutil.copytree(
+            solution, workspace.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        return SolveResult()
+
+
+class NoopAgent:
+    """Changes nothing: a task whose tests pass under noop cannot tell good from bad."""
+
+    def __init__(self, spec: AgentSpec):
+        if spec.arg:
+            raise SpecError(f"agent {spec.name}: 'noop' takes no argument (got {spec.spec!r})")
+
+    def solve(self, workspace: Workspace) -> SolveResult:
+        """Do nothing."""
+        return SolveResult()
+
+
+@hookimpl
+def crossreview_register_agents(register):
+    register("oracle", OracleAgent, help="applies the task's solution/ (checks a task is solvable)")
+    register("noop", NoopAgent, help="changes nothing (checks the tests can fail)")

@@ -1,0 +1,521 @@
+"""The pipeline of one task run, as a LangGraph StateGraph.
+
+    prepare ──Send──▶ solve(agent i) ──Send──▶ verify(candidate i) ──▶ plan_reviews
+        ──Send──▶ review(j reviews i, j ≠ i) ──▶ decide ──▶ holdout
+        ──▶ record                                  (agreement)
+        ──▶ escalate ── interrupt() ──▶ record       (disagreement; a human picks or rejects)
+                     └──Send──▶ solve (next round)   (the human gave guidance)
+
+State holds only JSON-able data (models dumped with ``mode="json"``) so the
+SQLite checkpoint is plain and portable; nodes turn it back into models.
+Runtime objects (plugin manager, ledger, built agents) travel in the
+LangGraph runtime context, never in the checkpoint.
+
+Crash safety comes from LangGraph: each finished branch's writes are saved as
+it finishes, so invoking the graph again on the same thread re-runs only the
+branches that had not finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import pluggy
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send, interrupt
+
+from . import agents as agents_mod
+from . import plugins
+from .ledger import Ledger
+from .models import (
+    AgentSpec,
+    Candidate,
+    CandidateSummary,
+    Decision,
+    Escalation,
+    HumanDecision,
+    SolveResult,
+    Task,
+    TaskResult,
+    TestReport,
+    Usage,
+    Verdict,
+    utcnow,
+)
+from .packet import build_packet
+from .verify import run_tests
+from .worktrees import (
+    HOLDOUT_DIRNAME,
+    TESTS_DIRNAME,
+    BaseRepo,
+    copy_tests,
+    create_worktree,
+    keep_branch,
+    kept_branch,
+    prepare_base,
+    reset_to,
+    take_diff,
+    work_branch,
+    worktrees_root,
+)
+
+
+@dataclass
+class Context:
+    """Runtime objects the nodes need; rebuilt by whichever process runs the graph."""
+
+    pm: pluggy.PluginManager
+    state_dir: Path
+    ledger: Ledger
+    _built: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def agent(self, spec: AgentSpec) -> Any:
+        """The agent object for ``spec``, built once per process."""
+        return self._get("agent", spec, agents_mod.build_agent)
+
+    def reviewer(self, spec: AgentSpec) -> Any:
+        """The reviewer object for ``spec``, built once per process."""
+        return self._get("reviewer", spec, agents_mod.build_reviewer)
+
+    def _get(self, kind: str, spec: AgentSpec, build) -> Any:
+        key = (kind, spec.name, spec.spec)
+        with self._lock:
+            if key not in self._built:
+                self._built[key] = build(spec, self.pm)
+            return self._built[key]
+
+
+class TaskRunState(TypedDict, total=False):
+    run: str
+    task_run: str
+    task: dict
+    agents: list[dict]
+    reviewers: dict[str, str]
+    policy: str
+    suite_dir: str
+    base_git_dir: str
+    base_commit: str
+    round: int
+    guidance: list[str]
+    candidates: Annotated[list[dict], operator.add]
+    verdicts: Annotated[list[dict], operator.add]
+    holdouts: Annotated[list[dict], operator.add]
+    decisions: Annotated[list[dict], operator.add]
+    humans: Annotated[list[dict], operator.add]
+    events: Annotated[list[dict], operator.add]
+    escalation: dict | None
+    result: dict
+
+
+_SHARED = ("run", "task_run", "task", "suite_dir", "base_git_dir", "base_commit", "round", "guidance", "reviewers")
+
+
+def _shared(state: dict) -> dict:
+    return {k: state.get(k) for k in _SHARED}
+
+
+def _event(node: str, started, agent: str | None = None, rnd: int = 0) -> dict:
+    return {"node": node, "agent": agent, "round": rnd, "started": started.isoformat(), "finished": utcnow().isoformat()}
+
+
+def worktree_path(state_dir: Path, run: str, task_id: str, agent: str) -> Path:
+    """Where agent ``agent``'s worktree for ``task_id`` in ``run`` lives."""
+    return worktrees_root(state_dir) / run / task_id / agent
+
+
+def _base(p: dict) -> BaseRepo:
+    return BaseRepo(Path(p["base_git_dir"]), p["base_commit"])
+
+
+def _instruction(task: Task, guidance: list[str] | None) -> str:
+    if not guidance:
+        return task.instruction
+    notes = "\n".join(f"- {g}" for g in guidance)
+    return f"{task.instruction}\n\n## Guidance from the human reviewer\n\n{notes}\n"
+
+
+def _ensure_candidate_tree(ctx: Context, p: dict, cand: Candidate) -> Path:
+    """The candidate's worktree holding exactly base + its diff (recreated after a crash)."""
+    task = Task.model_validate(p["task"])
+    path = worktree_path(ctx.state_dir, p["run"], task.id, cand.agent)
+    if not path.exists():
+        create_worktree(ctx.state_dir, _base(p), path, work_branch(p["run"], task.id, cand.agent))
+    reset_to(path, p["base_commit"], cand.diff)
+    return path
+
+
+# --- nodes --------------------------------------------------------------------
+
+
+def prepare(state: TaskRunState, runtime: Runtime[Context]) -> dict:
+    """Snapshot the task's repository and fix the base commit every worktree starts from."""
+    started = utcnow()
+    task = Task.model_validate(state["task"])
+    base = prepare_base(task, runtime.context.state_dir)
+    return {
+        "base_git_dir": str(base.git_dir),
+        "base_commit": base.commit,
+        "round": 0,
+        "guidance": [],
+        "events": [_event("prepare", started)],
+    }
+
+
+def fan_out_solve(state: TaskRunState) -> list[Send]:
+    """One solve branch per agent, all at once."""
+    shared = _shared(state)
+    return [Send("solve", {**shared, "agent": a}) for a in state["agents"]]
+
+
+def solve(p: dict, runtime: Runtime[Context]) -> Command:
+    """Run one agent in a fresh worktree and take its diff."""
+    ctx = runtime.context
+    task = Task.model_validate(p["task"])
+    spec = AgentSpec.model_validate(p["agent"])
+    started = utcnow()
+    path = worktree_path(ctx.state_dir, p["run"], task.id, spec.name)
+    # Always fresh: a solve re-run after a crash must not see the dead attempt's files.
+    create_worktree(ctx.state_dir, _base(p), path, work_branch(p["run"], task.id, spec.name))
+    if task.tests_visible:
+        copy_tests(task.tests_dir, path, TESTS_DIRNAME)
+    workspace = agents_mod.Workspace(
+        path=path,
+        task=task,
+        agent=spec,
+        instruction=_instruction(task, p.get("guidance")),
+        timeout=task.agent_timeout,
+        suite_dir=Path(p["suite_dir"]),
+    )
+    try:
+        result = ctx.agent(spec).solve(workspace)
+    except Exception as exc:  # an agent plugin's bug is that candidate's error, not the run's
+        result = SolveResult(status="error", error=f"{type(exc).__name__}: {exc}")
+    diff = take_diff(path, p["base_commit"])
+    cand = Candidate(
+        agent=spec.name,
+        spec=spec.spec,
+        round=p.get("round") or 0,
+        status=result.status,
+        error=result.error,
+        diff=diff.text,
+        files_changed=diff.files,
+        lines_added=diff.added,
+        lines_removed=diff.removed,
+        started=started,
+        finished=utcnow(),
+        usage=result.usage,
+        log=result.log,
+    )
+    ctx.pm.hook.crossreview_candidate_solved(task=task, task_run=p["task_run"], candidate=cand)
+    return Command(
+        update={"events": [_event("solve", started, spec.name, cand.round)]},
+        goto=Send("verify", {**{k: p[k] for k in _SHARED}, "candidate": cand.model_dump(mode="json")}),
+    )
+
+
+def verify(p: dict, runtime: Runtime[Context]) -> dict:
+    """Run the task's tests on exactly the candidate's diff."""
+    ctx = runtime.context
+    task = Task.model_validate(p["task"])
+    cand = Candidate.model_validate(p["candidate"])
+    started = utcnow()
+    if cand.status == "ok":
+        path = _ensure_candidate_tree(ctx, p, cand)
+        cand.tests = run_tests(task, path)
+    ctx.pm.hook.crossreview_candidate_verified(task=task, task_run=p["task_run"], candidate=cand)
+    return {
+        "candidates": [cand.model_dump(mode="json")],
+        "events": [_event("verify", started, cand.agent, cand.round)],
+    }
+
+
+def _round_candidates(state: dict) -> list[Candidate]:
+    rnd = state.get("round") or 0
+    order = {a["name"]: i for i, a in enumerate(state["agents"])}
+    cands = [Candidate.model_validate(c) for c in state.get("candidates", []) if c.get("round", 0) == rnd]
+    # Keep the latest write per agent (a resumed branch may have written twice).
+    latest = {c.agent: c for c in cands}
+    return sorted(latest.values(), key=lambda c: order.get(c.agent, 99))
+
+
+def _round_verdicts(state: dict) -> list[Verdict]:
+    rnd = state.get("round") or 0
+    latest = {}
+    for v in state.get("verdicts", []):
+        if v.get("round", 0) == rnd:
+            latest[(v["reviewer"], v["candidate"])] = Verdict.model_validate(v)
+    return list(latest.values())
+
+
+def plan_reviews(state: TaskRunState) -> dict:
+    """Join point after verification; the fan-out to reviews follows."""
+    return {}
+
+
+def candidate_label(task_run: str, agent: str) -> str:
+    """An anonymous, stable name for a candidate, so a reviewer cannot tell whose it is."""
+    return "candidate-" + hashlib.sha256(f"{task_run}\0{agent}".encode()).hexdigest()[:6]
+
+
+def fan_out_review(state: TaskRunState) -> list[Send] | str:
+    """Every agent's reviewer reviews every other agent's candidate."""
+    shared = _shared(state)
+    sends = []
+    cands = _round_candidates(state)
+    for reviewer in state["agents"]:
+        for cand in cands:
+            if cand.agent == reviewer["name"] or cand.status != "ok":
+                continue
+            sends.append(
+                Send("review", {**shared, "reviewer": reviewer, "candidate": cand.model_dump(mode="json")})
+            )
+    return sends or "decide"
+
+
+def review(p: dict, runtime: Runtime[Context]) -> dict:
+    """One reviewer judges one candidate; a reviewer that fails abstains, never approves."""
+    ctx = runtime.context
+    task = Task.model_validate(p["task"])
+    agent = AgentSpec.model_validate(p["reviewer"])
+    cand = Candidate.model_validate(p["candidate"])
+    rspec = AgentSpec(name=agent.name, spec=p["reviewers"][agent.name])
+    label = candidate_label(p["task_run"], cand.agent)
+    started = utcnow()
+    workdir = ctx.state_dir / "reviews" / p["run"] / task.id / f"r{p.get('round') or 0}-{agent.name}-{label}"
+    request = agents_mod.ReviewRequest(
+        task=task,
+        reviewer=rspec,
+        candidate_label=label,
+        instruction=_instruction(task, p.get("guidance")),
+        diff=cand.diff,
+        files_changed=cand.files_changed,
+        tests=cand.tests,
+        workdir=workdir,
+        suite_dir=Path(p["suite_dir"]),
+        timeout=max(task.verifier_timeout, 300.0),
+    )
+    usage = Usage()
+    try:
+        out = ctx.reviewer(rspec).review(request)
+        verdict = Verdict(
+            reviewer=agent.name,
+            candidate=cand.agent,
+            round=cand.round,
+            verdict=out.verdict,
+            confidence=out.confidence,
+            concerns=out.concerns,
+            prefers=cand.agent if out.prefers in (label, cand.agent) else None,
+            usage=getattr(out, "usage", usage) if isinstance(getattr(out, "usage", None), Usage) else usage,
+        )
+    except Exception as exc:  # noqa: BLE001 - any reviewer failure is an abstention
+        verdict = Verdict(
+            reviewer=agent.name,
+            candidate=cand.agent,
+            round=cand.round,
+            verdict="abstain",
+            confidence=0.0,
+            error=f"{rspec.spec}: {exc}",
+        )
+    verdict.seconds = (utcnow() - started).total_seconds()
+    ctx.pm.hook.crossreview_review_done(task=task, task_run=p["task_run"], verdict=verdict)
+    return {
+        "verdicts": [verdict.model_dump(mode="json")],
+        "events": [_event("review", started, agent.name, cand.round)],
+    }
+
+
+def decide(state: TaskRunState, runtime: Runtime[Context]) -> dict:
+    """Apply the consensus policy to this round."""
+    started = utcnow()
+    regs = plugins.policies(runtime.context.pm)
+    policy = regs[state["policy"]].factory
+    cands = _round_candidates(state)
+    verdicts = _round_verdicts(state)
+    decision = policy.decide(cands, verdicts)
+    rnd = state.get("round") or 0
+    escalation = None
+    if decision.kind == "escalated":
+        escalation = {"id": "e-" + secrets.token_hex(3), "round": rnd}
+    return {
+        "decisions": [{"round": rnd, **decision.model_dump(mode="json")}],
+        "escalation": escalation,
+        "events": [_event("decide", started, None, rnd)],
+    }
+
+
+def holdout(state: TaskRunState, runtime: Runtime[Context]) -> dict:
+    """Run holdout tests on every candidate, whatever the decision, to score it later.
+
+    Nobody making the decision sees these results: not agents, reviewers, the
+    policy or the human's packet.
+    """
+    task = Task.model_validate(state["task"])
+    if not task.holdout_dir.is_dir():
+        return {}
+    started = utcnow()
+    ctx = runtime.context
+    cands = [c for c in _round_candidates(state) if c.status == "ok"]
+
+    def one(cand: Candidate) -> dict:
+        path = _ensure_candidate_tree(ctx, state, cand)
+        report = run_tests(task, path, source=task.holdout_dir, dirname=HOLDOUT_DIRNAME)
+        return {"agent": cand.agent, "round": cand.round, "report": report.model_dump(mode="json")}
+
+    with ThreadPoolExecutor(max_workers=max(1, len(cands))) as pool:
+        results = list(pool.map(one, cands))
+    return {"holdouts": results, "events": [_event("holdout", started, None, state.get("round") or 0)]}
+
+
+def route_after_holdout(state: TaskRunState) -> str:
+    """Escalate disagreements; record everything else."""
+    return "escalate" if state.get("escalation") else "record"
+
+
+def escalate(state: TaskRunState) -> Command:
+    """Park the run for a human with interrupt(); resume with their decision.
+
+    This node runs again from the top when resumed, so it has no side effects
+    before interrupt(): the inbox entry is written by the caller.
+    """
+    task = Task.model_validate(state["task"])
+    rnd = state.get("round") or 0
+    decision = Decision.model_validate({k: v for k, v in state["decisions"][-1].items() if k != "round"})
+    packet = build_packet(task, _round_candidates(state), _round_verdicts(state), decision)
+    esc = state["escalation"]
+    answer = interrupt({**esc, "reason": decision.reason, "packet": packet})
+    human = HumanDecision.model_validate(answer)
+    update: dict[str, Any] = {"humans": [{"round": rnd, "escalation": esc["id"], **human.model_dump(mode="json")}]}
+    if human.action == "guide":
+        nxt = {**state, "round": rnd + 1, "guidance": [*(state.get("guidance") or []), human.guide or ""]}
+        shared = _shared(nxt)
+        update.update({"round": rnd + 1, "guidance": nxt["guidance"], "escalation": None})
+        return Command(update=update, goto=[Send("solve", {**shared, "agent": a}) for a in state["agents"]])
+    return Command(update=update, goto="record")
+
+
+def record(state: TaskRunState, runtime: Runtime[Context]) -> dict:
+    """Write the task run to the ledger and keep the accepted candidate as a branch."""
+    ctx = runtime.context
+    task = Task.model_validate(state["task"])
+    rnd = state.get("round") or 0
+    cands = _round_candidates(state)
+    last = state["decisions"][-1]
+    decision = Decision.model_validate({k: v for k, v in last.items() if k != "round"})
+    humans = [h for h in state.get("humans", []) if h.get("round") == rnd]
+    kind, winner, reason = decision.kind, decision.winner, decision.reason
+    escalation_id = None
+    if humans:
+        h = humans[-1]
+        escalation_id = h["escalation"]
+        if h["action"] == "pick":
+            kind, winner = "accepted", h["pick"]
+            reason = f"a human picked {winner} ({escalation_id}): {decision.reason}"
+        else:
+            kind, winner = "rejected", None
+            reason = f"a human rejected every candidate ({escalation_id})"
+    branch = None
+    if kind == "accepted" and winner:
+        cand = next(c for c in cands if c.agent == winner)
+        branch = kept_branch(state["run"], task.id)
+        ctx_msg = f"crossreview: {task.id} by {winner} (run {state['run']})\n\n{reason}"
+        keep_branch(ctx.state_dir, BaseRepo(Path(state["base_git_dir"]), state["base_commit"]), branch, cand.diff, ctx_msg)
+
+    all_cands = []
+    holdouts = {(h["agent"], h["round"]): TestReport.model_validate(h["report"]) for h in state.get("holdouts", [])}
+    seen = {}
+    for c in state.get("candidates", []):
+        cand = Candidate.model_validate(c)
+        cand.holdout = holdouts.get((cand.agent, cand.round))
+        seen[(cand.agent, cand.round)] = cand
+    all_cands = list(seen.values())
+    all_verdicts = {}
+    for v in state.get("verdicts", []):
+        all_verdicts[(v["reviewer"], v["candidate"], v.get("round", 0))] = Verdict.model_validate(v)
+    verdicts = list(all_verdicts.values())
+    events = state.get("events", [])
+    started = min((e["started"] for e in events), default=utcnow().isoformat())
+    seconds = (utcnow() - datetime.fromisoformat(started)).total_seconds()
+    round_verdicts = [v for v in verdicts if v.round == rnd]
+    result = TaskResult(
+        task=task.id,
+        task_run=state["task_run"],
+        run=state["run"],
+        decision=kind,
+        winner=winner,
+        escalation=escalation_id,
+        reason=reason,
+        branch=branch,
+        candidates=[summarize(c, round_verdicts) for c in cands],
+        seconds=seconds,
+    )
+    ctx.ledger.record_task_run(
+        result,
+        all_cands,
+        verdicts,
+        [(d["round"], Decision.model_validate({k: v for k, v in d.items() if k != "round"})) for d in state["decisions"]],
+        events + [_event("record", utcnow(), None, rnd)],
+        rounds=rnd + 1,
+    )
+    return {"result": result.model_dump(mode="json")}
+
+
+def summarize(c: Candidate, verdicts: list[Verdict]) -> CandidateSummary:
+    """The per-candidate line of ``run --json``."""
+    on_it = [v for v in verdicts if v.candidate == c.agent]
+    return CandidateSummary(
+        agent=c.agent,
+        status=c.status,
+        tests_passed=c.tests.passed if c.tests else 0,
+        tests_total=c.tests.total if c.tests else 0,
+        approvals=sum(1 for v in on_it if v.verdict == "approve"),
+        reviews=len(on_it),
+        tokens=c.usage.tokens,
+        cost=c.usage.cost,
+        seconds=round(c.seconds, 3),
+    )
+
+
+def build_graph() -> StateGraph:
+    """The task-run StateGraph, uncompiled."""
+    g = StateGraph(TaskRunState, context_schema=Context)
+    g.add_node("prepare", prepare)
+    g.add_node("solve", solve, destinations=("verify",))
+    g.add_node("verify", verify)
+    g.add_node("plan_reviews", plan_reviews)
+    g.add_node("review", review)
+    g.add_node("decide", decide)
+    g.add_node("holdout", holdout)
+    g.add_node("escalate", escalate, destinations=("record", "solve"))
+    g.add_node("record", record)
+    g.add_edge(START, "prepare")
+    g.add_conditional_edges("prepare", fan_out_solve, ["solve"])
+    g.add_edge("verify", "plan_reviews")
+    g.add_conditional_edges("plan_reviews", fan_out_review, ["review", "decide"])
+    g.add_edge("review", "decide")
+    g.add_edge("decide", "holdout")
+    g.add_conditional_edges("holdout", route_after_holdout, ["escalate", "record"])
+    g.add_edge("record", END)
+    return g
+
+
+def escalation_from_interrupt(value: dict, state: dict) -> Escalation:
+    """The Escalation a parked graph reports through its interrupt value."""
+    return Escalation(
+        id=value["id"],
+        run=state["run"],
+        task_run=state["task_run"],
+        task=value["packet"]["task"],
+        reason=value["reason"],
+        round=value.get("round", 0),
+        packet=value["packet"],
+    )

@@ -1,0 +1,117 @@
+"""The escalation packet: what a human needs to decide in a minute, and how it is shown.
+
+Built from the round's candidates, verdicts and decision. Holdout results are
+never put in it: they exist to score decisions, not to make them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from .models import Candidate, Decision, Task, Verdict
+
+_MAX_DIFF_CHARS = 20_000
+
+
+def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict], decision: Decision) -> dict[str, Any]:
+    """A JSON-able packet; diffs are cut at 20,000 characters each (the ledger keeps them whole)."""
+    cands = []
+    for c in candidates:
+        failing = [o.name for o in (c.tests.outcomes if c.tests else []) if o.outcome in ("failed", "error")]
+        diff = c.diff if len(c.diff) <= _MAX_DIFF_CHARS else c.diff[:_MAX_DIFF_CHARS] + "\n... (cut; full diff in the ledger)\n"
+        cands.append(
+            {
+                "agent": c.agent,
+                "spec": c.spec,
+                "status": c.status,
+                "error": c.error,
+                "tests_passed": c.tests.passed if c.tests else 0,
+                "tests_total": c.tests.total if c.tests else 0,
+                "failing_tests": failing[:20],
+                "files": c.files_changed,
+                "lines_added": c.lines_added,
+                "lines_removed": c.lines_removed,
+                "seconds": round(c.seconds, 2),
+                "diff": diff,
+            }
+        )
+    return {
+        "task": task.id,
+        "instruction": task.instruction[:4000],
+        "reason": decision.reason,
+        "disagreements": decision.disagreements,
+        "policy": decision.policy,
+        "candidates": cands,
+        "verdicts": [
+            {
+                "reviewer": v.reviewer,
+                "candidate": v.candidate,
+                "verdict": v.verdict,
+                "confidence": v.confidence,
+                "concerns": v.concerns,
+                "error": v.error,
+            }
+            for v in verdicts
+        ],
+    }
+
+
+def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True) -> None:
+    """Print an escalation (a ledger row with its packet) for a human."""
+    p = esc["packet"]
+    head = Text.assemble(
+        ("Escalation ", "bold"), (esc["id"], "bold magenta"), "  task ", (p["task"], "bold"),
+        f"  run {esc['run']}  policy {p.get('policy', '?')}",
+    )
+    console.print(Panel(Text(p["reason"]), title=head, title_align="left", border_style="magenta"))
+    console.print(Text("Where they disagree", style="bold"))
+    for line in p["disagreements"] or ["(no specific disagreement recorded)"]:
+        console.print(f"  • {line}")
+    console.print()
+
+    table = Table(title="Candidates", title_justify="left", show_lines=False)
+    for col in ("agent", "tests", "change", "seconds", "verdicts on it"):
+        table.add_column(col)
+    for c in p["candidates"]:
+        vs = [v for v in p["verdicts"] if v["candidate"] == c["agent"]]
+        verdicts = ", ".join(f"{v['reviewer']}: {v['verdict']}" for v in vs) or "-"
+        tests = f"{c['tests_passed']}/{c['tests_total']}"
+        style = "green" if c["tests_total"] and c["tests_passed"] == c["tests_total"] else "red"
+        if c["status"] != "ok":
+            tests, style = c["status"], "red"
+        table.add_row(
+            c["agent"],
+            Text(tests, style=style),
+            f"{len(c['files'])} files +{c['lines_added']} -{c['lines_removed']}",
+            f"{c['seconds']:.1f}",
+            verdicts,
+        )
+    console.print(table)
+
+    console.print(Text("Verdicts", style="bold"))
+    for v in p["verdicts"]:
+        style = {"approve": "green", "reject": "red"}.get(v["verdict"], "yellow")
+        console.print(
+            Text.assemble(f"  {v['reviewer']} → {v['candidate']}: ", (v["verdict"], style), f" ({v['confidence']:.2f})")
+        )
+        for concern in v["concerns"][:5]:
+            console.print(f"      - {concern}")
+        if v.get("error"):
+            console.print(f"      ! {v['error']}")
+    for c in p["candidates"]:
+        if c["failing_tests"]:
+            console.print(f"  {c['agent']} fails: " + ", ".join(c["failing_tests"][:8]))
+    if with_diffs:
+        for c in p["candidates"]:
+            body = Syntax(c["diff"], "diff", word_wrap=True) if c["diff"].strip() else Text("(no change)")
+            console.print(Panel(Group(body), title=f"diff of {c['agent']}", title_align="left"))
+    names = " | ".join(c["agent"] for c in p["candidates"])
+    console.print(
+        f"Decide: crossreview decide {esc['id']} --pick {{{names}}} | --reject | --guide \"what to do differently\""
+    )

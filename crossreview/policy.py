@@ -1,0 +1,114 @@
+"""Consensus policies: verdicts and test outcomes in, accept / reject / escalate out.
+
+Pure functions over models, no I/O, so they are easy to reason about and to
+test. The rules (the same for every policy, only the quorum differs):
+
+- a candidate is *acceptable* when all its tests pass and enough of its
+  reviewers approve it (unanimous: every one; majority: more than half);
+  a candidate nobody reviews (a single agent) is judged by its tests alone;
+- if any candidate is acceptable, accept the one most reviewers prefer, then
+  the smaller diff, then the first agent;
+- if no candidate passes its tests and no reviewer approves anything, reject;
+- anything else is a disagreement between reviewers, or between reviewers
+  and the tests, and goes to a human.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .models import Candidate, Decision, Verdict
+
+Quorum = Callable[[int, int], bool]
+"""(approvals, reviews) -> enough?"""
+
+
+def unanimous_quorum(approvals: int, reviews: int) -> bool:
+    """Every reviewer approves."""
+    return approvals == reviews
+
+
+def majority_quorum(approvals: int, reviews: int) -> bool:
+    """More than half of the reviewers approve (no reviewers: tests decide)."""
+    return reviews == 0 or approvals * 2 > reviews
+
+
+def _tests_line(c: Candidate) -> str:
+    if c.status != "ok":
+        return f"{c.agent} failed to produce a candidate ({c.status}: {c.error})"
+    if c.tests is None:
+        return f"{c.agent} was not tested"
+    return f"{c.agent} passes {c.tests.passed}/{c.tests.total} tests"
+
+
+@dataclass(frozen=True)
+class ConsensusPolicy:
+    """A policy defined by its quorum; see the module docstring for the rules."""
+
+    name: str
+    quorum: Quorum
+
+    def decide(self, candidates: list[Candidate], verdicts: list[Verdict]) -> Decision:
+        """Turn this round's candidates and verdicts into a decision."""
+        by_candidate: dict[str, list[Verdict]] = {c.agent: [] for c in candidates}
+        for v in verdicts:
+            by_candidate.setdefault(v.candidate, []).append(v)
+
+        acceptable = []
+        disagreements = []
+        for c in candidates:
+            vs = by_candidate[c.agent]
+            approvals = sum(1 for v in vs if v.verdict == "approve")
+            if c.tests_pass and self.quorum(approvals, len(vs)):
+                acceptable.append(c)
+            for v in vs:
+                if v.verdict == "approve" and not c.tests_pass:
+                    disagreements.append(f"{v.reviewer} approves {c.agent}, but {_tests_line(c)}")
+                elif v.verdict == "reject" and c.tests_pass:
+                    why = "; ".join(v.concerns[:3]) or "no reason given"
+                    disagreements.append(f"{v.reviewer} rejects {c.agent}, which passes its tests: {why}")
+                elif v.verdict == "abstain":
+                    disagreements.append(f"{v.reviewer} could not review {c.agent}: {v.error or 'abstained'}")
+
+        if acceptable:
+            order = {c.agent: i for i, c in enumerate(candidates)}
+            prefs = {c.agent: sum(1 for v in verdicts if v.prefers == c.agent) for c in acceptable}
+            winner = min(acceptable, key=lambda c: (-prefs[c.agent], c.diff_size, order[c.agent]))
+            n = len(by_candidate[winner.agent])
+            who = f"its {n} reviewer{'s' if n != 1 else ''} approve" if n else "no peer reviewed it"
+            return Decision(
+                kind="accepted",
+                winner=winner.agent,
+                reason=f"{_tests_line(winner)} and {who}",
+                disagreements=disagreements,
+                policy=self.name,
+            )
+
+        any_pass = any(c.tests_pass for c in candidates)
+        any_approve = any(v.verdict == "approve" for v in verdicts)
+        if not any_pass and not any_approve:
+            return Decision(
+                kind="rejected",
+                reason="no candidate passes its tests and no reviewer approves any: "
+                + "; ".join(_tests_line(c) for c in candidates),
+                disagreements=disagreements,
+                policy=self.name,
+            )
+        if not disagreements:
+            # Passing candidates whose reviewers split without a clear quorum.
+            disagreements = [
+                f"{c.agent}: {sum(v.verdict == 'approve' for v in by_candidate[c.agent])}"
+                f"/{len(by_candidate[c.agent])} reviewers approve, {_tests_line(c)}"
+                for c in candidates
+            ]
+        return Decision(
+            kind="escalated",
+            reason=f"reviewers and tests disagree ({self.name} consensus not reached)",
+            disagreements=disagreements,
+            policy=self.name,
+        )
+
+
+UNANIMOUS = ConsensusPolicy("unanimous", unanimous_quorum)
+MAJORITY = ConsensusPolicy("majority", majority_quorum)

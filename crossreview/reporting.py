@@ -1,0 +1,170 @@
+"""The terminal reporter: progress while a suite runs, then the results table.
+
+A plugin object like pytest's terminalreporter: the CLI registers one
+instance; it only implements hooks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .hookspecs import hookimpl
+from .models import Candidate, TaskError, TaskResult, Verdict
+
+DECISION_STYLE = {"accepted": "green", "rejected": "red", "escalated": "yellow", "error": "magenta"}
+
+
+class TerminalReporter:
+    """Progress lines on stderr; the table and summary on stdout."""
+
+    def __init__(self, out: Console, err: Console, total: int = 0, quiet: bool = False):
+        self.out = out
+        self.err = err
+        self.quiet = quiet
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _line(self, task: str, text: str | Text) -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            self.err.print(Text.assemble((f"{task:<18} ", "bold"), text), highlight=False)
+
+    @hookimpl
+    def crossreview_task_started(self, task, task_run):
+        self._line(task.id, Text(f"started ({task_run})", style="dim"))
+
+    @hookimpl
+    def crossreview_candidate_solved(self, task, task_run, candidate: Candidate):
+        status = "" if candidate.status == "ok" else f" [{candidate.status}: {candidate.error}]"
+        self._line(
+            task.id,
+            f"{candidate.agent} solved in {candidate.seconds:.1f}s: {len(candidate.files_changed)} files "
+            f"+{candidate.lines_added} -{candidate.lines_removed}{status}",
+        )
+
+    @hookimpl
+    def crossreview_candidate_verified(self, task, task_run, candidate: Candidate):
+        t = candidate.tests
+        if t is None:
+            return
+        ok = t.all_passed
+        self._line(
+            task.id,
+            Text.assemble(
+                f"{candidate.agent} tests ",
+                (f"{t.passed}/{t.total} passed", "green" if ok else "red"),
+                f" ({t.seconds:.1f}s)" + (" TIMED OUT" if t.timed_out else ""),
+            ),
+        )
+
+    @hookimpl
+    def crossreview_review_done(self, task, task_run, verdict: Verdict):
+        style = {"approve": "green", "reject": "red"}.get(verdict.verdict, "yellow")
+        self._line(
+            task.id,
+            Text.assemble(f"{verdict.reviewer} reviews {verdict.candidate}: ", (verdict.verdict, style),
+                          f" ({verdict.confidence:.2f})" + (f" {verdict.error}" if verdict.error else "")),
+        )
+
+    @hookimpl
+    def crossreview_task_finished(self, result: TaskResult):
+        with self._lock:
+            self.done += 1
+            done = self.done
+        extra = f" → winner {result.winner}" if result.winner else ""
+        if result.escalation:
+            extra += f" → waiting: crossreview show {result.escalation}" if result.decision == "escalated" else ""
+        if result.error:
+            extra += f": {result.error}"
+        counter = f"[{done}/{self.total}] " if self.total else ""
+        self._line(result.task, Text.assemble(counter, (result.decision, DECISION_STYLE.get(result.decision, "")), extra))
+
+
+def print_errors(console: Console, errors: list[TaskError]) -> None:
+    """Broken tasks: one line each, naming the file, the key and the fix."""
+    for e in errors:
+        console.print(Text.assemble(("broken task ", "bold red"), str(e)), highlight=False)
+
+
+def results_table(results: list[TaskResult]) -> Table:
+    """One row per task run: decision, winner, every candidate's tests and approvals, time and cost."""
+    table = Table(title="crossreview results", title_justify="left")
+    table.add_column("task", style="bold")
+    table.add_column("decision")
+    table.add_column("winner")
+    table.add_column("candidates (tests, approvals)")
+    table.add_column("seconds", justify="right")
+    table.add_column("tokens", justify="right")
+    table.add_column("cost", justify="right")
+    for r in results:
+        cells = []
+        for c in r.candidates:
+            ok = c.tests_total > 0 and c.tests_passed == c.tests_total
+            mark = "✓" if ok else "✗"
+            status = "" if c.status == "ok" else f" {c.status}"
+            cells.append(f"{c.agent} {mark} {c.tests_passed}/{c.tests_total}, {c.approvals}/{c.reviews}{status}")
+        tokens = sum(c.tokens for c in r.candidates)
+        cost = _sum_cost(c.cost for c in r.candidates)
+        decision = Text(r.decision, style=DECISION_STYLE.get(r.decision, ""))
+        if r.escalation and r.decision == "escalated":
+            decision.append(f" {r.escalation}", style="dim")
+        table.add_row(r.task, decision, r.winner or "-", "\n".join(cells) or (r.error or "-"),
+                      f"{r.seconds:.1f}", str(tokens), _fmt_cost(cost))
+    return table
+
+
+def _sum_cost(costs) -> float | None:
+    total = 0.0
+    for c in costs:
+        if c is None:
+            return None
+        total += c
+    return total
+
+
+def _fmt_cost(cost: float | None) -> str:
+    return "unknown" if cost is None else f"${cost:.4f}"
+
+
+def summary_line(results: list[TaskResult], errors: list[TaskError], wall: float) -> str:
+    """Counts next to what they cost: wall-clock, agent-seconds, tokens, money."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.decision] = counts.get(r.decision, 0) + 1
+    parts = [f"{counts.get(k, 0)} {k}" for k in ("accepted", "rejected", "escalated")]
+    if counts.get("error"):
+        parts.append(f"{counts['error']} error")
+    if errors:
+        parts.append(f"{len(errors)} broken")
+    agent_seconds = sum(c.seconds for r in results for c in r.candidates)
+    tokens = sum(c.tokens for r in results for c in r.candidates)
+    cost = _sum_cost(c.cost for r in results for c in r.candidates)
+    return (
+        f"{len(results)} task runs: " + ", ".join(parts)
+        + f" · wall {wall:.1f}s · agent-seconds {agent_seconds:.1f} · tokens {tokens} · cost {_fmt_cost(cost)}"
+    )
+
+
+def result_json(r: TaskResult) -> dict[str, Any]:
+    """One task run as `run --json` prints it."""
+    return {
+        "task": r.task,
+        "task_run": r.task_run,
+        "decision": r.decision,
+        "winner": r.winner,
+        "escalation": r.escalation if r.decision == "escalated" or r.escalation else None,
+        "reason": r.reason,
+        "branch": r.branch,
+        "seconds": round(r.seconds, 3),
+        "error": r.error,
+        "candidates": [c.model_dump() for c in r.candidates],
+    }

@@ -1,0 +1,377 @@
+"""Run suites of tasks through the pipeline: the library API the CLI and pytest plugin call.
+
+    from crossreview.runner import RunOptions, run_suite
+    outcome = run_suite(RunOptions(paths=[Path("tasks")], agents=["oracle", "noop"]))
+
+A suite run is many task runs, each one LangGraph thread (thread id = task
+run id) checkpointed in ``<state_dir>/checkpoints.db``, so a run parked at an
+escalation or killed mid-way is finished later from any process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pluggy
+
+from . import agents as agents_mod
+from . import plugins
+from .ledger import Ledger
+from .models import AgentSpec, HumanDecision, Task, TaskError, TaskResult
+from .tasks import ConfigError, load_suite, load_suite_config
+from .worktrees import ensure_state_dir, find_orphans, remove_worktree, BaseRepo, work_branch
+
+DEFAULT_STATE_DIR = Path(".crossreview")
+DEFAULT_AGENTS = ["oracle", "noop"]
+
+
+class UsageError(Exception):
+    """Bad flags, specs or config: nothing was run (exit code 2)."""
+
+
+@dataclass
+class RunOptions:
+    """Everything a suite run needs; flags win over the suite's config file."""
+
+    paths: list[Path] = field(default_factory=lambda: [Path("tasks")])
+    agents: list[str] = field(default_factory=list)
+    reviewers: list[str] = field(default_factory=list)
+    policy: str | None = None
+    jobs: int | None = None
+    ledger: Path | None = None
+    state_dir: Path = DEFAULT_STATE_DIR
+    interactive: bool = False
+    run_id: str | None = None
+
+
+@dataclass
+class SuiteOutcome:
+    """The result of a suite run: one TaskResult per task that ran, and the broken tasks."""
+
+    run: str
+    results: list[TaskResult]
+    errors: list[TaskError]
+
+    @property
+    def exit_code(self) -> int:
+        """0 all accepted, 1 anything rejected or broken, 3 anything waiting for a human."""
+        return exit_code_for(self.results, self.errors)
+
+
+def exit_code_for(results: list[TaskResult], errors: list[TaskError] | None = None) -> int:
+    """DESIGN.md's exit codes: a rejection or failure (1) outranks a wait for a human (3)."""
+    decisions = {r.decision for r in results}
+    if "rejected" in decisions or "error" in decisions or errors:
+        return 1 if results else 2
+    if "escalated" in decisions:
+        return 3
+    return 0
+
+
+@dataclass
+class Session:
+    """The open pieces of one process's work: plugins, ledger, checkpointer, compiled graph."""
+
+    pm: pluggy.PluginManager
+    state_dir: Path
+    ledger: Ledger
+    graph: Any
+    context: Any
+
+
+@contextmanager
+def open_session(state_dir: Path, ledger_path: Path | None = None, pm: pluggy.PluginManager | None = None) -> Iterator[Session]:
+    """Open ledger, checkpointer and graph (LangGraph is imported here, not at CLI start)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from .graph import Context, build_graph
+
+    state_dir = ensure_state_dir(state_dir.resolve())
+    pm = pm or plugins.get_plugin_manager()
+    ledger = Ledger(ledger_path or state_dir / "ledger.db")
+    conn = sqlite3.connect(state_dir / "checkpoints.db", check_same_thread=False, timeout=60)
+    conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        saver = SqliteSaver(conn)
+        graph = build_graph().compile(checkpointer=saver)
+        yield Session(pm, state_dir, ledger, graph, Context(pm=pm, state_dir=state_dir, ledger=ledger))
+    finally:
+        conn.close()
+
+
+def new_run_id() -> str:
+    """A short id people can type: r-<8 hex>."""
+    return "r-" + secrets.token_hex(4)
+
+
+def resolve_options(opts: RunOptions, pm: pluggy.PluginManager) -> tuple[list[AgentSpec], dict[str, str], str, int, Path]:
+    """Merge flags with the suite config and check every spec can be built (else UsageError)."""
+    try:
+        loaded = load_suite_config(opts.paths)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    cfg = loaded.config
+    agent_texts = opts.agents or cfg.agents or DEFAULT_AGENTS
+    reviewer_texts = opts.reviewers or cfg.reviewers
+    policy = opts.policy or cfg.policy or "unanimous"
+    jobs = opts.jobs or cfg.jobs or 1
+    try:
+        specs = agents_mod.parse_agents(agent_texts)
+        pairing = agents_mod.pair_reviewers(specs, reviewer_texts)
+        for s in specs:
+            agents_mod.build_agent(s, pm)
+            agents_mod.build_reviewer(AgentSpec(name=s.name, spec=pairing[s.name]), pm)
+    except agents_mod.SpecError as exc:
+        raise UsageError(str(exc)) from None
+    known = plugins.policies(pm)
+    if policy not in known:
+        raise UsageError(f"unknown policy {policy!r}; known: {', '.join(sorted(known))}")
+    return specs, pairing, policy, jobs, loaded.suite_dir
+
+
+def _thread_config(task_run: str, n_agents: int) -> dict:
+    # LangGraph's default pool is ~6 threads on 2 cores: size it to the fan-out
+    # we mean to run at once (every review of every candidate).
+    width = max(1, n_agents, n_agents * (n_agents - 1))
+    return {"configurable": {"thread_id": task_run}, "max_concurrency": min(width, 64), "recursion_limit": 200}
+
+
+def run_suite(opts: RunOptions, pm: pluggy.PluginManager | None = None) -> SuiteOutcome:
+    """Run every task under ``opts.paths``; broken tasks are reported, the rest still run."""
+    pm = pm or plugins.get_plugin_manager()
+    specs, pairing, policy, jobs, suite_dir = resolve_options(opts, pm)
+    suite = load_suite(opts.paths)
+    if not suite.tasks and not suite.errors:
+        where = ", ".join(str(p) for p in opts.paths)
+        raise UsageError(f"no task folders (folders with task.toml) under {where}")
+    run = opts.run_id or new_run_id()
+    config = {
+        "paths": [str(p.resolve()) for p in opts.paths],
+        "agents": [s.model_dump() for s in specs],
+        "reviewers": pairing,
+        "policy": policy,
+        "jobs": jobs,
+        "suite_dir": str(suite_dir),
+        "state_dir": str(opts.state_dir.resolve()),
+        "tasks": [str(t.path) for t in suite.tasks],
+    }
+    with open_session(opts.state_dir, opts.ledger, pm) as session:
+        session.ledger.start_run(run, config)
+        results = _run_tasks(session, run, suite.tasks, config, jobs, opts.interactive, fresh=True)
+        _finish_run(session, run, results)
+    pm.hook.crossreview_run_finished(run=run, results=results)
+    return SuiteOutcome(run, results, suite.errors)
+
+
+def _finish_run(session: Session, run: str, results: list[TaskResult]) -> None:
+    waiting = any(r.decision == "escalated" for r in results)
+    failed = any(r.decision == "error" for r in results)
+    status = "error" if failed else ("waiting" if waiting else "finished")
+    session.ledger.set_run_status(run, status)
+
+
+def _run_tasks(session: Session, run: str, tasks: list[Task], config: dict, jobs: int, interactive: bool, fresh: bool) -> list[TaskResult]:
+    def one(task: Task) -> TaskResult:
+        return run_task(session, run, task, config, interactive, fresh)
+
+    if jobs <= 1 or len(tasks) <= 1:
+        return [one(t) for t in tasks]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, tasks))
+
+
+def task_run_id(run: str, task_id: str) -> str:
+    """The id of one task's run inside a suite run; also its LangGraph thread id."""
+    return f"{run}/{task_id}"
+
+
+def run_task(session: Session, run: str, task: Task, config: dict, interactive: bool, fresh: bool = True) -> TaskResult:
+    """Run (or continue) one task through the graph, then clean its worktrees up."""
+    tr = task_run_id(run, task.id)
+    gconf = _thread_config(tr, len(config["agents"]))
+    session.ledger.start_task_run(tr, run, task.id, str(task.path), task.tags, task.metadata)
+    session.pm.hook.crossreview_task_started(task=task, task_run=tr)
+    snapshot = session.graph.get_state(gconf)
+    if fresh or not snapshot.values:
+        payload: Any = {
+            "run": run,
+            "task_run": tr,
+            "task": task.model_dump(mode="json"),
+            "agents": config["agents"],
+            "reviewers": config["reviewers"],
+            "policy": config["policy"],
+            "suite_dir": config["suite_dir"],
+        }
+    else:
+        payload = None  # continue from the checkpoint: finished branches are kept
+    try:
+        result = _drive(session, gconf, payload, interactive)
+    except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the suite
+        session.ledger.set_task_run_status(tr, "error", "error", f"{type(exc).__name__}: {exc}")
+        result = TaskResult(task=task.id, task_run=tr, run=run, decision="error", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        cleanup_task_run(session, gconf, run, task.id, [a["name"] for a in config["agents"]])
+    session.pm.hook.crossreview_task_finished(result=result)
+    return result
+
+
+def _drive(session: Session, gconf: dict, payload: Any, interactive: bool) -> TaskResult:
+    """Invoke the graph until it finishes or parks waiting for a human."""
+    from langgraph.types import Command
+
+    from .graph import escalation_from_interrupt
+
+    out = session.graph.invoke(payload, gconf, context=session.context)
+    while "__interrupt__" in out:
+        value = out["__interrupt__"][0].value
+        state = session.graph.get_state(gconf).values
+        esc = escalation_from_interrupt(value, state)
+        session.pm.hook.crossreview_escalation_opened(escalation=esc, ledger=session.ledger)
+        human = session.pm.hook.crossreview_ask_human(escalation=esc, interactive=interactive)
+        if human is None:
+            return TaskResult(
+                task=esc.task,
+                task_run=esc.task_run,
+                run=esc.run,
+                decision="escalated",
+                escalation=esc.id,
+                reason=esc.reason,
+                candidates=_summaries_from_state(state),
+            )
+        session.ledger.decide_escalation(esc.id, human)
+        out = session.graph.invoke(Command(resume=human.model_dump(mode="json")), gconf, context=session.context)
+    return TaskResult.model_validate(out["result"])
+
+
+def _summaries_from_state(state: dict) -> list:
+    from .graph import _round_candidates, _round_verdicts, summarize
+
+    verdicts = _round_verdicts(state)
+    return [summarize(c, verdicts) for c in _round_candidates(state)]
+
+
+def cleanup_task_run(session: Session, gconf: dict, run: str, task_id: str, agent_names: list[str]) -> None:
+    """Remove a task run's worktrees and work branches; a parked run keeps its diffs in the checkpoint."""
+    values = session.graph.get_state(gconf).values
+    if not values.get("base_git_dir"):
+        return
+    base = BaseRepo(Path(values["base_git_dir"]), values["base_commit"])
+    from .graph import worktree_path
+
+    for name in agent_names:
+        remove_worktree(session.state_dir, base, worktree_path(session.state_dir, run, task_id, name), work_branch(run, task_id, name))
+    task_dir = session.state_dir / "worktrees" / run / task_id
+    if task_dir.is_dir() and not any(task_dir.iterdir()):
+        task_dir.rmdir()
+    run_dir = task_dir.parent
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
+# --- escalations: decide and resume -----------------------------------------
+
+
+class NotFound(UsageError):
+    """An id the ledger does not know."""
+
+
+def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | None = None, interactive: bool = False, pm: pluggy.PluginManager | None = None) -> TaskResult:
+    """Resume the run parked at escalation ``esc_id`` with the human's decision."""
+    pm = pm or plugins.get_plugin_manager()
+    led = Ledger(ledger or state_dir / "ledger.db")
+    esc = led.get_escalation(esc_id)
+    if esc is None:
+        raise NotFound(f"no escalation {esc_id!r} in {led.path}; `crossreview inbox` lists the open ones")
+    if esc["decided"]:
+        raise UsageError(f"escalation {esc_id} was already decided ({esc['action']} by {esc['decided_by']} at {esc['decided']})")
+    names = [c["agent"] for c in esc["packet"]["candidates"]]
+    if human.action == "pick" and human.pick not in names:
+        raise UsageError(f"--pick {human.pick!r}: escalation {esc_id} has candidates {', '.join(names)}")
+    if human.action == "guide" and not (human.guide or "").strip():
+        raise UsageError("--guide needs the guidance text, e.g. --guide 'handle negative numbers'")
+    run = led.get_run(esc["run"])
+    state_dir = Path(run["config"]["state_dir"]) if run else state_dir
+    with open_session(state_dir, led.path, pm) as session:
+        gconf = _thread_config(esc["task_run"], len(run["config"]["agents"]) if run else 2)
+        snap = session.graph.get_state(gconf)
+        if not snap.interrupts:
+            raise UsageError(f"the run of escalation {esc_id} is not waiting for a decision (checkpoint {state_dir})")
+        session.ledger.decide_escalation(esc_id, human)
+        from langgraph.types import Command
+
+        task = Task.model_validate(snap.values["task"])
+        pm.hook.crossreview_task_started(task=task, task_run=esc["task_run"])
+        try:
+            # A guided round may disagree again: _drive parks it as a new escalation.
+            result = _drive(session, gconf, Command(resume=human.model_dump(mode="json")), interactive)
+        finally:
+            cleanup_task_run(session, gconf, esc["run"], task.id, [a["name"] for a in snap.values["agents"]])
+        pm.hook.crossreview_task_finished(result=result)
+        if run:
+            results = _latest_results(session, esc["run"])
+            if not any(r == "escalated" for r in results):
+                session.ledger.set_run_status(esc["run"], "finished")
+        return result
+
+
+def _latest_results(session: Session, run: str) -> list[str]:
+    return [tr["decision"] for tr in session.ledger.task_runs(run)]
+
+
+def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | None = None, interactive: bool = False, pm: pluggy.PluginManager | None = None) -> SuiteOutcome:
+    """Finish a run that crashed or was killed, keeping every finished branch."""
+    pm = pm or plugins.get_plugin_manager()
+    led = Ledger(ledger or state_dir / "ledger.db")
+    row = led.get_run(run)
+    if row is None:
+        raise NotFound(f"no run {run!r} in {led.path}; see the runs with `crossreview stats` or the ledger")
+    config = row["config"]
+    done = {tr["task"]: tr for tr in led.task_runs(run) if tr["status"] in ("done", "parked")}
+    from .tasks import load_task
+
+    tasks, errors = [], []
+    for path in config["tasks"]:
+        loaded = load_task(Path(path))
+        if isinstance(loaded, list):
+            errors.extend(loaded)
+        else:
+            tasks.append(loaded)
+    todo = [t for t in tasks if t.id not in done]
+    with open_session(Path(config["state_dir"]), led.path, pm) as session:
+        session.ledger.set_run_status(run, "running", finished=False)
+        results = _run_tasks(session, run, todo, config, config.get("jobs", 1), interactive, fresh=False)
+        finished = [_result_from_row(session.ledger, tr) for tr in done.values()]
+        all_results = finished + results
+        _finish_run(session, run, all_results)
+    pm.hook.crossreview_run_finished(run=run, results=results)
+    return SuiteOutcome(run, all_results, errors)
+
+
+def _result_from_row(ledger: Ledger, tr: dict) -> TaskResult:
+    escs = ledger.escalations_of(tr["id"])
+    return TaskResult(
+        task=tr["task"], task_run=tr["id"], run=tr["run"], decision=tr["decision"] or "error",
+        winner=tr["winner"], escalation=escs[-1]["id"] if escs else None, reason=tr["reason"] or "",
+        branch=tr["branch"], seconds=tr["seconds"] or 0.0,
+    )
+
+
+def orphan_warning(state_dir: Path) -> str | None:
+    """A one-line warning when killed runs left worktrees behind."""
+    orphans = find_orphans(state_dir) if state_dir.is_dir() else []
+    if orphans:
+        return f"{len(orphans)} worktree(s) left by killed runs under {state_dir}/worktrees; `crossreview gc` removes them"
+    return None
+
+
+def stdin_is_interactive() -> bool:
+    """Prompting is allowed only with a terminal and outside CI."""
+    return sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("true", "1")

@@ -1,0 +1,98 @@
+"""Run a command confined to a directory, with a hard timeout.
+
+The process gets its own session so a timeout kills the whole tree (an agent
+that spawns a test runner that spawns a server leaves nothing behind).
+The interpreter running crossreview comes first on PATH, so ``python`` in a
+task's verifier command is the one crossreview (and pytest) is installed in,
+whether or not the user activated a virtualenv.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ProcResult:
+    """How a confined command ended."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a child gets: ours, our interpreter first on PATH, plus ``extra``."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.pop("PYTHONPATH", None)  # the candidate's imports must come from its worktree
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep __pycache__ out of candidates' diffs
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_confined(
+    argv: list[str] | str,
+    cwd: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    shell: bool = False,
+    stdin_data: str | None = None,
+) -> ProcResult:
+    """Run ``argv`` in ``cwd``; kill its whole process group after ``timeout`` seconds."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        cwd=str(cwd),
+        env=child_env(env),
+        shell=shell,
+        stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        out, err = proc.communicate(stdin_data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_tree(proc)
+        out, err = proc.communicate()
+    except BaseException:
+        # Ctrl-C or a crash of ours: never leave the child running.
+        _kill_tree(proc)
+        proc.wait()
+        raise
+    else:
+        # The leader exited; anything it left running in its group goes too.
+        _kill_tree(proc)
+    return ProcResult(
+        returncode=None if timed_out else proc.returncode,
+        stdout=out or "",
+        stderr=err or "",
+        timed_out=timed_out,
+        seconds=time.monotonic() - started,
+    )

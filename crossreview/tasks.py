@@ -1,0 +1,309 @@
+"""Find task folders, load them into ``Task`` models, and explain what is wrong.
+
+A task folder is any folder holding ``task.toml``. Every problem is reported
+as a ``TaskError`` naming the file, the key and the fix; one broken task never
+stops the others from loading.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .models import Task, TaskError, TaskFile
+
+TASK_FILE = "task.toml"
+SUITE_FILE = "crossreview.toml"
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".crossreview", ".tox"}
+
+
+@dataclass
+class Suite:
+    """The tasks found under some paths, and those that failed to load."""
+
+    tasks: list[Task] = field(default_factory=list)
+    errors: list[TaskError] = field(default_factory=list)
+
+
+def find_task_dirs(paths: list[Path]) -> list[Path]:
+    """Every folder holding task.toml at or below ``paths``, in a stable order."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for root in paths:
+        root = root.resolve()
+        if (root / TASK_FILE).is_file():
+            candidates = [root]
+        else:
+            candidates = sorted(_walk_for_tasks(root))
+        for d in candidates:
+            if d not in seen:
+                seen.add(d)
+                found.append(d)
+    return found
+
+
+def _walk_for_tasks(root: Path):
+    if not root.is_dir():
+        return
+    for child in sorted(root.iterdir()):
+        if not child.is_dir() or child.name in _SKIP_DIRS or child.name.startswith("."):
+            continue
+        if (child / TASK_FILE).is_file():
+            yield child  # a task's own subfolders are its repo and tests, not tasks
+        else:
+            yield from _walk_for_tasks(child)
+
+
+def _describe_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            section_model = _section_for(err["loc"][:-1])
+            allowed = ", ".join(section_model.model_fields) if section_model else ""
+            msg = f"unknown key {err['loc'][-1]!r}" + (f"; expected one of: {allowed}" if allowed else "")
+        else:
+            msg = f"{err['msg']} (got {err.get('input')!r})"
+        out.append((loc, msg))
+    return out
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = TaskFile
+    for part in loc:
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return None
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return None
+    return model
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    with path.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def load_task(task_dir: Path) -> Task | list[TaskError]:
+    """Load one task folder, or return every error found in it."""
+    task_dir = task_dir.resolve()
+    toml_path = task_dir / TASK_FILE
+    errors: list[TaskError] = []
+
+    def err(file: Path, message: str, fld: str | None = None) -> None:
+        errors.append(TaskError(path=task_dir, file=file, field=fld, message=message))
+
+    try:
+        raw = _read_toml(toml_path)
+    except tomllib.TOMLDecodeError as exc:
+        err(toml_path, f"not valid TOML: {exc}; fix the syntax (see the task.toml example in the README)")
+        return errors
+    except (OSError, UnicodeDecodeError) as exc:
+        err(toml_path, f"cannot be read: {exc}")
+        return errors
+    try:
+        spec = TaskFile.model_validate(raw)
+    except ValidationError as exc:
+        for loc, msg in _describe_validation_error(exc):
+            err(toml_path, msg, loc)
+        return errors
+
+    task_id = spec.task.id or task_dir.name
+    if not TASK_ID_RE.match(task_id):
+        err(
+            toml_path,
+            f"task id {task_id!r} must be letters, digits, '.', '_' or '-' (it names git branches)",
+            "task.id",
+        )
+
+    instruction_file = task_dir / "instruction.md"
+    instruction = ""
+    if not instruction_file.is_file():
+        err(instruction_file, "missing: write the prompt every agent gets in instruction.md")
+    else:
+        try:
+            instruction = instruction_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            err(instruction_file, f"cannot be read as UTF-8 text: {exc}")
+        else:
+            if not instruction.strip():
+                err(instruction_file, "is empty: write the prompt every agent gets")
+
+    tests_dir = task_dir / "tests"
+    if not tests_dir.is_dir():
+        err(tests_dir, "missing: add the acceptance tests the candidates must pass in tests/")
+    elif not _has_tests(tests_dir, spec.verifier.command):
+        err(
+            tests_dir,
+            "has no tests: add test_*.py files (pytest collects only those) or change [verifier] command",
+        )
+
+    repo_path, repo_is_folder = _resolve_repo(task_dir, spec, toml_path, err)
+
+    if "{tests}" not in spec.verifier.command:
+        # A command that never sees the tests folder cannot be checking it.
+        err(
+            toml_path,
+            "must mention {tests}, where the task's tests are copied (e.g. \"python -m pytest -q {tests}\")",
+            "verifier.command",
+        )
+
+    if errors:
+        return errors
+    return Task(
+        id=task_id,
+        path=task_dir,
+        instruction=instruction,
+        tags=spec.task.tags,
+        metadata=spec.metadata,
+        agent_timeout=spec.agent.timeout_sec,
+        verifier_command=spec.verifier.command,
+        verifier_timeout=spec.verifier.timeout_sec,
+        tests_visible=spec.verifier.tests_visible,
+        repo_path=repo_path,
+        repo_ref=spec.repo.ref,
+        repo_is_folder=repo_is_folder,
+    )
+
+
+def _has_tests(tests_dir: Path, command: str) -> bool:
+    files = [p for p in tests_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    if "pytest" in command:
+        return any(p.suffix == ".py" and (p.name.startswith("test_") or p.stem.endswith("_test")) for p in files)
+    return bool(files)
+
+
+def _resolve_repo(task_dir: Path, spec: TaskFile, toml_path: Path, err) -> tuple[Path, bool]:
+    repo_path = (task_dir / spec.repo.path).resolve()
+    if not repo_path.exists():
+        err(
+            toml_path if spec.repo.path != "repo" else repo_path,
+            f"{spec.repo.path!r} does not exist: create repo/ with the task's starting files, "
+            "or set [repo] path to an existing git repository",
+            "repo.path",
+        )
+        return repo_path, True
+    if not repo_path.is_dir():
+        err(toml_path, f"{spec.repo.path!r} is not a folder", "repo.path")
+        return repo_path, True
+    is_git = (repo_path / ".git").exists()
+    if not is_git:
+        if spec.repo.ref != "HEAD":
+            err(toml_path, f"ref {spec.repo.ref!r} needs [repo] path to be a git repository", "repo.ref")
+        return repo_path, True
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", spec.repo.ref + "^{commit}"],
+        cwd=repo_path,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        err(toml_path, f"ref {spec.repo.ref!r} is not a commit in {repo_path}", "repo.ref")
+    return repo_path, False
+
+
+def load_suite(paths: list[Path]) -> Suite:
+    """Load every task under ``paths``; broken ones go to ``Suite.errors``."""
+    suite = Suite()
+    ids: dict[str, Path] = {}
+    for d in find_task_dirs(paths):
+        loaded = load_task(d)
+        if isinstance(loaded, list):
+            suite.errors.extend(loaded)
+            continue
+        if loaded.id in ids:
+            suite.errors.append(
+                TaskError(
+                    path=d,
+                    file=d / TASK_FILE,
+                    field="task.id",
+                    message=f"id {loaded.id!r} is already used by {ids[loaded.id]}; give each task its own id",
+                )
+            )
+            continue
+        ids[loaded.id] = d
+        suite.tasks.append(loaded)
+    return suite
+
+
+# --- suite defaults: crossreview.toml or [tool.crossreview] -----------------
+
+
+class SuiteConfig(BaseModel):
+    """Defaults for a suite run; command-line flags win over these."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agents: list[str] = Field(default_factory=list)
+    reviewers: list[str] = Field(default_factory=list)
+    policy: str | None = None
+    jobs: int | None = Field(default=None, ge=1)
+    ledger: str | None = None
+
+
+@dataclass
+class LoadedConfig:
+    """A suite config and the folder it came from ({suite} in command templates)."""
+
+    config: SuiteConfig
+    source: Path | None
+    suite_dir: Path
+
+
+class ConfigError(Exception):
+    """A crossreview.toml or [tool.crossreview] that cannot be used."""
+
+
+def load_suite_config(paths: list[Path]) -> LoadedConfig:
+    """Find the suite config for ``paths``: crossreview.toml, else pyproject's [tool.crossreview]."""
+    start = paths[0].resolve() if paths else Path.cwd()
+    if start.is_file():
+        start = start.parent
+    if (start / TASK_FILE).is_file():
+        start = start.parent  # a single task: its suite is the folder around it
+    for d in [start, *start.parents]:
+        f = d / SUITE_FILE
+        if f.is_file():
+            return LoadedConfig(_parse_config(f, None), f, d)
+        pp = d / "pyproject.toml"
+        if pp.is_file():
+            try:
+                section = _read_toml(pp).get("tool", {}).get("crossreview")
+            except tomllib.TOMLDecodeError:
+                section = None
+            if section is not None:
+                return LoadedConfig(_parse_config(pp, section), pp, d)
+        if (d / ".git").exists():
+            break  # stop at the repository root
+    return LoadedConfig(SuiteConfig(), None, start)
+
+
+def _parse_config(path: Path, section: dict | None) -> SuiteConfig:
+    where = f"{path} [tool.crossreview]" if section is not None else str(path)
+    if section is None:
+        try:
+            section = _read_toml(path)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    try:
+        return SuiteConfig.model_validate(section)
+    except ValidationError as exc:
+        lines = []
+        for e in exc.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            if e["type"] == "extra_forbidden":
+                lines.append(f"{where}: unknown key {key!r}; expected one of: {', '.join(SuiteConfig.model_fields)}")
+            else:
+                lines.append(f"{where}: {key}: {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError("\n".join(lines)) from None
