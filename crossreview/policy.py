@@ -76,7 +76,7 @@ class ConsensusPolicy:
             prefs = {c.agent: sum(1 for v in verdicts if v.prefers == c.agent) for c in acceptable}
             winner = min(acceptable, key=lambda c: (-prefs[c.agent], c.diff_size, order[c.agent]))
             n = len(by_candidate[winner.agent])
-            who = f"its {n} reviewer{'s' if n != 1 else ''} approve" if n else "no peer reviewed it"
+            who = ("its reviewer approves" if n == 1 else f"its {n} reviewers approve") if n else "no peer reviewed it"
             return Decision(
                 kind="accepted",
                 winner=winner.agent,

@@ -19,22 +19,36 @@ from .sandbox import run_confined
 from .worktrees import TESTS_DIRNAME, copy_tests
 
 _OUTPUT_TAIL = 4000
+VERIFIER_ENV = {
+    # The pytest plugins installed beside crossreview (langsmith, anyio,
+    # hypothesis...) have no business in a candidate's test run, and cost
+    # seconds per run; a task that needs one loads it with `-p NAME`.
+    "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+}
 
 
 def build_command(template: str, tests_rel: str, junit_path: Path) -> str:
     """The verifier command with {tests} filled in and JUnit XML requested from pytest."""
     cmd = template.replace("{tests}", shlex.quote(tests_rel))
     if "pytest" in cmd and "--junitxml" not in cmd and "--junit-xml" not in cmd:
-        cmd += f" --junitxml={shlex.quote(str(junit_path))} -p no:cacheprovider"
+        # --rootdir: test names relative to the worktree, not to the fence
+        # config crossreview puts above all worktrees.
+        cmd += f" --junitxml={shlex.quote(str(junit_path))} -p no:cacheprovider --rootdir=."
     return cmd
 
 
-def parse_junit(xml_text: str) -> list[TestOutcome]:
-    """Per-test outcomes from a JUnit XML document (pytest's flavour, any family)."""
+def parse_junit(xml_text: str, prefix: str = "") -> list[TestOutcome]:
+    """Per-test outcomes from a JUnit XML document (pytest's flavour, any family).
+
+    ``prefix`` (the folder the tests were copied to) is dropped from names, so
+    a test is called the same in every candidate's report.
+    """
     root = ET.fromstring(xml_text)
     outcomes: list[TestOutcome] = []
     for case in root.iter("testcase"):
         classname = case.get("classname") or ""
+        if prefix and classname.startswith(prefix):
+            classname = classname[len(prefix):]
         name = f"{classname}::{case.get('name', '?')}" if classname else case.get("name", "?")
         outcome, message = "passed", ""
         for child in case:
@@ -62,11 +76,11 @@ def run_tests(
     with tempfile.TemporaryDirectory(prefix="crossreview-junit-") as tmp:
         junit = Path(tmp) / "junit.xml"
         cmd = build_command(task.verifier_command, dirname, junit)
-        proc = run_confined(cmd, cwd=worktree, timeout=task.verifier_timeout, shell=True)
+        proc = run_confined(cmd, cwd=worktree, timeout=task.verifier_timeout, shell=True, env=VERIFIER_ENV)
         outcomes: list[TestOutcome] = []
         if junit.is_file():
             try:
-                outcomes = parse_junit(junit.read_text(errors="replace"))
+                outcomes = parse_junit(junit.read_text(errors="replace"), prefix=dirname + ".")
             except ET.ParseError as exc:
                 outcomes = [TestOutcome(name="junit.xml", outcome="error", message=f"unreadable JUnit XML: {exc}")]
         elif not proc.timed_out:

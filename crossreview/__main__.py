@@ -1,0 +1,5 @@
+"""`python -m crossreview` is the `crossreview` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""Shared fixtures: real task folders, real git, the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_TASKS = REPO_ROOT / "tasks"
+
+GOOD_SOLUTION = "def add(a, b):\n    return a + b\n"
+STUB = "def add(a, b):\n    raise NotImplementedError\n"
+TESTS = textwrap.dedent(
+    """
+    from calc import add
+
+    def test_small():
+        assert add(1, 2) == 3
+
+    def test_negative():
+        assert add(-1, -1) == -2
+    """
+)
+
+
+def write(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path``, creating folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def make_task(
+    root: Path,
+    name: str = "add",
+    toml: str = "",
+    instruction: str = "Implement add(a, b) in calc.py.\n",
+    repo: dict[str, str] | None = None,
+    tests: dict[str, str] | None = None,
+    solution: dict[str, str] | None = None,
+    holdout: dict[str, str] | None = None,
+) -> Path:
+    """A small real task folder: calc.add, with tests, solution and optional holdout."""
+    d = root / name
+    write(d / "task.toml", toml or 'version = "1.0"\n')
+    write(d / "instruction.md", instruction)
+    for rel, text in (repo if repo is not None else {"calc.py": STUB}).items():
+        write(d / "repo" / rel, text)
+    for rel, text in (tests if tests is not None else {"test_add.py": TESTS}).items():
+        write(d / "tests" / rel, text)
+    for rel, text in (solution if solution is not None else {"calc.py": GOOD_SOLUTION}).items():
+        write(d / "solution" / rel, text)
+    for rel, text in (holdout or {}).items():
+        write(d / "holdout" / rel, text)
+    return d
+
+
+@dataclass
+class CLIResult:
+    """A finished `crossreview` subprocess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a crossreview child: CI, no colour, wide output."""
+    env = dict(os.environ)
+    env.update({"CI": "true", "NO_COLOR": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
+    env.pop("PYTEST_XDIST_WORKER", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run `python -m crossreview ARGS` in ``cwd`` (default tmp_path) and capture it."""
+
+    def run(*args: str, cwd: Path | None = None, timeout: float = 180, env: dict | None = None) -> CLIResult:
+        proc = subprocess.run(
+            [sys.executable, "-m", "crossreview", *args],
+            cwd=cwd or tmp_path,
+            env=cli_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        return CLIResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture
+def suite(tmp_path) -> Path:
+    """An empty suite folder under tmp_path."""
+    d = tmp_path / "suite"
+    d.mkdir()
+    return d
+
+
+def counting_agent(path: Path, solution: str | None = GOOD_SOLUTION, sleep: float = 0.0) -> Path:
+    """A command agent script that logs each invocation, may sleep, then writes calc.py.
+
+    Invocations are appended to ``$CROSSREVIEW_COUNT_DIR/<agent>.count`` so a
+    test can tell how many times each agent really ran.
+    """
+    body = f"""
+import os, pathlib, time
+count_dir = pathlib.Path(os.environ["CROSSREVIEW_COUNT_DIR"])
+count_dir.mkdir(parents=True, exist_ok=True)
+agent = os.environ["CROSSREVIEW_AGENT"]
+with open(count_dir / (agent + ".count"), "a") as fh:
+    fh.write("run\\n")
+time.sleep({sleep!r})
+solution = {solution!r}
+if solution is not None:
+    pathlib.Path("calc.py").write_text(solution)
+"""
+    return write(path, body)
+
+
+def invocations(count_dir: Path, agent: str) -> int:
+    """How many times agent ``agent`` was started."""
+    f = count_dir / f"{agent}.count"
+    return len(f.read_text().splitlines()) if f.exists() else 0
+
+
+def ledger_rows(state_dir: Path, query: str, args: tuple = ()) -> list[sqlite3.Row]:
+    """Rows from the run's ledger."""
+    db = sqlite3.connect(state_dir / "ledger.db")
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(query, args).fetchall()
+    finally:
+        db.close()
+
+
+def git_branches(git_dir: Path) -> list[str]:
+    """Every branch in a repository."""
+    out = subprocess.run(
+        ["git", "--git-dir", str(git_dir), "for-each-ref", "--format=%(refname:short)", "refs/heads/"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return out.split()
+
+
+def git_worktrees(git_dir: Path) -> list[str]:
+    """Every worktree path git knows for a repository."""
+    out = subprocess.run(
+        ["git", "--git-dir", str(git_dir), "worktree", "list", "--porcelain"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("worktree ")]
+
+
+def approve_all_reviewer(path: Path) -> str:
+    """A command reviewer spec that approves whatever it is shown."""
+    write(path, 'import json\nprint(json.dumps({"verdict": "approve", "confidence": 0.9, "concerns": []}))\n')
+    return f"command:{{python}} {path}"

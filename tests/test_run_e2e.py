@@ -1,0 +1,258 @@
+"""`crossreview run` end to end: real task folders, git worktrees, pytest, SQLite, subprocesses."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import (
+    EXAMPLE_TASKS,
+    approve_all_reviewer,
+    git_branches,
+    git_worktrees,
+    ledger_rows,
+    make_task,
+    write,
+)
+
+
+def _only(doc: dict) -> dict:
+    assert len(doc["tasks"]) == 1, doc
+    return doc["tasks"][0]
+
+
+@pytest.mark.parametrize(
+    "agents, decision, winner, code",
+    [
+        (["oracle", "oracle"], "accepted", "a", 0),
+        (["oracle", "noop"], "accepted", "a", 0),
+        (["noop", "oracle"], "accepted", "b", 0),
+        (["noop", "noop"], "rejected", None, 1),
+    ],
+)
+def test_offline_agent_pairs(cli, suite, tmp_path, agents, decision, winner, code):
+    make_task(suite)
+    args = ["run", str(suite), "--json"]
+    for a in agents:
+        args += ["--agent", a]
+    res = cli(*args)
+    assert res.returncode == code, res.stderr
+    t = _only(res.json())
+    assert (t["decision"], t["winner"]) == (decision, winner)
+    assert t["escalation"] is None
+    by_agent = {c["agent"]: c for c in t["candidates"]}
+    for name, spec in zip("ab", agents):
+        c = by_agent[name]
+        assert c["tests_total"] == 2
+        assert c["tests_passed"] == (2 if spec == "oracle" else 0)
+        assert c["reviews"] == 1
+        # The `tests` reviewer approves exactly what passes.
+        assert c["approvals"] == (1 if spec == "oracle" else 0)
+        assert c["tokens"] == 0 and c["cost"] == 0
+
+
+def test_forced_split_escalates_with_exit_3(cli, suite, tmp_path):
+    make_task(suite)
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    res = cli("run", str(suite), "--agent", "noop", "--agent", "noop",
+              "--reviewer", f"a={approve}", "--reviewer", "b=tests", "--json")
+    assert res.returncode == 3, res.stderr
+    t = _only(res.json())
+    assert t["decision"] == "escalated" and t["winner"] is None
+    assert t["escalation"].startswith("e-")
+    inbox = cli("inbox", "--json").json()["escalations"]
+    assert [e["id"] for e in inbox] == [t["escalation"]]
+    assert inbox[0]["task"] == "add"
+
+
+def test_run_records_everything_in_the_ledger(cli, suite, tmp_path):
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = res.json()
+    state = tmp_path / ".crossreview"
+    runs = ledger_rows(state, "SELECT * FROM runs")
+    assert [r["id"] for r in runs] == [doc["run"]] and runs[0]["status"] == "finished"
+    tr = ledger_rows(state, "SELECT * FROM task_runs")
+    assert len(tr) == 1 and tr[0]["decision"] == "accepted" and tr[0]["winner"] == "a"
+    assert tr[0]["started"] <= tr[0]["finished"]
+    cands = ledger_rows(state, "SELECT agent, tests_passed, tests_total, diff FROM candidates ORDER BY agent")
+    assert [(c["agent"], c["tests_passed"], c["tests_total"]) for c in cands] == [("a", 2, 2), ("b", 0, 2)]
+    assert "+    return a + b" in cands[0]["diff"] and cands[1]["diff"] == ""
+    verdicts = ledger_rows(state, "SELECT reviewer, candidate, verdict FROM verdicts ORDER BY reviewer")
+    assert [tuple(v) for v in verdicts] == [("a", "b", "reject"), ("b", "a", "approve")]
+    outcomes = ledger_rows(state, "SELECT agent, name, outcome FROM test_outcomes WHERE suite='tests' ORDER BY agent, name")
+    assert [tuple(o) for o in outcomes] == [
+        ("a", "test_add::test_negative", "passed"), ("a", "test_add::test_small", "passed"),
+        ("b", "test_add::test_negative", "failed"), ("b", "test_add::test_small", "failed"),
+    ]
+    nodes = {r["node"] for r in ledger_rows(state, "SELECT node FROM events")}
+    assert {"prepare", "solve", "verify", "review", "decide", "record"} <= nodes
+    for e in ledger_rows(state, "SELECT started, finished FROM events"):
+        assert e["started"] <= e["finished"]
+
+
+def test_accepted_candidate_is_kept_as_a_branch_and_nothing_else_is_left(cli, suite, tmp_path):
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", "--json")
+    t = _only(res.json())
+    git_dir = tmp_path / ".crossreview" / "repos" / "add.git"
+    branch = f"crossreview/{res.json()['run']}/add"
+    assert t["branch"] == branch
+    assert [b for b in git_branches(git_dir) if b.startswith("crossreview/")] == [branch]
+    content = subprocess.run(["git", "--git-dir", str(git_dir), "show", f"{branch}:calc.py"],
+                             capture_output=True, text=True, check=True).stdout
+    assert content == "def add(a, b):\n    return a + b\n"
+    assert git_worktrees(git_dir) == [str(git_dir)]  # the bare repo itself, no worktree left
+    assert not any((tmp_path / ".crossreview" / "worktrees").glob("r-*"))
+
+
+def test_example_suite_shows_every_outcome(cli, tmp_path):
+    shutil.copytree(EXAMPLE_TASKS, tmp_path / "tasks")
+    res = cli("run", "tasks/", "--json")
+    assert res.returncode == 1, res.stderr  # one task is rejected
+    by_task = {t["task"]: t for t in res.json()["tasks"]}
+    assert {k: v["decision"] for k, v in by_task.items()} == {
+        "fizzbuzz": "accepted",
+        "parse_duration": "rejected",
+        "roman_numerals": "escalated",
+        "version_compare": "accepted",
+        "weekday_name": "accepted",
+    }
+    assert by_task["fizzbuzz"]["winner"] == "alice"
+    # version_compare's accepted candidate fails the holdout: an escaped defect, recorded.
+    hold = ledger_rows(tmp_path / ".crossreview",
+                       "SELECT c.holdout_passed, c.holdout_total FROM candidates c JOIN task_runs t ON t.id = c.task_run"
+                       " WHERE t.task='version_compare' AND c.agent='alice'")
+    assert hold[0]["holdout_total"] > hold[0]["holdout_passed"]
+
+
+def test_human_table_output(cli, suite):
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop")
+    assert res.returncode == 0
+    assert "accepted" in res.stdout and "a ✓ 2/2, 1/1" in res.stdout and "b ✗ 0/2, 0/1" in res.stdout
+    assert "1 task runs: 1 accepted, 0 rejected, 0 escalated" in res.stdout
+    assert "tokens 0" in res.stdout and "agent-seconds" in res.stdout
+    # Progress goes to stderr, per agent.
+    assert "a solved in" in res.stderr and "b tests 0/2 passed" in res.stderr
+
+
+def test_broken_task_is_reported_and_the_rest_still_runs(cli, suite):
+    make_task(suite, "good")
+    bad = make_task(suite, "bad")
+    (bad / "task.toml").write_text('[verifier]\ncomand = "pytest"\n')
+    res = cli("run", str(suite), "--agent", "oracle", "--json")
+    assert res.returncode == 1
+    doc = res.json()
+    assert [t["task"] for t in doc["tasks"]] == ["good"]
+    assert doc["tasks"][0]["decision"] == "accepted"
+    [err] = doc["errors"]
+    assert err["file"].endswith("bad/task.toml") and err["field"] == "verifier.comand"
+    assert "expected one of: command, timeout_sec, tests_visible" in err["message"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--agent", "bogus"], "unknown agent 'bogus'"),
+        (["--agent", "command:"], "needs a command"),
+        (["--agent", "oracle", "--agent", "a=noop"], "two agents are named 'a'"),
+        (["--policy", "whatever"], "unknown policy 'whatever'"),
+        (["--reviewer", "z=tests"], "names agent 'z'"),
+    ],
+)
+def test_usage_errors_exit_2_and_run_nothing(cli, suite, tmp_path, args, message):
+    make_task(suite)
+    res = cli("run", str(suite), *args)
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert not (tmp_path / ".crossreview" / "ledger.db").exists()
+
+
+def test_missing_path_and_empty_suite_exit_2(cli, tmp_path):
+    res = cli("run", str(tmp_path / "nope"))
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = cli("run", str(tmp_path / "empty"))
+    assert res.returncode == 2 and "no task folders" in res.stderr
+
+
+def test_suite_config_supplies_agents_and_flags_win(cli, suite, tmp_path):
+    make_task(suite)
+    write(suite / "crossreview.toml", 'agents = ["x=noop", "y=noop"]\npolicy = "majority"\n')
+    res = cli("run", str(suite), "--json")
+    t = _only(res.json())
+    assert sorted(c["agent"] for c in t["candidates"]) == ["x", "y"] and t["decision"] == "rejected"
+    res = cli("run", str(suite), "--agent", "oracle", "--json")
+    assert [c["agent"] for c in _only(res.json())["candidates"]] == ["a"]
+    write(suite / "crossreview.toml", 'agentz = ["noop"]\n')
+    res = cli("run", str(suite))
+    assert res.returncode == 2 and "unknown key 'agentz'" in res.stderr and "crossreview.toml" in res.stderr
+
+
+def test_hidden_tests_are_copied_only_after_the_agent(cli, suite, tmp_path):
+    make_task(suite)
+    spy = write(tmp_path / "spy.py", "import os, pathlib\n"
+                "pathlib.Path(os.environ['CROSSREVIEW_COUNT_DIR'], 'saw').write_text(str(sorted(os.listdir('.'))))\n"
+                "pathlib.Path('calc.py').write_text('def add(a, b):\\n    return a + b\\n')\n")
+    res = cli("run", str(suite), "--agent", f"command:{{python}} {spy}", "--json",
+              env={"CROSSREVIEW_COUNT_DIR": str(tmp_path)})
+    assert _only(res.json())["decision"] == "accepted", res.stderr
+    seen = (tmp_path / "saw").read_text()
+    assert ".crossreview-tests" not in seen and "calc.py" in seen
+
+
+def test_visible_tests_cannot_be_rewritten_by_the_agent(cli, suite, tmp_path):
+    make_task(suite, toml='[verifier]\ntests_visible = true\n')
+    # The agent sees the tests and "fixes" them instead of the code.
+    cheat = write(tmp_path / "cheat.py", "import pathlib\n"
+                  "t = pathlib.Path('.crossreview-tests/test_add.py')\n"
+                  "assert t.exists()\n"
+                  "t.write_text('def test_small():\\n    pass\\n')\n")
+    res = cli("run", str(suite), "--agent", f"command:{{python}} {cheat}", "--json")
+    t = _only(res.json())
+    assert t["decision"] == "rejected", res.stderr
+    assert t["candidates"][0]["tests_total"] == 2 and t["candidates"][0]["tests_passed"] == 0
+
+
+def test_task_from_an_existing_git_repository_and_ref(cli, suite, tmp_path):
+    repo = tmp_path / "project"
+    write(repo / "calc.py", "def add(a, b):\n    raise NotImplementedError\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(repo), "commit", "-qm", "stub"], check=True)
+    first = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    write(repo / "calc.py", "def add(a, b):\n    return a + b\n")
+    subprocess.run([*git, "-C", str(repo), "commit", "-qam", "solved already"], check=True)
+    make_task(suite, toml=f'[repo]\npath = "{repo}"\nref = "{first}"\n', repo={})
+    res = cli("run", str(suite), "--agent", "noop", "--agent", "oracle", "--json")
+    t = _only(res.json())
+    # Worktrees start at the first commit, where add() is a stub: noop fails.
+    assert (t["decision"], t["winner"]) == ("accepted", "b"), res.stderr
+    branches = git_branches(repo / ".git")
+    assert f"crossreview/{res.json()['run']}/add" in branches
+    assert not [b for b in branches if b.startswith("crossreview/work/")]
+    assert git_worktrees(repo / ".git") == [str(repo)]
+    status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True).stdout
+    assert status == ""
+
+
+def test_a_failing_agent_is_an_error_candidate_and_the_run_goes_on(cli, suite, tmp_path):
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "command:exit 7", "--agent", "oracle", "--json")
+    t = _only(res.json())
+    assert (t["decision"], t["winner"]) == ("accepted", "b")
+    bad = next(c for c in t["candidates"] if c["agent"] == "a")
+    assert bad["status"] == "error" and bad["reviews"] == 0
+
+
+def test_jobs_runs_tasks_side_by_side(cli, suite):
+    for name in ("one", "two", "three"):
+        make_task(suite, name)
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    assert sorted(t["task"] for t in res.json()["tasks"]) == ["one", "three", "two"]
