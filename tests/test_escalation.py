@@ -1,0 +1,131 @@
+"""Escalations: parked in one process, shown and decided from another."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import approve_all_reviewer, counting_agent, git_branches, invocations, ledger_rows, make_task
+
+
+@pytest.fixture
+def parked(cli, suite, tmp_path):
+    """A run parked at an escalation: two counting agents that write nothing useful,
+    one reviewer approving everything, the other going by the tests."""
+    make_task(suite)
+    counter = tmp_path / "counts"
+    agent = counting_agent(tmp_path / "agent.py", solution="def add(a, b):\n    return a - b\n")
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    env = {"CROSSREVIEW_COUNT_DIR": str(counter)}
+    res = cli("run", str(suite),
+              "--agent", f"x=command:{{python}} {agent}", "--agent", f"y=command:{{python}} {agent}",
+              "--reviewer", f"x={approve}", "--reviewer", "y=tests", "--json", env=env)
+    assert res.returncode == 3, res.stderr
+    [task] = res.json()["tasks"]
+    assert task["decision"] == "escalated"
+    return {"id": task["escalation"], "run": res.json()["run"], "counter": counter, "env": env,
+            "state": tmp_path / ".crossreview"}
+
+
+def test_decide_pick_in_a_new_process_finishes_the_run_without_resolving(cli, parked):
+    assert invocations(parked["counter"], "x") == 1 and invocations(parked["counter"], "y") == 1
+    shown = cli("show", parked["id"])
+    assert shown.returncode == 0
+    assert "x approves y, but y passes 0/2 tests" in shown.stdout
+    assert "diff of x" in shown.stdout and "return a - b" in shown.stdout
+    assert f"crossreview decide {parked['id']} --pick" in shown.stdout
+
+    res = cli("decide", parked["id"], "--pick", "y", "--by", "tester", "--json", env=parked["env"])
+    assert res.returncode == 0, res.stderr
+    doc = res.json()
+    assert (doc["decision"], doc["winner"], doc["escalation"]) == ("accepted", "y", parked["id"])
+    # The agents were not run again: their finished work came from the checkpoint.
+    assert invocations(parked["counter"], "x") == 1 and invocations(parked["counter"], "y") == 1
+
+    [esc] = ledger_rows(parked["state"], "SELECT * FROM escalations")
+    assert (esc["action"], esc["pick"], esc["decided_by"]) == ("pick", "y", "tester")
+    assert esc["created"] <= esc["first_shown"] <= esc["decided"]
+    [tr] = ledger_rows(parked["state"], "SELECT * FROM task_runs")
+    assert (tr["status"], tr["decision"], tr["winner"]) == ("done", "accepted", "y")
+    assert "a human picked y" in tr["reason"]
+    [run] = ledger_rows(parked["state"], "SELECT status FROM runs")
+    assert run["status"] == "finished"
+    assert cli("inbox", "--json").json() == {"escalations": []}
+    branches = git_branches(parked["state"] / "repos" / "add.git")
+    assert f"crossreview/{parked['run']}/add" in branches
+    assert not [b for b in branches if b.startswith("crossreview/work/")]
+
+
+def test_decide_reject(cli, parked):
+    res = cli("decide", parked["id"], "--reject", "--json")
+    assert res.returncode == 1, res.stderr
+    assert res.json()["decision"] == "rejected"
+    [tr] = ledger_rows(parked["state"], "SELECT decision, winner FROM task_runs")
+    assert (tr["decision"], tr["winner"]) == ("rejected", None)
+
+
+def test_decide_guide_sends_the_agents_back_with_the_guidance(cli, parked, tmp_path):
+    res = cli("decide", parked["id"], "--guide", "subtract less, add more", "--json", env=parked["env"])
+    # Same agents, same behaviour: they disagree again, a new escalation is parked.
+    assert res.returncode == 3, res.stderr
+    doc = res.json()
+    assert doc["decision"] == "escalated" and doc["escalation"] != parked["id"]
+    assert invocations(parked["counter"], "x") == 2 and invocations(parked["counter"], "y") == 2
+    escs = ledger_rows(parked["state"], "SELECT id, round, action, guide FROM escalations ORDER BY round")
+    assert [(e["round"], e["action"]) for e in escs] == [(0, "guide"), (1, None)]
+    assert escs[0]["guide"] == "subtract less, add more"
+    inbox = cli("inbox", "--json").json()["escalations"]
+    assert [e["id"] for e in inbox] == [doc["escalation"]]
+    # The second round is decided like the first.
+    res = cli("decide", doc["escalation"], "--reject")
+    assert res.returncode == 1
+    [tr] = ledger_rows(parked["state"], "SELECT decision, rounds FROM task_runs")
+    assert (tr["decision"], tr["rounds"]) == ("rejected", 2)
+
+
+def test_guidance_reaches_the_agents(cli, suite, tmp_path):
+    make_task(suite)
+    reader = tmp_path / "reader.py"
+    reader.write_text(
+        "import os, pathlib\n"
+        "text = pathlib.Path(os.environ['CROSSREVIEW_INSTRUCTION_FILE']).read_text()\n"
+        "pathlib.Path(os.environ['OUT'], os.environ['CROSSREVIEW_AGENT'] + '.txt').write_text(text)\n"
+    )
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    env = {"OUT": str(tmp_path)}
+    res = cli("run", str(suite), "--agent", f"command:{{python}} {reader}", "--agent", "noop",
+              "--reviewer", f"a={approve}", "--reviewer", "b=tests", "--json", env=env)
+    esc = res.json()["tasks"][0]["escalation"]
+    assert "Guidance" not in (tmp_path / "a.txt").read_text()
+    cli("decide", esc, "--guide", "use the + operator", env=env)
+    text = (tmp_path / "a.txt").read_text()
+    assert "Implement add(a, b)" in text and "use the + operator" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["e-nothere", "--pick", "x"], "no escalation 'e-nothere'"),
+        (["{id}", "--pick", "zz"], "has candidates x, y"),
+        (["{id}"], "exactly one of"),
+        (["{id}", "--pick", "x", "--reject"], "exactly one of"),
+        (["{id}", "--guide", "  "], "--guide needs the guidance text"),
+    ],
+)
+def test_decide_usage_errors(cli, parked, args, message):
+    args = [a.format(id=parked["id"]) for a in args]
+    res = cli("decide", *args)
+    assert res.returncode == 2 and message in res.stderr
+    assert cli("inbox", "--json").json()["escalations"][0]["id"] == parked["id"]  # still waiting
+
+
+def test_decide_twice_is_refused(cli, parked):
+    assert cli("decide", parked["id"], "--reject").returncode == 1
+    res = cli("decide", parked["id"], "--pick", "x")
+    assert res.returncode == 2 and "already decided" in res.stderr
+
+
+def test_show_unknown_and_inbox_without_ledger(cli, tmp_path):
+    res = cli("show", "e-123456")
+    assert res.returncode == 2 and "no ledger" in res.stderr
+    res = cli("inbox")
+    assert res.returncode == 2 and "crossreview run" in res.stderr

@@ -1,0 +1,134 @@
+"""Crash safety: a run killed with SIGKILL mid-solve is finished by `resume`, keeping finished work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import cli_env, counting_agent, git_branches, invocations, ledger_rows, make_task, write
+
+
+def _wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _solve_writes(state: Path) -> int:
+    """Finished solve branches saved in the checkpoint (each writes one 'events' entry)."""
+    db = state / "checkpoints.db"
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(db, timeout=5)
+    try:
+        return conn.execute("SELECT count(*) FROM writes WHERE channel='events'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def _slow_first_time(path: Path) -> Path:
+    """An agent that hangs on its first run (recording its pid) and solves at once on the next."""
+    return write(path, """
+import os, pathlib, time
+count_dir = pathlib.Path(os.environ["CROSSREVIEW_COUNT_DIR"])
+count_dir.mkdir(parents=True, exist_ok=True)
+agent = os.environ["CROSSREVIEW_AGENT"]
+with open(count_dir / (agent + ".count"), "a") as fh:
+    fh.write("run\\n")
+flag = count_dir / (agent + ".hung")
+if not flag.exists():
+    flag.write_text(str(os.getpid()))
+    time.sleep(120)
+pathlib.Path("calc.py").write_text("def add(a, b):\\n    return a + b\\n")
+""")
+
+
+def test_sigkill_mid_solve_then_resume_keeps_finished_agents(cli, suite, tmp_path):
+    make_task(suite)
+    counts = tmp_path / "counts"
+    fast = counting_agent(tmp_path / "fast.py")
+    slow = _slow_first_time(tmp_path / "slow.py")
+    env = cli_env({"CROSSREVIEW_COUNT_DIR": str(counts)})
+    state = tmp_path / ".crossreview"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crossreview", "run", str(suite), "--json",
+         "--agent", f"fast=command:{{python}} {fast}", "--agent", f"slow=command:{{python}} {slow}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )
+    hung_pid = None
+    try:
+        _wait_for(lambda: (counts / "slow.hung").exists(), what="the slow agent to start")
+        hung_pid = int((counts / "slow.hung").read_text())
+        # prepare wrote one events entry; the fast agent's finished solve writes the second.
+        _wait_for(lambda: _solve_writes(state) >= 2, what="the fast agent's solve to be checkpointed")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if hung_pid:
+            try:
+                os.kill(hung_pid, signal.SIGKILL)  # its session outlived the killed parent
+            except ProcessLookupError:
+                pass
+    assert invocations(counts, "fast") == 1 and invocations(counts, "slow") == 1
+    [run] = ledger_rows(state, "SELECT id, status FROM runs")
+    assert run["status"] == "running"
+    assert any(state.joinpath("worktrees").glob("r-*/add/*")), "the killed run left its worktrees"
+
+    gc = cli("gc")
+    assert gc.returncode == 0 and "removed 2 worktree(s)" in gc.stdout, gc.stdout + gc.stderr
+    git_dir = state / "repos" / "add.git"
+    assert not [b for b in git_branches(git_dir) if b.startswith("crossreview/work/")]
+
+    res = cli("resume", run["id"], "--json", env={"CROSSREVIEW_COUNT_DIR": str(counts)})
+    assert res.returncode == 0, res.stderr
+    [task] = res.json()["tasks"]
+    assert task["decision"] == "accepted"
+    # The fast agent's work came from the checkpoint; only the slow one ran again.
+    assert invocations(counts, "fast") == 1
+    assert invocations(counts, "slow") == 2
+    [run] = ledger_rows(state, "SELECT status FROM runs")
+    assert run["status"] == "finished"
+    assert len(ledger_rows(state, "SELECT * FROM candidates")) == 2
+    assert not any(state.joinpath("worktrees").glob("r-*"))
+    assert [b for b in git_branches(git_dir) if b.startswith("crossreview/")] == [f"crossreview/{task['task_run']}"]
+
+
+def test_resume_skips_finished_tasks_and_unknown_run_is_an_error(cli, suite, tmp_path):
+    make_task(suite, "one")
+    res = cli("run", str(suite), "--agent", "oracle", "--json")
+    run = res.json()["run"]
+    again = cli("resume", run, "--json")
+    assert again.returncode == 0
+    assert [t["decision"] for t in again.json()["tasks"]] == ["accepted"]
+    assert len(ledger_rows(tmp_path / ".crossreview", "SELECT * FROM task_runs")) == 1
+    res = cli("resume", "r-doesnotexist")
+    assert res.returncode == 2 and "no run 'r-doesnotexist'" in res.stderr
+
+
+def test_agents_really_run_concurrently(cli, suite, tmp_path):
+    make_task(suite)
+    sleeper = counting_agent(tmp_path / "sleep.py", sleep=2.0)
+    spec = f"command:{{python}} {sleeper}"
+    res = cli("run", str(suite), "--agent", spec, "--agent", spec, "--agent", spec, "--json",
+              env={"CROSSREVIEW_COUNT_DIR": str(tmp_path / "counts")})
+    assert res.returncode == 0, res.stderr
+    rows = ledger_rows(tmp_path / ".crossreview", "SELECT started, finished FROM events WHERE node='solve'")
+    assert len(rows) == 3
+    # All three 2-second solves overlap: the last to start began before the first finished.
+    assert max(r["started"] for r in rows) < min(r["finished"] for r in rows)
+    from datetime import datetime
+
+    span = datetime.fromisoformat(max(r["finished"] for r in rows)) - datetime.fromisoformat(min(r["started"] for r in rows))
+    assert span.total_seconds() < 5.0  # sequential would be at least 6 s

@@ -1,0 +1,537 @@
+"""crossreview.worktrees on real git: snapshots, worktrees, diffs, branches, gc."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from crossreview.models import Task
+from crossreview.worktrees import (
+    TESTS_DIRNAME,
+    WorktreeError,
+    apply_diff,
+    create_worktree,
+    find_orphans,
+    gc,
+    keep_branch,
+    prepare_base,
+    remove_worktree,
+    reset_to,
+    take_diff,
+    work_branch,
+    worktrees_root,
+)
+
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+BINARY = bytes(range(256)) * 4
+
+
+def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        ["git", *args], cwd=cwd, env={**GIT_ENV, **(env or {})}, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, f"git {args} failed: {proc.stderr}"
+    return proc.stdout.strip()
+
+
+def git_bytes(git_dir: Path, *args: str) -> bytes:
+    return subprocess.run(
+        ["git", *args], env={**GIT_ENV, "GIT_DIR": str(git_dir)}, check=True, capture_output=True, timeout=30
+    ).stdout
+
+
+def folder_task(tmp_path: Path, task_id: str = "demo", files: dict[str, str] | None = None) -> Task:
+    """A task whose repository is a plain repo/ folder."""
+    tdir = tmp_path / "tasks" / task_id
+    repo = tdir / "repo"
+    repo.mkdir(parents=True)
+    files = files or {
+        "main.py": "def answer():\n    return 41\n",
+        "README.md": "demo\n",
+        "pkg/util.py": "X = 1\n",
+    }
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    (tdir / "tests").mkdir()
+    (tdir / "tests" / "test_main.py").write_text("def test_x():\n    assert True\n")
+    (tdir / "instruction.md").write_text("fix it\n")
+    return Task(id=task_id, path=tdir, instruction="fix it\n", repo_path=repo)
+
+
+@pytest.fixture
+def state(tmp_path) -> Path:
+    d = tmp_path / "state"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def base_and_task(tmp_path, state):
+    task = folder_task(tmp_path)
+    return prepare_base(task, state), task
+
+
+def wt_path(state: Path, run: str, task_id: str, agent: str) -> Path:
+    return worktrees_root(state) / run / task_id / agent
+
+
+def new_wt(state, base, run="run1", task_id="demo", agent="a") -> Path:
+    return create_worktree(state, base, wt_path(state, run, task_id, agent), work_branch(run, task_id, agent))
+
+
+def tree_files(path: Path) -> dict[str, bytes]:
+    """Every file under path except git's own, as bytes."""
+    out = {}
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and ".git" not in p.relative_to(path).parts[:1]:
+            out[str(p.relative_to(path))] = p.read_bytes()
+    return out
+
+
+def branches(git_dir: Path) -> set[str]:
+    out = git_bytes(git_dir, "for-each-ref", "--format=%(refname:short)", "refs/heads/").decode()
+    return set(out.split())
+
+
+# --- prepare_base ----------------------------------------------------------------
+
+
+def test_prepare_base_snapshots_folder_into_bare_repo(tmp_path, state):
+    task = folder_task(tmp_path)
+    base = prepare_base(task, state)
+    assert base.git_dir == (state / "repos" / "demo.git").resolve()
+    assert git(base.git_dir, "rev-parse", "--is-bare-repository") == "true"
+    assert len(base.commit) == 40
+    listed = git_bytes(base.git_dir, "ls-tree", "-r", "--name-only", base.commit).decode().split()
+    assert sorted(listed) == ["README.md", "main.py", "pkg/util.py"]
+    assert git_bytes(base.git_dir, "show", f"{base.commit}:main.py") == b"def answer():\n    return 41\n"
+    # the task's folder is left as it was: no .git appears in it
+    assert not (task.repo_path / ".git").exists()
+
+
+def test_prepare_base_same_commit_when_unchanged_new_when_changed(tmp_path, state):
+    task = folder_task(tmp_path)
+    first = prepare_base(task, state)
+    again = prepare_base(task, state)
+    assert again.commit == first.commit
+
+    (task.repo_path / "main.py").write_text("def answer():\n    return 42  # changed\n")
+    changed = prepare_base(task, state)
+    assert changed.commit != first.commit
+    assert git_bytes(changed.git_dir, "show", f"{changed.commit}:main.py").endswith(b"# changed\n")
+    # history is kept: the new snapshot's parent is the old one
+    assert git(changed.git_dir, "rev-parse", f"{changed.commit}^") == first.commit
+
+    (task.repo_path / "README.md").unlink()
+    deleted = prepare_base(task, state)
+    assert deleted.commit != changed.commit
+    listed = git_bytes(deleted.git_dir, "ls-tree", "-r", "--name-only", deleted.commit).decode().split()
+    assert "README.md" not in listed
+
+
+def test_prepare_base_ignores_pycache(tmp_path, state):
+    task = folder_task(tmp_path)
+    first = prepare_base(task, state)
+    (task.repo_path / "__pycache__").mkdir()
+    (task.repo_path / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0junk")
+    assert prepare_base(task, state).commit == first.commit
+
+
+# --- create_worktree -----------------------------------------------------------
+
+
+def test_each_agent_gets_its_own_worktree_at_the_base_commit(state, base_and_task):
+    base, task = base_and_task
+    a = new_wt(state, base, agent="a")
+    b = new_wt(state, base, agent="b")
+    assert a != b and a.is_dir() and b.is_dir()
+    for path, agent in ((a, "a"), (b, "b")):
+        assert git(path, "rev-parse", "HEAD") == base.commit
+        assert git(path, "rev-parse", "--abbrev-ref", "HEAD") == work_branch("run1", "demo", agent)
+        assert git(path, "status", "--porcelain") == ""
+        assert tree_files(path) == tree_files(task.repo_path)
+    # the worktrees are independent
+    (a / "main.py").write_text("changed in a\n")
+    assert (b / "main.py").read_text() == "def answer():\n    return 41\n"
+    # an owner file records which process owns the worktree
+    assert (a.parent / ".a.owner").is_file()
+
+
+def test_create_worktree_replaces_an_old_one(state, base_and_task):
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    (a / "junk.txt").write_text("left over\n")
+    (a / "main.py").write_text("edited\n")
+    a2 = new_wt(state, base)
+    assert a2 == a
+    assert not (a / "junk.txt").exists()
+    assert (a / "main.py").read_text() == "def answer():\n    return 41\n"
+
+
+def test_concurrent_worktree_creation_on_one_repo(state, base_and_task):
+    base, _ = base_and_task
+    errors: list[BaseException] = []
+    made: list[Path] = []
+    lock = threading.Lock()
+
+    def work(thread: int) -> None:
+        try:
+            for i in range(5):
+                p = new_wt(state, base, run=f"run{thread}", agent=f"ag{i}")
+                with lock:
+                    made.append(p)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "worktree creation hung"
+    assert errors == []
+    assert len(made) == 10
+    listed = git(base.git_dir, "worktree", "list", "--porcelain")
+    for p in made:
+        assert git(p, "rev-parse", "HEAD") == base.commit
+        assert f"worktree {p}" in listed
+
+
+# --- take_diff -------------------------------------------------------------------
+
+
+def test_take_diff_includes_new_modified_deleted_and_binary(state, base_and_task):
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    (a / "main.py").write_text("def answer():\n    return 42\n")
+    (a / "README.md").unlink()
+    (a / "new.py").write_text("NEW = True\n")
+    (a / "blob.bin").write_bytes(BINARY)
+    info = take_diff(a, base.commit)
+    assert sorted(info.files) == ["README.md", "blob.bin", "main.py", "new.py"]
+    assert "+    return 42" in info.text and "-    return 41" in info.text
+    assert "deleted file mode" in info.text
+    assert "+NEW = True" in info.text
+    assert "GIT binary patch" in info.text
+    assert info.added == 2  # main.py +1, new.py +1 (binary counts nothing)
+    assert info.removed == 2  # main.py -1, README.md -1
+    assert info.text.endswith("\n")
+
+
+def test_take_diff_of_untouched_worktree_is_empty(state, base_and_task):
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    info = take_diff(a, base.commit)
+    assert info.text == "" and info.files == [] and info.added == info.removed == 0
+
+
+def test_take_diff_excludes_the_tests_folder(state, base_and_task):
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    (a / TESTS_DIRNAME).mkdir()
+    (a / TESTS_DIRNAME / "test_main.py").write_text("def test_x(): pass\n")
+    (a / "main.py").write_text("changed\n")
+    info = take_diff(a, base.commit)
+    assert info.files == ["main.py"]
+    assert TESTS_DIRNAME not in info.text
+
+
+def test_take_diff_leaves_the_worktree_index_alone(state, base_and_task):
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    (a / "staged.py").write_text("S = 1\n")
+    git(a, "add", "staged.py")
+    (a / "untracked.py").write_text("U = 1\n")
+    (a / "main.py").write_text("modified, not staged\n")
+    (a / "README.md").unlink()
+    index = Path(git(a, "rev-parse", "--git-path", "index"))
+    if not index.is_absolute():
+        index = a / index
+    before_status = git(a, "status", "--porcelain")
+    before_index = index.read_bytes()
+    before_staged = git(a, "diff", "--cached", "--name-status")
+
+    info = take_diff(a, base.commit)
+    after_index = index.read_bytes()  # before any other git command can refresh it
+    assert sorted(info.files) == ["README.md", "main.py", "staged.py", "untracked.py"]
+
+    assert after_index == before_index
+    assert git(a, "diff", "--cached", "--name-status") == before_staged == "A\tstaged.py"
+    assert git(a, "status", "--porcelain") == before_status
+    assert "?? untracked.py" in before_status and " M main.py" in before_status
+
+
+def test_take_diff_names_files_with_unusual_characters_plainly(state, base_and_task):
+    # files_changed is shown to reviewers and humans: a path, not git's C-quoted form
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    (a / "café.py").write_text("X = 1\n")
+    (a / "my file.py").write_text("Y = 1\n")
+    info = take_diff(a, base.commit)
+    assert sorted(info.files) == ["café.py", "my file.py"]
+    assert info.added == 2
+
+
+def test_take_diff_includes_changes_the_agent_committed(state, base_and_task):
+    # agents such as aider commit as they go; the candidate is still everything since the base
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    (a / "main.py").write_text("def answer():\n    return 42\n")
+    git(a, "commit", "-q", "-am", "agent's own commit")
+    (a / "later.py").write_text("L = 1\n")
+    info = take_diff(a, base.commit)
+    assert sorted(info.files) == ["later.py", "main.py"]
+    reset_to(a, base.commit, info.text)
+    assert git(a, "rev-parse", "HEAD") == base.commit
+    assert (a / "main.py").read_text() == "def answer():\n    return 42\n"
+    assert (a / "later.py").read_text() == "L = 1\n"
+
+
+# --- reset_to / apply_diff -------------------------------------------------------
+
+
+def _make_change(a: Path) -> None:
+    (a / "main.py").write_text("def answer():\n    return 42\n")
+    (a / "README.md").unlink()
+    (a / "pkg" / "new.py").write_text("NEW = 1\n")
+    (a / "pkg" / "util.py").write_text("X = 2")  # no newline at end of file
+    (a / "blob.bin").write_bytes(BINARY)
+    (a / "empty.txt").write_text("")
+    (a / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (a / "run.sh").chmod(0o755)
+
+
+def test_reset_to_makes_a_dirty_worktree_exactly_base_plus_diff(state, base_and_task):
+    base, _ = base_and_task
+    a = new_wt(state, base, agent="a")
+    _make_change(a)
+    diff = take_diff(a, base.commit).text
+    expected = tree_files(a)
+
+    # the agent keeps working after its diff was taken
+    (a / "main.py").write_text("something else\n")
+    (a / "junk.txt").write_text("junk\n")
+    (a / "pkg" / "util.py").unlink()
+    (a / "build").mkdir()
+    (a / "build" / "out.o").write_bytes(b"\x7fELF")
+    (a / "__pycache__").mkdir()
+    (a / "__pycache__" / "x.pyc").write_bytes(b"pyc")
+    git(a, "add", "junk.txt")
+
+    reset_to(a, base.commit, diff)
+    assert tree_files(a) == expected
+    assert take_diff(a, base.commit).text == diff
+
+
+def test_reset_to_empty_diff_is_the_base(state, base_and_task):
+    base, task = base_and_task
+    a = new_wt(state, base)
+    (a / "main.py").write_text("dirty\n")
+    (a / "junk").write_text("junk\n")
+    reset_to(a, base.commit, "")
+    assert tree_files(a) == tree_files(task.repo_path)
+
+
+def test_apply_diff_round_trips_into_a_fresh_worktree(state, base_and_task):
+    base, _ = base_and_task
+    a = new_wt(state, base, agent="a")
+    b = new_wt(state, base, agent="b")
+    _make_change(a)
+    info = take_diff(a, base.commit)
+    apply_diff(b, info.text)
+    assert tree_files(b) == tree_files(a)
+    assert (b / "blob.bin").read_bytes() == BINARY
+    assert (b / "empty.txt").is_file()
+    assert os.access(b / "run.sh", os.X_OK)
+    assert take_diff(b, base.commit).text == info.text
+
+
+def test_apply_diff_that_does_not_apply_raises(state, base_and_task):
+    base, _ = base_and_task
+    a = new_wt(state, base, agent="a")
+    b = new_wt(state, base, agent="b")
+    (a / "main.py").write_text("from a\n")
+    diff = take_diff(a, base.commit).text
+    (b / "main.py").write_text("conflicting content in b\n")
+    with pytest.raises(WorktreeError, match="git apply"):
+        apply_diff(b, diff)
+
+
+# --- keep_branch / remove_worktree -------------------------------------------
+
+
+def test_keep_branch_commits_the_diff_onto_a_branch(state, base_and_task):
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    _make_change(a)
+    diff = take_diff(a, base.commit).text
+    commit = keep_branch(state, base, "crossreview/run1/demo", diff, "accepted: a")
+    assert git(base.git_dir, "rev-parse", "crossreview/run1/demo") == commit
+    assert git(base.git_dir, "rev-parse", f"{commit}^") == base.commit
+    assert git(base.git_dir, "log", "-1", "--format=%s", commit) == "accepted: a"
+    assert git_bytes(base.git_dir, "show", f"{commit}:main.py") == b"def answer():\n    return 42\n"
+    assert git_bytes(base.git_dir, "show", f"{commit}:pkg/new.py") == b"NEW = 1\n"
+    assert git_bytes(base.git_dir, "show", f"{commit}:blob.bin") == BINARY
+    files = git_bytes(base.git_dir, "ls-tree", "-r", "--name-only", commit).decode().split()
+    assert "README.md" not in files
+    # the worktree itself is not touched by keeping its diff
+    assert git(a, "rev-parse", "HEAD") == base.commit
+
+
+def test_keep_branch_with_empty_diff_is_the_base_tree(state, base_and_task):
+    base, _ = base_and_task
+    commit = keep_branch(state, base, "crossreview/run1/empty", "", "nothing")
+    assert git(base.git_dir, "rev-parse", f"{commit}^{{tree}}") == git(
+        base.git_dir, "rev-parse", f"{base.commit}^{{tree}}"
+    )
+
+
+def test_remove_worktree_removes_dir_and_branch(state, base_and_task):
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    branch = work_branch("run1", "demo", "a")
+    assert branch in branches(base.git_dir)
+    (a / "dirty.txt").write_text("uncommitted\n")
+    remove_worktree(state, base, a, branch)
+    assert not a.exists()
+    assert not (a.parent / ".a.owner").exists()
+    assert branch not in branches(base.git_dir)
+    assert str(a) not in git(base.git_dir, "worktree", "list", "--porcelain")
+    # removing again is quiet
+    remove_worktree(state, base, a, branch)
+
+
+# --- orphans and gc ------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait(timeout=10)
+    return proc.pid
+
+
+def set_owner(worktree: Path, pid: int) -> None:
+    (worktree.parent / f".{worktree.name}.owner").write_text('{"pid": %d}' % pid)
+
+
+def test_find_orphans_finds_dead_owners_only(state, base_and_task):
+    base, _ = base_and_task
+    live = new_wt(state, base, run="live", agent="a")
+    dead = new_wt(state, base, run="dead", agent="a")
+    pid = dead_pid()
+    set_owner(dead, pid)
+    orphans = find_orphans(state)
+    assert [(o.path, o.pid) for o in orphans] == [(dead, pid)]
+    assert live not in [o.path for o in orphans]
+
+
+def test_find_orphans_treats_unreadable_owner_as_orphan(state, base_and_task):
+    base, _ = base_and_task
+    wt = new_wt(state, base, run="r", agent="a")
+    (wt.parent / ".a.owner").write_text("not json")
+    assert [o.path for o in find_orphans(state)] == [wt]
+    assert find_orphans(state / "nowhere") == []
+
+
+def test_gc_removes_orphans_and_dead_branches_keeps_live_and_kept(state, base_and_task):
+    base, _ = base_and_task
+    live = new_wt(state, base, run="live", agent="a")
+    dead = new_wt(state, base, run="dead", agent="a")
+    dead2 = new_wt(state, base, run="dead", agent="b")
+    kept = new_wt(state, base, run="kept", agent="a")
+    pid = dead_pid()
+    for p in (dead, dead2, kept):
+        set_owner(p, pid)
+    # a branch of a dead run with no worktree left at all
+    git(base.git_dir, "branch", work_branch("gone", "demo", "a"), base.commit)
+    # an accepted candidate's kept branch is not a work branch: never collected
+    keep_branch(state, base, "crossreview/dead/demo", "", "accepted")
+
+    trees, nbranches = gc(state, [base.git_dir], keep_runs={"kept"})
+    assert trees == 2
+    assert nbranches == 3  # dead/a, dead/b, gone/a
+    assert not dead.exists() and not dead2.exists()
+    assert not (worktrees_root(state) / "dead").exists()
+    assert live.is_dir() and kept.is_dir()
+    left = branches(base.git_dir)
+    assert work_branch("live", "demo", "a") in left
+    assert work_branch("kept", "demo", "a") in left
+    assert work_branch("dead", "demo", "a") not in left
+    assert work_branch("dead", "demo", "b") not in left
+    assert work_branch("gone", "demo", "a") not in left
+    assert "crossreview/dead/demo" in left
+    assert [o.path for o in find_orphans(state)] == [kept]  # kept, though its owner is gone
+    # a second gc finds nothing more to do
+    assert gc(state, [base.git_dir], keep_runs={"kept"}) == (0, 0)
+
+
+# --- a task whose repository is an existing git repository -------------------
+
+
+def test_existing_git_repository_at_a_given_ref(tmp_path, state):
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    git(upstream, "init", "-q")
+    (upstream / "app.py").write_text("VERSION = 1\n")
+    git(upstream, "add", "-A")
+    git(upstream, "commit", "-q", "-m", "first")
+    first = git(upstream, "rev-parse", "HEAD")
+    (upstream / "app.py").write_text("VERSION = 2\n")
+    (upstream / "later.py").write_text("LATER = True\n")
+    git(upstream, "add", "-A")
+    git(upstream, "commit", "-q", "-m", "second")
+    user_head = git(upstream, "rev-parse", "HEAD")
+    user_branch = git(upstream, "rev-parse", "--abbrev-ref", "HEAD")
+
+    tdir = tmp_path / "tasks" / "ext"
+    tdir.mkdir(parents=True)
+    task = Task(id="ext", path=tdir, instruction="x", repo_path=upstream, repo_ref=first, repo_is_folder=False)
+    base = prepare_base(task, state)
+    assert base.commit == first
+    assert base.git_dir == (upstream / ".git").resolve()
+    wt = new_wt(state, base, task_id="ext")
+    assert (wt / "app.py").read_text() == "VERSION = 1\n"
+    assert not (wt / "later.py").exists()
+    assert git(wt, "rev-parse", "HEAD") == first
+
+    # the user's own checkout is left as it was
+    assert git(upstream, "rev-parse", "HEAD") == user_head
+    assert git(upstream, "rev-parse", "--abbrev-ref", "HEAD") == user_branch
+    assert git(upstream, "status", "--porcelain") == ""
+
+    (wt / "app.py").write_text("VERSION = 3\n")
+    diff = take_diff(wt, base.commit)
+    assert diff.files == ["app.py"]
+    remove_worktree(state, base, wt, work_branch("run1", "ext", "a"))
+    assert work_branch("run1", "ext", "a") not in branches(upstream / ".git")
+
+
+def test_existing_repository_ref_given_by_name(tmp_path, state):
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    git(upstream, "init", "-q")
+    (upstream / "f.txt").write_text("one\n")
+    git(upstream, "add", "-A")
+    git(upstream, "commit", "-q", "-m", "first")
+    git(upstream, "tag", "v1")
+    (upstream / "f.txt").write_text("two\n")
+    git(upstream, "commit", "-q", "-am", "second")
+    task = Task(
+        id="ext", path=tmp_path, instruction="x", repo_path=upstream, repo_ref="v1", repo_is_folder=False
+    )
+    base = prepare_base(task, state)
+    assert base.commit == git(upstream, "rev-parse", "v1^{commit}")
+    wt = new_wt(state, base, task_id="ext")
+    assert (wt / "f.txt").read_text() == "one\n"
