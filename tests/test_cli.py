@@ -1,0 +1,79 @@
+"""The command line: help without heavy imports, validate, gc."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import EXAMPLE_TASKS, cli_env, make_task
+
+PROBE = """
+import sys
+from crossreview.cli import main
+sys.argv = ["crossreview", *{args!r}]
+try:
+    main()
+except SystemExit:
+    pass
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"litellm", "langgraph", "git", "langchain_core"}})
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["plugins"], ["decide", "--help"]])
+def test_help_and_plugins_import_no_heavy_modules(args):
+    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True,
+                         env=cli_env(), timeout=60).stdout
+    assert "HEAVY=\n" in out, out
+
+
+def test_help_explains_the_commands(cli):
+    res = cli("--help")
+    for word in ("run", "validate", "inbox", "show", "decide", "resume", "gc", "plugins", "Exit codes"):
+        assert word in res.stdout
+    res = cli("run", "--help")
+    assert "NAME=SPEC" in res.stdout and "--no-input" in res.stdout and "--jobs" in res.stdout
+
+
+def test_validate_example_suite(cli, tmp_path):
+    shutil.copytree(EXAMPLE_TASKS, tmp_path / "tasks")
+    res = cli("validate", "tasks", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = res.json()
+    assert doc["ok"] and len(doc["tasks"]) == 5 and doc["errors"] == []
+    for t in doc["tasks"]:
+        names = {c["name"]: c["ok"] for c in t["checks"]}
+        assert names["oracle passes the tests"] and names["noop fails the tests"]
+        assert names["oracle passes the holdout"]
+    # Validation is not an intervention: nothing goes to the ledger, no worktree is left.
+    assert not (tmp_path / ".crossreview" / "ledger.db").exists()
+    assert not any((tmp_path / ".crossreview" / "worktrees").glob("validate-*"))
+
+
+def test_validate_reports_each_problem_and_checks_the_rest(cli, suite):
+    make_task(suite, "good")
+    make_task(suite, "trivial", repo={"calc.py": "def add(a, b):\n    return a + b\n"})  # noop passes
+    make_task(suite, "unsolvable", solution={"calc.py": "def add(a, b):\n    return 0\n"})
+    broken = make_task(suite, "broken")
+    (broken / "instruction.md").unlink()
+    res = cli("validate", str(suite), "--json")
+    assert res.returncode == 1
+    doc = res.json()
+    by = {t["task"]: {c["name"]: c for c in t["checks"]} for t in doc["tasks"]}
+    assert all(c["ok"] for c in by["good"].values())
+    assert not by["trivial"]["noop fails the tests"]["ok"]
+    assert "cannot tell a fix from no change" in by["trivial"]["noop fails the tests"]["detail"]
+    assert not by["unsolvable"]["oracle passes the tests"]["ok"]
+    assert "test_add::test_small" in by["unsolvable"]["oracle passes the tests"]["detail"]
+    [err] = doc["errors"]
+    assert err["file"].endswith("broken/instruction.md") and "missing" in err["message"]
+    human = cli("validate", str(suite))
+    assert "✗ noop fails the tests" in human.stdout and "1/4 tasks valid" in human.stdout
+
+
+def test_gc_with_nothing_to_do(cli, tmp_path):
+    res = cli("gc")
+    assert res.returncode == 0 and "nothing to collect" in res.stdout
