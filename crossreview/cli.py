@@ -23,6 +23,33 @@ def _consoles(json_mode: bool) -> tuple[Console, Console]:
     return out, err
 
 
+def _sigterm_is_ctrl_c() -> None:
+    """Ctrl-C and SIGTERM stop every agent and verifier at once, then unwind.
+
+    The children run in sessions of their own (so a timeout can kill their
+    whole tree), which also means the terminal's SIGINT never reaches them;
+    and LangGraph waits for running branches before it lets an interrupt
+    through. So the handler kills them first.
+    """
+    import signal
+
+    from .sandbox import kill_all_children
+
+    def handler(signum, frame):
+        kill_all_children()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _interrupted(err: Console, run_id: str | None = None) -> None:
+    what = f"crossreview resume {run_id}" if run_id else "crossreview resume RUN"
+    err.print(f"[yellow]interrupted[/yellow]: agents stopped, worktrees removed; finished work is "
+              f"checkpointed and `{what}` continues it")
+    sys.exit(130)
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
     Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False)
     sys.exit(code)
@@ -94,13 +121,16 @@ def run(paths, agents, reviewers, policy, jobs, ledger, state_dir, no_input, jso
     opts = RunOptions(paths=paths, agents=list(agents), reviewers=list(reviewers), policy=policy, jobs=jobs,
                       ledger=ledger, state_dir=state_dir, interactive=interactive)
     started = time.monotonic()
+    _sigterm_is_ctrl_c()
+    from .runner import new_run_id
+
+    opts.run_id = new_run_id()
     try:
         outcome = run_suite(opts, pm)
     except UsageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/yellow]: finished work is checkpointed; `crossreview resume RUN` continues it")
-        sys.exit(130)
+        _interrupted(err, opts.run_id)
     finally:
         pm.unregister(reporter)
     wall = time.monotonic() - started
@@ -272,11 +302,14 @@ def resume(run_id, ledger, state_dir, no_input, json_mode):
     reporter = TerminalReporter(out, err)
     pm.register(reporter, name="terminalreporter")
     started = time.monotonic()
+    _sigterm_is_ctrl_c()
     try:
         outcome = resume_run(run_id, state_dir=state_dir, ledger=ledger,
                              interactive=not no_input and not json_mode and stdin_is_interactive(), pm=pm)
     except UsageError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _interrupted(err, run_id)
     finally:
         pm.unregister(reporter)
     if json_mode:

@@ -52,6 +52,7 @@ from .models import (
     utcnow,
 )
 from .packet import build_packet
+from .sandbox import Stopping
 from .verify import run_tests
 from .worktrees import (
     HOLDOUT_DIRNAME,
@@ -198,6 +199,8 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
     )
     try:
         result = ctx.agent(spec).solve(workspace)
+    except Stopping:
+        raise  # shutting down: leave this branch unfinished so resume re-runs it
     except Exception as exc:  # an agent plugin's bug is that candidate's error, not the run's
         result = SolveResult(status="error", error=f"{type(exc).__name__}: {exc}")
     diff = take_diff(path, p["base_commit"])
@@ -317,6 +320,8 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
             prefers=cand.agent if out.prefers in (label, cand.agent) else None,
             usage=getattr(out, "usage", usage) if isinstance(getattr(out, "usage", None), Usage) else usage,
         )
+    except Stopping:
+        raise
     except Exception as exc:  # noqa: BLE001 - any reviewer failure is an abstention
         verdict = Verdict(
             reviewer=agent.name,

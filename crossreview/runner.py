@@ -27,7 +27,8 @@ from . import plugins
 from .ledger import Ledger
 from .models import AgentSpec, HumanDecision, Task, TaskError, TaskResult
 from .tasks import ConfigError, load_suite, load_suite_config
-from .worktrees import ensure_state_dir, find_orphans, remove_worktree, BaseRepo, work_branch
+from .sandbox import kill_all_children
+from .worktrees import BaseRepo, ensure_state_dir, find_orphans, remove_worktree, work_branch
 
 DEFAULT_STATE_DIR = Path(".crossreview")
 DEFAULT_AGENTS = ["oracle", "noop"]
@@ -165,7 +166,11 @@ def run_suite(opts: RunOptions, pm: pluggy.PluginManager | None = None) -> Suite
     }
     with open_session(opts.state_dir, opts.ledger, pm) as session:
         session.ledger.start_run(run, config)
-        results = _run_tasks(session, run, suite.tasks, config, jobs, opts.interactive, fresh=True)
+        try:
+            results = _run_tasks(session, run, suite.tasks, config, jobs, opts.interactive, fresh=True)
+        except KeyboardInterrupt:
+            session.ledger.set_run_status(run, "interrupted")
+            raise
         _finish_run(session, run, results)
     pm.hook.crossreview_run_finished(run=run, results=results)
     return SuiteOutcome(run, results, suite.errors)
@@ -214,6 +219,11 @@ def run_task(session: Session, run: str, task: Task, config: dict, interactive: 
         payload = None  # continue from the checkpoint: finished branches are kept
     try:
         result = _drive(session, gconf, payload, interactive)
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: stop every agent and verifier now (they run in
+        # sessions of their own, so the terminal's signal did not reach them).
+        kill_all_children()
+        raise
     except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the suite
         session.ledger.set_task_run_status(tr, "error", "error", f"{type(exc).__name__}: {exc}")
         result = TaskResult(task=task.id, task_run=tr, run=run, decision="error", error=f"{type(exc).__name__}: {exc}")
@@ -347,7 +357,11 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
     todo = [t for t in tasks if t.id not in done]
     with open_session(Path(config["state_dir"]), led.path, pm) as session:
         session.ledger.set_run_status(run, "running", finished=False)
-        results = _run_tasks(session, run, todo, config, config.get("jobs", 1), interactive, fresh=False)
+        try:
+            results = _run_tasks(session, run, todo, config, config.get("jobs", 1), interactive, fresh=False)
+        except KeyboardInterrupt:
+            session.ledger.set_run_status(run, "interrupted")
+            raise
         finished = [_result_from_row(session.ledger, tr) for tr in done.values()]
         all_results = finished + results
         _finish_run(session, run, all_results)

@@ -13,9 +13,42 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+
+_live: set[subprocess.Popen] = set()
+_live_lock = threading.Lock()
+"""Children running right now, so an interrupted run can stop them all.
+
+Module state on purpose: the children are this process's, and Ctrl-C must
+reach every one of them wherever in the graph's thread pool it was started
+(they run in their own sessions, so the terminal's SIGINT does not).
+"""
+
+
+_stopping = threading.Event()
+
+
+class Stopping(Exception):
+    """Raised by a confined command interrupted because crossreview is shutting down."""
+
+
+def kill_all_children(stop: bool = True) -> int:
+    """Kill every confined command still running; returns how many there were.
+
+    With ``stop``, commands started afterwards are refused too: the process is
+    shutting down and nodes still finishing must not start new work.
+    """
+    if stop:
+        _stopping.set()
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        _kill_tree(proc)
+    return len(procs)
 
 
 @dataclass
@@ -62,6 +95,8 @@ def run_confined(
 ) -> ProcResult:
     """Run ``argv`` in ``cwd``; kill its whole process group after ``timeout`` seconds."""
     started = time.monotonic()
+    if _stopping.is_set():
+        raise Stopping("crossreview is stopping: not started")
     proc = subprocess.Popen(
         argv,
         cwd=str(cwd),
@@ -75,6 +110,8 @@ def run_confined(
         start_new_session=True,
     )
     timed_out = False
+    with _live_lock:
+        _live.add(proc)
     try:
         out, err = proc.communicate(stdin_data, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -89,6 +126,14 @@ def run_confined(
     else:
         # The leader exited; anything it left running in its group goes too.
         _kill_tree(proc)
+    finally:
+        with _live_lock:
+            _live.discard(proc)
+    if _stopping.is_set():
+        # Killed because we are shutting down, not because the command failed:
+        # raising keeps this half-done work out of the checkpoint, so a resume
+        # runs it again instead of recording a candidate that never finished.
+        raise Stopping("crossreview is stopping: killed")
     return ProcResult(
         returncode=None if timed_out else proc.returncode,
         stdout=out or "",

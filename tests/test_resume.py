@@ -132,3 +132,44 @@ def test_agents_really_run_concurrently(cli, suite, tmp_path):
 
     span = datetime.fromisoformat(max(r["finished"] for r in rows)) - datetime.fromisoformat(min(r["started"] for r in rows))
     assert span.total_seconds() < 5.0  # sequential would be at least 6 s
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return any(line.startswith("State:") and "Z" in line for line in fh)
+    except FileNotFoundError:
+        return True
+
+
+def test_ctrl_c_stops_agents_cleans_up_and_resume_finishes(cli, suite, tmp_path):
+    make_task(suite)
+    counts = tmp_path / "counts"
+    slow = _slow_first_time(tmp_path / "slow.py")
+    state = tmp_path / ".crossreview"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crossreview", "run", str(suite), "--agent", "oracle",
+         "--agent", f"slow=command:{{python}} {slow}"],
+        cwd=tmp_path, env=cli_env({"CROSSREVIEW_COUNT_DIR": str(counts)}),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        _wait_for(lambda: (counts / "slow.hung").exists(), what="the slow agent to start")
+        hung_pid = int((counts / "slow.hung").read_text())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "crossreview resume r-" in err
+    _wait_for(lambda: _gone(hung_pid), timeout=10, what="the agent to be killed")
+    assert not any(state.joinpath("worktrees").glob("r-*/add/*"))
+    git_dir = state / "repos" / "add.git"
+    assert not [b for b in git_branches(git_dir) if b.startswith("crossreview/work/")]
+    [run] = ledger_rows(state, "SELECT id, status FROM runs")
+    assert run["status"] == "interrupted"
+    res = cli("resume", run["id"], "--json", env={"CROSSREVIEW_COUNT_DIR": str(counts)})
+    assert res.returncode == 0, res.stderr
+    assert res.json()["tasks"][0]["decision"] == "accepted"
+    assert invocations(counts, "slow") == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import time
 from pathlib import Path
@@ -286,4 +285,3 @@ def test_verifier_runs_from_the_worktree_root(tmp_path, worktree):
     )})
     report = run_tests(task, worktree)
     assert report.all_passed, report.output
-    assert os.getcwd() != str(worktree)
