@@ -318,7 +318,7 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
             confidence=out.confidence,
             concerns=out.concerns,
             prefers=cand.agent if out.prefers in (label, cand.agent) else None,
-            usage=getattr(out, "usage", usage) if isinstance(getattr(out, "usage", None), Usage) else usage,
+            usage=out.usage or usage,
         )
     except Stopping:
         raise

@@ -250,6 +250,8 @@ class ReviewVerdictOutput(_Strict):
     confidence: float = Field(default=0.5, ge=0, le=1)
     concerns: list[str] = Field(default_factory=list)
     prefers: str | None = None
+    usage: Usage | None = None
+    """What producing this verdict cost (a model reviewer fills it in)."""
 
 
 class Decision(BaseModel):

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -85,6 +86,16 @@ def _kill_tree(proc: subprocess.Popen) -> None:
         pass
 
 
+_MAX_OUTPUT = 1 << 20
+
+
+def _read_tail(fh) -> str:
+    """The last MiB a command printed (its end is where the errors are)."""
+    size = fh.seek(0, os.SEEK_END)
+    fh.seek(max(0, size - _MAX_OUTPUT))
+    return fh.read().decode("utf-8", errors="replace")
+
+
 def run_confined(
     argv: list[str] | str,
     cwd: Path,
@@ -97,38 +108,41 @@ def run_confined(
     started = time.monotonic()
     if _stopping.is_set():
         raise Stopping("crossreview is stopping: not started")
-    proc = subprocess.Popen(
-        argv,
-        cwd=str(cwd),
-        env=child_env(env),
-        shell=shell,
-        stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
-    timed_out = False
-    with _live_lock:
-        _live.add(proc)
-    try:
-        out, err = proc.communicate(stdin_data, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_tree(proc)
-        out, err = proc.communicate()
-    except BaseException:
-        # Ctrl-C or a crash of ours: never leave the child running.
-        _kill_tree(proc)
-        proc.wait()
-        raise
-    else:
-        # The leader exited; anything it left running in its group goes too.
-        _kill_tree(proc)
-    finally:
+    # Output goes to files, not pipes: a command that leaves a background
+    # process holding its stdout open must not look like a hang. We wait for
+    # the leader only, then kill whatever it left in its group.
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f, tempfile.TemporaryFile() as in_f:
+        if stdin_data is not None:
+            in_f.write(stdin_data.encode())
+            in_f.seek(0)
+        proc = subprocess.Popen(
+            argv,
+            cwd=str(cwd),
+            env=child_env(env),
+            shell=shell,
+            stdin=in_f if stdin_data is not None else subprocess.DEVNULL,
+            stdout=out_f,
+            stderr=err_f,
+            start_new_session=True,
+        )
+        timed_out = False
         with _live_lock:
-            _live.discard(proc)
+            _live.add(proc)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        except BaseException:
+            # Ctrl-C or a crash of ours: never leave the child running.
+            _kill_tree(proc)
+            proc.wait()
+            raise
+        finally:
+            _kill_tree(proc)  # the leader's leftovers (or, on timeout, the leader) go too
+            proc.wait()
+            with _live_lock:
+                _live.discard(proc)
+        out, err = _read_tail(out_f), _read_tail(err_f)
     if _stopping.is_set():
         # Killed because we are shutting down, not because the command failed:
         # raising keeps this half-done work out of the checkpoint, so a resume

@@ -47,9 +47,12 @@ def parse_junit(xml_text: str, prefix: str = "") -> list[TestOutcome]:
     outcomes: list[TestOutcome] = []
     for case in root.iter("testcase"):
         classname = case.get("classname") or ""
+        raw_name = case.get("name", "?")
         if prefix and classname.startswith(prefix):
             classname = classname[len(prefix):]
-        name = f"{classname}::{case.get('name', '?')}" if classname else case.get("name", "?")
+        elif prefix and not classname and raw_name.startswith(prefix):
+            raw_name = raw_name[len(prefix):]  # a collection error names the module only
+        name = f"{classname}::{raw_name}" if classname else raw_name
         outcome, message = "passed", ""
         for child in case:
             if child.tag == "failure":

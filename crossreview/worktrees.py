@@ -207,14 +207,15 @@ def take_diff(path: Path, base_commit: str) -> DiffInfo:
             env=env,
         )
         text = _diff_text(g, base_commit, env)
-        numstat = _run(g, "diff", "--cached", "--numstat", "--no-renames", base_commit, env=env)
+        # -z: names come out as they are, not C-quoted ("caf\303\251.py").
+        numstat = _run(g, "diff", "--cached", "--numstat", "-z", "--no-renames", base_commit, env=env)
     files, added, removed = [], 0, 0
-    for line in numstat.splitlines():
-        parts = line.split("\t", 2)
+    for record in numstat.split("\0"):
+        parts = record.split("\t", 2)
         if len(parts) != 3:
             continue
         a, r, name = parts
-        files.append(name)
+        files.append(name.strip("\n"))
         added += int(a) if a.isdigit() else 0
         removed += int(r) if r.isdigit() else 0
     return DiffInfo(text=text, files=files, added=added, removed=removed)
