@@ -17,10 +17,18 @@ from rich.console import Console
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
 
 
+def _console(stderr: bool = False) -> Console:
+    """A console; piped or in a CI log, wide enough that tables don't wrap into columns of stubs."""
+    import os
+
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, width=160)
+    return console
+
+
 def _consoles(json_mode: bool) -> tuple[Console, Console]:
-    out = Console(stderr=False, soft_wrap=False)
-    err = Console(stderr=True)
-    return out, err
+    return _console(), _console(stderr=True)
 
 
 def _sigterm_is_ctrl_c() -> None:
@@ -143,11 +151,21 @@ def run(paths, agents, reviewers, policy, jobs, ledger, state_dir, no_input, jso
         print_errors(err, outcome.errors)
         out.print(results_table(outcome.results))
         out.print(summary_line(outcome.results, outcome.errors, wall), highlight=False)
-        waiting = [r for r in outcome.results if r.decision == "escalated"]
-        if waiting:
-            out.print(f"{len(waiting)} waiting for a human: `crossreview inbox`, then `crossreview show {waiting[0].escalation}`")
-        out.print(f"run {outcome.run} · ledger {ledger or state_dir / 'ledger.db'}", style="dim")
+        _footer(out, outcome.run, outcome.results, state_dir, ledger)
     sys.exit(outcome.exit_code)
+
+
+def _footer(out: Console, run_id: str, results, state_dir: Path, ledger: Path | None) -> None:
+    """Where to go next: the inbox, the kept branches, the run id."""
+    waiting = [r for r in results if r.decision == "escalated"]
+    if waiting:
+        out.print(f"{len(waiting)} waiting for a human: `crossreview inbox`, then `crossreview show {waiting[0].escalation}`")
+    kept = [r for r in results if r.branch]
+    if kept:
+        r = kept[0]
+        out.print(f"accepted changes are kept on branches crossreview/{run_id}/<task>, e.g. "
+                  f"`git --git-dir {state_dir}/repos/{r.task}.git show {r.branch}` (tasks with their own git repository: in it)")
+    out.print(f"run {run_id} · ledger {ledger or state_dir / 'ledger.db'}", style="dim")
 
 
 @main.command()
@@ -216,7 +234,7 @@ def inbox(ledger, state_dir, json_mode):
             {"id": r["id"], "task": r["task"], "run": r["run"], "reason": r["reason"], "created": r["created"]}
             for r in rows]}, indent=2))
         return
-    out = Console()
+    out = _console()
     if not rows:
         out.print("inbox empty: no escalation waits for a human")
         return
@@ -248,9 +266,9 @@ def show(escalation_id, ledger, state_dir, no_diff, json_mode):
     if json_mode:
         click.echo(json.dumps(esc, indent=2, default=str))
         return
-    render_packet(Console(), esc, with_diffs=not no_diff)
+    render_packet(_console(), esc, with_diffs=not no_diff)
     if esc["decided"]:
-        Console().print(f"[dim]already decided: {esc['action']} {esc['pick'] or esc['guide'] or ''} by {esc['decided_by']} at {esc['decided']}[/dim]")
+        _console().print(f"[dim]already decided: {esc['action']} {esc['pick'] or esc['guide'] or ''} by {esc['decided_by']} at {esc['decided']}[/dim]")
 
 
 @main.command()
@@ -281,7 +299,7 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode)
     if json_mode:
         click.echo(json.dumps(result_json(result), indent=2))
     else:
-        Console().print(results_table([result]))
+        _console().print(results_table([result]))
     sys.exit({"accepted": 0, "rejected": 1, "escalated": 3}.get(result.decision, 1))
 
 
@@ -317,7 +335,36 @@ def resume(run_id, ledger, state_dir, no_input, json_mode):
     else:
         out.print(results_table(outcome.results))
         out.print(summary_line(outcome.results, outcome.errors, time.monotonic() - started), highlight=False)
+        _footer(out, outcome.run, outcome.results, state_dir, ledger)
     sys.exit(outcome.exit_code)
+
+
+@main.command()
+@ledger_option
+@state_option
+@click.option("--json", "json_mode", is_flag=True, help="Print the runs as JSON.")
+def runs(ledger, state_dir, json_mode):
+    """Every suite run in the ledger, newest first, with its decisions."""
+    from rich.table import Table
+
+    led = _ledger(state_dir, ledger)
+    rows = []
+    for r in led.runs():
+        counts: dict[str, int] = {}
+        for tr in led.task_runs(r["id"]):
+            key = tr["decision"] or tr["status"]
+            counts[key] = counts.get(key, 0) + 1
+        rows.append({**r, "decisions": counts})
+    if json_mode:
+        click.echo(json.dumps({"runs": rows}, indent=2))
+        return
+    table = Table(title="runs", title_justify="left")
+    for col in ("run", "started", "status", "task runs"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"], (r["started"] or "")[:19].replace("T", " "), r["status"],
+                      ", ".join(f"{n} {k}" for k, n in sorted(r["decisions"].items())) or "-")
+    _console().print(table)
 
 
 @main.command()
@@ -352,7 +399,7 @@ def plugins_cmd(json_mode):
             **{k: [{"name": r.name, "plugin": r.plugin, "help": r.help} for r in v.values()] for k, v in sections.items()},
         }, indent=2))
         return
-    out = Console()
+    out = _console()
     out.print("[bold]plugins[/bold]: " + ", ".join(plugins_mod.plugin_names(pm)))
     for title, regs in sections.items():
         out.print(f"[bold]{title}[/bold]")

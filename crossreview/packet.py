@@ -62,6 +62,10 @@ def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict
     }
 
 
+def _files(n: int) -> str:
+    return "1 file" if n == 1 else f"{n} files"
+
+
 def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True) -> None:
     """Print an escalation (a ledger row with its packet) for a human."""
     p = esc["packet"]
@@ -88,7 +92,7 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
         table.add_row(
             c["agent"],
             Text(tests, style=style),
-            f"{len(c['files'])} files +{c['lines_added']} -{c['lines_removed']}",
+            f"{_files(len(c['files']))} +{c['lines_added']} -{c['lines_removed']}",
             f"{c['seconds']:.1f}",
             verdicts,
         )
@@ -102,15 +106,22 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
         )
         for concern in v["concerns"][:5]:
             console.print(f"      - {concern}")
+        if len(v["concerns"]) > 5:
+            console.print(f"      ... and {len(v['concerns']) - 5} more concerns (crossreview show --json)")
         if v.get("error"):
             console.print(f"      ! {v['error']}")
     for c in p["candidates"]:
-        if c["failing_tests"]:
-            console.print(f"  {c['agent']} fails: " + ", ".join(c["failing_tests"][:8]))
+        failing = c["failing_tests"]
+        if failing:
+            total_failing = c["tests_total"] - c["tests_passed"]
+            more = total_failing - min(len(failing), 8)
+            console.print(f"  {c['agent']} fails: " + ", ".join(failing[:8]) + (f" and {more} more" if more > 0 else ""))
     if with_diffs:
         for c in p["candidates"]:
             body = Syntax(c["diff"], "diff", word_wrap=True) if c["diff"].strip() else Text("(no change)")
             console.print(Panel(Group(body), title=f"diff of {c['agent']}", title_align="left"))
+    if esc.get("decided"):
+        return
     names = " | ".join(c["agent"] for c in p["candidates"])
     console.print(
         f"Decide: crossreview decide {esc['id']} --pick {{{names}}} | --reject | --guide \"what to do differently\""

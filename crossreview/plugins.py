@@ -88,7 +88,7 @@ def policies(pm: pluggy.PluginManager | None = None) -> dict[str, Registration]:
 def plugin_names(pm: pluggy.PluginManager | None = None) -> list[str]:
     """Names of every registered plugin module, built-ins first."""
     pm = pm or get_plugin_manager()
-    return [pm.get_name(p) or repr(p) for p in pm.get_plugins()]
+    return [name for name, _ in pm.list_name_plugin()]
 
 
 Factory = Callable[..., Any]

@@ -47,7 +47,7 @@ class TerminalReporter:
         status = "" if candidate.status == "ok" else f" [{candidate.status}: {candidate.error}]"
         self._line(
             task.id,
-            f"{candidate.agent} solved in {candidate.seconds:.1f}s: {len(candidate.files_changed)} files "
+            f"{candidate.agent} solved in {candidate.seconds:.1f}s: {_files(len(candidate.files_changed))} "
             f"+{candidate.lines_added} -{candidate.lines_removed}{status}",
         )
 
@@ -87,6 +87,10 @@ class TerminalReporter:
             extra += f": {result.error}"
         counter = f"[{done}/{self.total}] " if self.total else ""
         self._line(result.task, Text.assemble(counter, (result.decision, DECISION_STYLE.get(result.decision, "")), extra))
+
+
+def _files(n: int) -> str:
+    return "1 file" if n == 1 else f"{n} files"
 
 
 def print_errors(console: Console, errors: list[TaskError]) -> None:
@@ -149,7 +153,7 @@ def summary_line(results: list[TaskResult], errors: list[TaskError], wall: float
     tokens = sum(c.tokens for r in results for c in r.candidates)
     cost = _sum_cost(c.cost for r in results for c in r.candidates)
     return (
-        f"{len(results)} task runs: " + ", ".join(parts)
+        f"{len(results)} task run{'s' if len(results) != 1 else ''}: " + ", ".join(parts)
         + f" · wall {wall:.1f}s · agent-seconds {agent_seconds:.1f} · tokens {tokens} · cost {_fmt_cost(cost)}"
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sqlite3
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -113,7 +114,19 @@ def new_run_id() -> str:
     return "r-" + secrets.token_hex(4)
 
 
-def resolve_options(opts: RunOptions, pm: pluggy.PluginManager) -> tuple[list[AgentSpec], dict[str, str], str, int, Path]:
+@dataclass
+class Resolved:
+    """A run's settings after flags and the suite config are merged and checked."""
+
+    agents: list[AgentSpec]
+    reviewers: dict[str, str]
+    policy: str
+    jobs: int
+    suite_dir: Path
+    ledger: Path | None
+
+
+def resolve_options(opts: RunOptions, pm: pluggy.PluginManager) -> Resolved:
     """Merge flags with the suite config and check every spec can be built (else UsageError)."""
     try:
         loaded = load_suite_config(opts.paths)
@@ -121,9 +134,12 @@ def resolve_options(opts: RunOptions, pm: pluggy.PluginManager) -> tuple[list[Ag
         raise UsageError(str(exc)) from None
     cfg = loaded.config
     agent_texts = opts.agents or cfg.agents or DEFAULT_AGENTS
-    reviewer_texts = opts.reviewers or cfg.reviewers
+    # The config's reviewers are paired with the config's agents by name:
+    # agents given on the command line start from the defaults instead.
+    reviewer_texts = opts.reviewers or ([] if opts.agents else cfg.reviewers)
     policy = opts.policy or cfg.policy or "unanimous"
     jobs = opts.jobs or cfg.jobs or 1
+    ledger = opts.ledger or (loaded.suite_dir / cfg.ledger if cfg.ledger else None)
     try:
         specs = agents_mod.parse_agents(agent_texts)
         pairing = agents_mod.pair_reviewers(specs, reviewer_texts)
@@ -131,11 +147,12 @@ def resolve_options(opts: RunOptions, pm: pluggy.PluginManager) -> tuple[list[Ag
             agents_mod.build_agent(s, pm)
             agents_mod.build_reviewer(AgentSpec(name=s.name, spec=pairing[s.name]), pm)
     except agents_mod.SpecError as exc:
-        raise UsageError(str(exc)) from None
+        where = f" (from {loaded.source})" if loaded.source and not (opts.agents and opts.reviewers) else ""
+        raise UsageError(f"{exc}{where}") from None
     known = plugins.policies(pm)
     if policy not in known:
         raise UsageError(f"unknown policy {policy!r}; known: {', '.join(sorted(known))}")
-    return specs, pairing, policy, jobs, loaded.suite_dir
+    return Resolved(specs, pairing, policy, jobs, loaded.suite_dir, ledger)
 
 
 def _thread_config(task_run: str, n_agents: int) -> dict:
@@ -148,23 +165,26 @@ def _thread_config(task_run: str, n_agents: int) -> dict:
 def run_suite(opts: RunOptions, pm: pluggy.PluginManager | None = None) -> SuiteOutcome:
     """Run every task under ``opts.paths``; broken tasks are reported, the rest still run."""
     pm = pm or plugins.get_plugin_manager()
-    specs, pairing, policy, jobs, suite_dir = resolve_options(opts, pm)
+    res = resolve_options(opts, pm)
     suite = load_suite(opts.paths)
     if not suite.tasks and not suite.errors:
         where = ", ".join(str(p) for p in opts.paths)
         raise UsageError(f"no task folders (folders with task.toml) under {where}")
+    if not suite.tasks:
+        raise UsageError("every task is broken, nothing ran:\n" + "\n".join(str(e) for e in suite.errors))
     run = opts.run_id or new_run_id()
     config = {
         "paths": [str(p.resolve()) for p in opts.paths],
-        "agents": [s.model_dump() for s in specs],
-        "reviewers": pairing,
-        "policy": policy,
-        "jobs": jobs,
-        "suite_dir": str(suite_dir),
+        "agents": [s.model_dump() for s in res.agents],
+        "reviewers": res.reviewers,
+        "policy": res.policy,
+        "jobs": res.jobs,
+        "suite_dir": str(res.suite_dir),
         "state_dir": str(opts.state_dir.resolve()),
         "tasks": [str(t.path) for t in suite.tasks],
     }
-    with open_session(opts.state_dir, opts.ledger, pm) as session:
+    jobs = res.jobs
+    with open_session(opts.state_dir, res.ledger, pm) as session:
         session.ledger.start_run(run, config)
         try:
             results = _run_tasks(session, run, suite.tasks, config, jobs, opts.interactive, fresh=True)
@@ -255,10 +275,23 @@ def _drive(session: Session, gconf: dict, payload: Any, interactive: bool) -> Ta
                 escalation=esc.id,
                 reason=esc.reason,
                 candidates=_summaries_from_state(state),
+                seconds=_elapsed(state),
             )
         session.ledger.decide_escalation(esc.id, human)
         out = session.graph.invoke(Command(resume=human.model_dump(mode="json")), gconf, context=session.context)
     return TaskResult.model_validate(out["result"])
+
+
+def _elapsed(state: dict) -> float:
+    """Seconds from the first node's start to the last node's end, from the state's events."""
+    from datetime import datetime
+
+    events = state.get("events") or []
+    if not events:
+        return 0.0
+    start = min(datetime.fromisoformat(e["started"]) for e in events)
+    end = max(datetime.fromisoformat(e["finished"]) for e in events)
+    return (end - start).total_seconds()
 
 
 def _summaries_from_state(state: dict) -> list:
@@ -266,6 +299,11 @@ def _summaries_from_state(state: dict) -> list:
 
     verdicts = _round_verdicts(state)
     return [summarize(c, verdicts) for c in _round_candidates(state)]
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
 
 
 def cleanup_task_run(session: Session, gconf: dict, run: str, task_id: str, agent_names: list[str]) -> None:
@@ -278,6 +316,9 @@ def cleanup_task_run(session: Session, gconf: dict, run: str, task_id: str, agen
 
     for name in agent_names:
         remove_worktree(session.state_dir, base, worktree_path(session.state_dir, run, task_id, name), work_branch(run, task_id, name))
+    # Review scratch folders hold copies of diffs already in the ledger.
+    shutil.rmtree(session.state_dir / "reviews" / run / task_id, ignore_errors=True)
+    _rmdir_if_empty(session.state_dir / "reviews" / run)
     task_dir = session.state_dir / "worktrees" / run / task_id
     if task_dir.is_dir() and not any(task_dir.iterdir()):
         task_dir.rmdir()
@@ -342,7 +383,7 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
     led = Ledger(ledger or state_dir / "ledger.db")
     row = led.get_run(run)
     if row is None:
-        raise NotFound(f"no run {run!r} in {led.path}; see the runs with `crossreview stats` or the ledger")
+        raise NotFound(f"no run {run!r} in {led.path}; `crossreview runs` lists the runs")
     config = row["config"]
     done = {tr["task"]: tr for tr in led.task_runs(run) if tr["status"] in ("done", "parked")}
     from .tasks import load_task

@@ -134,7 +134,7 @@ def test_human_table_output(cli, suite):
     res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop")
     assert res.returncode == 0
     assert "accepted" in res.stdout and "a ✓ 2/2, 1/1" in res.stdout and "b ✗ 0/2, 0/1" in res.stdout
-    assert "1 task runs: 1 accepted, 0 rejected, 0 escalated" in res.stdout
+    assert "1 task run: 1 accepted, 0 rejected, 0 escalated" in res.stdout
     assert "tokens 0" in res.stdout and "agent-seconds" in res.stdout
     # Progress goes to stderr, per agent.
     assert "a solved in" in res.stderr and "b tests 0/2 passed" in res.stderr
@@ -256,3 +256,30 @@ def test_jobs_runs_tasks_side_by_side(cli, suite):
     res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", "3", "--json")
     assert res.returncode == 0, res.stderr
     assert sorted(t["task"] for t in res.json()["tasks"]) == ["one", "three", "two"]
+
+
+def test_command_agent_cost_is_unknown_unless_it_reports_usage(cli, suite, tmp_path):
+    make_task(suite)
+    reporting = write(tmp_path / "reporting.py", "import json, os, pathlib\n"
+                      "pathlib.Path('calc.py').write_text('def add(a, b):\\n    return a + b\\n')\n"
+                      "pathlib.Path(os.environ['CROSSREVIEW_USAGE_FILE']).write_text("
+                      "json.dumps({'tokens_in': 120, 'tokens_out': 30, 'cost': 0.25, 'calls': 2}))\n")
+    res = cli("run", str(suite), "--agent", f"command:{{python}} {reporting}", "--agent", "command:true", "--json")
+    by = {c["agent"]: c for c in _only(res.json())["candidates"]}
+    assert (by["a"]["tokens"], by["a"]["cost"]) == (150, 0.25)
+    assert by["b"]["cost"] is None  # said nothing: unknown, never a guessed 0
+    [row] = ledger_rows(tmp_path / ".crossreview", "SELECT tokens_in, tokens_out, cost, calls FROM candidates WHERE agent='a'")
+    assert tuple(row) == (120, 30, 0.25, 2)
+    human = cli("run", str(suite), "--agent", "command:true")
+    assert "cost unknown" in human.stdout
+
+
+def test_agents_on_the_command_line_drop_the_configs_reviewer_pairing(cli, suite, tmp_path):
+    make_task(suite)
+    write(suite / "crossreview.toml", 'agents = ["x=noop", "y=oracle"]\nreviewers = ["x=tests"]\nledger = "team.db"\n')
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", "--json")
+    assert res.returncode == 0, res.stderr
+    # The config's ledger key is honoured, relative to the config file.
+    assert (suite / "team.db").exists() and not (tmp_path / ".crossreview" / "ledger.db").exists()
+    runs = cli("runs", "--ledger", str(suite / "team.db"), "--json").json()["runs"]
+    assert [r["id"] for r in runs] == [res.json()["run"]] and runs[0]["decisions"] == {"accepted": 1}

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from ..agents import ReviewRequest, SpecError, Workspace, expand_template
 from ..hookspecs import hookimpl
-from ..models import AgentSpec, ReviewVerdictOutput, SolveResult
+from ..models import AgentSpec, ReviewVerdictOutput, SolveResult, Usage
 from ..sandbox import run_confined
 
 _TAIL = 4000
@@ -53,7 +53,9 @@ class CommandAgent:
                 "instruction": str(instruction_file),
                 "worktree": str(workspace.path),
             }
+            usage_file = Path(tmp) / "usage.json"
             env = {
+                "CROSSREVIEW_USAGE_FILE": str(usage_file),
                 "CROSSREVIEW_INSTRUCTION_FILE": str(instruction_file),
                 "CROSSREVIEW_TASK_DIR": str(task.path),
                 "CROSSREVIEW_TASK_ID": task.id,
@@ -64,13 +66,26 @@ class CommandAgent:
             }
             cmd = expand_template(self.template, values)
             proc = run_confined(cmd, cwd=workspace.path, timeout=workspace.timeout, env=env, shell=True)
+            usage = read_usage(usage_file)
         log = (proc.stdout + proc.stderr)[-_TAIL:]
         if proc.timed_out:
-            return SolveResult(status="timeout", error=f"killed after {workspace.timeout:g}s", log=log)
+            return SolveResult(status="timeout", error=f"killed after {workspace.timeout:g}s", log=log, usage=usage)
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-1:] or [""]
-            return SolveResult(status="error", error=f"exited {proc.returncode}: {tail[0][:300]}", log=log)
-        return SolveResult(log=log)
+            return SolveResult(status="error", error=f"exited {proc.returncode}: {tail[0][:300]}", log=log, usage=usage)
+        return SolveResult(log=log, usage=usage)
+
+
+def read_usage(path: Path) -> Usage:
+    """What a command says it spent in $CROSSREVIEW_USAGE_FILE; unknown cost if it says nothing.
+
+    A command may call a model we cannot see, so silence is not "free".
+    """
+    try:
+        data = json.loads(path.read_text())
+        return Usage.model_validate({"calls": 0, **data})
+    except (OSError, ValueError, ValidationError):
+        return Usage(cost=None)
 
 
 def parse_verdict(stdout: str) -> ReviewVerdictOutput:
@@ -144,7 +159,10 @@ class CommandReviewer:
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or [""])[-1][:300]
             raise ReviewerOutputError(f"exited {proc.returncode}: {tail}")
-        return parse_verdict(proc.stdout)
+        verdict = parse_verdict(proc.stdout)
+        if verdict.usage is None:
+            verdict.usage = Usage(cost=None)  # the command did not say what it spent
+        return verdict
 
 
 @hookimpl

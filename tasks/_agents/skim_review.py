@@ -117,6 +117,8 @@ def main() -> int:
     except Exception as exc:  # never crash: an unreadable input is a reject
         result = verdict("reject", 0.5, [f"skim_review could not read the candidate: "
                                          f"{type(exc).__name__}: {exc}"])
+    # It calls no model: say so, or crossreview records its cost as unknown.
+    result["usage"] = {"tokens_in": 0, "tokens_out": 0, "cost": 0.0}
     print(json.dumps(result))
     return 0
 
