@@ -4,6 +4,7 @@ and every hook documented and exercised."""
 from __future__ import annotations
 
 import inspect
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +27,11 @@ HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("crossreview_"))
 def sample_site(tmp_path_factory) -> Path:
     """tests/sample_plugin installed with pip into its own folder (put on PYTHONPATH to use it)."""
     target = tmp_path_factory.mktemp("site")
+    src = tmp_path_factory.mktemp("src") / "sample_plugin"
+    shutil.copytree(SAMPLE, src)  # building writes build/ beside the sources: keep it out of the repo
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(SAMPLE)],
+         "--no-index", "--target", str(target), str(src)],
         check=True, capture_output=True, text=True,
     )
     return target
