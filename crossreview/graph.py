@@ -79,6 +79,18 @@ class Context:
     ledger: Ledger
     _built: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _fresh: dict[str, str] = field(default_factory=dict)
+    """Worktrees this process just took a diff of, untouched since (path -> diff hash)."""
+
+    def mark_fresh(self, path: Path, diff: str) -> None:
+        """Record that ``path`` holds exactly base + ``diff`` right now."""
+        with self._lock:
+            self._fresh[str(path)] = hashlib.sha256(diff.encode()).hexdigest()
+
+    def take_fresh(self, path: Path, diff: str) -> bool:
+        """True once if ``path`` is known to hold exactly base + ``diff`` (then forgets it)."""
+        with self._lock:
+            return self._fresh.pop(str(path), None) == hashlib.sha256(diff.encode()).hexdigest()
 
     def agent(self, spec: AgentSpec) -> Any:
         """The agent object for ``spec``, built once per process."""
@@ -149,6 +161,8 @@ def _ensure_candidate_tree(ctx: Context, p: dict, cand: Candidate) -> Path:
     """The candidate's worktree holding exactly base + its diff (recreated after a crash)."""
     task = Task.model_validate(p["task"])
     path = worktree_path(ctx.state_dir, p["run"], task.id, cand.agent)
+    if ctx.take_fresh(path, cand.diff):
+        return path  # solved in this process a moment ago; the agent's processes are dead
     if not path.exists():
         create_worktree(ctx.state_dir, _base(p), path, work_branch(p["run"], task.id, cand.agent))
     reset_to(path, p["base_commit"], cand.diff)
@@ -204,6 +218,8 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
     except Exception as exc:  # an agent plugin's bug is that candidate's error, not the run's
         result = SolveResult(status="error", error=f"{type(exc).__name__}: {exc}")
     diff = take_diff(path, p["base_commit"])
+    if not task.tests_visible:  # visible tests were copied in: verify must reset first
+        ctx.mark_fresh(path, diff.text)
     cand = Candidate(
         agent=spec.name,
         spec=spec.spec,

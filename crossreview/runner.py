@@ -29,7 +29,7 @@ from .ledger import Ledger
 from .models import AgentSpec, HumanDecision, Task, TaskError, TaskResult
 from .tasks import ConfigError, load_suite, load_suite_config
 from .sandbox import kill_all_children
-from .worktrees import BaseRepo, ensure_state_dir, find_orphans, remove_worktree, work_branch
+from .worktrees import BaseRepo, ensure_state_dir, find_orphans, remove_worktrees, work_branch
 
 DEFAULT_STATE_DIR = Path(".crossreview")
 DEFAULT_AGENTS = ["oracle", "noop"]
@@ -101,6 +101,10 @@ def open_session(state_dir: Path, ledger_path: Path | None = None, pm: pluggy.Pl
     ledger = Ledger(ledger_path or state_dir / "ledger.db")
     conn = sqlite3.connect(state_dir / "checkpoints.db", check_same_thread=False, timeout=60)
     conn.execute("PRAGMA journal_mode=WAL")
+    # WAL with synchronous=NORMAL survives a crash of crossreview (what resume
+    # is for) without an fsync per checkpoint; only a power cut can lose the
+    # last steps, which resume then re-runs.
+    conn.execute("PRAGMA synchronous=NORMAL")
     try:
         saver = SqliteSaver(conn)
         graph = build_graph().compile(checkpointer=saver)
@@ -314,8 +318,12 @@ def cleanup_task_run(session: Session, gconf: dict, run: str, task_id: str, agen
     base = BaseRepo(Path(values["base_git_dir"]), values["base_commit"])
     from .graph import worktree_path
 
-    for name in agent_names:
-        remove_worktree(session.state_dir, base, worktree_path(session.state_dir, run, task_id, name), work_branch(run, task_id, name))
+    remove_worktrees(
+        session.state_dir,
+        base,
+        [worktree_path(session.state_dir, run, task_id, n) for n in agent_names],
+        [work_branch(run, task_id, n) for n in agent_names],
+    )
     # Review scratch folders hold copies of diffs already in the ledger.
     shutil.rmtree(session.state_dir / "reviews" / run / task_id, ignore_errors=True)
     _rmdir_if_empty(session.state_dir / "reviews" / run)
@@ -430,3 +438,170 @@ def orphan_warning(state_dir: Path) -> str | None:
 def stdin_is_interactive() -> bool:
     """Prompting is allowed only with a terminal and outside CI."""
     return sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("true", "1")
+
+
+# --- one task at a time, in full (the pytest plugin and its fixture) ---------
+
+from .models import Candidate, Verdict  # noqa: E402 - kept beside the API that needs them
+
+
+@dataclass
+class TaskOutcome:
+    """One task run in full: its result, and every candidate and verdict of its last round.
+
+    What the pytest plugin reports and the ``crossreview`` fixture returns.
+    ``candidates`` carry their test outcomes (``c.tests.outcomes``), diff and
+    usage; ``verdicts`` carry each reviewer's verdict, confidence and concerns.
+    """
+
+    result: TaskResult
+    candidates: list[Candidate] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    ledger: Path | None = None
+
+    @property
+    def task(self) -> str:
+        return self.result.task
+
+    @property
+    def run(self) -> str:
+        return self.result.run
+
+    @property
+    def task_run(self) -> str:
+        return self.result.task_run
+
+    @property
+    def decision(self) -> str:
+        return self.result.decision
+
+    @property
+    def winner(self) -> str | None:
+        return self.result.winner
+
+    @property
+    def escalation(self) -> str | None:
+        """The escalation id while (or after) the run waited for a human, else None."""
+        return self.result.escalation
+
+    @property
+    def reason(self) -> str:
+        return self.result.reason
+
+    @property
+    def branch(self) -> str | None:
+        return self.result.branch
+
+    @property
+    def error(self) -> str | None:
+        return self.result.error
+
+    @property
+    def seconds(self) -> float:
+        return self.result.seconds
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of every solve and every review of the last round."""
+        return sum(c.usage.tokens for c in self.candidates) + sum(v.usage.tokens for v in self.verdicts)
+
+    @property
+    def cost(self) -> float | None:
+        """Money of every solve and review of the last round; None when any part is unknown."""
+        total = 0.0
+        for usage in [c.usage for c in self.candidates] + [v.usage for v in self.verdicts]:
+            if usage.cost is None:
+                return None
+            total += usage.cost
+        return total
+
+    def candidate(self, agent: str) -> Candidate:
+        """The candidate of agent ``agent`` (KeyError if there is none)."""
+        for c in self.candidates:
+            if c.agent == agent:
+                return c
+        raise KeyError(f"no candidate of agent {agent!r}; candidates: {', '.join(c.agent for c in self.candidates)}")
+
+    def verdicts_on(self, agent: str) -> list[Verdict]:
+        """Every verdict on agent ``agent``'s candidate."""
+        return [v for v in self.verdicts if v.candidate == agent]
+
+
+def run_config(opts: RunOptions, tasks: list[Task], pm: pluggy.PluginManager | None = None) -> tuple[dict, Resolved]:
+    """The config ``run_suite`` records for a run of ``tasks`` (``resume_run`` reads it back).
+
+    For faces that drive task runs one at a time (the pytest plugin). Raises
+    UsageError for bad flags, specs or suite config, as ``run_suite`` does.
+    """
+    pm = pm or plugins.get_plugin_manager()
+    res = resolve_options(opts, pm)
+    config = {
+        "paths": [str(p.resolve()) for p in opts.paths],
+        "agents": [s.model_dump() for s in res.agents],
+        "reviewers": res.reviewers,
+        "policy": res.policy,
+        "jobs": res.jobs,
+        "suite_dir": str(res.suite_dir),
+        "state_dir": str(opts.state_dir.resolve()),
+        "tasks": [str(t.path) for t in tasks],
+    }
+    return config, res
+
+
+def task_run_details(session: Session, task_run: str, n_agents: int) -> tuple[list[Candidate], list[Verdict]]:
+    """The last round's candidates (with test outcomes) and verdicts, read from the checkpoint."""
+    from .graph import _round_candidates, _round_verdicts
+
+    values = session.graph.get_state(_thread_config(task_run, n_agents)).values
+    if not values.get("agents"):
+        return [], []
+    return _round_candidates(values), _round_verdicts(values)
+
+
+def run_task_detailed(session: Session, run: str, task: Task, config: dict, interactive: bool = False, fresh: bool = True) -> TaskOutcome:
+    """``run_task``, then the candidates and verdicts behind its result."""
+    result = run_task(session, run, task, config, interactive, fresh)
+    candidates, verdicts = task_run_details(session, result.task_run, len(config["agents"]))
+    return TaskOutcome(result, candidates, verdicts, session.ledger.path)
+
+
+def run_one_task(
+    path: Path,
+    agents: list[str] | None = None,
+    reviewers: list[str] | None = None,
+    policy: str | None = None,
+    state_dir: Path = DEFAULT_STATE_DIR,
+    ledger: Path | None = None,
+    interactive: bool = False,
+    run_id: str | None = None,
+    pm: pluggy.PluginManager | None = None,
+) -> TaskOutcome:
+    """Run the one task folder at ``path`` as a suite run of its own; return it in full.
+
+    Raises UsageError for bad specs, a broken task folder, or a folder that is
+    not exactly one task (use ``run_suite`` for a suite).
+    """
+    pm = pm or plugins.get_plugin_manager()
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path} does not exist; give a task folder (one with task.toml)")
+    suite = load_suite([path])
+    if suite.errors:
+        raise UsageError(f"{path} cannot be run:\n" + "\n".join(str(e) for e in suite.errors))
+    if len(suite.tasks) != 1:
+        raise UsageError(f"{path} holds {len(suite.tasks)} task folders; give exactly one (run_suite runs a suite)")
+    task = suite.tasks[0]
+    opts = RunOptions(paths=[path], agents=list(agents or []), reviewers=list(reviewers or []), policy=policy,
+                      ledger=ledger, state_dir=state_dir, interactive=interactive)
+    config, res = run_config(opts, [task], pm)
+    run = run_id or new_run_id()
+    with open_session(state_dir, res.ledger, pm) as session:
+        session.ledger.start_run(run, config)
+        try:
+            outcome = run_task_detailed(session, run, task, config, interactive)
+        except KeyboardInterrupt:
+            session.ledger.set_run_status(run, "interrupted")
+            raise
+        _finish_run(session, run, [outcome.result])
+    pm.hook.crossreview_run_finished(run=run, results=[outcome.result])
+    return outcome

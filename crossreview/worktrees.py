@@ -154,9 +154,12 @@ def kept_branch(run: str, task_id: str) -> str:
 def create_worktree(state_dir: Path, base: BaseRepo, path: Path, branch: str) -> Path:
     """A fresh worktree at ``path`` on ``branch`` at the base commit (replacing any old one)."""
     with repo_lock(state_dir, base.git_dir):
-        _remove_locked(base, path, branch)
+        if path.exists() or (path.parent / f".{path.name}.owner").exists():
+            _remove_locked(base, path, None)  # a leftover of a crashed attempt
         path.parent.mkdir(parents=True, exist_ok=True)
-        _run(base.git(), "worktree", "add", "--force", "-B", branch, str(path), base.commit)
+        # -B resets the branch if a killed run left it behind; --force takes
+        # over a worktree record whose folder is gone.
+        _run(base.git(), "worktree", "add", "--force", "--quiet", "-B", branch, str(path), base.commit)
         _write_owner(path)
     return path
 
@@ -169,8 +172,20 @@ def _write_owner(path: Path) -> None:
 
 def remove_worktree(state_dir: Path, base: BaseRepo, path: Path, branch: str | None) -> None:
     """Remove the worktree at ``path`` and its branch; quiet if either is already gone."""
+    remove_worktrees(state_dir, base, [path], [branch] if branch else [])
+
+
+def remove_worktrees(state_dir: Path, base: BaseRepo, paths: list[Path], branches: list[str]) -> None:
+    """Remove several worktrees and branches with one prune and one branch deletion."""
+    for path in paths:
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        (path.parent / f".{path.name}.owner").unlink(missing_ok=True)
     with repo_lock(state_dir, base.git_dir):
-        _remove_locked(base, path, branch)
+        g = base.git()
+        _run(g, "worktree", "prune", with_exceptions=False)
+        if branches:
+            _run(g, "branch", "-D", "--quiet", *branches, with_exceptions=False)
 
 
 def _remove_locked(base: BaseRepo, path: Path, branch: str | None) -> None:

@@ -1,0 +1,1 @@
+"""crossreview's benchmarks: `python -m bench` (see bench/run.py)."""

@@ -1,0 +1,323 @@
+"""crossreview's benchmarks, each a ratio against a baseline measured in the same run.
+
+    python -m bench            # everything (about 6 minutes on 2 cores)
+    python -m bench --quick    # smaller sizes (about 2 minutes)
+    python -m bench startup    # one benchmark: parallel, overhead, scaling, environments, startup
+
+Prints a table and writes bench/results/<date>.json with the machine's description.
+Absolute times on shared machines drift; the ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ENV = {**os.environ, "CI": "true", "NO_COLOR": "1", "COLUMNS": "200"}
+VERIFIER_ENV = {**ENV, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def trivial_task(root: Path, name: str, verifier: str = "python -m pytest -q {tests}") -> Path:
+    """A task whose oracle passes and noop fails, with one tiny test."""
+    d = root / name
+    write(d / "task.toml", f'[verifier]\ncommand = "{verifier}"\n')
+    write(d / "instruction.md", "Make ok() return True.\n")
+    write(d / "repo" / "mod.py", "def ok():\n    return False\n")
+    write(d / "solution" / "mod.py", "def ok():\n    return True\n")
+    write(d / "tests" / "test_mod.py", "from mod import ok\n\ndef test_ok():\n    assert ok()\n")
+    return d
+
+
+def run_cli(args: list[str], cwd: Path) -> tuple[float, int, int]:
+    """(wall seconds, peak RSS in KiB, exit code) of one crossreview process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "crossreview", *args], cwd=cwd, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    return wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)
+
+
+def timed(argv: list[str], cwd: Path | None = None, env: dict | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, env=env or ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - start
+
+
+def best_of(n: int, fn) -> float:
+    return min(fn() for _ in range(n))
+
+
+# --- 1. parallel efficiency -------------------------------------------------
+
+
+def _pytest_once(task: Path) -> float:
+    """How long the task's tests take on the solution, run the way the verifier runs them."""
+    with tempfile.TemporaryDirectory(prefix="bench-test-") as tmp:
+        tree = Path(tmp) / "tree"
+        shutil.copytree(task / "repo", tree)
+        shutil.copytree(task / "solution", tree, dirs_exist_ok=True)
+        shutil.copytree(task / "tests", tree / ".crossreview-tests")
+        env = {**VERIFIER_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        return best_of(3, lambda: timed(["python", "-m", "pytest", "-q", ".crossreview-tests", "-p", "no:cacheprovider"],
+                                        cwd=tree, env=env))
+
+
+def bench_parallel(quick: bool) -> list[dict]:
+    """N sleeping agents and reviewers: wall-clock of the graph against its critical path."""
+    latency, review_latency = (1.0, 0.5) if quick else (2.0, 1.0)
+    rows = []
+    for n in (2, 3, 5, 8):
+        with tempfile.TemporaryDirectory(prefix="bench-par-") as tmp:
+            root = Path(tmp)
+            suite = root / "suite"
+            trivial_task(suite, "t")
+            agent = write(root / "agent.py", f"import time, pathlib\ntime.sleep({latency})\n"
+                          "pathlib.Path('mod.py').write_text('def ok():\\n    return True\\n')\n")
+            reviewer = write(root / "review.py", f"import time\ntime.sleep({review_latency})\n"
+                             "print('{\"verdict\": \"approve\", \"confidence\": 1}')\n")
+            args = ["run", str(suite), "--json", "--reviewer", f"command:{{python}} {reviewer}"]
+            for _ in range(n):
+                args += ["--agent", f"command:{{python}} {agent}"]
+            test_s = _pytest_once(suite / "t")
+            run_cli(args, root)
+            db = sqlite3.connect(root / ".crossreview" / "ledger.db")
+            ev = db.execute("SELECT node, started, finished FROM events").fetchall()
+            t = lambda s: datetime.fromisoformat(s).timestamp()  # noqa: E731
+            # The whole task run, prepare to record, against what cannot be avoided:
+            # the slowest agent, one test run, the slowest review.
+            wall = max(t(f) for _, s, f in ev) - min(t(s) for _, s, f in ev)
+            critical = latency + test_s + review_latency
+            rows.append({
+                "agents": n, "reviews": n * (n - 1), "agent_s": latency, "review_s": review_latency,
+                "test_s": round(test_s, 3), "critical_path_s": round(critical, 3), "task_run_wall_s": round(wall, 3),
+                "efficiency": round(critical / wall, 3),
+            })
+    return rows
+
+
+# --- 2. overhead per task run -----------------------------------------------
+
+
+def _baseline(suite: Path, jobs: int) -> float:
+    """The essential work only: a tree per candidate, the oracle's files, the same pytest command."""
+    tasks = sorted(p for p in suite.iterdir() if (p / "task.toml").exists())
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-base-") as tmp:
+        def candidate(task: Path, agent: str) -> bool:
+            tree = Path(tmp) / task.name / agent
+            shutil.copytree(task / "repo", tree)
+            if agent == "oracle":
+                shutil.copytree(task / "solution", tree, dirs_exist_ok=True)
+            shutil.copytree(task / "tests", tree / ".crossreview-tests")
+            junit = tree.parent / f"{agent}.xml"
+            rc = subprocess.run(
+                f"python -m pytest -q .crossreview-tests --junitxml={junit} -p no:cacheprovider --rootdir=.",
+                shell=True, cwd=tree, env={**VERIFIER_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+            return rc == 0
+
+        def task_run(task: Path) -> None:
+            with ThreadPoolExecutor(2) as pool:  # the agents of one task run together, as in crossreview
+                list(pool.map(lambda a: candidate(task, a), ("oracle", "noop")))
+
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(task_run, tasks))
+    return time.perf_counter() - start
+
+
+def bench_overhead(quick: bool) -> dict:
+    """`crossreview run` on trivial tasks (oracle+noop) against the minimal baseline."""
+    n, jobs = (10, 2) if quick else (30, 2)
+    with tempfile.TemporaryDirectory(prefix="bench-ovh-") as tmp:
+        root = Path(tmp)
+        suite = root / "suite"
+        for i in range(n):
+            trivial_task(suite, f"t{i:04d}")
+        base = _baseline(suite, jobs)
+        wall, rss, code = run_cli(["run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", str(jobs)], root)
+        assert code == 0, f"crossreview run exited {code}"
+    return {
+        "tasks": n, "jobs": jobs, "baseline_s": round(base, 3), "crossreview_s": round(wall, 3),
+        "ratio": round(wall / base, 3), "extra_ms_per_task": round((wall - base) / n * 1000, 1),
+    }
+
+
+# --- 3. scaling -------------------------------------------------------------
+
+
+def bench_scaling(quick: bool) -> dict:
+    """Time per task run and peak RSS at growing suite sizes; the fitted exponent of time ~ n^k."""
+    sizes = (30, 100, 300) if quick else (100, 300, 1000)
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+            root = Path(tmp)
+            suite = root / "suite"
+            for i in range(n):
+                # A verifier judged by exit code keeps pytest out: this measures crossreview itself.
+                trivial_task(suite, f"t{i:05d}", verifier="python -c 'import mod, sys; sys.exit(0 if mod.ok() else 1)' {tests}")
+            wall, rss, code = run_cli(["run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", "2"], root)
+            rows.append({"tasks": n, "wall_s": round(wall, 2), "ms_per_task": round(wall / n * 1000, 1),
+                         "peak_rss_mib": round(rss / 1024, 1), "exit": code})
+    xs = [math.log(r["tasks"]) for r in rows]
+    ys = [math.log(r["wall_s"]) for r in rows]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    k = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    rss = [r["peak_rss_mib"] for r in rows]
+    return {"rows": rows, "time_exponent": round(k, 3), "rss_spread": round((max(rss) - min(rss)) / min(rss), 3)}
+
+
+# --- 4. environments ----------------------------------------------------------
+
+
+def _make_repo(path: Path, files: int) -> None:
+    path.mkdir(parents=True)
+    for i in range(files):
+        d = path / f"pkg{i // 500:03d}"
+        d.mkdir(exist_ok=True)
+        (d / f"m{i:05d}.py").write_text(f"X = {i}\n" * 8)
+    git = ["git", "-c", "user.name=b", "-c", "user.email=b@b", "-C", str(path)]
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+
+
+def bench_environments(quick: bool) -> list[dict]:
+    """Three isolated candidate trees per way; git worktree against copytree (the baseline) and clones."""
+    sizes = (5000,) if quick else (5000, 50000)
+    out = []
+    for files in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench-env-") as tmp:
+            root = Path(tmp)
+            repo = root / "repo"
+            _make_repo(repo, files)
+            ways = {
+                "copytree": lambda dst: shutil.copytree(repo, dst, ignore=shutil.ignore_patterns(".git")),
+                "git worktree add": lambda dst: subprocess.run(
+                    ["git", "-C", str(repo), "worktree", "add", "-q", "--detach", str(dst)], check=True),
+                "git clone --local": lambda dst: subprocess.run(
+                    ["git", "clone", "-q", "--local", str(repo), str(dst)], check=True),
+                "git clone --shared": lambda dst: subprocess.run(
+                    ["git", "clone", "-q", "--shared", str(repo), str(dst)], check=True),
+            }
+            times = {}
+            for name, make in ways.items():
+                dsts = [root / f"{name.replace(' ', '_')}-{i}" for i in range(3)]
+                start = time.perf_counter()
+                for d in dsts:
+                    make(d)
+                times[name] = time.perf_counter() - start
+                subprocess.run(["git", "-C", str(repo), "worktree", "prune"], check=False)
+                for d in dsts:
+                    shutil.rmtree(d, ignore_errors=True)
+            base = times["copytree"]
+            for name, t in times.items():
+                out.append({"files": files, "way": name, "three_trees_s": round(t, 3), "vs_copytree": round(t / base, 3)})
+    return out
+
+
+# --- 5. startup ---------------------------------------------------------------
+
+
+def bench_startup(quick: bool) -> dict:
+    """`crossreview --help` and a one-task run against `python -c pass`."""
+    n = 3 if quick else 5
+    py = best_of(n, lambda: timed([sys.executable, "-c", "pass"]))
+    helpt = best_of(n, lambda: timed([sys.executable, "-m", "crossreview", "--help"]))
+    with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp:
+        root = Path(tmp)
+        trivial_task(root / "suite", "one")
+        one = best_of(n, lambda: run_cli(["run", str(root / "suite"), "--agent", "oracle"], root)[0])
+    probe = textwrap.dedent("""
+        import sys
+        from crossreview.cli import main
+        sys.argv = ["crossreview", "--help"]
+        try:
+            main()
+        except SystemExit:
+            pass
+        print("HEAVY=" + ",".join(sorted({m.split(".")[0] for m in sys.modules} & {"litellm", "langgraph", "git"})))
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV).stdout
+    heavy = [line[len("HEAVY="):] for line in out.splitlines() if line.startswith("HEAVY=")]
+    return {"python_c_pass_s": round(py, 3), "help_s": round(helpt, 3), "help_vs_python": round(helpt / py, 2),
+            "one_task_run_s": round(one, 3), "one_task_vs_python": round(one / py, 2),
+            "heavy_modules_on_help": heavy[0] if heavy and heavy[0] else "none"}
+
+
+# --- driver -----------------------------------------------------------------
+
+BENCHES = {
+    "startup": bench_startup,
+    "parallel": bench_parallel,
+    "overhead": bench_overhead,
+    "scaling": bench_scaling,
+    "environments": bench_environments,
+}
+
+
+def machine() -> dict:
+    git = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "git": git, "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def print_table(name: str, result) -> None:
+    rows = result if isinstance(result, list) else result.get("rows", [result])
+    print(f"\n== {name}")
+    if not rows:
+        return
+    cols = list(rows[0])
+    print("  " + " | ".join(cols))
+    for r in rows:
+        print("  " + " | ".join(str(r[c]) for c in cols))
+    if isinstance(result, dict) and "rows" in result:
+        extra = {k: v for k, v in result.items() if k != "rows"}
+        print("  " + ", ".join(f"{k} = {v}" for k, v in extra.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    args = parser.parse_args(argv)
+    chosen = args.which or list(BENCHES)
+    results = {"machine": machine(), "quick": args.quick}
+    for name in chosen:
+        started = time.perf_counter()
+        results[name] = BENCHES[name](args.quick)
+        print_table(name, results[name])
+        print(f"  ({time.perf_counter() - started:.0f}s)")
+    out = HERE / "results" / f"{datetime.now().strftime('%Y-%m-%d-%H%M')}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten: {out.relative_to(HERE.parent)}")
+
+
+if __name__ == "__main__":
+    main()
