@@ -37,6 +37,13 @@ class Workspace:
     timeout: float
     suite_dir: Path
     env: dict[str, str] = field(default_factory=dict)
+    llm: dict[str, Any] = field(default_factory=dict)
+    """The suite's model settings (crossreview.llm.settings.LLMSettings as a dict; no secrets)."""
+    budget: Any = None
+    """The task run's crossreview.budget.Budget: check() before and charge() after each model
+    call, and set ``charges_budget = True`` on the agent (else its SolveResult.usage is charged)."""
+    artifacts_dir: Path | None = None
+    """A folder outside the worktree for files that outlive the run (transcripts)."""
 
 
 @dataclass
@@ -56,6 +63,11 @@ class ReviewRequest:
     workdir: Path
     suite_dir: Path
     timeout: float = 300
+    llm: dict[str, Any] = field(default_factory=dict)
+    budget: Any = None
+    """As for Workspace. A reviewer that gives up raises; an exception with a ``usage``
+    attribute (a crossreview.models.Usage) has what it spent recorded with the abstention."""
+    artifacts_dir: Path | None = None
 
 
 class Agent(Protocol):

@@ -67,6 +67,11 @@ ledger_option = click.option(
     "--ledger", type=click.Path(path_type=Path), default=None,
     help="Ledger file (default: .crossreview/ledger.db).",
 )
+sandbox_option = click.option(
+    "--sandbox", type=click.Choice(["auto", "required", "off"]), default=None,
+    help="Confine agents, verifiers and command reviewers with bubblewrap: auto (default: warn loudly "
+         "where it cannot run), required (refuse to run without it), off. Default: config's `sandbox`.",
+)
 state_option = click.option(
     "--state-dir", type=click.Path(path_type=Path), default=Path(".crossreview"), show_default=True,
     help="Where worktrees, checkpoints and the ledger live.",
@@ -107,7 +112,17 @@ def main() -> None:
 @click.option("--no-input", is_flag=True,
               help="Never prompt; escalations wait in the inbox. Default when stdin is not a terminal or CI=true.")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout, for machines.")
-def run(paths, agents, reviewers, policy, jobs, ledger, state_dir, no_input, json_mode):
+@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+              help="Stop starting model calls once the suite run has spent this much (default: config's max_cost).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None, metavar="N",
+              help="The same for tokens (in + out) over the suite run.")
+@click.option("--max-task-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+              help="The same, per task run.")
+@click.option("--max-task-tokens", type=click.IntRange(min=1), default=None, metavar="N",
+              help="The same for tokens, per task run.")
+@sandbox_option
+def run(paths, agents, reviewers, policy, jobs, ledger, state_dir, no_input, json_mode,
+        max_cost, max_tokens, max_task_cost, max_task_tokens, sandbox):
     """Run every task under PATHS (default: tasks/)."""
     from .plugins import get_plugin_manager
     from .reporting import TerminalReporter, print_errors, result_json, results_table, summary_line
@@ -127,7 +142,9 @@ def run(paths, agents, reviewers, policy, jobs, ledger, state_dir, no_input, jso
     pm.register(reporter, name="terminalreporter")
     interactive = not no_input and not json_mode and stdin_is_interactive()
     opts = RunOptions(paths=paths, agents=list(agents), reviewers=list(reviewers), policy=policy, jobs=jobs,
-                      ledger=ledger, state_dir=state_dir, interactive=interactive)
+                      ledger=ledger, state_dir=state_dir, interactive=interactive, max_cost=max_cost,
+                      max_tokens=max_tokens, max_task_cost=max_task_cost, max_task_tokens=max_task_tokens,
+                      sandbox=sandbox)
     started = time.monotonic()
     _sigterm_is_ctrl_c()
     from .runner import new_run_id
@@ -280,7 +297,8 @@ def show(escalation_id, ledger, state_dir, no_diff, json_mode):
 @ledger_option
 @state_option
 @click.option("--json", "json_mode", is_flag=True, help="Print the task run's result as JSON.")
-def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode):
+@sandbox_option
+def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode, sandbox):
     """Resume the run parked at ESCALATION_ID with your decision."""
     from .default_plugins.terminal import _user
     from .models import HumanDecision
@@ -293,7 +311,7 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode)
     action = "pick" if pick is not None else "reject" if reject else "guide"
     human = HumanDecision(action=action, pick=pick, guide=guide, by=by or _user())
     try:
-        result = decide_escalation(escalation_id, human, state_dir=state_dir, ledger=ledger)
+        result = decide_escalation(escalation_id, human, state_dir=state_dir, ledger=ledger, sandbox=sandbox)
     except UsageError as exc:
         _fail(str(exc))
     if json_mode:
@@ -309,7 +327,8 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode)
 @state_option
 @click.option("--no-input", is_flag=True, help="Never prompt.")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout.")
-def resume(run_id, ledger, state_dir, no_input, json_mode):
+@sandbox_option
+def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
     """Finish RUN_ID after a crash or kill, keeping every finished agent's work."""
     from .plugins import get_plugin_manager
     from .reporting import TerminalReporter, result_json, results_table, summary_line
@@ -322,7 +341,7 @@ def resume(run_id, ledger, state_dir, no_input, json_mode):
     started = time.monotonic()
     _sigterm_is_ctrl_c()
     try:
-        outcome = resume_run(run_id, state_dir=state_dir, ledger=ledger,
+        outcome = resume_run(run_id, state_dir=state_dir, ledger=ledger, sandbox=sandbox,
                              interactive=not no_input and not json_mode and stdin_is_interactive(), pm=pm)
     except UsageError as exc:
         _fail(str(exc))
@@ -405,6 +424,9 @@ def plugins_cmd(json_mode):
         out.print(f"[bold]{title}[/bold]")
         for r in regs.values():
             out.print(f"  {r.name:<12} {r.help}  [dim]({r.plugin})[/dim]", highlight=False)
+
+
+from .ledger_cli import register as _register_ledger; _register_ledger(main)  # noqa: E402,E702 - stats, report, export
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,7 @@ from langgraph.types import Command, Send, interrupt
 
 from . import agents as agents_mod
 from . import plugins
+from .budget import EXHAUSTED, Budget, Budgets
 from .ledger import Ledger
 from .models import (
     AgentSpec,
@@ -51,7 +52,10 @@ from .models import (
     Verdict,
     utcnow,
 )
+from . import tamper
+from .crashpoints import crash_point
 from .packet import build_packet
+from .policy import tampering_line
 from .sandbox import Stopping
 from .verify import run_tests
 from .worktrees import (
@@ -81,6 +85,12 @@ class Context:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _fresh: dict[str, str] = field(default_factory=dict)
     """Worktrees this process just took a diff of, untouched since (path -> diff hash)."""
+    budgets: Budgets = field(default_factory=Budgets)
+    """Money and token budgets of the runs this process works on."""
+
+    def budget(self, p: dict) -> Budget:
+        """The budget of the task run ``p`` belongs to (its parent is the suite run's)."""
+        return self.budgets.task(p["run"], p["task_run"], p.get("limits"))
 
     def mark_fresh(self, path: Path, diff: str) -> None:
         """Record that ``path`` holds exactly base + ``diff`` right now."""
@@ -128,9 +138,19 @@ class TaskRunState(TypedDict, total=False):
     events: Annotated[list[dict], operator.add]
     escalation: dict | None
     result: dict
+    llm: dict
+    limits: dict
 
 
-_SHARED = ("run", "task_run", "task", "suite_dir", "base_git_dir", "base_commit", "round", "guidance", "reviewers")
+_SHARED = ("run", "task_run", "task", "suite_dir", "base_git_dir", "base_commit", "round", "guidance", "reviewers",
+           "llm", "limits")
+
+
+def _artifacts_dir(ctx: Context, p: dict, task: Task) -> Path:
+    """Where transcripts of this round's agents and reviewers are kept."""
+    rnd = p.get("round") or 0
+    base = ctx.state_dir / "transcripts" / p["run"] / task.id
+    return base if rnd == 0 else base / f"round-{rnd}"
 
 
 def _shared(state: dict) -> dict:
@@ -177,6 +197,7 @@ def prepare(state: TaskRunState, runtime: Runtime[Context]) -> dict:
     started = utcnow()
     task = Task.model_validate(state["task"])
     base = prepare_base(task, runtime.context.state_dir)
+    crash_point("prepare", "after")
     return {
         "base_git_dir": str(base.git_dir),
         "base_commit": base.commit,
@@ -201,8 +222,10 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
     path = worktree_path(ctx.state_dir, p["run"], task.id, spec.name)
     # Always fresh: a solve re-run after a crash must not see the dead attempt's files.
     create_worktree(ctx.state_dir, _base(p), path, work_branch(p["run"], task.id, spec.name))
+    pointer = tamper.git_pointer(path)
     if task.tests_visible:
         copy_tests(task.tests_dir, path, TESTS_DIRNAME)
+    crash_point("solve", "before", spec.name)
     workspace = agents_mod.Workspace(
         path=path,
         task=task,
@@ -210,14 +233,30 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         instruction=_instruction(task, p.get("guidance")),
         timeout=task.agent_timeout,
         suite_dir=Path(p["suite_dir"]),
+        llm=p.get("llm") or {},
+        budget=ctx.budget(p),
+        artifacts_dir=_artifacts_dir(ctx, p, task),
     )
+    spent = workspace.budget.exceeded()
     try:
-        result = ctx.agent(spec).solve(workspace)
+        if spent:
+            result = SolveResult(status="error", error=f"not started: {spent}")
+        else:
+            agent = ctx.agent(spec)
+            result = agent.solve(workspace)
+            if not getattr(agent, "charges_budget", False):
+                workspace.budget.charge(result.usage.tokens, result.usage.cost)
     except Stopping:
         raise  # shutting down: leave this branch unfinished so resume re-runs it
     except Exception as exc:  # an agent plugin's bug is that candidate's error, not the run's
         result = SolveResult(status="error", error=f"{type(exc).__name__}: {exc}")
+    crash_point("solve", "after-agent", spec.name)
+    # Before any git command runs in the worktree: a .git the agent replaced
+    # could make git run its code here, outside the sandbox.
+    tampering = [why for why in [pointer and tamper.restore_git_pointer(path, pointer)] if why]
+    shown = tamper.visible_test_edits(task.tests_dir, path / TESTS_DIRNAME) if task.tests_visible else []
     diff = take_diff(path, p["base_commit"])
+    tampering += tamper.detect_tampering(diff.files, tamper.config_texts(path, p["base_commit"], diff.files), shown)
     if not task.tests_visible:  # visible tests were copied in: verify must reset first
         ctx.mark_fresh(path, diff.text)
     cand = Candidate(
@@ -233,9 +272,12 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         started=started,
         finished=utcnow(),
         usage=result.usage,
+        calls=result.calls,
         log=result.log,
+        tampering=tampering,
     )
     ctx.pm.hook.crossreview_candidate_solved(task=task, task_run=p["task_run"], candidate=cand)
+    crash_point("solve", "after", spec.name)
     return Command(
         update={"events": [_event("solve", started, spec.name, cand.round)]},
         goto=Send("verify", {**{k: p[k] for k in _SHARED}, "candidate": cand.model_dump(mode="json")}),
@@ -248,10 +290,13 @@ def verify(p: dict, runtime: Runtime[Context]) -> dict:
     task = Task.model_validate(p["task"])
     cand = Candidate.model_validate(p["candidate"])
     started = utcnow()
+    crash_point("verify", "before", cand.agent)
     if cand.status == "ok":
         path = _ensure_candidate_tree(ctx, p, cand)
         cand.tests = run_tests(task, path)
+        cand.tampering += [t for t in cand.tests.tampering if t not in cand.tampering]
     ctx.pm.hook.crossreview_candidate_verified(task=task, task_run=p["task_run"], candidate=cand)
+    crash_point("verify", "after", cand.agent)
     return {
         "candidates": [cand.model_dump(mode="json")],
         "events": [_event("verify", started, cand.agent, cand.round)],
@@ -322,10 +367,20 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
         workdir=workdir,
         suite_dir=Path(p["suite_dir"]),
         timeout=max(task.verifier_timeout, 300.0),
+        llm=p.get("llm") or {},
+        budget=ctx.budget(p),
+        artifacts_dir=_artifacts_dir(ctx, p, task),
     )
     usage = Usage()
+    crash_point("review", "before", agent.name)
     try:
-        out = ctx.reviewer(rspec).review(request)
+        spent = request.budget.exceeded()
+        if spent:
+            raise RuntimeError(f"not started: {spent}")
+        reviewer = ctx.reviewer(rspec)
+        out = reviewer.review(request)
+        if out.usage is not None and not getattr(reviewer, "charges_budget", False):
+            request.budget.charge(out.usage.tokens, out.usage.cost)
         verdict = Verdict(
             reviewer=agent.name,
             candidate=cand.agent,
@@ -335,6 +390,7 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
             concerns=out.concerns,
             prefers=cand.agent if out.prefers in (label, cand.agent) else None,
             usage=out.usage or usage,
+            calls=out.calls,
         )
     except Stopping:
         raise
@@ -346,9 +402,13 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
             verdict="abstain",
             confidence=0.0,
             error=f"{rspec.spec}: {exc}",
+            # What the reviewer spent before it gave up (model reviewers say so on the exception).
+            usage=exc.usage if isinstance(getattr(exc, "usage", None), Usage) else usage,
+            calls=exc.calls if isinstance(getattr(exc, "calls", None), list) else [],
         )
     verdict.seconds = (utcnow() - started).total_seconds()
     ctx.pm.hook.crossreview_review_done(task=task, task_run=p["task_run"], verdict=verdict)
+    crash_point("review", "after", agent.name)
     return {
         "verdicts": [verdict.model_dump(mode="json")],
         "events": [_event("review", started, agent.name, cand.round)],
@@ -363,10 +423,25 @@ def decide(state: TaskRunState, runtime: Runtime[Context]) -> dict:
     cands = _round_candidates(state)
     verdicts = _round_verdicts(state)
     decision = policy.decide(cands, verdicts)
+    win = next((c for c in cands if c.agent == decision.winner), None) if decision.kind == "accepted" else None
+    if win is not None and win.tampering:
+        # Whatever a plugin policy says: a candidate that may fake its results goes to a human.
+        decision = Decision(
+            kind="escalated",
+            reason=f"{tampering_line(win)} — {decision.policy or state['policy']} would accept it; a human must look",
+            disagreements=[tampering_line(win), *decision.disagreements],
+            policy=decision.policy,
+        )
+    stopped = [c.agent for c in cands if EXHAUSTED in (c.error or "")] + [
+        f"{v.reviewer}'s review of {v.candidate}" for v in verdicts if EXHAUSTED in (v.error or "")]
+    if stopped:
+        why = runtime.context.budget(state).exceeded() or EXHAUSTED
+        decision.reason = f"{decision.reason}; {why}: stopped {', '.join(stopped)}"
     rnd = state.get("round") or 0
     escalation = None
     if decision.kind == "escalated":
         escalation = {"id": "e-" + secrets.token_hex(3), "round": rnd}
+    crash_point("decide", "after")
     return {
         "decisions": [{"round": rnd, **decision.model_dump(mode="json")}],
         "escalation": escalation,
@@ -394,6 +469,7 @@ def holdout(state: TaskRunState, runtime: Runtime[Context]) -> dict:
 
     with ThreadPoolExecutor(max_workers=max(1, len(cands))) as pool:
         results = list(pool.map(one, cands))
+    crash_point("holdout", "after")
     return {"holdouts": results, "events": [_event("holdout", started, None, state.get("round") or 0)]}
 
 
@@ -449,6 +525,7 @@ def record(state: TaskRunState, runtime: Runtime[Context]) -> dict:
         cand = next(c for c in cands if c.agent == winner)
         branch = kept_branch(state["run"], task.id)
         ctx_msg = f"crossreview: {task.id} by {winner} (run {state['run']})\n\n{reason}"
+        crash_point("record", "before-branch")
         keep_branch(ctx.state_dir, BaseRepo(Path(state["base_git_dir"]), state["base_commit"]), branch, cand.diff, ctx_msg)
 
     all_cands = []
@@ -479,6 +556,7 @@ def record(state: TaskRunState, runtime: Runtime[Context]) -> dict:
         candidates=[summarize(c, round_verdicts) for c in cands],
         seconds=seconds,
     )
+    crash_point("record", "before-ledger")
     ctx.ledger.record_task_run(
         result,
         all_cands,
@@ -486,8 +564,19 @@ def record(state: TaskRunState, runtime: Runtime[Context]) -> dict:
         [(d["round"], Decision.model_validate({k: v for k, v in d.items() if k != "round"})) for d in state["decisions"]],
         events + [_event("record", utcnow(), None, rnd)],
         rounds=rnd + 1,
+        calls=_itemized_calls(all_cands, verdicts),
     )
+    crash_point("record", "after-ledger")
     return {"result": result.model_dump(mode="json")}
+
+
+def _itemized_calls(cands: list[Candidate], verdicts: list[Verdict]) -> list[dict]:
+    """Every model call of the task run, for the ledger's calls table (retries included)."""
+    out = [{**call, "phase": "solve", "agent": c.agent, "round": c.round, "seq": i}
+           for c in cands for i, call in enumerate(c.calls)]
+    out += [{**call, "phase": "review", "agent": v.reviewer, "candidate": v.candidate, "round": v.round, "seq": i}
+            for v in verdicts for i, call in enumerate(v.calls)]
+    return out
 
 
 def summarize(c: Candidate, verdicts: list[Verdict]) -> CandidateSummary:

@@ -35,12 +35,12 @@ class TaskSection(_Strict):
 
 
 class AgentSection(_Strict):
-    timeout_sec: float = Field(default=900, gt=0)
+    timeout_sec: float = Field(default=900, gt=0, allow_inf_nan=False)
 
 
 class VerifierSection(_Strict):
     command: str = "python -m pytest -q {tests}"
-    timeout_sec: float = Field(default=120, gt=0)
+    timeout_sec: float = Field(default=120, gt=0, allow_inf_nan=False)
     tests_visible: bool = False
 
 
@@ -159,6 +159,8 @@ class TestReport(BaseModel):
     seconds: float = 0.0
     output: str = ""
     """The tail of the verifier's output, for the escalation packet."""
+    tampering: list[str] = Field(default_factory=list)
+    """Signs the outcomes were tampered with (crossreview.verify's canary); then nothing passed."""
 
     @property
     def total(self) -> int:
@@ -171,7 +173,7 @@ class TestReport(BaseModel):
     @property
     def all_passed(self) -> bool:
         """True when tests ran, none failed or errored, and the command succeeded."""
-        if self.timed_out or self.total == 0 or self.exit_code not in (0, None):
+        if self.timed_out or self.total == 0 or self.exit_code not in (0, None) or self.tampering:
             return False
         return all(o.outcome in ("passed", "skipped") for o in self.outcomes) and self.passed > 0
 
@@ -182,6 +184,7 @@ class TestReport(BaseModel):
             "total": self.total,
             "all_passed": self.all_passed,
             "timed_out": self.timed_out,
+            "tampering": self.tampering,
             "outcomes": [o.model_dump() for o in self.outcomes],
         }
 
@@ -193,6 +196,9 @@ class SolveResult(BaseModel):
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
     log: str = ""
+    calls: list[dict[str, Any]] = Field(default_factory=list)
+    """Each model call itemized (model, tokens_in, tokens_out, cost, started, seconds, error);
+    see Ledger.record_calls. ``usage`` is their sum."""
 
 
 class Candidate(BaseModel):
@@ -213,6 +219,11 @@ class Candidate(BaseModel):
     log: str = ""
     tests: TestReport | None = None
     holdout: TestReport | None = None
+    calls: list[dict[str, Any]] = Field(default_factory=list)
+    """The solve's model calls, itemized (SolveResult.calls)."""
+    tampering: list[str] = Field(default_factory=list)
+    """Why this candidate may fake its test results (crossreview.tamper); such a candidate is never
+    accepted automatically."""
 
     @property
     def seconds(self) -> float:
@@ -241,6 +252,8 @@ class Verdict(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
     error: str | None = None
+    calls: list[dict[str, Any]] = Field(default_factory=list)
+    """The review's model calls, itemized (as SolveResult.calls)."""
 
 
 class ReviewVerdictOutput(_Strict):
@@ -252,6 +265,8 @@ class ReviewVerdictOutput(_Strict):
     prefers: str | None = None
     usage: Usage | None = None
     """What producing this verdict cost (a model reviewer fills it in)."""
+    calls: list[dict[str, Any]] = Field(default_factory=list)
+    """Its model calls, itemized (as SolveResult.calls)."""
 
 
 class Decision(BaseModel):

@@ -38,6 +38,7 @@ def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict
                 "lines_added": c.lines_added,
                 "lines_removed": c.lines_removed,
                 "seconds": round(c.seconds, 2),
+                "tampering": c.tampering,
                 "diff": diff,
             }
         )
@@ -78,6 +79,12 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
     for line in p["disagreements"] or ["(no specific disagreement recorded)"]:
         console.print(f"  • {line}")
     console.print()
+    tampering = [(c["agent"], t) for c in p["candidates"] for t in c.get("tampering") or []]
+    if tampering:
+        console.print(Text("May fake its test results (never accepted automatically)", style="bold red"))
+        for agent, why in tampering:
+            console.print(Text(f"  ! {agent}: {why}", style="red"))
+        console.print()
 
     table = Table(title="Candidates", title_justify="left", show_lines=False)
     for col in ("agent", "tests", "change", "seconds", "verdicts on it"):
@@ -89,6 +96,8 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
         style = "green" if c["tests_total"] and c["tests_passed"] == c["tests_total"] else "red"
         if c["status"] != "ok":
             tests, style = c["status"], "red"
+        elif c.get("tampering"):
+            tests, style = f"{tests} (tampering)", "red"
         table.add_row(
             c["agent"],
             Text(tests, style=style),

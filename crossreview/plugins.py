@@ -18,6 +18,9 @@ from . import hookspecs
 DEFAULT_PLUGINS = (
     "crossreview.default_plugins.offline_agents",
     "crossreview.default_plugins.command",
+    "crossreview.default_plugins.llm_agent",
+    "crossreview.default_plugins.llm_reviewer",
+    "crossreview.default_plugins.presets",
     "crossreview.default_plugins.tests_reviewer",
     "crossreview.default_plugins.policies",
     "crossreview.default_plugins.inbox",

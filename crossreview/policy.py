@@ -11,6 +11,12 @@ test. The rules (the same for every policy, only the quorum differs):
 - if no candidate passes its tests and no reviewer approves anything, reject;
 - anything else is a disagreement between reviewers, or between reviewers
   and the tests, and goes to a human.
+
+A candidate that may fake its test results (``Candidate.tampering``: it adds
+a conftest.py, changes pytest's configuration, edits the tests it was shown,
+or the verifier's canary caught it) is never acceptable, whatever its tests
+and reviewers say. If no other candidate is acceptable, the decision is an
+escalation naming what it changed, never an automatic accept or reject.
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ def unanimous_quorum(approvals: int, reviews: int) -> bool:
 def majority_quorum(approvals: int, reviews: int) -> bool:
     """More than half of the reviewers approve (no reviewers: tests decide)."""
     return reviews == 0 or approvals * 2 > reviews
+
+
+def tampering_line(c: Candidate) -> str:
+    """One line naming what a tampering candidate changed."""
+    reasons = c.tampering[:3] + ([f"and {len(c.tampering) - 3} more"] if len(c.tampering) > 3 else [])
+    return f"{c.agent} may fake its test results: " + "; ".join(reasons)
 
 
 def _tests_line(c: Candidate) -> str:
@@ -56,11 +68,11 @@ class ConsensusPolicy:
             by_candidate.setdefault(v.candidate, []).append(v)
 
         acceptable = []
-        disagreements = []
+        disagreements = [tampering_line(c) for c in candidates if c.tampering]
         for c in candidates:
             vs = by_candidate[c.agent]
             approvals = sum(1 for v in vs if v.verdict == "approve")
-            if c.tests_pass and self.quorum(approvals, len(vs)):
+            if c.tests_pass and self.quorum(approvals, len(vs)) and not c.tampering:
                 acceptable.append(c)
             for v in vs:
                 if v.verdict == "approve" and not c.tests_pass:
@@ -81,6 +93,16 @@ class ConsensusPolicy:
                 kind="accepted",
                 winner=winner.agent,
                 reason=f"{_tests_line(winner)} and {who}",
+                disagreements=disagreements,
+                policy=self.name,
+            )
+
+        tampered = [c for c in candidates if c.tampering]
+        if tampered:
+            return Decision(
+                kind="escalated",
+                reason="; ".join(tampering_line(c) for c in tampered)
+                + " — never accepted automatically; a human must look",
                 disagreements=disagreements,
                 policy=self.name,
             )

@@ -28,6 +28,8 @@ from . import plugins
 from .ledger import Ledger
 from .models import AgentSpec, HumanDecision, Task, TaskError, TaskResult
 from .tasks import ConfigError, load_suite, load_suite_config
+from . import sandbox as sandbox_mod
+from .crashpoints import crash_point
 from .sandbox import kill_all_children
 from .worktrees import BaseRepo, ensure_state_dir, find_orphans, remove_worktrees, work_branch
 
@@ -52,6 +54,14 @@ class RunOptions:
     state_dir: Path = DEFAULT_STATE_DIR
     interactive: bool = False
     run_id: str | None = None
+    max_cost: float | None = None
+    """USD for the whole suite run (default: the config's max_cost; None: no cap)."""
+    max_tokens: int | None = None
+    max_task_cost: float | None = None
+    """USD for each task run."""
+    max_task_tokens: int | None = None
+    sandbox: str | None = None
+    """auto | required | off (default: the config's ``sandbox``, else auto); see crossreview/sandbox.py."""
 
 
 @dataclass
@@ -128,6 +138,9 @@ class Resolved:
     jobs: int
     suite_dir: Path
     ledger: Path | None
+    llm: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)
+    sandbox: dict = field(default_factory=dict)
 
 
 def resolve_options(opts: RunOptions, pm: pluggy.PluginManager) -> Resolved:
@@ -156,7 +169,87 @@ def resolve_options(opts: RunOptions, pm: pluggy.PluginManager) -> Resolved:
     known = plugins.policies(pm)
     if policy not in known:
         raise UsageError(f"unknown policy {policy!r}; known: {', '.join(sorted(known))}")
-    return Resolved(specs, pairing, policy, jobs, loaded.suite_dir, ledger)
+    llm, limits = _models_and_limits(opts, cfg, specs, pairing, loaded.source)
+    box = _sandbox_config(opts, cfg, loaded, specs)
+    return Resolved(specs, pairing, policy, jobs, loaded.suite_dir, ledger, llm, limits, box)
+
+
+def _sandbox_config(opts: RunOptions, cfg, loaded, specs: list[AgentSpec]) -> dict:
+    """The run's sandbox settings (recorded in its config, so resume and decide use them too)."""
+    import re
+
+    mode = opts.sandbox or cfg.sandbox or "auto"
+    where = f" ({loaded.source})" if loaded.source else ""
+    names = {s.name for s in specs}
+    unknown = sorted(set(cfg.network) - names)
+    if unknown and not opts.agents:
+        raise UsageError(f"network{where} names agent(s) {', '.join(unknown)}, but the agents are {', '.join(sorted(names))}")
+    for var in [*cfg.sandbox_env, *(v for vs in cfg.network.values() for v in vs)]:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+            raise UsageError(f"sandbox_env / network{where}: {var!r} is not an environment variable name")
+
+    def paths(items: list[str]) -> list[str]:
+        return [str((loaded.suite_dir / Path(p).expanduser()).resolve()) for p in items]
+
+    try:
+        sandbox_mod.check_mode(mode)
+    except sandbox_mod.SandboxUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    return {"mode": mode, "env": list(cfg.sandbox_env), "readable": paths(cfg.sandbox_readable),
+            "writable": paths(cfg.sandbox_writable), "network": {k: list(v) for k, v in cfg.network.items()}}
+
+
+def configure_sandbox(config: dict, state_dir: Path, ledger: Path | None = None, mode: str | None = None) -> None:
+    """Apply a run's sandbox settings to this process; crossreview's state (and ledger) hidden from commands."""
+    box = dict(config.get("sandbox") or {})
+    if mode:
+        box["mode"] = mode
+    hidden = [str(state_dir.resolve())]
+    ledger = ledger if isinstance(ledger, (str, Path)) and "://" not in str(ledger) else None  # not a database URL
+    if ledger and state_dir.resolve() not in Path(ledger).resolve().parents:
+        hidden += [str(Path(ledger).resolve()) + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+    try:
+        sandbox_mod.configure({**box, "hidden": hidden})
+    except sandbox_mod.SandboxUnavailable as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _models_and_limits(opts: RunOptions, cfg, specs: list[AgentSpec], pairing: dict[str, str], source) -> tuple[dict, dict]:
+    """The run's model settings and budgets; a cost cap needs a price for every model (else UsageError)."""
+    from pydantic import ValidationError
+
+    from .budget import Limits
+    from .llm.settings import LLMSettings
+
+    where = f" ({source})" if source else ""
+    try:
+        llm = LLMSettings(models=cfg.models, prices=cfg.prices, temperature=cfg.temperature,
+                          review_rules=cfg.review_rules, on_injection=cfg.on_injection)
+    except ValidationError as exc:
+        raise UsageError(f"model settings{where}: " + "; ".join(e["msg"] for e in exc.errors())) from None
+
+    def pick(flag, key):
+        return flag if flag is not None else getattr(cfg, key)
+
+    limits = Limits(
+        max_cost=pick(opts.max_cost, "max_cost"),
+        max_tokens=pick(opts.max_tokens, "max_tokens"),
+        max_task_cost=pick(opts.max_task_cost, "max_task_cost"),
+        max_task_tokens=pick(opts.max_task_tokens, "max_task_tokens"),
+    )
+    models = sorted({s.arg.strip() for s in specs if s.kind == "llm" and s.arg}
+                    | {spec.split(":", 1)[1].strip() for spec in pairing.values() if spec.startswith("llm:")})
+    if limits.caps_cost and models:
+        from .llm.client import ModelClient
+
+        unpriced = [m for m in models if not ModelClient(llm.resolve(m)).priced()]
+        if unpriced:
+            raise UsageError(
+                f"a cost cap (--max-cost / --max-task-cost) needs a price for every model, and litellm does not know "
+                f"{', '.join(unpriced)}: add [prices.\"{unpriced[0]}\"] input_cost_per_token = ... and "
+                f"output_cost_per_token = ... to crossreview.toml"
+            )
+    return llm.model_dump(mode="json", exclude_defaults=True), limits.to_dict()
 
 
 def _thread_config(task_run: str, n_agents: int) -> dict:
@@ -185,6 +278,9 @@ def run_suite(opts: RunOptions, pm: pluggy.PluginManager | None = None) -> Suite
         "jobs": res.jobs,
         "suite_dir": str(res.suite_dir),
         "state_dir": str(opts.state_dir.resolve()),
+        "llm": res.llm,
+        "limits": res.limits,
+        "sandbox": res.sandbox,
         "tasks": [str(t.path) for t in suite.tasks],
     }
     jobs = res.jobs
@@ -226,9 +322,17 @@ def run_task(session: Session, run: str, task: Task, config: dict, interactive: 
     """Run (or continue) one task through the graph, then clean its worktrees up."""
     tr = task_run_id(run, task.id)
     gconf = _thread_config(tr, len(config["agents"]))
+    configure_sandbox(config, session.state_dir, session.ledger.path)
     session.ledger.start_task_run(tr, run, task.id, str(task.path), task.tags, task.metadata)
     session.pm.hook.crossreview_task_started(task=task, task_run=tr)
     snapshot = session.graph.get_state(gconf)
+    spent = session.context.budgets.suite(run, config.get("limits")).exceeded()
+    if spent and (fresh or not snapshot.values):
+        # The suite run's budget is gone: this task is not started (a resume with a new budget can run it).
+        session.ledger.set_task_run_status(tr, "error", "error", f"not started: {spent}")
+        result = TaskResult(task=task.id, task_run=tr, run=run, decision="error", reason=spent, error=f"not started: {spent}")
+        session.pm.hook.crossreview_task_finished(result=result)
+        return result
     if fresh or not snapshot.values:
         payload: Any = {
             "run": run,
@@ -238,6 +342,8 @@ def run_task(session: Session, run: str, task: Task, config: dict, interactive: 
             "reviewers": config["reviewers"],
             "policy": config["policy"],
             "suite_dir": config["suite_dir"],
+            "llm": config.get("llm") or {},
+            "limits": config.get("limits") or {},
         }
     else:
         payload = None  # continue from the checkpoint: finished branches are kept
@@ -252,6 +358,7 @@ def run_task(session: Session, run: str, task: Task, config: dict, interactive: 
         session.ledger.set_task_run_status(tr, "error", "error", f"{type(exc).__name__}: {exc}")
         result = TaskResult(task=task.id, task_run=tr, run=run, decision="error", error=f"{type(exc).__name__}: {exc}")
     finally:
+        crash_point("task", "before-cleanup")
         cleanup_task_run(session, gconf, run, task.id, [a["name"] for a in config["agents"]])
     session.pm.hook.crossreview_task_finished(result=result)
     return result
@@ -342,7 +449,7 @@ class NotFound(UsageError):
     """An id the ledger does not know."""
 
 
-def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | None = None, interactive: bool = False, pm: pluggy.PluginManager | None = None) -> TaskResult:
+def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | None = None, interactive: bool = False, pm: pluggy.PluginManager | None = None, sandbox: str | None = None) -> TaskResult:
     """Resume the run parked at escalation ``esc_id`` with the human's decision."""
     pm = pm or plugins.get_plugin_manager()
     led = Ledger(ledger or state_dir / "ledger.db")
@@ -363,6 +470,9 @@ def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAU
         snap = session.graph.get_state(gconf)
         if not snap.interrupts:
             raise UsageError(f"the run of escalation {esc_id} is not waiting for a decision (checkpoint {state_dir})")
+        configure_sandbox(run["config"] if run else {}, session.state_dir, session.ledger.path, sandbox)
+        if run:
+            _seed_budget(session, esc["run"], run["config"])
         session.ledger.decide_escalation(esc_id, human)
         from langgraph.types import Command
 
@@ -385,7 +495,7 @@ def _latest_results(session: Session, run: str) -> list[str]:
     return [tr["decision"] for tr in session.ledger.task_runs(run)]
 
 
-def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | None = None, interactive: bool = False, pm: pluggy.PluginManager | None = None) -> SuiteOutcome:
+def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | None = None, interactive: bool = False, pm: pluggy.PluginManager | None = None, sandbox: str | None = None) -> SuiteOutcome:
     """Finish a run that crashed or was killed, keeping every finished branch."""
     pm = pm or plugins.get_plugin_manager()
     led = Ledger(ledger or state_dir / "ledger.db")
@@ -393,6 +503,8 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
     if row is None:
         raise NotFound(f"no run {run!r} in {led.path}; `crossreview runs` lists the runs")
     config = row["config"]
+    if sandbox:
+        config = {**config, "sandbox": {**(config.get("sandbox") or {}), "mode": sandbox}}
     done = {tr["task"]: tr for tr in led.task_runs(run) if tr["status"] in ("done", "parked")}
     from .tasks import load_task
 
@@ -405,7 +517,13 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
             tasks.append(loaded)
     todo = [t for t in tasks if t.id not in done]
     with open_session(Path(config["state_dir"]), led.path, pm) as session:
+        configure_sandbox(config, session.state_dir, session.ledger.path)
+        _seed_budget(session, run, config)
         session.ledger.set_run_status(run, "running", finished=False)
+        for tr in done.values():
+            # Finished before the crash, but killed before its worktrees were removed.
+            cleanup_task_run(session, _thread_config(tr["id"], len(config["agents"])), run, tr["task"],
+                             [a["name"] for a in config["agents"]])
         try:
             results = _run_tasks(session, run, todo, config, config.get("jobs", 1), interactive, fresh=False)
         except KeyboardInterrupt:
@@ -416,6 +534,14 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
         _finish_run(session, run, all_results)
     pm.hook.crossreview_run_finished(run=run, results=results)
     return SuiteOutcome(run, all_results, errors)
+
+
+def _seed_budget(session: Session, run: str, config: dict) -> None:
+    """A run continued in a new process starts its suite budget from what the ledger says it spent."""
+    budget = session.context.budgets.suite(run, config.get("limits"))
+    for tr in session.ledger.task_runs(run):
+        for row in session.ledger.candidate_rows(tr["id"]) + session.ledger.verdict_rows(tr["id"]):
+            budget.charge((row.get("tokens_in") or 0) + (row.get("tokens_out") or 0), row.get("cost"))
 
 
 def _result_from_row(ledger: Ledger, tr: dict) -> TaskResult:
@@ -543,6 +669,9 @@ def run_config(opts: RunOptions, tasks: list[Task], pm: pluggy.PluginManager | N
         "jobs": res.jobs,
         "suite_dir": str(res.suite_dir),
         "state_dir": str(opts.state_dir.resolve()),
+        "llm": res.llm,
+        "limits": res.limits,
+        "sandbox": res.sandbox,
         "tasks": [str(t.path) for t in tasks],
     }
     return config, res

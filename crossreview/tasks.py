@@ -12,10 +12,11 @@ import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .llm.settings import ModelSettings, Price
 from .models import Task, TaskError, TaskFile
 
 TASK_FILE = "task.toml"
@@ -91,8 +92,15 @@ def _section_for(loc: tuple) -> type[BaseModel] | None:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; anything wrong with its text is a TOMLDecodeError (bad bytes, absurd nesting)."""
     with path.open("rb") as fh:
-        return tomllib.load(fh)
+        data = fh.read()
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise tomllib.TOMLDecodeError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("arrays or tables nested too deeply") from None
 
 
 def load_task(task_dir: Path) -> Task | list[TaskError]:
@@ -185,6 +193,14 @@ def _has_tests(tests_dir: Path, command: str) -> bool:
 
 
 def _resolve_repo(task_dir: Path, spec: TaskFile, toml_path: Path, err) -> tuple[Path, bool]:
+    try:
+        return _resolve_repo_path(task_dir, spec, toml_path, err)
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a loop of links
+        err(toml_path, f"{spec.repo.path!r} cannot be used as a path: {exc}", "repo.path")
+        return task_dir / "repo", True
+
+
+def _resolve_repo_path(task_dir: Path, spec: TaskFile, toml_path: Path, err) -> tuple[Path, bool]:
     repo_path = (task_dir / spec.repo.path).resolve()
     if not repo_path.exists():
         err(
@@ -202,6 +218,9 @@ def _resolve_repo(task_dir: Path, spec: TaskFile, toml_path: Path, err) -> tuple
         if spec.repo.ref != "HEAD":
             err(toml_path, f"ref {spec.repo.ref!r} needs [repo] path to be a git repository", "repo.ref")
         return repo_path, True
+    if spec.repo.ref.startswith("-") or "\0" in spec.repo.ref:
+        err(toml_path, f"ref {spec.repo.ref!r} is not a commit name (it must not start with '-')", "repo.ref")
+        return repo_path, False
     proc = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", spec.repo.ref + "^{commit}"],
         cwd=repo_path,
@@ -250,6 +269,25 @@ class SuiteConfig(BaseModel):
     policy: str | None = None
     jobs: int | None = Field(default=None, ge=1)
     ledger: str | None = None
+    # Models (see crossreview/llm/settings.py and docs/models.md).
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    prices: dict[str, Price] = Field(default_factory=dict)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    review_rules: list[str] = Field(default_factory=list)
+    on_injection: Literal["reject", "concern"] = "reject"
+    # Budgets: per suite run, and per task run.
+    max_cost: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_task_cost: float | None = Field(default=None, gt=0)
+    max_task_tokens: int | None = Field(default=None, gt=0)
+    # The sandbox (see crossreview/sandbox.py and docs/security.md).
+    sandbox: Literal["auto", "required", "off"] | None = None
+    sandbox_env: list[str] = Field(default_factory=list)
+    """Variable names passed to every agent, verifier and reviewer command (never secrets)."""
+    sandbox_readable: list[str] = Field(default_factory=list)
+    sandbox_writable: list[str] = Field(default_factory=list)
+    network: dict[str, list[str]] = Field(default_factory=dict)
+    """Agent name -> the key variables it may see; those agents (and their reviewers) get network."""
 
 
 @dataclass
@@ -279,8 +317,9 @@ def load_suite_config(paths: list[Path]) -> LoadedConfig:
         pp = d / "pyproject.toml"
         if pp.is_file():
             try:
-                section = _read_toml(pp).get("tool", {}).get("crossreview")
-            except tomllib.TOMLDecodeError:
+                tool = _read_toml(pp).get("tool")
+                section = tool.get("crossreview") if isinstance(tool, dict) else None
+            except (tomllib.TOMLDecodeError, OSError):
                 section = None
             if section is not None:
                 return LoadedConfig(_parse_config(pp, section), pp, d)
@@ -296,6 +335,10 @@ def _parse_config(path: Path, section: dict | None) -> SuiteConfig:
             section = _read_toml(path)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot be read: {exc}") from None
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: expected a table of settings, got {type(section).__name__}")
     try:
         return SuiteConfig.model_validate(section)
     except ValidationError as exc:
@@ -303,7 +346,8 @@ def _parse_config(path: Path, section: dict | None) -> SuiteConfig:
         for e in exc.errors():
             key = ".".join(str(p) for p in e["loc"])
             if e["type"] == "extra_forbidden":
-                lines.append(f"{where}: unknown key {key!r}; expected one of: {', '.join(SuiteConfig.model_fields)}")
+                section = SuiteConfig if len(e["loc"]) == 1 else Price if e["loc"][0] == "prices" else ModelSettings
+                lines.append(f"{where}: unknown key {key!r}; expected one of: {', '.join(section.model_fields)}")
             else:
                 lines.append(f"{where}: {key}: {e['msg']} (got {e.get('input')!r})")
         raise ConfigError("\n".join(lines)) from None

@@ -2,20 +2,36 @@
 
 The tests are copied from the task folder (never from the candidate's
 worktree) into a folder the repository cannot already have, after the agent
-is done, and run from the worktree root with the task's verifier command.
+is done, and run from the worktree root with the task's verifier command,
+inside the sandbox (no network, writes only in the worktree and the JUnit
+folder, the task's solution/ and holdout/ masked).
 Outcomes come from the JUnit XML pytest writes to a path outside the
 worktree, not from scraping its text output.
+
+A candidate's code runs inside the same pytest process as its tests, so it
+could try to change what pytest reports. Two checks make that visible:
+
+- a pytest run that writes no JUnit XML (``os._exit(0)`` at import, a fake
+  ``pytest`` module) is an error, never a pass by exit code;
+- a canary test file is copied in beside the task's tests: one test that
+  must fail and one that checks ``assert`` and ``unittest`` assertions
+  still raise. If the must-fail test is reported passed, an assertion does
+  not raise, or the canary never ran, the outcomes were tampered with and the
+  report says so (``TestReport.tampering``). The canary is not counted.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 import shlex
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from . import tamper
 from .models import Task, TestOutcome, TestReport
-from .sandbox import run_confined
+from .sandbox import run_confined, verifier_policy
 from .worktrees import TESTS_DIRNAME, copy_tests
 
 _OUTPUT_TAIL = 4000
@@ -25,16 +41,70 @@ VERIFIER_ENV = {
     # seconds per run; a task that needs one loads it with `-p NAME`.
     "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
 }
+CANARY_PREFIX = "test_zzz_crossreview_canary_"
+CANARY_MUST_FAIL = "test_this_must_fail"
+CANARY_ASSERTS = "test_assertions_still_raise"
+CANARY_SOURCE = '''\
+"""Written by crossreview beside the task's tests; not one of them and not counted.
+
+It checks that this test run reports outcomes truthfully: the first test must
+fail, the second must pass (assertions raise as they should).
+"""
+
+
+def {must_fail}():
+    assert 1 + 1 == 3, "crossreview canary: this test must fail"
+
+
+def {asserts}():
+    import unittest
+
+    case = unittest.TestCase()
+    checks = [
+        lambda: case.assertEqual(1, 2),
+        lambda: case.assertTrue(False),
+        lambda: case.assertIn(1, []),
+        lambda: case.assertRaises(ValueError, lambda: None),
+        lambda: case.fail("canary"),
+    ]
+    for i, check in enumerate(checks):
+        try:
+            check()
+        except AssertionError:
+            continue
+        raise RuntimeError("unittest assertion %d does not raise: assertions are patched" % i)
+    try:
+        assert 1 == 2
+    except AssertionError:
+        pass
+    else:
+        raise RuntimeError("assert statements do not raise")
+'''
+_NO_CANARY_FLAGS = re.compile(r"(^|\s)(-x|--exitfirst|--maxfail|-k|-m|--lf|--last-failed|--ff|--sw|--stepwise|--deselect|--co|--collect-only|-p\s*no:python)\b")
 
 
 def build_command(template: str, tests_rel: str, junit_path: Path) -> str:
     """The verifier command with {tests} filled in and JUnit XML requested from pytest."""
     cmd = template.replace("{tests}", shlex.quote(tests_rel))
-    if "pytest" in cmd and "--junitxml" not in cmd and "--junit-xml" not in cmd:
+    if wants_junit(template):
         # --rootdir: test names relative to the worktree, not to the fence
         # config crossreview puts above all worktrees.
         cmd += f" --junitxml={shlex.quote(str(junit_path))} -p no:cacheprovider --rootdir=."
     return cmd
+
+
+def wants_junit(template: str) -> bool:
+    """Whether crossreview asks the verifier (pytest) for JUnit XML."""
+    return "pytest" in template and "--junitxml" not in template and "--junit-xml" not in template
+
+
+def canary_applies(template: str) -> bool:
+    """The canary runs when pytest is given the whole tests folder and nothing deselects or stops early."""
+    return (
+        wants_junit(template)
+        and re.search(r"(^|\s)\{tests\}/?(\s|$)", template) is not None
+        and not _NO_CANARY_FLAGS.search(template.split("pytest", 1)[1])  # pytest's flags, not python's -m
+    )
 
 
 def parse_junit(xml_text: str, prefix: str = "") -> list[TestOutcome]:
@@ -67,6 +137,40 @@ def parse_junit(xml_text: str, prefix: str = "") -> list[TestOutcome]:
     return outcomes
 
 
+def check_canary(outcomes: list[TestOutcome], token: str) -> tuple[list[TestOutcome], list[str]]:
+    """Split the canary's outcomes off; return (the task's outcomes, tampering found)."""
+    marker = CANARY_PREFIX + token
+    mine = [o for o in outcomes if marker in o.name]
+    rest = [o for o in outcomes if marker not in o.name]
+    found = {}
+    for o in mine:
+        for test in (CANARY_MUST_FAIL, CANARY_ASSERTS):
+            if o.name.endswith("::" + test) or o.name.endswith("." + test):
+                found[test] = o
+    problems = []
+    must_fail, asserts = found.get(CANARY_MUST_FAIL), found.get(CANARY_ASSERTS)
+    if must_fail is None and asserts is None:
+        if any(o.outcome == "error" for o in rest) and not mine:
+            # pytest stops before running anything when a test module fails to
+            # import: the candidate's tests fail anyway; nothing to hide here.
+            return rest, []
+        if any(o.outcome == "error" for o in mine):
+            problems.append("crossreview's canary test could not even be imported: something in the candidate "
+                            "breaks or replaces how tests are collected")
+        else:
+            problems.append("crossreview's canary test did not run: the candidate changes which tests are "
+                            "collected, or ends the test run early")
+    else:
+        if must_fail is None or must_fail.outcome != "failed":
+            got = must_fail.outcome if must_fail else "missing"
+            problems.append(f"a canary test that must fail was reported {got}: something in the candidate "
+                            "rewrites test outcomes")
+        if asserts is None or asserts.outcome != "passed":
+            why = (asserts.message.splitlines() or [""])[0][:200] if asserts else "missing"
+            problems.append(f"assertions do not work in the candidate's test run ({why})")
+    return rest, problems
+
+
 def run_tests(
     task: Task,
     worktree: Path,
@@ -75,33 +179,79 @@ def run_tests(
 ) -> TestReport:
     """Copy ``source`` (default: the task's tests/) into ``worktree`` and run the verifier."""
     source = source or task.tests_dir
-    copy_tests(source, worktree, dirname)
-    with tempfile.TemporaryDirectory(prefix="crossreview-junit-") as tmp:
-        junit = Path(tmp) / "junit.xml"
-        cmd = build_command(task.verifier_command, dirname, junit)
-        proc = run_confined(cmd, cwd=worktree, timeout=task.verifier_timeout, shell=True, env=VERIFIER_ENV)
-        outcomes: list[TestOutcome] = []
-        if junit.is_file():
-            try:
-                outcomes = parse_junit(junit.read_text(errors="replace"), prefix=dirname + ".")
-            except ET.ParseError as exc:
-                outcomes = [TestOutcome(name="junit.xml", outcome="error", message=f"unreadable JUnit XML: {exc}")]
-        elif not proc.timed_out:
-            # A verifier that writes no JUnit XML is judged by its exit code alone.
-            outcomes = [
-                TestOutcome(
-                    name="verifier",
-                    outcome="passed" if proc.returncode == 0 else "failed",
-                    message="" if proc.returncode == 0 else f"exit code {proc.returncode}",
-                )
-            ]
+    dest = copy_tests(source, worktree, dirname)
+    token = secrets.token_hex(4)
+    canary = dest / f"{CANARY_PREFIX}{token}.py" if canary_applies(task.verifier_command) else None
+    if canary is not None:
+        canary.write_text(CANARY_SOURCE.format(must_fail=CANARY_MUST_FAIL, asserts=CANARY_ASSERTS))
+    tampering: list[str] = []
+    pointer = tamper.git_pointer(worktree)
+    try:
+        with tempfile.TemporaryDirectory(prefix="crossreview-junit-") as tmp:
+            junit = Path(tmp) / "junit.xml"
+            cmd = build_command(task.verifier_command, dirname, junit)
+            proc = run_confined(
+                cmd, cwd=worktree, timeout=task.verifier_timeout, shell=True, env=VERIFIER_ENV,
+                policy=verifier_policy(task, worktree, Path(tmp)),
+            )
+            exit_code = proc.returncode
+            outcomes: list[TestOutcome] = []
+            if junit.is_file():
+                try:
+                    outcomes = parse_junit(junit.read_text(errors="replace"), prefix=dirname + ".")
+                except ET.ParseError as exc:
+                    outcomes = [TestOutcome(name="junit.xml", outcome="error", message=f"unreadable JUnit XML: {exc}")]
+                    tampering.append(f"pytest's JUnit XML is unreadable ({exc}): the report was damaged")
+                else:
+                    if canary is not None:
+                        outcomes, tampering = check_canary(outcomes, token)
+                        real_failures = any(o.outcome in ("failed", "error") for o in outcomes)
+                        if not tampering and exit_code == 1 and not real_failures:
+                            exit_code = 0  # the one failure was the canary's, as it must be
+            elif proc.timed_out:
+                pass
+            elif wants_junit(task.verifier_command):
+                # pytest always writes the report it was asked for; a run without
+                # one ended inside the candidate's code (os._exit at import, a
+                # fake pytest module, a crash) and proves nothing, whatever its
+                # exit code. Exit code 0 without a report is a lie.
+                outcomes = [TestOutcome(
+                    name="junit.xml", outcome="error",
+                    message=f"pytest wrote no JUnit XML (exit code {proc.returncode}): the test run did not finish",
+                )]
+                if proc.returncode == 0:
+                    tampering.append(
+                        "the test run exited 0 without pytest's report: something in the candidate stops or "
+                        "replaces pytest"
+                    )
+            else:
+                # A verifier that is not pytest is judged by its exit code alone.
+                outcomes = [
+                    TestOutcome(
+                        name="verifier",
+                        outcome="passed" if proc.returncode == 0 else "failed",
+                        message="" if proc.returncode == 0 else f"exit code {proc.returncode}",
+                    )
+                ]
+    finally:
+        if canary is not None:
+            canary.unlink(missing_ok=True)
+        # The tests ran the candidate's code in the worktree: before crossreview
+        # runs git there again, its .git must be the one crossreview made.
+        fixed = pointer and tamper.restore_git_pointer(worktree, pointer)
+        if fixed:
+            tampering.append(f"{fixed}, while its tests ran")
     output = (proc.stdout + proc.stderr)[-_OUTPUT_TAIL:]
+    if canary is not None and not tampering and not proc.timed_out:
+        output += ("\n[crossreview] the canary test (one that must fail, beside the task's tests) failed as it "
+                   "must and is not counted")
     if proc.timed_out:
         output += f"\n[crossreview] verifier killed after {task.verifier_timeout:g}s"
     return TestReport(
         outcomes=outcomes,
-        exit_code=proc.returncode,
+        exit_code=exit_code,
         timed_out=proc.timed_out,
         seconds=round(proc.seconds, 3),
         output=output,
+        tampering=tampering,
     )

@@ -171,3 +171,26 @@ def approve_all_reviewer(path: Path) -> str:
     """A command reviewer spec that approves whatever it is shown."""
     write(path, 'import json\nprint(json.dumps({"verdict": "approve", "confidence": 0.9, "concerns": []}))\n')
     return f"command:{{python}} {path}"
+
+
+def watch_agents(suite: Path, *writable: Path, env: tuple[str, ...] = ("CROSSREVIEW_COUNT_DIR",)) -> None:
+    """Let a test watch agents from outside their sandbox: ``writable`` folders (created) and the
+    ``env`` variable names go into the suite's crossreview.toml (sandbox_writable, sandbox_env)."""
+    for d in writable:
+        d.mkdir(parents=True, exist_ok=True)
+    cfg = suite / "crossreview.toml"
+    before = cfg.read_text() if cfg.exists() else ""
+    write(cfg, before + f"sandbox_writable = {json.dumps([str(d) for d in writable])}\n"
+                        f"sandbox_env = {json.dumps(list(env))}\n")
+
+
+@pytest.fixture
+def unsandboxed():
+    """For in-process tests that watch a command from the host (pids, files outside its worktree):
+    this process runs commands as with --sandbox=off. The sandbox has tests of its own (test_sandbox.py)."""
+    from crossreview import sandbox
+
+    old = sandbox.current_settings()
+    sandbox.configure(sandbox.SandboxSettings(mode="off"))
+    yield
+    sandbox.configure(old)

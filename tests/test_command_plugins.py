@@ -152,7 +152,7 @@ def _wait_gone(pid: int, seconds: float = 5) -> bool:
     return _process_gone(pid)
 
 
-def test_command_agent_solves_in_the_worktree_with_env(task, worktree, tmp_path):
+def test_command_agent_solves_in_the_worktree_with_env(task, worktree, tmp_path, unsandboxed):
     path, base = worktree
     env_out = tmp_path / "env.txt"
     template = (
@@ -188,7 +188,7 @@ def test_command_agent_solves_in_the_worktree_with_env(task, worktree, tmp_path)
     assert sorted(diff.files) == ["main.py", "new_file.txt"]
 
 
-def test_command_agent_reads_amended_instruction(task, worktree, tmp_path):
+def test_command_agent_reads_amended_instruction(task, worktree, tmp_path, unsandboxed):
     path, _ = worktree
     agent = CommandAgent(AgentSpec(name="a", spec=f'command:cat "$CROSSREVIEW_INSTRUCTION_FILE" > {tmp_path}/got.md'))
     amended = task.instruction + "\nHuman guidance: keep it simple.\n"
@@ -208,7 +208,7 @@ def test_command_agent_nonzero_exit_is_an_error(task, worktree):
     assert "working" in res.log
 
 
-def test_command_agent_timeout_kills_the_whole_tree(task, worktree, tmp_path):
+def test_command_agent_timeout_kills_the_whole_tree(task, worktree, tmp_path, unsandboxed):
     path, _ = worktree
     pidfile = tmp_path / "child.pid"
     agent = CommandAgent(AgentSpec(name="a", spec=f"command:sleep 60 & echo $! > {pidfile}; sleep 60"))
@@ -221,7 +221,7 @@ def test_command_agent_timeout_kills_the_whole_tree(task, worktree, tmp_path):
     assert _wait_gone(pid), f"the agent's background child {pid} survived the timeout"
 
 
-def test_command_agent_that_leaves_a_background_process_is_not_a_timeout(task, worktree, tmp_path):
+def test_command_agent_that_leaves_a_background_process_is_not_a_timeout(task, worktree, tmp_path, unsandboxed):
     # the agent finishes at once but leaves a server running: its work is done,
     # the leftover process is killed, and nobody waits for the timeout
     path, _ = worktree

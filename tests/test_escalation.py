@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import approve_all_reviewer, counting_agent, git_branches, invocations, ledger_rows, make_task
+from conftest import approve_all_reviewer, counting_agent, git_branches, invocations, ledger_rows, make_task, watch_agents
 
 
 @pytest.fixture
@@ -13,6 +13,7 @@ def parked(cli, suite, tmp_path):
     one reviewer approving everything, the other going by the tests."""
     make_task(suite)
     counter = tmp_path / "counts"
+    watch_agents(suite, counter)
     agent = counting_agent(tmp_path / "agent.py", solution="def add(a, b):\n    return a - b\n")
     approve = approve_all_reviewer(tmp_path / "approve.py")
     env = {"CROSSREVIEW_COUNT_DIR": str(counter)}
@@ -91,13 +92,14 @@ def test_guidance_reaches_the_agents(cli, suite, tmp_path):
         "pathlib.Path(os.environ['OUT'], os.environ['CROSSREVIEW_AGENT'] + '.txt').write_text(text)\n"
     )
     approve = approve_all_reviewer(tmp_path / "approve.py")
-    env = {"OUT": str(tmp_path)}
+    watch_agents(suite, tmp_path / "out", env=("OUT",))
+    env = {"OUT": str(tmp_path / "out")}
     res = cli("run", str(suite), "--agent", f"command:{{python}} {reader}", "--agent", "noop",
               "--reviewer", f"a={approve}", "--reviewer", "b=tests", "--json", env=env)
     esc = res.json()["tasks"][0]["escalation"]
-    assert "Guidance" not in (tmp_path / "a.txt").read_text()
+    assert "Guidance" not in (tmp_path / "out" / "a.txt").read_text()
     cli("decide", esc, "--guide", "use the + operator", env=env)
-    text = (tmp_path / "a.txt").read_text()
+    text = (tmp_path / "out" / "a.txt").read_text()
     assert "Implement add(a, b)" in text and "use the + operator" in text
 
 

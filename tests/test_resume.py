@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import cli_env, counting_agent, git_branches, invocations, ledger_rows, make_task, write
+from conftest import cli_env, counting_agent, git_branches, invocations, ledger_rows, make_task, watch_agents, write
 
 
 def _wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
@@ -61,7 +61,9 @@ def test_sigkill_mid_solve_then_resume_keeps_finished_agents(cli, suite, tmp_pat
     env = cli_env({"CROSSREVIEW_COUNT_DIR": str(counts)})
     state = tmp_path / ".crossreview"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crossreview", "run", str(suite), "--json",
+        # --sandbox off: the test kills the hung agent by its host pid (a sandbox's pids are its own;
+        # tests/test_crash_points.py kills runs inside the sandbox).
+        [sys.executable, "-m", "crossreview", "run", str(suite), "--json", "--sandbox", "off",
          "--agent", f"fast=command:{{python}} {fast}", "--agent", f"slow=command:{{python}} {slow}"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
     )
@@ -91,7 +93,7 @@ def test_sigkill_mid_solve_then_resume_keeps_finished_agents(cli, suite, tmp_pat
     git_dir = state / "repos" / "add.git"
     assert not [b for b in git_branches(git_dir) if b.startswith("crossreview/work/")]
 
-    res = cli("resume", run["id"], "--json", env={"CROSSREVIEW_COUNT_DIR": str(counts)})
+    res = cli("resume", run["id"], "--json", "--sandbox", "off", env={"CROSSREVIEW_COUNT_DIR": str(counts)})
     assert res.returncode == 0, res.stderr
     [task] = res.json()["tasks"]
     assert task["decision"] == "accepted"
@@ -120,6 +122,7 @@ def test_resume_skips_finished_tasks_and_unknown_run_is_an_error(cli, suite, tmp
 def test_agents_really_run_concurrently(cli, suite, tmp_path):
     make_task(suite)
     sleeper = counting_agent(tmp_path / "sleep.py", sleep=2.0)
+    watch_agents(suite, tmp_path / "counts")
     spec = f"command:{{python}} {sleeper}"
     res = cli("run", str(suite), "--agent", spec, "--agent", spec, "--agent", spec, "--json",
               env={"CROSSREVIEW_COUNT_DIR": str(tmp_path / "counts")})
@@ -148,7 +151,7 @@ def test_ctrl_c_stops_agents_cleans_up_and_resume_finishes(cli, suite, tmp_path)
     slow = _slow_first_time(tmp_path / "slow.py")
     state = tmp_path / ".crossreview"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crossreview", "run", str(suite), "--agent", "oracle",
+        [sys.executable, "-m", "crossreview", "run", str(suite), "--agent", "oracle", "--sandbox", "off",
          "--agent", f"slow=command:{{python}} {slow}"],
         cwd=tmp_path, env=cli_env({"CROSSREVIEW_COUNT_DIR": str(counts)}),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
@@ -169,7 +172,7 @@ def test_ctrl_c_stops_agents_cleans_up_and_resume_finishes(cli, suite, tmp_path)
     assert not [b for b in git_branches(git_dir) if b.startswith("crossreview/work/")]
     [run] = ledger_rows(state, "SELECT id, status FROM runs")
     assert run["status"] == "interrupted"
-    res = cli("resume", run["id"], "--json", env={"CROSSREVIEW_COUNT_DIR": str(counts)})
+    res = cli("resume", run["id"], "--json", "--sandbox", "off", env={"CROSSREVIEW_COUNT_DIR": str(counts)})
     assert res.returncode == 0, res.stderr
     assert res.json()["tasks"][0]["decision"] == "accepted"
     assert invocations(counts, "slow") == 2

@@ -14,6 +14,7 @@ from conftest import (
     git_worktrees,
     ledger_rows,
     make_task,
+    watch_agents,
     write,
 )
 
@@ -198,10 +199,11 @@ def test_hidden_tests_are_copied_only_after_the_agent(cli, suite, tmp_path):
     spy = write(tmp_path / "spy.py", "import os, pathlib\n"
                 "pathlib.Path(os.environ['CROSSREVIEW_COUNT_DIR'], 'saw').write_text(str(sorted(os.listdir('.'))))\n"
                 "pathlib.Path('calc.py').write_text('def add(a, b):\\n    return a + b\\n')\n")
+    watch_agents(suite, tmp_path / "spy")
     res = cli("run", str(suite), "--agent", f"command:{{python}} {spy}", "--json",
-              env={"CROSSREVIEW_COUNT_DIR": str(tmp_path)})
+              env={"CROSSREVIEW_COUNT_DIR": str(tmp_path / "spy")})
     assert _only(res.json())["decision"] == "accepted", res.stderr
-    seen = (tmp_path / "saw").read_text()
+    seen = (tmp_path / "spy" / "saw").read_text()
     assert ".crossreview-tests" not in seen and "calc.py" in seen
 
 
@@ -214,7 +216,10 @@ def test_visible_tests_cannot_be_rewritten_by_the_agent(cli, suite, tmp_path):
                   "t.write_text('def test_small():\\n    pass\\n')\n")
     res = cli("run", str(suite), "--agent", f"command:{{python}} {cheat}", "--json")
     t = _only(res.json())
-    assert t["decision"] == "rejected", res.stderr
+    # The task's own copy of the tests is run (both fail), and trying to rewrite them is tampering:
+    # never decided without a human.
+    assert t["decision"] == "escalated", res.stderr
+    assert "test_add.py: edits the task's tests it was shown" in t["reason"]
     assert t["candidates"][0]["tests_total"] == 2 and t["candidates"][0]["tests_passed"] == 0
 
 

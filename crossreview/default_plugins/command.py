@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from ..agents import ReviewRequest, SpecError, Workspace, expand_template
 from ..hookspecs import hookimpl
 from ..models import AgentSpec, ReviewVerdictOutput, SolveResult, Usage
-from ..sandbox import run_confined
+from ..sandbox import agent_policy, command_paths, reviewer_policy, run_confined
 
 _TAIL = 4000
 
@@ -65,7 +65,11 @@ class CommandAgent:
                 **workspace.env,
             }
             cmd = expand_template(self.template, values)
-            proc = run_confined(cmd, cwd=workspace.path, timeout=workspace.timeout, env=env, shell=True)
+            # The sandbox: the worktree and this scratch folder (usage file,
+            # amended instruction) writable; the task's tests/ (unless
+            # visible), solution/ and holdout/ masked.
+            policy = agent_policy(workspace).allow_write(tmp).allow_read(*command_paths(cmd))
+            proc = run_confined(cmd, cwd=workspace.path, timeout=workspace.timeout, env=env, shell=True, policy=policy)
             usage = read_usage(usage_file)
         log = (proc.stdout + proc.stderr)[-_TAIL:]
         if proc.timed_out:
@@ -153,7 +157,7 @@ class CommandReviewer:
             "worktree": str(work),
         }
         cmd = expand_template(self.template, values)
-        proc = run_confined(cmd, cwd=work, timeout=request.timeout, env=env, shell=True)
+        proc = run_confined(cmd, cwd=work, timeout=request.timeout, env=env, shell=True, policy=reviewer_policy(request).allow_read(*command_paths(cmd)))
         if proc.timed_out:
             raise ReviewerOutputError(f"timed out after {request.timeout:g}s")
         if proc.returncode != 0:

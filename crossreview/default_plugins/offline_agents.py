@@ -7,7 +7,7 @@ import shutil
 from ..agents import SpecError, Workspace
 from ..hookspecs import hookimpl
 from ..models import AgentSpec, SolveResult
-from ..sandbox import run_confined
+from ..sandbox import agent_policy, run_confined
 
 
 class OracleAgent:
@@ -25,7 +25,8 @@ class OracleAgent:
         script = solution / "solve.sh"
         if script.is_file():
             proc = run_confined(
-                ["bash", str(script)], cwd=workspace.path, timeout=workspace.timeout, env=workspace.env
+                ["bash", str(script)], cwd=workspace.path, timeout=workspace.timeout, env=workspace.env,
+                policy=agent_policy(workspace, reveal_solution=True),
             )
             if proc.timed_out:
                 return SolveResult(status="timeout", error=f"solve.sh killed after {workspace.timeout:g}s")

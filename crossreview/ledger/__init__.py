@@ -1,16 +1,23 @@
 """The intervention ledger: every run, candidate, verdict, decision and escalation.
 
-SQLite (WAL mode, one connection per operation, so threads and processes can
-write side by side). Each task run is written in one transaction, replacing
-any earlier write of the same task run, so a run resumed after a crash never
-leaves half a record or a duplicate.
+A SQLite file by default (WAL mode, one connection per transaction, BEGIN
+IMMEDIATE with a 60 s busy timeout, so threads and processes write side by
+side and queue rather than lose a write), or a PostgreSQL database when the
+location is a ``postgresql://`` URL (psycopg 3, the same schema and figures).
+
+Each task run is written in one transaction, replacing any earlier write of
+the same task run, so a run resumed after a crash never leaves half a record
+or a duplicate. The schema is versioned (crossreview/ledger/schema.py):
+opening an older ledger upgrades it, a newer one is refused.
+
+The figures (``crossreview stats`` / ``report`` / ``export``) are computed in
+:mod:`crossreview.ledger.figures` from what is written here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -26,64 +33,11 @@ from ..models import (
     Verdict,
     utcnow,
 )
+from . import score
+from .db import LedgerError, LedgerURL, Tx, is_url, open_backend, parse_location
+from .schema import SCHEMA_VERSION, migrate, suite_name
 
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, started TEXT NOT NULL, finished TEXT, status TEXT NOT NULL,
-    pid INTEGER, cwd TEXT, config TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS task_runs (
-    id TEXT PRIMARY KEY, run TEXT NOT NULL REFERENCES runs(id), task TEXT NOT NULL,
-    task_path TEXT NOT NULL, status TEXT NOT NULL, decision TEXT, winner TEXT, reason TEXT,
-    branch TEXT, rounds INTEGER NOT NULL DEFAULT 1, started TEXT NOT NULL, finished TEXT,
-    seconds REAL, error TEXT, tags TEXT NOT NULL DEFAULT '[]', metadata TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS task_runs_run ON task_runs(run);
-CREATE TABLE IF NOT EXISTS candidates (
-    task_run TEXT NOT NULL, round INTEGER NOT NULL, agent TEXT NOT NULL, spec TEXT NOT NULL,
-    status TEXT NOT NULL, error TEXT, tests_passed INTEGER, tests_total INTEGER,
-    holdout_passed INTEGER, holdout_total INTEGER, files_changed TEXT NOT NULL,
-    lines_added INTEGER NOT NULL, lines_removed INTEGER NOT NULL,
-    tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, cost REAL, calls INTEGER NOT NULL,
-    started TEXT NOT NULL, finished TEXT NOT NULL, seconds REAL NOT NULL, diff TEXT NOT NULL,
-    PRIMARY KEY (task_run, round, agent)
-);
-CREATE TABLE IF NOT EXISTS test_outcomes (
-    task_run TEXT NOT NULL, round INTEGER NOT NULL, agent TEXT NOT NULL, suite TEXT NOT NULL,
-    name TEXT NOT NULL, outcome TEXT NOT NULL, message TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS test_outcomes_tr ON test_outcomes(task_run);
-CREATE TABLE IF NOT EXISTS verdicts (
-    task_run TEXT NOT NULL, round INTEGER NOT NULL, reviewer TEXT NOT NULL, candidate TEXT NOT NULL,
-    verdict TEXT NOT NULL, confidence REAL NOT NULL, concerns TEXT NOT NULL, prefers TEXT,
-    tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, cost REAL, calls INTEGER NOT NULL,
-    seconds REAL NOT NULL, error TEXT
-);
-CREATE INDEX IF NOT EXISTS verdicts_tr ON verdicts(task_run);
-CREATE TABLE IF NOT EXISTS decisions (
-    task_run TEXT NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL, winner TEXT,
-    reason TEXT NOT NULL, disagreements TEXT NOT NULL, policy TEXT NOT NULL,
-    PRIMARY KEY (task_run, round)
-);
-CREATE TABLE IF NOT EXISTS escalations (
-    id TEXT PRIMARY KEY, task_run TEXT NOT NULL, run TEXT NOT NULL, task TEXT NOT NULL,
-    round INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL, created TEXT NOT NULL,
-    first_shown TEXT, decided TEXT, decided_by TEXT, action TEXT, pick TEXT, guide TEXT,
-    packet TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    task_run TEXT NOT NULL, node TEXT NOT NULL, agent TEXT, round INTEGER NOT NULL,
-    started TEXT NOT NULL, finished TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_tr ON events(task_run);
-"""
-
-
-class LedgerError(Exception):
-    """The ledger cannot be opened or used."""
+__all__ = ["Ledger", "LedgerError", "LedgerURL", "SCHEMA_VERSION", "is_url", "parse_location"]
 
 
 def _ts(dt: datetime | None) -> str | None:
@@ -91,63 +45,38 @@ def _ts(dt: datetime | None) -> str | None:
 
 
 class Ledger:
-    """The SQLite ledger at ``path``."""
+    """The ledger at ``location``: a file path (SQLite) or a ``postgresql://`` URL."""
 
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=60000")
-            row = None
-            try:
-                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            except sqlite3.OperationalError:
-                pass
-            if row is not None and int(row[0]) > SCHEMA_VERSION:
-                raise LedgerError(
-                    f"{self.path} was written by a newer crossreview (schema {row[0]}, this one knows "
-                    f"{SCHEMA_VERSION}); upgrade crossreview or pass another --ledger"
-                )
-            # executescript commits on its own; the statements are all IF NOT EXISTS.
-            db.executescript(SCHEMA)
-            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"cannot use ledger {self.path}: {exc}") from None
-        finally:
-            db.close()
+    def __init__(self, location: Path | str | LedgerURL):
+        loc = parse_location(location)
+        self.path: Path | LedgerURL = loc
+        """Where the ledger is; pass it to ``Ledger()`` again to reopen it. A URL prints without its password."""
+        self.backend = open_backend(loc)
+        self.dialect = self.backend.dialect
+        self.upgraded_from, self.version = migrate(self.backend)
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.backend.describe()!r})"
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection whose block is one transaction: all of it is written, or none."""
-        try:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open ledger {self.path}: {exc}") from None
-        try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=60000")
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            else:
-                db.execute("COMMIT")
-        finally:
-            db.close()
+    def connect(self, write: bool = True) -> Iterator[Tx]:
+        """One transaction: all of the block is written, or none.
+
+        Statements use ``?`` placeholders on either backend; rows are dicts.
+        """
+        with self.backend.transaction(write=write) as tx:
+            yield tx
 
     # --- runs ---------------------------------------------------------------
 
     def start_run(self, run: str, config: dict[str, Any]) -> None:
         """Record that suite run ``run`` began, with what it needs to be resumed."""
         with self.connect() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO runs(id, started, status, pid, cwd, config) VALUES (?,?,?,?,?,?)",
-                (run, _ts(utcnow()), "running", os.getpid(), os.getcwd(), json.dumps(config)),
+            db.insert(
+                "runs",
+                {"id": run, "started": _ts(utcnow()), "finished": None, "status": "running", "pid": os.getpid(),
+                 "cwd": os.getcwd(), "config": json.dumps(config), "suite": suite_name(config)},
+                conflict="replace", key=("id",),
             )
 
     def set_run_status(self, run: str, status: str, finished: bool = True) -> None:
@@ -160,13 +89,12 @@ class Ledger:
 
     def get_run(self, run: str) -> dict[str, Any] | None:
         """The run's row, its config parsed."""
-        with self.connect() as db:
+        with self.connect(write=False) as db:
             row = db.execute("SELECT * FROM runs WHERE id=?", (run,)).fetchone()
         if row is None:
             return None
-        out = dict(row)
-        out["config"] = json.loads(out["config"])
-        return out
+        row["config"] = json.loads(row["config"])
+        return row
 
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
         """Every run, newest first."""
@@ -175,30 +103,30 @@ class Ledger:
         if status:
             q += " WHERE status=?"
             args = (status,)
-        with self.connect() as db:
-            return [dict(r) for r in db.execute(q + " ORDER BY started DESC", args)]
+        with self.connect(write=False) as db:
+            return db.execute(q + " ORDER BY started DESC", args).fetchall()
 
     # --- task runs ----------------------------------------------------------
 
     def start_task_run(self, task_run: str, run: str, task: str, task_path: str, tags: list[str], metadata: dict) -> None:
         """Record that a task run began (kept if it already exists: a resume)."""
         with self.connect() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO task_runs(id, run, task, task_path, status, started, tags, metadata)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (task_run, run, task, task_path, "running", _ts(utcnow()), json.dumps(tags), json.dumps(metadata, default=str)),
+            db.insert(
+                "task_runs",
+                {"id": task_run, "run": run, "task": task, "task_path": task_path, "status": "running",
+                 "started": _ts(utcnow()), "tags": json.dumps(tags), "metadata": json.dumps(metadata, default=str)},
+                conflict="ignore",
             )
 
     def task_runs(self, run: str) -> list[dict[str, Any]]:
         """The task runs of a suite run, in the order they started."""
-        with self.connect() as db:
-            return [dict(r) for r in db.execute("SELECT * FROM task_runs WHERE run=? ORDER BY started, id", (run,))]
+        with self.connect(write=False) as db:
+            return db.execute("SELECT * FROM task_runs WHERE run=? ORDER BY started, id", (run,)).fetchall()
 
     def get_task_run(self, task_run: str) -> dict[str, Any] | None:
         """One task run's row."""
-        with self.connect() as db:
-            row = db.execute("SELECT * FROM task_runs WHERE id=?", (task_run,)).fetchone()
-        return dict(row) if row else None
+        with self.connect(write=False) as db:
+            return db.execute("SELECT * FROM task_runs WHERE id=?", (task_run,)).fetchone()
 
     def set_task_run_status(self, task_run: str, status: str, decision: str | None = None, error: str | None = None) -> None:
         """Mark a task run parked (waiting for a human) or failed."""
@@ -216,110 +144,150 @@ class Ledger:
         decisions: list[tuple[int, Decision]],
         events: list[dict[str, Any]],
         rounds: int,
+        calls: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Write a finished task run whole, replacing any earlier partial write of it."""
+        """Write a finished task run whole, replacing any earlier partial write of it.
+
+        The agreement score (crossreview/ledger/score.py) of every candidate
+        and of the task run is computed here, from exactly what is written.
+        ``calls`` optionally itemizes model calls (see :meth:`record_calls`).
+        """
         tr = result.task_run
+        agreement = score.from_models(candidates, verdicts)
         with self.connect() as db:
-            for table in ("candidates", "test_outcomes", "verdicts", "decisions", "events"):
+            for table in ("candidates", "test_outcomes", "verdicts", "decisions", "events", "calls"):
                 db.execute(f"DELETE FROM {table} WHERE task_run=?", (tr,))
             db.execute(
                 "UPDATE task_runs SET status='done', decision=?, winner=?, reason=?, branch=?, rounds=?,"
-                " finished=?, seconds=?, error=? WHERE id=?",
+                " finished=?, seconds=?, error=?, agreement=?, agreement_pick=? WHERE id=?",
                 (
-                    result.decision,
-                    result.winner,
-                    result.reason,
-                    result.branch,
-                    rounds,
-                    _ts(utcnow()),
-                    result.seconds,
-                    result.error,
-                    tr,
+                    result.decision, result.winner, result.reason, result.branch, rounds, _ts(utcnow()),
+                    result.seconds, result.error, agreement.task_run, agreement.pick, tr,
                 ),
             )
             for c in candidates:
-                db.execute(
-                    "INSERT INTO candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        tr, c.round, c.agent, c.spec, c.status, c.error,
-                        c.tests.passed if c.tests else None, c.tests.total if c.tests else None,
-                        c.holdout.passed if c.holdout else None, c.holdout.total if c.holdout else None,
-                        json.dumps(c.files_changed), c.lines_added, c.lines_removed,
-                        c.usage.tokens_in, c.usage.tokens_out, c.usage.cost, c.usage.calls,
-                        _ts(c.started), _ts(c.finished), c.seconds, c.diff,
-                    ),
-                )
+                db.insert("candidates", {
+                    "task_run": tr, "round": c.round, "agent": c.agent, "spec": c.spec, "status": c.status,
+                    "error": c.error,
+                    "tests_passed": c.tests.passed if c.tests else None,
+                    "tests_total": c.tests.total if c.tests else None,
+                    "holdout_passed": c.holdout.passed if c.holdout else None,
+                    "holdout_total": c.holdout.total if c.holdout else None,
+                    "files_changed": json.dumps(c.files_changed), "lines_added": c.lines_added,
+                    "lines_removed": c.lines_removed, "tokens_in": c.usage.tokens_in,
+                    "tokens_out": c.usage.tokens_out, "cost": c.usage.cost, "calls": c.usage.calls,
+                    "started": _ts(c.started), "finished": _ts(c.finished), "seconds": c.seconds, "diff": c.diff,
+                    "agreement": agreement.candidates.get((c.round, c.agent)),
+                })
                 for suite, report in (("tests", c.tests), ("holdout", c.holdout)):
                     self._outcomes(db, tr, c, suite, report)
-            for v in verdicts:
-                db.execute(
-                    "INSERT INTO verdicts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        tr, v.round, v.reviewer, v.candidate, v.verdict, v.confidence,
-                        json.dumps(v.concerns), v.prefers, v.usage.tokens_in, v.usage.tokens_out,
-                        v.usage.cost, v.usage.calls, v.seconds, v.error,
-                    ),
-                )
-            for rnd, d in decisions:
-                db.execute(
-                    "INSERT INTO decisions VALUES (?,?,?,?,?,?,?)",
-                    (tr, rnd, d.kind, d.winner, d.reason, json.dumps(d.disagreements), d.policy),
-                )
-            for e in events:
-                db.execute(
-                    "INSERT INTO events VALUES (?,?,?,?,?,?)",
-                    (tr, e["node"], e.get("agent"), e.get("round", 0), e["started"], e["finished"]),
-                )
+            db.insert_many(
+                "verdicts",
+                ("task_run", "round", "reviewer", "candidate", "verdict", "confidence", "concerns", "prefers",
+                 "tokens_in", "tokens_out", "cost", "calls", "seconds", "error"),
+                [(tr, v.round, v.reviewer, v.candidate, v.verdict, v.confidence, json.dumps(v.concerns), v.prefers,
+                  v.usage.tokens_in, v.usage.tokens_out, v.usage.cost, v.usage.calls, v.seconds, v.error)
+                 for v in verdicts],
+            )
+            db.insert_many(
+                "decisions",
+                ("task_run", "round", "kind", "winner", "reason", "disagreements", "policy"),
+                [(tr, rnd, d.kind, d.winner, d.reason, json.dumps(d.disagreements), d.policy) for rnd, d in decisions],
+            )
+            db.insert_many(
+                "events",
+                ("task_run", "node", "agent", "round", "started", "finished"),
+                [(tr, e["node"], e.get("agent"), e.get("round", 0), e["started"], e["finished"]) for e in events],
+            )
+            if calls:
+                self._calls(db, tr, calls)
 
     @staticmethod
-    def _outcomes(db: sqlite3.Connection, tr: str, c: Candidate, suite: str, report: TestReport | None) -> None:
+    def _outcomes(db: Tx, tr: str, c: Candidate, suite: str, report: TestReport | None) -> None:
         if report is None:
             return
-        db.executemany(
-            "INSERT INTO test_outcomes VALUES (?,?,?,?,?,?,?)",
+        db.insert_many(
+            "test_outcomes",
+            ("task_run", "round", "agent", "suite", "name", "outcome", "message"),
             [(tr, c.round, c.agent, suite, o.name, o.outcome, o.message) for o in report.outcomes],
         )
 
+    _CALL_COLUMNS = ("task_run", "round", "phase", "agent", "candidate", "seq", "model", "tokens_in",
+                     "tokens_out", "cost", "started", "seconds", "error")
+
+    def _calls(self, db: Tx, tr: str, calls: list[dict[str, Any]]) -> None:
+        rows = []
+        for i, c in enumerate(calls):
+            if c.get("phase") not in ("solve", "review"):
+                raise ValueError(f"a call's phase is 'solve' or 'review', not {c.get('phase')!r}")
+            started = c.get("started")
+            rows.append((
+                tr, c.get("round", 0), c["phase"], c["agent"], c.get("candidate"), c.get("seq", i), c.get("model"),
+                c.get("tokens_in"), c.get("tokens_out"), c.get("cost"),
+                _ts(started) if isinstance(started, datetime) else started, c.get("seconds"), c.get("error"),
+            ))
+        db.insert_many("calls", self._CALL_COLUMNS, rows)
+
+    def record_calls(self, task_run: str, calls: list[dict[str, Any]]) -> None:
+        """Itemize model calls of a task run: one dict per call with ``phase`` ("solve" or
+        "review"), ``agent`` (the solver, or the reviewer), optional ``candidate`` (the
+        one reviewed), ``round``, ``seq``, ``model``, ``tokens_in``, ``tokens_out``,
+        ``cost`` (None when unknown, never 0 by guess), ``started``, ``seconds``, ``error``.
+
+        The per-agent totals the figures use stay in candidates / verdicts; this
+        table is the detail (one row per request, retries included).
+        """
+        with self.connect() as db:
+            self._calls(db, task_run, calls)
+
     def candidate_rows(self, task_run: str) -> list[dict[str, Any]]:
         """The candidates recorded for a task run."""
-        with self.connect() as db:
-            return [dict(r) for r in db.execute("SELECT * FROM candidates WHERE task_run=? ORDER BY round, agent", (task_run,))]
+        with self.connect(write=False) as db:
+            return db.execute("SELECT * FROM candidates WHERE task_run=? ORDER BY round, agent", (task_run,)).fetchall()
 
     def verdict_rows(self, task_run: str) -> list[dict[str, Any]]:
         """The verdicts recorded for a task run."""
-        with self.connect() as db:
-            return [dict(r) for r in db.execute("SELECT * FROM verdicts WHERE task_run=?", (task_run,))]
+        with self.connect(write=False) as db:
+            return db.execute("SELECT * FROM verdicts WHERE task_run=? ORDER BY round, reviewer, candidate",
+                              (task_run,)).fetchall()
 
     # --- escalations --------------------------------------------------------
 
     def open_escalation(self, esc: Escalation) -> None:
-        """Put an escalation in the inbox (idempotent: a resumed run re-announcing it keeps the first)."""
+        """Put an escalation in the inbox (idempotent: a resumed run re-announcing it keeps the first).
+
+        The task run's agreement score is recorded now, from the packet, so a
+        parked run has one too; recording the finished run replaces it.
+        """
+        provisional = score.from_rows(*score.packet_rows(esc.packet or {}, esc.round))
         with self.connect() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO escalations(id, task_run, run, task, round, reason, created, packet)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (esc.id, esc.task_run, esc.run, esc.task, esc.round, esc.reason, _ts(esc.created), json.dumps(esc.packet, default=str)),
+            db.insert(
+                "escalations",
+                {"id": esc.id, "task_run": esc.task_run, "run": esc.run, "task": esc.task, "round": esc.round,
+                 "reason": esc.reason, "created": _ts(esc.created), "packet": json.dumps(esc.packet, default=str)},
+                conflict="ignore",
             )
-            db.execute("UPDATE task_runs SET status='parked', decision='escalated' WHERE id=?", (esc.task_run,))
+            db.execute(
+                "UPDATE task_runs SET status='parked', decision='escalated', agreement=?, agreement_pick=? WHERE id=?",
+                (provisional.task_run, provisional.pick, esc.task_run),
+            )
 
     def inbox(self) -> list[dict[str, Any]]:
         """Escalations still waiting for a human, oldest first."""
-        with self.connect() as db:
-            rows = db.execute(
+        with self.connect(write=False) as db:
+            return db.execute(
                 "SELECT id, task, run, task_run, reason, created, first_shown FROM escalations"
                 " WHERE decided IS NULL ORDER BY created"
             ).fetchall()
-        return [dict(r) for r in rows]
 
     def get_escalation(self, esc_id: str) -> dict[str, Any] | None:
         """One escalation with its packet parsed."""
-        with self.connect() as db:
+        with self.connect(write=False) as db:
             row = db.execute("SELECT * FROM escalations WHERE id=?", (esc_id,)).fetchone()
         if row is None:
             return None
-        out = dict(row)
-        out["packet"] = json.loads(out["packet"])
-        return out
+        row["packet"] = json.loads(row["packet"])
+        return row
 
     def mark_shown(self, esc_id: str) -> None:
         """The first time a human saw the packet: the start of their decision time."""
@@ -340,5 +308,5 @@ class Ledger:
 
     def escalations_of(self, task_run: str) -> list[dict[str, Any]]:
         """Every escalation of a task run, in order."""
-        with self.connect() as db:
-            return [dict(r) for r in db.execute("SELECT * FROM escalations WHERE task_run=? ORDER BY round", (task_run,))]
+        with self.connect(write=False) as db:
+            return db.execute("SELECT * FROM escalations WHERE task_run=? ORDER BY round", (task_run,)).fetchall()

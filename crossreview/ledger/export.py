@@ -1,0 +1,124 @@
+"""`crossreview export`: one row per task run, as JSON lines or CSV, for pandas.
+
+Columns (JSON lines keep types; CSV writes empty cells for null, tags joined by ';'):
+
+    run, suite, task_run, task, tags, status, outcome, decided_by, winner, rounds,
+    started, finished, seconds, escalated, escalations, human_minutes,
+    agreement, agreement_pick, agents, candidates_passing_tests,
+    solve_tokens, review_tokens, tokens, cost, cost_known, cost_unknown_items,
+    calls, agent_seconds, busy_seconds, wall_seconds, holdout,
+    escaped_defect, wrong_rejection, needless_escalation, human_error
+
+``outcome`` is accepted / rejected / escalated (waiting) / error / running;
+``cost`` is null when any part is unknown (``cost_known`` is the known part);
+the four quality columns are true/false where the figure applies (the task
+has holdout results and the case matches: see docs/ledger.md), else null.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from typing import Any, TextIO
+
+from . import figures as F
+
+COLUMNS = (
+    "run", "suite", "task_run", "task", "tags", "status", "outcome", "decided_by", "winner", "rounds",
+    "started", "finished", "seconds", "escalated", "escalations", "human_minutes",
+    "agreement", "agreement_pick", "agents", "candidates_passing_tests",
+    "solve_tokens", "review_tokens", "tokens", "cost", "cost_known", "cost_unknown_items",
+    "calls", "agent_seconds", "busy_seconds", "wall_seconds", "holdout",
+    "escaped_defect", "wrong_rejection", "needless_escalation", "human_error",
+)
+
+
+def _flag(ids: set[str], scored: set[str], key: str) -> bool | None:
+    return (key in ids) if key in scored else None
+
+
+def task_run_rows(ledger, since: datetime | None = None, suite: str | None = None) -> list[dict[str, Any]]:
+    """Every task run in scope, oldest first, as flat dicts with the COLUMNS."""
+    d = F.load(ledger, since=since, suite=suite)
+    q = {name: (set(h), set(s)) for name, (h, s) in F.quality_sets(d).items()}
+    rows = []
+    for t in d.task_runs:
+        solve, review = F.Usage(), F.Usage()
+        if t.recorded:
+            for c in t.candidates:
+                solve.add(c)
+            for v in t.verdicts:
+                review.add(v)
+        money = F.Money()
+        money += solve.money
+        money += review.money
+        agent_spans = F._spans(t.events, F.AGENT_NODES)
+        human = [m for e in t.escalations if e["decided"] and (m := F._minutes(e["first_shown"], e["decided"])) is not None]
+        esc_ids = [e["id"] for e in t.escalations]
+        herr_hit, herr_scored = q["human_errors"]
+        human_error = None
+        if any(e in herr_scored for e in esc_ids):
+            human_error = any(e in herr_hit for e in esc_ids)
+        final = t.round_candidates(t.last_round) if t.recorded else t.candidates
+        rows.append({
+            "run": t.row["run"],
+            "suite": t.run.get("suite"),
+            "task_run": t.id,
+            "task": t.row["task"],
+            "tags": t.tags,
+            "status": t.status,
+            "outcome": t.outcome,
+            "decided_by": t.decided_by,
+            "winner": t.row["winner"],
+            "rounds": t.row["rounds"],
+            "started": t.row["started"],
+            "finished": t.row["finished"],
+            "seconds": t.row["seconds"],
+            "escalated": t.escalated,
+            "escalations": len(t.escalations),
+            "human_minutes": sum(human) if human else (0.0 if t.escalated else None),
+            "agreement": t.row.get("agreement"),
+            "agreement_pick": t.row.get("agreement_pick"),
+            "agents": len({c["agent"] for c in t.candidates}),
+            "candidates_passing_tests": sum(1 for c in final if F.tests_pass(c)),
+            "solve_tokens": solve.tokens if t.recorded else None,
+            "review_tokens": review.tokens if t.recorded else None,
+            "tokens": solve.tokens + review.tokens if t.recorded else None,
+            "cost": money.total if t.recorded else None,
+            "cost_known": money.known if t.recorded else None,
+            "cost_unknown_items": money.unknown if t.recorded else None,
+            "calls": solve.calls + review.calls if t.recorded else None,
+            "agent_seconds": solve.seconds + review.seconds if t.recorded else None,
+            "busy_seconds": sum(b - a for a, b in agent_spans) if t.events else None,
+            "wall_seconds": F._union(F._spans(t.events)) if t.events else None,
+            "holdout": any(F.holdout_known(c) for c in t.candidates),
+            "escaped_defect": _flag(*q["escaped_defects"], t.id),
+            "wrong_rejection": _flag(*q["wrong_rejections"], t.id),
+            "needless_escalation": _flag(*q["needless_escalations"], t.id),
+            "human_error": human_error,
+        })
+    return rows
+
+
+def write_jsonl(rows: list[dict[str, Any]], out: TextIO) -> None:
+    for r in rows:
+        out.write(json.dumps({k: r[k] for k in COLUMNS}) + "\n")
+
+
+def write_csv(rows: list[dict[str, Any]], out: TextIO) -> None:
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        cells = []
+        for k in COLUMNS:
+            v = r[k]
+            if v is None:
+                cells.append("")
+            elif isinstance(v, list):
+                cells.append(";".join(v))
+            elif isinstance(v, bool):
+                cells.append("true" if v else "false")
+            else:
+                cells.append(v)
+        w.writerow(cells)

@@ -1,0 +1,216 @@
+"""The figures as people read them: number formats (shared with the HTML report) and
+the rich tables of ``crossreview stats``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NA = "n/a"
+
+
+def pct(rate: float | None) -> str:
+    return NA if rate is None else f"{rate * 100:.1f}%"
+
+
+def frac(k: int, n: int, rate: float | None = None) -> str:
+    """'50.0% (3/6)'."""
+    if not n:
+        return f"{NA} (0)"
+    return f"{pct(rate if rate is not None else k / n)} ({k}/{n})"
+
+
+def num(x: float | None, digits: int = 1) -> str:
+    return NA if x is None else f"{x:,.{digits}f}"
+
+
+def kappa(x: float | None) -> str:
+    return NA if x is None else f"{x:.3f}"
+
+
+def minutes(x: float | None) -> str:
+    if x is None:
+        return NA
+    if x >= 120:
+        return f"{x:,.1f} min ({x / 60:,.1f} h)"
+    return f"{x:.1f} min"
+
+
+def tokens(n: int | None) -> str:
+    return NA if n is None else f"{n:,}"
+
+
+def money(m: dict[str, Any] | None, digits: int = 4) -> str:
+    """A Money sum: '$0.1530', 'unknown', or '≥ $0.2520 (1 of 38 unknown)'; never unknown as 0."""
+    if m is None:
+        return NA
+    if m["items"] and m["unknown"] == m["items"]:
+        return "unknown"
+    if m["unknown"]:
+        return f"≥ ${m['known']:.{digits}f} ({m['unknown']} of {m['items']} unknown)"
+    return f"${m['known']:.{digits}f}"
+
+
+def dollars(x: float | None, digits: int = 4) -> str:
+    return NA if x is None else f"${x:.{digits}f}"
+
+
+def times(x: float | None) -> str:
+    return NA if x is None else f"{x:.2f}×"
+
+
+def seconds(x: float | None) -> str:
+    return NA if x is None else f"{x:,.1f} s"
+
+
+# --- rich -------------------------------------------------------------------------
+
+
+def _table(title: str, *columns: str):
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", title_style="bold")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    return t
+
+
+def _kv(title: str, rows: list[tuple[str, str]], note: str | None = None):
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", title_style="bold", show_header=False, box=None, padding=(0, 2))
+    t.add_column("figure", style="dim")
+    t.add_column("value")
+    for k, v in rows:
+        t.add_row(k, v)
+    if not note:
+        return t
+    from rich.console import Group
+    from rich.text import Text
+
+    return Group(t, Text("  note: " + note, style="dim"))
+
+
+def _rates(title: str, rows: list[dict]):
+    t = _table(title, "", "task runs", "escalated", "rate")
+    for r in rows:
+        t.add_row(r["key"], str(r["task_runs"]), str(r["escalated"]), pct(r["rate"]))
+    return t
+
+
+def print_stats(console, f: dict[str, Any]) -> None:
+    """Print every figure as rich tables."""
+    c, iv, ht, au = f["counts"], f["interventions"], f["human_time"], f["autonomy"]
+    scope = []
+    if f["filters"]["since"]:
+        scope.append(f"since {f['filters']['since']}")
+    if f["filters"]["suite"]:
+        scope.append(f"suite {f['filters']['suite']}")
+    console.print(f"[bold]crossreview stats[/bold] · ledger {f['ledger']}" + (" · " + ", ".join(scope) if scope else ""),
+                  highlight=False)
+    if not c["task_runs"] and not c["errors"] and not c["unfinished"]:
+        console.print("no task runs in the ledger" + (" for " + ", ".join(scope) if scope else "")
+                      + ": run `crossreview run` first")
+        return
+    extra = []
+    if c["errors"]:
+        extra.append(f"{c['errors']} failed with an error")
+    if c["unfinished"]:
+        extra.append(f"{c['unfinished']} unfinished (running, or killed: `crossreview resume`)")
+    console.print(_kv("Task runs", [
+        ("suite runs", str(c["runs"])),
+        ("task runs", f"{c['task_runs']}: {c['accepted']} accepted, {c['rejected']} rejected, {c['waiting']} waiting for a human"),
+        ("decided by consensus", f"{c['by_consensus']['accepted']} accepted, {c['by_consensus']['rejected']} rejected"),
+        ("decided by a human", f"{c['by_human']['accepted']} accepted, {c['by_human']['rejected']} rejected"
+                               + (f" ({c['guided']} guided round(s))" if c["guided"] else "")),
+    ], note="; ".join(extra) or None))
+
+    console.print(_kv("Interventions", [
+        ("intervention rate", frac(iv["escalated"], iv["task_runs"], iv["rate"])),
+        ("escalations per 100 task runs", num(ht["escalations_per_100_task_runs"])),
+        ("human minutes per escalation (shown → decided)",
+         f"median {minutes(ht['median_minutes'])}, p90 {minutes(ht['p90_minutes'])} ({ht['decided']} decided, "
+         f"{ht['waiting']} waiting)"),
+        ("human minutes per 100 task runs", minutes(ht["minutes_per_100_task_runs"])),
+        ("human minutes in all", minutes(ht["total_minutes"])),
+        ("task runs per intervention", num(au["task_runs_per_intervention"])),
+        ("task runs between interventions", f"mean {num(au['mean_task_runs_between'])}, "
+                                            f"median {num(au['median_task_runs_between'])}"),
+        ("wall-clock between interventions", f"mean {minutes(au['mean_minutes_between'])}, "
+                                             f"median {minutes(au['median_minutes_between'])}"),
+    ], note=au.get("note")))
+    console.print(_rates("Intervention rate per suite", iv["by_suite"]))
+    console.print(_rates("per tag", iv["by_tag"]))
+    console.print(_rates("per week", iv["by_week"]))
+
+    ra = f["reviewer_agreement"]
+    fl = ra["fleiss"]
+    console.print(_kv("Reviewer agreement", [
+        ("Fleiss' kappa", kappa(fl["kappa"]) + (f" over {fl['subjects']} candidates, {fl['ratings']} verdicts"
+                                                if fl["subjects"] else "")),
+    ], note=fl.get("note")))
+    if ra["pairs"]:
+        t = _table("Cohen's kappa per reviewer pair", "pair", "shared candidates", "same verdict", "kappa")
+        for p in ra["pairs"]:
+            t.add_row(f"{p['a']} · {p['b']}", str(p["items"]), pct(p["agreement"]), kappa(p["kappa"]))
+        console.print(t)
+
+    t = _table("Agents", "agent", "approves (as reviewer)", "approved (as author)", "matches final decision",
+               "agrees with tests", "tests pass", "wins")
+    for a in f["agents"]:
+        t.add_row(
+            a["agent"],
+            frac(a["approvals"], a["approvals"] + a["rejections"], a["approval_rate"])
+            + (f" +{a['abstentions']} abstained" if a["abstentions"] else ""),
+            frac(a["approvals_received"], a["reviews_received"], a["approved_rate"]),
+            frac(a["matched_final"], a["scored"], a["accuracy"]),
+            pct(a["agrees_with_tests"]),
+            f"{a['candidates_passing']}/{a['candidates']}",
+            str(a["wins"]),
+        )
+    console.print(t)
+
+    co = f["cost"]
+    t = _table("Cost" + ("" if co["task_runs_costed"] == co["task_runs"] else
+                         f" (of {co['task_runs_costed']} recorded task runs; waiting ones are costed when decided)"),
+               "", "tokens", "money", "calls", "tokens/call", "money/call", "agent-seconds")
+
+    def usage_row(name: str, u: dict) -> None:
+        t.add_row(name, tokens(u["tokens"]), money(u["cost"]), str(u["calls"]), num(u["tokens_per_call"]),
+                  dollars(u["cost_per_call"], 6), seconds(u["agent_seconds"]))
+
+    usage_row("solve", co["by_phase"]["solve"])
+    usage_row("review", co["by_phase"]["review"])
+    for a in co["by_agent"]:
+        usage_row(f"  {a['agent']} solve", a["solve"])
+        usage_row(f"  {a['agent']} review", a["review"])
+    usage_row("whole run", co)
+    console.print(t)
+    m, rs = co["multiplier"], co["review_share"]
+    console.print(_kv("Cost of parallelism", [
+        ("cost multiplier (whole run / cheapest single agent's solve)",
+         f"tokens {times(m['tokens'])}, money {times(m['cost'])}, agent-seconds {times(m['agent_seconds'])}"),
+        ("review share of the total", f"tokens {pct(rs['tokens'])}, money {pct(rs['cost'])}, "
+                                      f"agent-seconds {pct(rs['agent_seconds'])}"),
+        ("parallel efficiency (busy / (wall-clock × agents))", pct(f["parallel"]["efficiency"])),
+        ("mean agents running at once (while any runs)",
+         f"{num(f['parallel']['mean_agents_running'], 2)} (peak {f['parallel']['peak_agents_running']})"),
+    ], note=m.get("note")))
+
+    q = f["quality"]
+    if q["task_runs_with_holdout"]:
+        t = _table(f"Decision quality (holdout tests, {q['task_runs_with_holdout']} task runs)", "", "count", "rate")
+        for key, label in (("escaped_defects", "escaped defects (accepted, holdout fails)"),
+                           ("wrong_rejections", "wrong rejections (rejected, a candidate passes holdout)"),
+                           ("needless_escalations", "needless escalations (majority's pick passes holdout)"),
+                           ("human_errors", "human errors (pick fails holdout / reject while one passes)")):
+            e = q[key]
+            t.add_row(label, f"{e['count']}/{e['of']}", pct(e["rate"]))
+        console.print(t)
+    else:
+        console.print("[bold]Decision quality[/bold]: no task has holdout/ tests, nothing to score against")
+
+    s = f["agreement_score"]
+    rows = [("mean agreement score", num(s["mean"], 3) + f" over {s['task_runs']} task runs")]
+    for k, v in s["by_outcome"].items():
+        rows.append((f"  {k}", f"{num(v['mean'], 3)} ({v['task_runs']})"))
+    console.print(_kv("Agreement score (docs/ledger.md)", rows))

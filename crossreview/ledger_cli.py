@@ -1,0 +1,215 @@
+"""`crossreview stats`, `report` and `export`: the ledger's figures on the command line.
+
+Registered on the main group by ``register(main)`` (the last lines of cli.py).
+Only click is imported at module level: the ledger, rich and the report are
+imported inside the commands, so `crossreview --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+
+_URL = re.compile(r"^(postgres|postgresql)://", re.IGNORECASE)
+
+
+class LedgerLocation(click.ParamType):
+    """A ledger file path, or a postgresql:// URL (kept whole: pathlib would squeeze its '//')."""
+
+    name = "PATH|URL"
+
+    def convert(self, value, param, ctx):
+        if value is None or not isinstance(value, str):
+            return value
+        if _URL.match(value):
+            from .ledger.db import LedgerURL
+
+            return LedgerURL(value)
+        return Path(value)
+
+
+LEDGER_LOCATION = LedgerLocation()
+
+
+def parse_since(value: str) -> datetime:
+    """'2026-03-01', an ISO date-time (UTC unless it says otherwise), or '7d' / '2w' / '12h' ago."""
+    text = value.strip()
+    m = re.fullmatch(r"(\d+)\s*([hdw])", text)
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        delta = {"h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
+        return datetime.now(timezone.utc) - delta
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a date (2026-03-01), a date-time (2026-03-01T09:00), "
+                                 f"or an age (7d, 2w, 12h)") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+class Since(click.ParamType):
+    name = "DATE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_since(value)
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    sys.exit(code)
+
+
+def open_ledger(state_dir: Path, ledger):
+    """The ledger to read: --ledger (file or URL), else <state-dir>/ledger.db; exits 2 if missing."""
+    from .ledger import Ledger, LedgerError
+    from .ledger.db import LedgerURL
+
+    location = ledger if ledger is not None else state_dir / "ledger.db"
+    if not isinstance(location, LedgerURL) and not Path(location).exists():
+        _fail(f"no ledger at {location}: run `crossreview run` first (or pass --ledger)")
+    try:
+        return Ledger(location)
+    except LedgerError as exc:
+        _fail(str(exc))
+
+
+def _console():
+    import os
+
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=160)
+    return console
+
+
+_ledger_opt = click.option("--ledger", type=LEDGER_LOCATION, default=None,
+                           help="Ledger file or postgresql:// URL (default: <state-dir>/ledger.db).")
+_state_opt = click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".crossreview"),
+                          show_default=True, help="Where the default ledger lives.")
+_since_opt = click.option("--since", type=Since(), default=None,
+                          help="Only task runs started since DATE (2026-03-01, an ISO date-time, or 7d / 2w / 12h).")
+_suite_opt = click.option("--suite", default=None, metavar="S",
+                          help="Only runs of suite S (the suite folder's name, or its full path).")
+
+
+def _figures(state_dir, ledger, since, suite):
+    from .ledger import LedgerError
+    from .ledger.figures import compute
+
+    led = open_ledger(state_dir, ledger)
+    try:
+        return led, compute(led, since=since, suite=suite)
+    except LedgerError as exc:
+        _fail(str(exc))
+
+
+@click.command()
+@_since_opt
+@_suite_opt
+@_ledger_opt
+@_state_opt
+@click.option("--json", "json_mode", is_flag=True, help="Print the figures as one JSON document.")
+def stats(since, suite, ledger, state_dir, json_mode):
+    """The ledger's figures: how often a human stepped in, for how long, at what cost.
+
+    \b
+    Intervention rate (overall, per suite, tag, week), human minutes per
+    escalation, autonomy between interventions, reviewer agreement (Fleiss'
+    and Cohen's kappa), per-agent approval and accuracy, tokens and money per
+    call / agent / phase, cost multiplier against one agent alone, parallel
+    efficiency, and decision quality against holdout tests. Definitions:
+    docs/ledger.md.
+    """
+    import json
+
+    _, figures = _figures(state_dir, ledger, since, suite)
+    if json_mode:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    from .ledger.render import print_stats
+
+    print_stats(_console(), figures)
+
+
+@click.command()
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("crossreview-report.html"),
+              show_default=True, help="The HTML file to write.")
+@_since_opt
+@_suite_opt
+@_ledger_opt
+@_state_opt
+def report(output, since, suite, ledger, state_dir):
+    """One self-contained HTML file with the figures and plots (opens offline, no server)."""
+    from .ledger.report import write_report
+
+    led, figures = _figures(state_dir, ledger, since, suite)
+    write_report(led, figures, output)
+    click.echo(f"wrote {output} ({figures['counts']['task_runs']} task runs, "
+               f"{figures['counts']['escalations']} escalations)")
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="File to write (default: standard output).")
+@_since_opt
+@_suite_opt
+@_ledger_opt
+@_state_opt
+def export(fmt, output, since, suite, ledger, state_dir):
+    """Every task run as one row (JSON lines or CSV), for pandas and friends.
+
+    \b
+    pandas.read_json("runs.jsonl", lines=True)  /  pandas.read_csv("runs.csv")
+    """
+    from .ledger import LedgerError
+    from .ledger.export import task_run_rows, write_csv, write_jsonl
+
+    led = open_ledger(state_dir, ledger)
+    try:
+        rows = task_run_rows(led, since=since, suite=suite)
+    except LedgerError as exc:
+        _fail(str(exc))
+    writer = write_csv if fmt == "csv" else write_jsonl
+    if output is None:
+        writer(rows, sys.stdout)
+        return
+    with open(output, "w", newline="", encoding="utf-8") as fh:
+        writer(rows, fh)
+    click.echo(f"wrote {len(rows)} task runs to {output}", err=True)
+
+
+def _accept_urls(group: click.Group) -> None:
+    """Let every command's --ledger take a postgresql:// URL, not only a file.
+
+    cli.py declares --ledger as a click.Path, which squeezes the URL's '//';
+    this swaps in a type that keeps a URL whole (and returns the same Path for
+    a file as before).
+    """
+    for cmd in group.commands.values():
+        for p in cmd.params:
+            if p.name == "ledger" and isinstance(p.type, click.Path):
+                p.type = LEDGER_LOCATION
+                p.metavar = p.metavar or "PATH|URL"
+                if p.help:
+                    p.help = p.help.replace("Ledger file", "Ledger file or postgresql:// URL")
+
+
+def register(group: click.Group) -> None:
+    """Add stats, report and export to the `crossreview` group."""
+    for cmd in (stats, report, export):
+        group.add_command(cmd)
+    _accept_urls(group)

@@ -1,0 +1,206 @@
+"""Does a candidate change how its tests are collected or run?
+
+A candidate is code nobody has reviewed yet, and it is tested by running it.
+One that adds a conftest.py, a pytest configuration, a sitecustomize module,
+a .pth file or a module shadowing pytest (or the stdlib module pytest needs),
+or edits the tests it was shown, may be faking its own results. Such a
+candidate is never accepted automatically: the consensus policy escalates it
+with the reasons found here.
+
+``detect_tampering`` is pure: it looks at the candidate's changed file names
+and, for the two files where only a section matters (pyproject.toml,
+setup.cfg), at their text before and after. The helpers at the bottom do the
+reading (git, the worktree) for the graph.
+"""
+
+from __future__ import annotations
+
+import configparser
+import filecmp
+import subprocess
+import sys
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Mapping
+
+PYTEST_CONFIG_FILES = {"pytest.ini", ".pytest.ini", "pytest.toml", ".pytest.toml", "tox.ini"}
+SECTIONED_CONFIG_FILES = {"pyproject.toml", "setup.cfg"}
+STARTUP_MODULES = {"sitecustomize", "usercustomize"}
+TEST_RUNNER_MODULES = {"pytest", "_pytest", "py", "pluggy", "iniconfig", "packaging", "exceptiongroup", "tomli",
+                       "pygments", "colorama", "xdist", "hypothesis", "coverage", "pytest_cov"}
+"""Top-level names a test run imports from the worktree root (``python -m pytest`` puts it first on sys.path)."""
+
+
+def _shadowed(top: str) -> str | None:
+    name = top[:-3] if top.endswith(".py") else top
+    if not name.isidentifier():
+        return None
+    if name in TEST_RUNNER_MODULES:
+        return f"shadows `{name}`, which the test run imports (the worktree comes first on sys.path)"
+    if name in sys.stdlib_module_names and name not in STARTUP_MODULES:
+        return f"shadows the standard library module `{name}` (the worktree comes first on sys.path)"
+    return None
+
+
+def _pytest_sections_of_pyproject(text: str | None) -> object:
+    if text is None:
+        return None
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError):
+        return "<not valid TOML>"
+    tool = data.get("tool") if isinstance(data, dict) else None
+    return tool.get("pytest") if isinstance(tool, dict) else None
+
+
+def _pytest_sections_of_setup_cfg(text: str | None) -> object:
+    if text is None:
+        return None
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)
+    try:
+        parser.read_string(text)
+    except (configparser.Error, ValueError):
+        return "<not valid INI>"
+    return {s: dict(parser.items(s)) for s in parser.sections() if s in ("tool:pytest", "pytest")}
+
+
+def pytest_section_changed(name: str, before: str | None, after: str | None) -> bool:
+    """True when the pytest part of pyproject.toml / setup.cfg differs between ``before`` and ``after``."""
+    read = _pytest_sections_of_pyproject if name == "pyproject.toml" else _pytest_sections_of_setup_cfg
+    return read(before) != read(after)
+
+
+def detect_tampering(
+    files: list[str],
+    configs: Mapping[str, tuple[str | None, str | None]] | None = None,
+    visible_test_edits: list[str] | tuple[str, ...] = (),
+) -> list[str]:
+    """Reasons the candidate changing ``files`` may change how its tests run; [] when none.
+
+    ``configs`` maps a changed pyproject.toml / setup.cfg to its (before,
+    after) text (None: absent); one not given is reported, since its pytest
+    section cannot be checked. ``visible_test_edits`` are the tests the
+    candidate was shown and changed (they are thrown away before testing,
+    but trying is reason enough for a human to look).
+    """
+    configs = configs or {}
+    reasons: list[str] = []
+    for raw in files:
+        path = PurePosixPath(raw)
+        name = path.name
+        parts = path.parts
+        if not parts:
+            continue
+        if name == "conftest.py":
+            reasons.append(f"{raw}: adds or changes a conftest.py, which pytest runs before the tests")
+        elif name in PYTEST_CONFIG_FILES:
+            reasons.append(f"{raw}: changes pytest's configuration file")
+        elif name in SECTIONED_CONFIG_FILES:
+            if raw not in configs:
+                reasons.append(f"{raw}: changed; its pytest section could not be checked")
+            elif pytest_section_changed(name, *configs[raw]):
+                section = "[tool.pytest...]" if name == "pyproject.toml" else "[tool:pytest]"
+                reasons.append(f"{raw}: changes the pytest configuration ({section})")
+        elif name.endswith(".py") and name[:-3] in STARTUP_MODULES:
+            reasons.append(f"{raw}: {name[:-3]} runs at interpreter start-up, before pytest")
+        elif name.endswith(".pth"):
+            reasons.append(f"{raw}: a .pth file runs code at interpreter start-up")
+        elif name.startswith("pytest_") and name.endswith(".py") and len(parts) == 1:
+            reasons.append(f"{raw}: a pytest plugin module at the repository root")
+        top = parts[0]
+        if len(parts) == 1 and top.endswith(".py"):
+            why = _shadowed(top)
+        elif len(parts) > 1 and (top in TEST_RUNNER_MODULES or (len(parts) == 2 and name == "__init__.py")):
+            why = _shadowed(top)  # a package (namespace folders never shadow a real module)
+        else:
+            why = None
+        if why:
+            reasons.append(f"{raw}: {why}")
+    for test in visible_test_edits:
+        reasons.append(f"{test}: edits the task's tests it was shown (the task's own copy was run instead)")
+    seen: set[str] = set()
+    return [r for r in reasons if not (r in seen or seen.add(r))]
+
+
+# --- reading what the pure function needs (used by the graph) -------------------
+
+
+def visible_test_edits(task_tests: Path, worktree_tests: Path) -> list[str]:
+    """Files of the task's visible tests the agent changed, deleted or added, relative to tests/."""
+    ignore = {"__pycache__", ".pytest_cache"}
+
+    def files(root: Path) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        if not root.is_dir():
+            return out
+        for p in root.rglob("*"):
+            if p.is_symlink() or p.is_file():
+                rel = p.relative_to(root)
+                if ignore & set(rel.parts) or p.suffix == ".pyc":
+                    continue
+                out[rel.as_posix()] = p
+        return out
+
+    given, now = files(task_tests), files(worktree_tests)
+    changed = []
+    for rel in sorted(set(given) | set(now)):
+        a, b = given.get(rel), now.get(rel)
+        if a is None or b is None or b.is_symlink():
+            changed.append(rel)
+        else:
+            try:
+                if not filecmp.cmp(a, b, shallow=False):
+                    changed.append(rel)
+            except OSError:
+                changed.append(rel)
+    return changed
+
+
+def config_texts(worktree: Path, base_commit: str, files: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    """(before, after) text of each changed pyproject.toml / setup.cfg (None where absent)."""
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for rel in files:
+        if PurePosixPath(rel).name not in SECTIONED_CONFIG_FILES:
+            continue
+        proc = subprocess.run(
+            ["git", "cat-file", "blob", f"{base_commit}:{rel}"], cwd=worktree, capture_output=True,
+            env={"GIT_CONFIG_NOSYSTEM": "1", "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent"},
+        )
+        before = proc.stdout.decode("utf-8", "replace") if proc.returncode == 0 else None
+        target = worktree / rel
+        try:
+            after = target.read_text(encoding="utf-8", errors="replace") if target.is_file() and not target.is_symlink() else None
+        except OSError:
+            after = None
+        out[rel] = (before, after)
+    return out
+
+
+def git_pointer(worktree: Path) -> str | None:
+    """The text of the worktree's ``.git`` file, or None if it is not a plain file."""
+    dot = worktree / ".git"
+    if dot.is_symlink() or not dot.is_file():
+        return None
+    try:
+        return dot.read_text()
+    except OSError:
+        return None
+
+
+def restore_git_pointer(worktree: Path, expected: str) -> str | None:
+    """Put the worktree's ``.git`` pointer back if the agent replaced it; returns the reason, or None.
+
+    A ``.git`` an agent wrote could carry a git config whose hooks or
+    fsmonitor crossreview's own git commands would run, outside any sandbox.
+    """
+    if git_pointer(worktree) == expected:
+        return None
+    dot = worktree / ".git"
+    if dot.is_symlink() or dot.is_file():
+        dot.unlink()
+    elif dot.is_dir():
+        import shutil
+
+        shutil.rmtree(dot)
+    dot.write_text(expected)
+    return ".git: replaced the worktree's link to its repository (restored before crossreview ran git there)"

@@ -1,0 +1,165 @@
+"""Crash safety: SIGKILL at many points of a run, then `crossreview resume`.
+
+The test hook CROSSREVIEW_TEST_CRASH_AT (crossreview/crashpoints.py) kills the
+run with SIGKILL at a named point. Before resuming, the checkpoint says which
+nodes had finished; after resuming, none of them ran again (their agents,
+reviewers and test runs were not started a second time), the ledger holds
+exactly one run with every row it should have, and no worktree or work
+branch is left behind. Everything runs inside the sandbox (the counting
+scripts write through `sandbox_writable`).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_env, git_branches, make_task, write
+
+from crossreview.worktrees import find_orphans
+
+POINTS = [
+    "prepare:after",
+    "solve:a:before",
+    "solve:b:after-agent",
+    "verify:a:after",
+    "review:a:after",
+    "decide:after",
+    "holdout:after",
+    "record:before-ledger",
+    "record:after-ledger",
+    "task:before-cleanup",
+]
+
+
+def _counter(counts: Path, key: str) -> str:
+    return (f"import pathlib\n"
+            f"with open(pathlib.Path({str(counts)!r}) / ({key} + '.count'), 'a') as fh:\n"
+            f"    fh.write('run\\n')\n")
+
+
+def _suite(tmp_path: Path) -> dict:
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    suite = tmp_path / "suite"
+    tests = _counter(counts, "'verify-' + pathlib.Path.cwd().name") + (
+        "from calc import add\n\n"
+        "def test_small():\n    assert add(1, 2) == 3\n\n"
+        "def test_negative():\n    assert add(-1, -1) == -2\n")
+    holdout = _counter(counts, "'holdout-' + pathlib.Path.cwd().name") + (
+        "from calc import add\n\ndef test_big():\n    assert add(10**6, 1) == 10**6 + 1\n")
+    make_task(suite, tests={"test_add.py": tests}, holdout={"test_holdout.py": holdout})
+    agent = write(tmp_path / "agent.py", _counter(counts, "__import__('os').environ['CROSSREVIEW_AGENT']") + (
+        "import os, sys\n"
+        "good = 'def add(a, b):\\n    return a + b\\n'\n"
+        "bad = 'def add(a, b):\\n    return a * b\\n'\n"
+        "pathlib.Path('calc.py').write_text(good if os.environ['CROSSREVIEW_AGENT'] == 'a' else bad)\n"))
+    reviewer = write(tmp_path / "reviewer.py", _counter(counts, "'review-' + pathlib.Path.cwd().name.split('-')[1]") + (
+        "import json, os\n"
+        "tests = json.load(open(os.environ['CROSSREVIEW_TESTS_FILE']))\n"
+        "ok = bool(tests and tests['all_passed'])\n"
+        "print(json.dumps({'verdict': 'approve' if ok else 'reject', 'confidence': 0.9, 'concerns': [],"
+        " 'usage': {'tokens_in': 0, 'tokens_out': 0, 'cost': 0.0}}))\n"))
+    write(suite / "crossreview.toml", (
+        f'agents = ["a=command:{{python}} {agent}", "b=command:{{python}} {agent}"]\n'
+        f'reviewers = ["command:{{python}} {reviewer}"]\n'
+        f'sandbox_writable = ["{counts}"]\n'))
+    return {"suite": suite, "counts": counts, "state": tmp_path / ".crossreview", "tmp": tmp_path}
+
+
+def _counts(counts: Path) -> dict[str, int]:
+    return {f.stem: len(f.read_text().splitlines()) for f in counts.glob("*.count")}
+
+
+def _finished(state: Path, task_run: str) -> set[tuple[str, str | None]]:
+    """(node, agent) of every node whose result the checkpoint holds (a finished superstep or a saved write)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    db = state / "checkpoints.db"
+    if not db.exists():
+        return set()
+    with SqliteSaver.from_conn_string(str(db)) as saver:
+        tup = saver.get_tuple({"configurable": {"thread_id": task_run}})
+    if tup is None:
+        return set()
+    events = list(tup.checkpoint.get("channel_values", {}).get("events") or [])
+    events += [e for (_task, channel, value) in (tup.pending_writes or []) if channel == "events" for e in value]
+    return {(e["node"], e["agent"]) for e in events}
+
+
+def _rows(state: Path, sql: str) -> list[tuple]:
+    db = sqlite3.connect(state / "ledger.db")
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def _crossreview(s: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "crossreview", *args], cwd=s["tmp"], env=cli_env(env),
+                          capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def restore_sandbox_settings():
+    from crossreview import sandbox
+
+    old = sandbox.current_settings()
+    yield
+    sandbox.configure(old)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_at_a_point_then_resume_loses_nothing(point, tmp_path, restore_sandbox_settings):
+    s = _suite(tmp_path)
+    crashed = _crossreview(s, "run", str(s["suite"]), "--json", env={"CROSSREVIEW_TEST_CRASH_AT": point})
+    assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr[-2000:])
+    [(run,)] = _rows(s["state"], "SELECT id FROM runs")
+    task_run = f"{run}/add"
+    done = _finished(s["state"], task_run)
+    before = _counts(s["counts"])
+
+    # `crossreview resume RUN`, in this process (the command line is a thin face over this call;
+    # tests/test_resume.py drives it as a command)
+    from crossreview.runner import resume_run
+
+    outcome = resume_run(run, state_dir=s["state"])
+    assert outcome.exit_code == 0, outcome
+    [task] = outcome.results
+    assert (task.decision, task.winner) == ("accepted", "a"), task
+    after = _counts(s["counts"])
+
+    # 0 finished results lost: nothing the checkpoint held ran again.
+    keys = {"solve": "{agent}", "verify": "verify-{agent}", "review": "review-{agent}"}
+    for node, agent in done:
+        if node in keys:
+            key = keys[node].format(agent=agent)
+            assert after.get(key) == before.get(key), f"{node} of {agent} finished before the kill but ran again"
+        if node == "holdout":
+            assert all(after.get(f"holdout-{x}") == before.get(f"holdout-{x}") for x in "ab")
+    # and everything ran exactly as often as a run that never crashed, but for the one step that was cut
+    assert all(after.get(k, 0) >= 1 for k in ("a", "b", "verify-a", "verify-b", "review-a", "review-b"))
+
+    # The ledger: one run, one task run, every row once.
+    assert _rows(s["state"], "SELECT status FROM runs") == [("finished",)]
+    assert _rows(s["state"], "SELECT status, decision, winner FROM task_runs") == [("done", "accepted", "a")]
+    assert _rows(s["state"], "SELECT count(*) FROM candidates") == [(2,)]
+    assert _rows(s["state"], "SELECT count(*) FROM verdicts") == [(2,)]
+    assert _rows(s["state"], "SELECT count(*) FROM decisions") == [(1,)]
+    assert _rows(s["state"], "SELECT suite, count(*) FROM test_outcomes GROUP BY suite ORDER BY suite") == [
+        ("holdout", 2), ("tests", 4)]
+    events = _rows(s["state"], "SELECT node, agent FROM events ORDER BY node, agent")
+    assert len(events) == len(set(events)) == 10, events  # prepare, 2 solve, 2 verify, 2 review, decide, holdout, record
+
+    # Nothing left behind: no worktree, no work branch; the accepted branch kept.
+    assert find_orphans(s["state"]) == []
+    assert not any((s["state"] / "worktrees").glob("r-*"))
+    branches = git_branches(s["state"] / "repos" / "add.git")
+    assert not [b for b in branches if b.startswith("crossreview/work/")]
+    assert f"crossreview/{task_run}" in branches

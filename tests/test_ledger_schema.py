@@ -1,0 +1,180 @@
+"""The ledger's schema: versions, migrations from the core issue's schema, refusal of newer ledgers."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_env
+from crossreview.ledger import SCHEMA_VERSION, Ledger, LedgerError
+from crossreview.ledger.figures import compute
+
+V1_DUMP = Path(__file__).parent / "data" / "ledger_v1.sql"
+"""A ledger written by crossreview 0.1 (schema 1): `crossreview run tasks/` with alice and
+shortcut (one escalation, then `show` and `decide --pick alice`), then a run of oracle and noop."""
+
+V1_TABLES = ("meta", "runs", "task_runs", "candidates", "test_outcomes", "verdicts", "decisions", "escalations", "events")
+
+
+def make_v1(path: Path) -> Path:
+    db = sqlite3.connect(path)
+    db.executescript(V1_DUMP.read_text())
+    db.close()
+    return path
+
+
+def snapshot(path: Path, columns: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
+    """Every row of every v1 table, in the v1 columns, in a stable order."""
+    db = sqlite3.connect(path)
+    try:
+        if columns is None:
+            columns = {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in V1_TABLES}
+        out = {}
+        for t, cols in columns.items():
+            names = ",".join(cols)
+            out[t] = db.execute(f"SELECT {names} FROM {t} ORDER BY {names}").fetchall()
+        return out
+    finally:
+        db.close()
+
+
+def v1_columns(path: Path) -> dict[str, list[str]]:
+    db = sqlite3.connect(path)
+    try:
+        return {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in V1_TABLES}
+    finally:
+        db.close()
+
+
+def test_a_new_ledger_is_at_the_current_version(tmp_path):
+    led = Ledger(tmp_path / "new.db")
+    assert (led.upgraded_from, led.version) == (0, SCHEMA_VERSION)
+    with led.connect(write=False) as db:
+        rows = db.execute("SELECT version, description FROM schema_version ORDER BY version").fetchall()
+        meta = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    assert [r["version"] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+    assert all(r["description"] for r in rows)
+    assert meta["value"] == str(SCHEMA_VERSION)  # what crossreview 0.1 checks before writing
+    again = Ledger(tmp_path / "new.db")
+    assert again.upgraded_from == SCHEMA_VERSION
+
+
+def test_migration_from_the_core_schema_keeps_every_row(tmp_path):
+    path = make_v1(tmp_path / "v1.db")
+    cols = v1_columns(path)
+    before = snapshot(path, cols)
+    assert len(before["task_runs"]) == 10 and len(before["test_outcomes"]) > 300
+    led = Ledger(path)
+    assert (led.upgraded_from, led.version) == (1, SCHEMA_VERSION)
+    after = snapshot(path, cols)
+    for table in V1_TABLES:
+        if table == "meta":
+            continue
+        assert after[table] == before[table], table
+    assert dict(after["meta"])["schema_version"] == str(SCHEMA_VERSION)
+    # The new columns are filled in for the old rows.
+    with led.connect(write=False) as db:
+        trs = db.execute("SELECT id, agreement, agreement_pick FROM task_runs").fetchall()
+        suites = {r["suite"] for r in db.execute("SELECT suite FROM runs")}
+        history = db.execute("SELECT version, description FROM schema_version ORDER BY version").fetchall()
+    assert all(t["agreement"] is not None and t["agreement_pick"] for t in trs)
+    assert suites == {"tasks"}
+    assert [h["version"] for h in history] == [1, 2] and "before versions were recorded" in history[0]["description"]
+    # The old ledger's figures: 10 task runs, one escalation decided by a human.
+    f = compute(led)
+    assert f["counts"]["task_runs"] == 10 and f["interventions"]["escalated"] == 1
+    assert f["human_time"]["decided"] == 1 and f["human_time"]["median_minutes"] > 0
+    # The old reading API still works on the migrated rows.
+    [esc] = led.escalations_of("r-7ab73c26/roman_numerals")
+    assert (esc["action"], esc["pick"]) == ("pick", "alice")
+    assert led.get_escalation(esc["id"])["packet"]["task"] == "roman_numerals"
+    assert len(led.candidate_rows("r-7ab73c26/fizzbuzz")) == 2
+
+
+def test_migrating_twice_at_once_upgrades_once(tmp_path):
+    path = make_v1(tmp_path / "v1.db")
+    cols = v1_columns(path)
+    before = snapshot(path, cols)
+    script = textwrap.dedent(f"""
+        import sys, time
+        from crossreview.ledger import Ledger
+        time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+        led = Ledger({str(path)!r})
+        print(led.upgraded_from, led.version)
+    """)
+    import time
+
+    start = time.time() + 2.0
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(start)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=cli_env()) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    results = sorted(tuple(map(int, o[0].split())) for o in outs)
+    # Exactly one process migrated; the others found the ledger already upgraded.
+    assert results == [(1, SCHEMA_VERSION)] + [(SCHEMA_VERSION, SCHEMA_VERSION)] * 3, results
+    after = snapshot(path, cols)
+    assert {t: after[t] for t in V1_TABLES if t != "meta"} == {t: before[t] for t in V1_TABLES if t != "meta"}
+    db = sqlite3.connect(path)
+    assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    db.close()
+
+
+def _make_newer(path: Path) -> None:
+    Ledger(path)
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO schema_version VALUES (?, '2099-01-01T00:00:00+00:00', 'from the future')",
+               (SCHEMA_VERSION + 1,))
+    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    db.commit()
+    db.close()
+
+
+def test_a_newer_ledger_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "future.db"
+    _make_newer(path)
+    before = path.read_bytes()
+    with pytest.raises(LedgerError) as info:
+        Ledger(path)
+    msg = str(info.value)
+    assert "newer crossreview" in msg and f"schema {SCHEMA_VERSION + 1}" in msg and "upgrade crossreview" in msg
+    assert path.read_bytes() == before
+
+
+def test_a_newer_ledger_known_only_by_meta_is_refused(tmp_path):
+    path = tmp_path / "meta-only.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('schema_version', '7')")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError, match="schema 7"):
+        Ledger(path)
+
+
+@pytest.mark.slow
+def test_commands_refuse_a_newer_ledger_with_a_clear_message(cli, tmp_path):
+    _make_newer(tmp_path / "future.db")
+    for args in (["stats"], ["report", "-o", "r.html"], ["export"], ["inbox"]):
+        res = cli(*args, "--ledger", "future.db")
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        assert "newer crossreview" in res.stderr and "Traceback" not in res.stderr, args
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_file_that_is_not_a_ledger_is_an_error(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_text("this is not a database, it is a shopping list\n" * 50)
+    with pytest.raises(LedgerError, match="bad.db"):
+        Ledger(bad)
+
+
+@pytest.mark.slow
+def test_commands_without_a_ledger_say_what_to_do(cli):
+    for args in (["stats"], ["report"], ["export"]):
+        res = cli(*args)
+        assert res.returncode == 2 and "no ledger" in res.stderr and "crossreview run" in res.stderr

@@ -1,0 +1,166 @@
+"""`llm:<model>` agents end to end: crossreview in a subprocess, litellm (unpatched) talking to a
+real OpenAI-compatible server on 127.0.0.1 that replies from a script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLE_TASKS, GOOD_SOLUTION, ledger_rows, make_task, write
+from fake_openai import SECRET, error, fake_openai, llm_env, text, tools  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.slow
+
+PRICE_IN, PRICE_OUT = 0.000002, 0.000008
+FIZZ = (EXAMPLE_TASKS / "fizzbuzz" / "solution" / "fizzbuzz.py").read_text()
+BUGGY = FIZZ.replace("return str(n)", "return str(n + 1)")
+
+
+def priced_config(suite: Path, model: str = "openai/coder", extra: str = "") -> None:
+    write(suite / "crossreview.toml", f'temperature = 0.25\n{extra}\n'
+          f'[prices."{model}"]\ninput_cost_per_token = {PRICE_IN}\noutput_cost_per_token = {PRICE_OUT}\n')
+
+
+def transcript(state: Path, run: str, task: str, agent: str) -> list[dict]:
+    path = state / "transcripts" / run / task / f"{agent}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_scripted_session_solves_the_fizzbuzz_example(cli, suite, tmp_path, fake_openai):
+    shutil.copytree(EXAMPLE_TASKS / "fizzbuzz", suite / "fizzbuzz")
+    priced_config(suite)
+    fake_openai.on("coder", [
+        tools(("list_files", {})),
+        tools(("read_file", {"path": "fizzbuzz.py"})),
+        tools(("write_file", {"path": "fizzbuzz.py", "content": BUGGY})),
+        tools(("edit_file", {"path": "fizzbuzz.py", "old_text": "return str(n + 1)", "new_text": "return str(n)"})),
+        tools(("finish", {"summary": "implemented fizzbuzz"})),
+    ])
+    res = cli("run", str(suite), "--agent", "a=llm:openai/coder", "--json", env=llm_env(fake_openai))
+    assert res.returncode == 0, res.stderr
+    doc = res.json()
+    [t] = doc["tasks"]
+    [c] = t["candidates"]
+    assert (t["decision"], t["winner"]) == ("accepted", "a")
+    assert c["status"] == "ok" and c["tests_passed"] == c["tests_total"] == 16
+
+    # The server saw five calls, each carrying the previous tool results.
+    reqs = fake_openai.requests_for("coder")
+    assert len(reqs) == 5
+    assert [r.turn for r in reqs] == [0, 1, 2, 3, 4]
+    assert "fizzbuzz.py" in reqs[1].messages[-1]["content"]  # list_files' answer
+    assert "NotImplementedError" in reqs[2].messages[-1]["content"]  # read_file's answer
+    assert reqs[4].messages[-1]["content"] == "edited fizzbuzz.py"
+    assert {t["function"]["name"] for t in reqs[0].body["tools"]} == {
+        "list_files", "read_file", "write_file", "edit_file", "finish"}  # no run_tests: tests are hidden
+    assert reqs[0].headers["authorization"] == f"Bearer {SECRET}"
+    assert all(r.body["temperature"] == 0.25 for r in reqs)  # from the config
+
+    # The ledger holds the tokens the server reported and their cost at the configured price,
+    # per call and in total.
+    [row] = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM candidates")
+    calls = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM calls ORDER BY seq")
+    assert [(c["phase"], c["agent"], c["model"]) for c in calls] == [("solve", "a", "openai/coder")] * 5
+    assert [(c["tokens_in"], c["tokens_out"]) for c in calls] == [r.usage for r in reqs]
+    for call in calls:
+        assert call["cost"] == pytest.approx(call["tokens_in"] * PRICE_IN + call["tokens_out"] * PRICE_OUT)
+    assert sum(call["tokens_in"] for call in calls) == row["tokens_in"]
+    assert row["calls"] == 5
+    assert row["tokens_in"] > 0 and row["tokens_out"] > 0
+    assert row["cost"] == pytest.approx(row["tokens_in"] * PRICE_IN + row["tokens_out"] * PRICE_OUT)
+    assert c["tokens"] == row["tokens_in"] + row["tokens_out"] and c["cost"] == pytest.approx(row["cost"])
+
+    # The transcript is kept beside the run, with every call's tokens and cost.
+    events = transcript(tmp_path / ".crossreview", doc["run"], "fizzbuzz", "a")
+    calls = [e for e in events if e["kind"] == "call"]
+    assert len(calls) == 5 and all(e["status"] == "ok" for e in calls)
+    assert sum(e["tokens_in"] for e in calls) == row["tokens_in"]
+    assert sum(e["cost"] for e in calls) == pytest.approx(row["cost"])
+    assert [e["name"] for e in events if e["kind"] == "tool"] == [
+        "list_files", "read_file", "write_file", "edit_file", "finish"]
+    assert events[-1]["kind"] == "end" and events[-1]["status"] == "ok"
+
+
+def test_agent_is_confined_to_its_worktree_and_runs_visible_tests(cli, suite, tmp_path, fake_openai):
+    make_task(suite, toml='[verifier]\ntests_visible = true\n')
+    outside = write(tmp_path / "outside.txt", "secret plans\n")
+    priced_config(suite)
+    attempts = [
+        ("read_file", {"path": str(outside)}),
+        ("read_file", {"path": "../../../../outside.txt"}),
+        ("write_file", {"path": "../escape.py", "content": "x = 1\n"}),
+        ("write_file", {"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\n"}),
+        ("read_file", {"path": "link/outside.txt"}),
+        ("write_file", {"path": ".crossreview-tests/test_add.py", "content": "def test_ok(): pass\n"}),
+    ]
+    fake_openai.on("coder", [
+        tools(*attempts),
+        tools(("run_tests", {})),
+        tools(("write_file", {"path": "calc.py", "content": GOOD_SOLUTION})),
+        tools(("run_tests", {})),
+        tools(("finish", {"summary": "done"})),
+    ])
+    # A symlink in the repository pointing outside it must not be a way out either.
+    (suite / "add" / "repo" / "link").symlink_to(tmp_path)
+    res = cli("run", str(suite), "--agent", "a=llm:openai/coder", "--json", env=llm_env(fake_openai))
+    assert res.returncode == 0, res.stderr
+    [t] = res.json()["tasks"]
+    assert t["decision"] == "accepted" and t["candidates"][0]["tests_passed"] == 2
+
+    reqs = fake_openai.requests_for("coder")
+    answers = [m["content"] for m in reqs[1].messages if m["role"] == "tool"]
+    assert len(answers) == len(attempts)
+    assert all(a.startswith("error:") for a in answers), answers
+    assert "absolute paths are not allowed" in answers[0]
+    assert "outside the repository" in answers[1] and "outside the repository" in answers[2]
+    assert ".git is off limits" in answers[3]
+    assert "outside the repository" in answers[4]
+    assert "read-only" in answers[5]
+    assert "secret plans" not in json.dumps([r.body for r in reqs])
+    assert not (tmp_path / "escape.py").exists() and not (suite / "add" / "escape.py").exists()
+    # run_tests ran the task's visible tests: failing before the fix, passing after.
+    assert reqs[2].messages[-1]["content"].startswith("0/2 tests passed")
+    assert reqs[4].messages[-1]["content"].startswith("2/2 tests passed")
+    assert "run_tests" in {t["function"]["name"] for t in reqs[0].body["tools"]}
+
+
+def test_failing_model_calls_make_an_error_candidate_and_the_run_goes_on(cli, suite, tmp_path, fake_openai):
+    make_task(suite)
+    write(suite / "crossreview.toml", '[models."*"]\nmax_attempts = 3\nretry_backoff = 0.01\n')
+    fake_openai.on("down", [error(503, "overloaded")])
+    fake_openai.on("coder", [
+        tools(("write_file", {"path": "calc.py", "content": GOOD_SOLUTION})),
+        tools(("finish", {"summary": "done"})),
+    ])
+    res = cli("run", str(suite), "--agent", "a=llm:openai/down", "--agent", "b=llm:openai/coder",
+              "--reviewer", "tests", "--json", env=llm_env(fake_openai))
+    [t] = res.json()["tasks"]
+    by = {c["agent"]: c for c in t["candidates"]}
+    assert by["a"]["status"] == "error" and by["b"]["status"] == "ok"
+    assert t["decision"] == "accepted" and t["winner"] == "b", t
+    rows = {r["agent"]: r for r in ledger_rows(tmp_path / ".crossreview", "SELECT * FROM candidates")}
+    assert "gave up after 3 attempts" in rows["a"]["error"] and "503" in rows["a"]["error"]
+    assert rows["a"]["calls"] == 3 == len(fake_openai.requests_for("down"))  # every attempt counted
+    assert rows["a"]["tokens_in"] == 0 and rows["a"]["cost"] == 0  # no reply, nothing billed
+    assert rows["b"]["calls"] == 2 == len(fake_openai.requests_for("coder"))
+
+
+def test_turn_limit_stops_the_agent(cli, suite, tmp_path, fake_openai):
+    make_task(suite)
+    write(suite / "crossreview.toml", '[models."openai/coder"]\nmax_turns = 3\n')
+    fake_openai.on("coder", [tools(("list_files", {}))])  # never finishes
+    res = cli("run", str(suite), "--agent", "a=llm:openai/coder", "--json", env=llm_env(fake_openai))
+    [t] = res.json()["tasks"]
+    assert t["candidates"][0]["status"] == "error"
+    assert len(fake_openai.requests_for("coder")) == 3
+    [row] = ledger_rows(tmp_path / ".crossreview", "SELECT error, calls FROM candidates")
+    assert "stopped after 3 turns" in row["error"] and row["calls"] == 3
+
+
+def test_llm_spec_needs_a_model(cli, suite):
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "llm:")
+    assert res.returncode == 2 and "'llm:' needs a model" in res.stderr

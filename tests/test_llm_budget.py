@@ -1,0 +1,89 @@
+"""Budgets: --max-cost / --max-tokens per suite run and per task run stop model work at the cap,
+cleanly, and the decision says why. Prices for models litellm does not know come from the config."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ledger_rows, make_task, write
+from fake_openai import fake_openai, llm_env, tools  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.slow
+
+PRICE_IN, PRICE_OUT = 0.00001, 0.00002
+TOKENS_IN, TOKENS_OUT = 1000, 100
+PER_CALL = TOKENS_IN * PRICE_IN + TOKENS_OUT * PRICE_OUT  # $0.012
+
+
+def _spender(fake_openai, model: str = "spender") -> None:
+    """An agent that never finishes: it lists files forever, 1100 tokens a call."""
+    fake_openai.on(model, [tools(("list_files", {}), prompt_tokens=TOKENS_IN, completion_tokens=TOKENS_OUT)])
+
+
+def _priced(suite, model="openai/spender"):
+    write(suite / "crossreview.toml",
+          f'[prices."{model}"]\ninput_cost_per_token = {PRICE_IN}\noutput_cost_per_token = {PRICE_OUT}\n')
+
+
+def _total(state) -> tuple[float, int, int]:
+    rows = ledger_rows(state, "SELECT cost, tokens_in + tokens_out AS tokens, calls FROM candidates "
+                              "UNION ALL SELECT cost, tokens_in + tokens_out, calls FROM verdicts")
+    return sum(r["cost"] or 0 for r in rows), sum(r["tokens"] for r in rows), sum(r["calls"] for r in rows)
+
+
+def test_max_cost_stops_the_suite_run_at_the_cap(cli, suite, tmp_path, fake_openai):
+    make_task(suite, "t1")
+    make_task(suite, "t2")
+    _priced(suite)
+    _spender(fake_openai)
+    cap = 0.05
+    res = cli("run", str(suite), "--agent", "a=llm:openai/spender", "--max-cost", str(cap), "--json",
+              env=llm_env(fake_openai))
+    assert res.returncode == 1, res.stderr
+    by = {t["task"]: t for t in res.json()["tasks"]}
+    # t1 spends up to the cap; its candidate stops cleanly and the decision says why.
+    assert by["t1"]["decision"] == "rejected"
+    assert "budget exhausted: --max-cost $0.05 for the suite run reached" in by["t1"]["reason"]
+    assert "stopped a" in by["t1"]["reason"]
+    [cand] = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM candidates")
+    assert cand["status"] == "error" and cand["error"].startswith("budget exhausted")
+    # t2 never starts: the suite's money is gone.
+    assert by["t2"]["decision"] == "error" and "not started: budget exhausted" in by["t2"]["error"]
+
+    total, tokens, calls = _total(tmp_path / ".crossreview")
+    assert cap <= total < cap + PER_CALL  # stopped at the cap, within one call of it
+    assert calls == len(fake_openai.requests) == 5
+    assert tokens == calls * (TOKENS_IN + TOKENS_OUT)
+    assert total == pytest.approx(calls * PER_CALL)
+
+    # Resuming the run in a new process does not give it its money back.
+    run = res.json()["run"]
+    again = cli("resume", run, "--json", env=llm_env(fake_openai))
+    assert "not started: budget exhausted" in {t["task"]: t for t in again.json()["tasks"]}["t2"]["error"]
+    assert len(fake_openai.requests) == 5
+
+
+def test_max_task_tokens_caps_each_task_run(cli, suite, tmp_path, fake_openai):
+    make_task(suite, "t1")
+    make_task(suite, "t2")
+    _spender(fake_openai)
+    res = cli("run", str(suite), "--agent", "a=llm:openai/spender", "--max-task-tokens", "2500", "--json",
+              env=llm_env(fake_openai))
+    by = {t["task"]: t for t in res.json()["tasks"]}
+    for name in ("t1", "t2"):  # each task run gets its own 2500 tokens: 3 calls of 1100
+        assert "--max-task-tokens 2500 for the task run reached (3300 tokens spent)" in by[name]["reason"]
+        assert by[name]["candidates"][0]["tokens"] == 3300
+    assert len(fake_openai.requests) == 6
+    # No price known and no cost cap: the cost is recorded as unknown, not as 0.
+    assert {r["cost"] for r in ledger_rows(tmp_path / ".crossreview", "SELECT cost FROM candidates")} == {None}
+
+
+def test_a_cost_cap_needs_a_price_and_prices_do_not_leak(cli, suite, tmp_path, fake_openai):
+    make_task(suite)
+    _priced(suite, "openai/priced")
+    res = cli("run", str(suite), "--agent", "a=llm:openai/priced", "--agent", "b=llm:openai/unpriced",
+              "--max-cost", "1", env=llm_env(fake_openai))
+    assert res.returncode == 2
+    assert "needs a price for every model" in res.stderr and "openai/unpriced" in res.stderr
+    assert "openai/priced," not in res.stderr  # the configured one is fine
+    assert not fake_openai.requests

@@ -1,0 +1,101 @@
+"""Injection hardening: a corpus of diffs that try to talk the reviewer into approving.
+
+For every diff in tests/injections/attacks: the request the model server receives
+fences the diff as untrusted data (the injected text appears nowhere outside the
+fences, and never in the rules), the concern is raised naming the line, and a model
+that falls for it still does not get the candidate approved. tests/injections/benign
+holds ordinary diffs that must raise nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import ledger_rows, make_task
+from crossreview.graph import candidate_label
+from crossreview.llm.injection import scan_diff
+from fake_openai import fake_openai, llm_env, verdict  # noqa: F401 - fixture
+
+CORPUS = Path(__file__).parent / "injections"
+ATTACKS = sorted((CORPUS / "attacks").glob("*.diff"))
+BENIGN = sorted((CORPUS / "benign").glob("*.diff"))
+FENCE = re.compile(r"<<<BEGIN UNTRUSTED (?P<n>[0-9a-f]{16}) [^>]*>>>\n.*?<<<END UNTRUSTED (?P=n)>>>", re.DOTALL)
+
+
+def load(path: Path) -> tuple[str, str, str]:
+    """(technique, expected place, patch) of one corpus file."""
+    head, patch = path.read_text(encoding="utf-8").split("\n\n", 1)
+    fields = dict(line.split(": ", 1) for line in head.splitlines())
+    return fields["Technique"], fields["Expect"], patch
+
+
+def where(expect: str) -> str:
+    """How a concern names the expected place."""
+    if re.search(r":\d+$", expect):
+        return f"possible prompt injection at {expect}:"
+    return f"possible prompt injection at the file name {expect!r}"
+
+
+def test_corpus_size_and_the_check_on_its_own():
+    assert len(ATTACKS) >= 20 and len(BENIGN) >= 3
+    techniques = {load(p)[0] for p in ATTACKS}
+    for kind in ("code comment", "string literal", "docstring", "file name", "commit-message-like text"):
+        assert kind in techniques
+    for path in ATTACKS:
+        _, expect, patch = load(path)
+        concerns = [f.concern() for f in scan_diff(patch)]
+        assert any(c.startswith(where(expect)) for c in concerns), (path.name, concerns)
+    for path in BENIGN:
+        assert scan_diff(load(path)[2]) == [], path.name
+
+
+@pytest.mark.slow
+def test_injection_corpus_end_to_end(cli, suite, tmp_path, fake_openai):
+    cases = {}
+    for kind, paths in (("attack", ATTACKS), ("benign", BENIGN)):
+        for path in paths:
+            name = f"{kind}-{path.stem[:40]}"
+            task = make_task(suite, name, toml='[verifier]\ncommand = "true {tests}"\n')
+            (task / "candidate.diff").write_text(load(path)[2], encoding="utf-8")
+            cases[name] = (kind, *load(path))
+    fake_openai.on("gullible", [verdict("approve", 0.99)])  # a model that falls for every trick
+    res = cli("run", str(suite), "--json", "--jobs", "4",
+              "--agent", "a=command:git apply --whitespace=nowarn {task_dir}/candidate.diff",
+              "--agent", "b=noop", "--reviewer", "a=tests", "--reviewer", "b=llm:openai/gullible",
+              env=llm_env(fake_openai))
+    assert res.returncode == 0, res.stderr
+    doc = res.json()
+    assert len(doc["tasks"]) == len(cases)
+    by_label = {}
+    for req in fake_openai.requests_for("gullible"):
+        by_label[re.search(r"labelled (candidate-[0-9a-f]{6})", req.messages[0]["content"]).group(1)] = req
+    verdicts = {r["task_run"].split("/", 1)[1]: r for r in ledger_rows(
+        tmp_path / ".crossreview", "SELECT * FROM verdicts WHERE reviewer='b' AND candidate='a'")}
+
+    flagged = 0
+    for name, (kind, technique, expect, patch) in cases.items():
+        req = by_label[candidate_label(f"{doc['run']}/{name}", "a")]
+        system, user = req.messages[0]["content"], req.messages[1]["content"]
+        fences = [m.group(0) for m in FENCE.finditer(user)]
+        assert any(" DIFF " in f for f in fences), name
+        outside = FENCE.sub("", user)
+        added = [line[1:].strip() for line in patch.splitlines() if line.startswith("+") and not line.startswith("+++")]
+        for text in [t for t in added if len(t) > 12]:
+            assert text not in outside and text not in system, (name, text)
+        row = verdicts[name]
+        concerns = json.loads(row["concerns"])
+        if kind == "attack":
+            if expect.count(":") == 0:  # a file name: it must not reach the model unfenced either
+                assert expect not in outside and expect not in system, name
+            assert row["verdict"] == "reject", (name, technique, concerns)
+            assert concerns[0].startswith("approval withheld"), name
+            assert any(c.startswith(where(expect)) for c in concerns), (name, concerns)
+            flagged += 1
+        else:
+            assert row["verdict"] == "approve", (name, concerns)
+            assert not any("prompt injection" in c for c in concerns), name
+    assert flagged == len(ATTACKS)
