@@ -77,7 +77,7 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
     console.print(Panel(Text(p["reason"]), title=head, title_align="left", border_style="magenta"))
     console.print(Text("Where they disagree", style="bold"))
     for line in p["disagreements"] or ["(no specific disagreement recorded)"]:
-        console.print(f"  • {line}")
+        console.print(f"  • {line}", markup=False, highlight=False)  # holds file names a candidate chose
     console.print()
     tampering = [(c["agent"], t) for c in p["candidates"] for t in c.get("tampering") or []]
     if tampering:
@@ -113,12 +113,12 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
         console.print(
             Text.assemble(f"  {v['reviewer']} → {v['candidate']}: ", (v["verdict"], style), f" ({v['confidence']:.2f})")
         )
-        for concern in v["concerns"][:5]:
-            console.print(f"      - {concern}")
+        for concern in v["concerns"][:5]:  # reviewers' text (and diff snippets in it): never markup
+            console.print(f"      - {concern}", markup=False, highlight=False)
         if len(v["concerns"]) > 5:
             console.print(f"      ... and {len(v['concerns']) - 5} more concerns (crossreview show --json)")
         if v.get("error"):
-            console.print(f"      ! {v['error']}")
+            console.print(f"      ! {v['error']}", markup=False, highlight=False)
     for c in p["candidates"]:
         failing = c["failing_tests"]
         if failing:

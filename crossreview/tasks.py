@@ -349,5 +349,6 @@ def _parse_config(path: Path, section: dict | None) -> SuiteConfig:
                 section = SuiteConfig if len(e["loc"]) == 1 else Price if e["loc"][0] == "prices" else ModelSettings
                 lines.append(f"{where}: unknown key {key!r}; expected one of: {', '.join(section.model_fields)}")
             else:
-                lines.append(f"{where}: {key}: {e['msg']} (got {e.get('input')!r})")
+                shown = key if key.isprintable() else repr(key)  # a key with a newline in it stays on its line
+                lines.append(f"{where}: {shown}: {e['msg']} (got {e.get('input')!r})")
         raise ConfigError("\n".join(lines)) from None

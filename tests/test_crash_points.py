@@ -11,11 +11,12 @@ scripts write through `sandbox_writable`).
 
 from __future__ import annotations
 
-import json
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,21 @@ def _suite(tmp_path: Path) -> dict:
     return {"suite": suite, "counts": counts, "state": tmp_path / ".crossreview", "tmp": tmp_path}
 
 
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmd and state not in ("Z", "X"):
+            found.append(cmd)
+    return found
+
+
 def _counts(counts: Path) -> dict[str, int]:
     return {f.stem: len(f.read_text().splitlines()) for f in counts.glob("*.count")}
 
@@ -120,6 +136,11 @@ def test_sigkill_at_a_point_then_resume_loses_nothing(point, tmp_path, restore_s
     s = _suite(tmp_path)
     crashed = _crossreview(s, "run", str(s["suite"]), "--json", env={"CROSSREVIEW_TEST_CRASH_AT": point})
     assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr[-2000:])
+    # whatever was running in the sandbox died with the run (bwrap --die-with-parent)
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(tmp_path)) == []
     [(run,)] = _rows(s["state"], "SELECT id FROM runs")
     task_run = f"{run}/add"
     done = _finished(s["state"], task_run)

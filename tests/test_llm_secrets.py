@@ -34,14 +34,17 @@ def test_a_secret_key_never_reaches_a_file(cli, suite, tmp_path, fake_openai):
     assert by["a"]["status"] == "error" and by["b"]["status"] == "ok"
     # ... and the error that quoted it was kept, redacted: in the transcript and in the ledger.
     [a_log] = (tmp_path / ".crossreview" / "transcripts").rglob("a.jsonl")
-    assert "Incorrect API key provided: [redacted $OPENAI_API_KEY]" in a_log.read_text()
-    assert "[redacted $OPENAI_API_KEY]" in res.stderr  # a's error, as the progress line shows it
+    assert "Incorrect API key provided: (redacted $OPENAI_API_KEY)" in a_log.read_text()
+    assert "(redacted $OPENAI_API_KEY)" in res.stderr  # a's error, as the progress line shows it
     shown = cli("inbox", "--json", env=env)
     outputs = [res.stdout, res.stderr, shown.stdout, shown.stderr]
     if t["escalation"]:
         packet = cli("show", t["escalation"], "--json", env=env)
         outputs += [packet.stdout, packet.stderr]
-        assert "[redacted $OPENAI_API_KEY]" in packet.stdout  # the abstention's error, redacted
+        assert "(redacted $OPENAI_API_KEY)" in packet.stdout  # the abstention's error, redacted
+        human = cli("show", t["escalation"], env=env)
+        assert human.returncode == 0 and "(redacted $OPENAI_API_KEY)" in human.stdout
+        outputs += [human.stdout, human.stderr]
 
     secrets = [SECRET.encode(), env["OTHER_SERVICE_TOKEN"].encode()]
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.parent != tmp_path / "suite"]

@@ -48,9 +48,9 @@ def test_redactor_hides_key_like_and_named_variables():
            "SHORT_KEY": "abc", "HOME": "/home/someone"}
     r = Redactor(["MY_LLM_CRED"], environ=env)
     text = "key sk-abcdef123456, cred hunter2hunter2, gh ghp_0123456789, abc in /home/someone"
-    assert r(text) == ("key [redacted $OPENAI_API_KEY], cred [redacted $MY_LLM_CRED], gh [redacted $GITHUB_TOKEN], "
+    assert r(text) == ("key (redacted $OPENAI_API_KEY), cred (redacted $MY_LLM_CRED), gh (redacted $GITHUB_TOKEN), "
                        "abc in /home/someone")
-    assert r.deep({"a": ["sk-abcdef123456"]}) == {"a": ["[redacted $OPENAI_API_KEY]"]}
+    assert r.deep({"a": ["sk-abcdef123456"]}) == {"a": ["(redacted $OPENAI_API_KEY)"]}
 
 
 def test_model_settings_merge_and_prices_stay_with_their_model(monkeypatch):
@@ -91,11 +91,20 @@ print("cost map:", os.environ["LITELLM_LOCAL_MODEL_COST_MAP"])
 """
 
 
-@pytest.mark.parametrize("preset, expected", [(None, "True"), ("true", "true")])
-def test_litellm_is_imported_late_and_offline(preset, expected):
+def test_litellm_is_imported_late_and_offline():
     env = cli_env()
-    env.pop("LITELLM_LOCAL_MODEL_COST_MAP", None)
-    if preset:
-        env["LITELLM_LOCAL_MODEL_COST_MAP"] = preset
+    env.pop("LITELLM_LOCAL_MODEL_COST_MAP", None)  # crossreview sets it (a user's own value is kept)
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120).stdout
-    assert "after plugins: False" in out and f"cost map: {expected}" in out, out
+    assert "after plugins: False" in out and "cost map: True" in out, out
+
+
+def test_prices_and_models_from_pyproject(tmp_path):
+    (tmp_path / ".git").mkdir()
+    write(tmp_path / "pyproject.toml", '[project]\nname = "x"\n\n[tool.crossreview]\nmax_cost = 2.5\n'
+          '[tool.crossreview.prices."openai/in-house"]\ninput_cost_per_token = 0.000001\noutput_cost_per_token = 0.000003\n'
+          '[tool.crossreview.models."openai/in-house"]\napi_base = "http://127.0.0.1:9/v1"\napi_key_env = "IN_HOUSE_KEY"\n')
+    cfg = load_suite_config([tmp_path]).config
+    s = LLMSettings(models=cfg.models, prices=cfg.prices)
+    m = s.resolve("openai/in-house")
+    assert cfg.max_cost == 2.5 and m.api_key_env == "IN_HOUSE_KEY" and m.price.cost(10, 10) == pytest.approx(4e-5)
+    assert s.resolve("openai/other").price is None

@@ -502,3 +502,44 @@ def test_hung_agent_and_hung_verifier_are_killed_with_their_children(cli, suite,
     db = sqlite3.connect(tmp_path / ".crossreview" / "ledger.db")
     assert db.execute("SELECT status FROM candidates WHERE agent='hung'").fetchone()[0] == "timeout"
     db.close()
+
+
+@needs_bwrap
+def test_only_an_agent_configured_for_network_gets_it_and_only_its_key(cli, tmp_path):
+    """The usual layout, all under $HOME (project, state, scripts); one agent may call a model API."""
+    write(tmp_path / ".secret", "hunter2\n")
+    suite = tmp_path / "proj" / "tasks"
+    make_task(suite)
+    write(suite / "crossreview.toml", 'network = { net = ["GOOD_API_KEY"] }\n')
+    listener = Listener()
+    agent = write(tmp_path / "proj" / "agents" / "agent.py", (
+        "import json, os, pathlib, socket\n"
+        "me = os.environ['CROSSREVIEW_AGENT']\n"
+        "report = {'keys': sorted(k for k in os.environ if k.endswith('_API_KEY'))}\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {listener.port}), timeout=3).sendall(me.encode())\n"
+        "    report['net'] = True\n"
+        "except OSError:\n"
+        "    report['net'] = False\n"
+        "try:\n"
+        "    report['secret'] = pathlib.Path(os.path.expanduser('~/.secret')).read_text()\n"
+        "except OSError:\n"
+        "    report['secret'] = None\n"
+        "pathlib.Path('report.json').write_text(json.dumps(report))\n"
+        "pathlib.Path('calc.py').write_text('def add(a, b):\\n    return a + b\\n')\n"))
+    try:
+        res = cli("run", str(suite), "--json", "--agent", f"net=command:{{python}} {agent}",
+                  "--agent", f"plain=command:{{python}} {agent}",
+                  cwd=tmp_path / "proj", env={"HOME": str(tmp_path), "GOOD_API_KEY": "k1", "OTHER_API_KEY": "k2"})
+    finally:
+        listener.close()
+    assert res.returncode == 0, res.stderr
+    assert listener.seen == ["net"]
+    db = sqlite3.connect(tmp_path / "proj" / ".crossreview" / "ledger.db")
+    reports = {}
+    for agent_name, diff in db.execute("SELECT agent, diff FROM candidates"):
+        line = next(x for x in diff.splitlines() if x.startswith("+{"))
+        reports[agent_name] = json.loads(line[1:])
+    db.close()
+    assert reports["net"] == {"keys": ["GOOD_API_KEY"], "net": True, "secret": None}
+    assert reports["plain"] == {"keys": [], "net": False, "secret": None}

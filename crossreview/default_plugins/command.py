@@ -105,6 +105,9 @@ def parse_verdict(stdout: str) -> ReviewVerdictOutput:
         except json.JSONDecodeError as exc:
             last_error = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
             continue
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting 50,000 deep
+            last_error = f"not usable JSON ({type(exc).__name__}: {str(exc)[:120]})"
+            continue
         if not isinstance(data, dict):
             last_error = f"expected a JSON object, got {type(data).__name__}"
             continue

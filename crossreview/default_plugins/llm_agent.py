@@ -269,7 +269,7 @@ class LLMAgent:
         except DeadlineReached as exc:
             status, error = "timeout", f"the task's {workspace.timeout:g}s ran out: {exc}"
         except ModelCallError as exc:
-            status, error = "error", f"model calls keep failing: {exc}"
+            status, error = "error", f"model call failed: {exc}"
         usage = client.usage
         transcript.add("end", status=status, error=error, turns=turns, summary=summary, test_runs=tools.test_runs,
                        usage=usage.model_dump())

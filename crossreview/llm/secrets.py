@@ -3,7 +3,7 @@
 Keys are read from the environment only. Before any text that may hold one
 (a provider's error message quotes the key it rejected, a test run may print
 its environment) is stored, every value of a key-like variable is replaced by
-``[redacted $NAME]``.
+``(redacted $NAME)`` (parentheses: safe in rich markup, HTML and Markdown).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Redactor:
             return text
         for value, name in self._pairs:
             if value in text:
-                text = text.replace(value, f"[redacted ${name}]")
+                text = text.replace(value, f"(redacted ${name})")
         return text
 
     def deep(self, obj: Any) -> Any:
