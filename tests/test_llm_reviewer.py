@@ -6,6 +6,7 @@ ledger's attempt counts equal the requests the server saw."""
 from __future__ import annotations
 
 import json
+import time
 import re
 import threading
 
@@ -89,6 +90,11 @@ def test_reviewer_behaviours_and_attempt_counts(cli, suite, tmp_path, fake_opena
     assert {r["verdict"] for r in by["grace"]} == {"approve"} and {r["calls"] for r in by["grace"]} == {2}
 
     # Every attempt the server saw is in the ledger, reviewer by reviewer, and nothing else is.
+    # A request whose client already timed out may still sit in the server's accept queue
+    # when the run ends (a loaded machine): let the server catch up, boundedly.
+    deadline = time.monotonic() + 15
+    while len(fake_openai.requests) < sum(r["calls"] for r in rows) and time.monotonic() < deadline:
+        time.sleep(0.1)
     for agent, model in AGENTS.items():
         assert sum(r["calls"] for r in by[agent]) == len(fake_openai.requests_for(model)), agent
     assert sum(r["calls"] for r in rows) == len(fake_openai.requests)
