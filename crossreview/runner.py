@@ -262,27 +262,14 @@ def _thread_config(task_run: str, n_agents: int) -> dict:
 def run_suite(opts: RunOptions, pm: pluggy.PluginManager | None = None) -> SuiteOutcome:
     """Run every task under ``opts.paths``; broken tasks are reported, the rest still run."""
     pm = pm or plugins.get_plugin_manager()
-    res = resolve_options(opts, pm)
     suite = load_suite(opts.paths)
     if not suite.tasks and not suite.errors:
         where = ", ".join(str(p) for p in opts.paths)
         raise UsageError(f"no task folders (folders with task.toml) under {where}")
+    config, res = run_config(opts, suite.tasks, pm)
     if not suite.tasks:
         raise UsageError("every task is broken, nothing ran:\n" + "\n".join(str(e) for e in suite.errors))
     run = opts.run_id or new_run_id()
-    config = {
-        "paths": [str(p.resolve()) for p in opts.paths],
-        "agents": [s.model_dump() for s in res.agents],
-        "reviewers": res.reviewers,
-        "policy": res.policy,
-        "jobs": res.jobs,
-        "suite_dir": str(res.suite_dir),
-        "state_dir": str(opts.state_dir.resolve()),
-        "llm": res.llm,
-        "limits": res.limits,
-        "sandbox": res.sandbox,
-        "tasks": [str(t.path) for t in suite.tasks],
-    }
     jobs = res.jobs
     with open_session(opts.state_dir, res.ledger, pm) as session:
         session.ledger.start_run(run, config)

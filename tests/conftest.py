@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,3 +196,20 @@ def unsandboxed():
     sandbox.configure(sandbox.SandboxSettings(mode="off"))
     yield
     sandbox.configure(old)
+
+
+def read_until(fd: int, needle: bytes, buf: bytearray, timeout: float = 90) -> None:
+    """Read a pty into ``buf`` until ``needle`` shows up (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while needle not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"never saw {needle!r}; got:\n{buf.decode(errors='replace')[-3000:]}")
+        if select.select([fd], [], [], min(left, 1.0))[0]:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf.extend(chunk)

@@ -4,29 +4,10 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import subprocess
 import sys
-import time
 
-from conftest import approve_all_reviewer, cli_env, ledger_rows, make_task
-
-
-def _read_until(fd: int, needle: bytes, buf: bytearray, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while needle not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"never saw {needle!r}; got:\n{buf.decode(errors='replace')[-3000:]}")
-        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf.extend(chunk)
+from conftest import read_until, approve_all_reviewer, cli_env, ledger_rows, make_task
 
 
 def test_run_in_a_terminal_asks_and_records_the_answer(suite, tmp_path):
@@ -45,7 +26,7 @@ def test_run_in_a_terminal_asks_and_records_the_answer(suite, tmp_path):
     buf = bytearray()
     try:
         # a's reviewer approves b's failing candidate: a split, so the terminal channel asks.
-        _read_until(master, b"decision", buf)
+        read_until(master, b"decision", buf)
         assert b"Where they disagree" in buf and b"pick a | pick b | reject | guide | skip" in buf
         os.write(master, b"pick b\n")
         proc.communicate(timeout=60)

@@ -7,16 +7,14 @@ import json
 import os
 import pty
 import re
-import select
 import shutil
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import EXAMPLE_TASKS, approve_all_reviewer, cli_env, ledger_rows, make_task, write
+from conftest import read_until, EXAMPLE_TASKS, approve_all_reviewer, cli_env, ledger_rows, make_task, write
 
 pytest_plugins = ["pytester"]
 
@@ -317,22 +315,6 @@ def test_suite_config_agents_and_an_escalation(crossreview):
 # --- a human at the terminal ----------------------------------------------------
 
 
-def _read_until(fd: int, needle: bytes, buf: bytearray, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while needle not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"never saw {needle!r}; got:\n{buf.decode(errors='replace')[-3000:]}")
-        if select.select([fd], [], [], min(left, 1.0))[0]:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf.extend(chunk)
-
-
 def test_with_s_in_a_terminal_the_escalation_is_asked_on_the_spot(project):
     suite = project.path / "suite"
     make_task(suite)
@@ -350,10 +332,10 @@ def test_with_s_in_a_terminal_the_escalation_is_asked_on_the_spot(project):
     os.close(slave)
     buf = bytearray()
     try:
-        _read_until(master, b"decision", buf)  # a split: the terminal channel shows the packet and asks
+        read_until(master, b"decision", buf)  # a split: the terminal channel shows the packet and asks
         assert b"pick a | pick b | reject | guide | skip" in buf
         os.write(master, b"pick b\n")
-        _read_until(master, b"passed in", buf)
+        read_until(master, b"passed in", buf)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
