@@ -6,6 +6,7 @@ or anything a plugin registers, optionally named: ``NAME=SPEC``.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pluggy
+from pydantic import ValidationError
 
 from . import plugins
 from .models import AgentSpec, ReviewVerdictOutput, SolveResult, Task, TestReport
@@ -175,3 +177,26 @@ def expand_template(template: str, values: dict[str, str]) -> str:
     for key, value in {"python": sys.executable, **values}.items():
         out = out.replace("{" + key + "}", shlex.quote(value))
     return out
+
+
+def load_json_object(text: str) -> dict:
+    """Parse ``text`` as one JSON object, or raise ValueError saying what is wrong with it.
+
+    Shared by every reviewer that reads a verdict (a command's stdout, a
+    model's reply): the output is untrusted, so oversized numbers and absurd
+    nesting are errors like any other, never a crash.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting 50,000 deep
+        raise ValueError(f"not usable JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``field: problem; field: problem``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'verdict'}: {e['msg']}" for e in exc.errors())

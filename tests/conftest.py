@@ -213,3 +213,22 @@ def read_until(fd: int, needle: bytes, buf: bytearray, timeout: float = 90) -> N
             if not chunk:
                 break
             buf.extend(chunk)
+
+
+_HEAVY_PROBE = """
+import sys
+from crossreview.cli import main
+sys.argv = ["crossreview", *{args!r}]
+try:
+    main()
+except SystemExit:
+    pass
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"litellm", "langgraph", "git", "langchain_core", "psycopg"}})
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+def heavy_imports(args: list[str]) -> subprocess.CompletedProcess:
+    """Run `crossreview ARGS` in a child that prints the heavy modules it imported (``HEAVY=...``)."""
+    return subprocess.run([sys.executable, "-c", _HEAVY_PROBE.format(args=args)], capture_output=True,
+                          text=True, env=cli_env(), timeout=60)

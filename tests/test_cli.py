@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from conftest import EXAMPLE_TASKS, cli_env, make_task
-
-PROBE = """
-import sys
-from crossreview.cli import main
-sys.argv = ["crossreview", *{args!r}]
-try:
-    main()
-except SystemExit:
-    pass
-heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"litellm", "langgraph", "git", "langchain_core"}})
-print("HEAVY=" + ",".join(heavy))
-"""
-
+from conftest import heavy_imports, EXAMPLE_TASKS, make_task
 
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["plugins"], ["decide", "--help"]])
 def test_help_and_plugins_import_no_heavy_modules(args):
-    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True,
-                         env=cli_env(), timeout=60).stdout
+    out = heavy_imports(args).stdout
     assert "HEAVY=\n" in out, out
 
 

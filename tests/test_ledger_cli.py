@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import cli_env
+from conftest import heavy_imports
 from crossreview.ledger.db import LedgerURL, is_url, parse_location
-
-PROBE = """
-import sys
-from crossreview.cli import main
-sys.argv = ["crossreview", *{args!r}]
-try:
-    main()
-except SystemExit:
-    pass
-heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"litellm", "langgraph", "git", "langchain_core", "psycopg"}})
-print("HEAVY=" + ",".join(heavy))
-"""
-
 
 @pytest.mark.parametrize("args", [["stats", "--help"], ["report", "--help"], ["export", "--help"], ["--help"]])
 def test_help_imports_nothing_heavy(args):
-    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True,
-                         env=cli_env(), timeout=60)
+    out = heavy_imports(args)
     assert "HEAVY=\n" in out.stdout, out.stdout + out.stderr
     assert "Usage:" in out.stdout
 
@@ -36,8 +20,7 @@ def test_stats_reads_no_heavy_module(tmp_path):
     from crossreview.ledger import Ledger
 
     Ledger(tmp_path / "l.db")
-    out = subprocess.run([sys.executable, "-c", PROBE.format(args=["stats", "--ledger", str(tmp_path / "l.db")])],
-                         capture_output=True, text=True, env=cli_env(), timeout=60)
+    out = heavy_imports(["stats", "--ledger", str(tmp_path / "l.db")])
     assert "HEAVY=\n" in out.stdout, out.stdout + out.stderr
 
 

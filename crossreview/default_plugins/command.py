@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..agents import ReviewRequest, SpecError, Workspace, expand_template
+from ..agents import ReviewRequest, SpecError, Workspace, expand_template, load_json_object, validation_problems
 from ..hookspecs import hookimpl
 from ..models import AgentSpec, ReviewVerdictOutput, SolveResult, Usage
 from ..sandbox import agent_policy, command_paths, reviewer_policy, run_confined
@@ -101,24 +101,15 @@ def parse_verdict(stdout: str) -> ReviewVerdictOutput:
         if not chunk:
             continue
         try:
-            data = json.loads(chunk)
-        except json.JSONDecodeError as exc:
-            last_error = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-            continue
-        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting 50,000 deep
-            last_error = f"not usable JSON ({type(exc).__name__}: {str(exc)[:120]})"
-            continue
-        if not isinstance(data, dict):
-            last_error = f"expected a JSON object, got {type(data).__name__}"
+            data = load_json_object(chunk)
+        except ValueError as exc:
+            last_error = str(exc)
             continue
         try:
             return ReviewVerdictOutput.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'verdict'}: {e['msg']}" for e in exc.errors()
-            )
             raise ReviewerOutputError(
-                f"verdict JSON is not valid: {problems}. Expected "
+                f"verdict JSON is not valid: {validation_problems(exc)}. Expected "
                 '{"verdict": "approve"|"reject", "confidence": 0..1, "concerns": [...]}'
             ) from None
     raise ReviewerOutputError(

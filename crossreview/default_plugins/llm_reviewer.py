@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..agents import ReviewRequest
+from ..agents import ReviewRequest, load_json_object, validation_problems
 from ..budget import BudgetExceeded
 from ..hookspecs import hookimpl
 from ..llm.client import ModelCallError, ModelClient, Reply, load_litellm, prewarm
@@ -73,16 +72,13 @@ def parse_model_verdict(text: str | None) -> ModelVerdict:
     if m:
         body = m.group(1).strip()
     try:
-        data = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise VerdictParseError(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(data, dict):
-        raise VerdictParseError(f"expected a JSON object, got {type(data).__name__}")
+        data = load_json_object(body)
+    except ValueError as exc:
+        raise VerdictParseError(str(exc)) from None
     try:
         return ModelVerdict.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'verdict'}: {e['msg']}" for e in exc.errors())
-        raise VerdictParseError(f"the JSON does not match the verdict schema: {problems}") from None
+        raise VerdictParseError(f"the JSON does not match the verdict schema: {validation_problems(exc)}") from None
 
 
 def _response_format(cfg: ResolvedModel) -> dict | None:
