@@ -400,6 +400,108 @@ def gc(ledger, state_dir):
     Console().print(f"removed {trees} worktree(s) and {branches} branch(es)")
 
 
+@main.command()
+@click.option("--base", default=None, metavar="REF",
+              help="The branch or commit the pull request goes into. In a pull_request workflow: the event's base.")
+@click.option("--head", default=None, metavar="REF",
+              help="The pull request's commit (default: the event's head, else HEAD).")
+@click.option("--attempts", type=click.IntRange(min=0), default=None, metavar="N",
+              help="N of the agents also solve the task from the base; their attempts are reviewed alongside "
+                   "(default: [gate] attempts in the base's config, else 0).")
+@click.option("--task", "task", default=None, metavar="DIR",
+              help="A task folder (relative to the repository root, read from the base) the pull request solves. "
+                   "Default: a `crossreview-task: DIR` line in the PR body, else [gate] task, else the PR's "
+                   "title and body with the base's [gate] verifier.")
+@click.option("--title", default=None, help="The pull request's title (default: from the event).")
+@click.option("--body", default=None, help="The pull request's body (default: from the event).")
+@click.option("--repo", type=click.Path(path_type=Path, file_okay=False), default=Path("."), show_default=True,
+              help="The repository's checkout.")
+@click.option("--record-human", is_flag=True,
+              help="Instead of judging: record a human's decision (a review or merge/close event) on an "
+                   "escalated pull request in the ledger.")
+@ledger_option
+@state_option
+@click.option("--json", "json_mode", is_flag=True, help="Print the gate's report as one JSON document.")
+@sandbox_option
+def gate(base, head, attempts, task, title, body, repo, record_human, ledger, state_dir, json_mode, sandbox):
+    """CI: judge the pull request base..head; accept when the agents agree, ask a human when they split.
+
+    \b
+    The diff base..head is one candidate, `pr`. The agents configured in the
+    BASE commit's crossreview.toml (or [tool.crossreview]) review it with the
+    outcome of the base's [gate] verifier run on head; the policy and the
+    task come from the base too, so a pull request cannot loosen its own
+    gate. Exit codes: 0 accept, 1 reject, 3 a human must decide, 2 usage.
+
+    \b
+    Inside GitHub Actions it also writes the step summary, the outputs
+    decision / winner / escalation, annotations for concerns that name a
+    file and line, one pull request comment (updated on every push), and the
+    [gate] label (default crossreview:needs-human) while a human is needed.
+
+    \b
+    crossreview gate --base origin/main --head HEAD
+    crossreview gate --record-human        # on pull_request_review / closed events
+    """
+    import os
+
+    from .runner import UsageError
+
+    out, err = _consoles(json_mode)
+    if record_human:
+        from .gate import record_human as record
+
+        try:
+            done = record(ledger or state_dir / "ledger.db", os.environ)
+        except UsageError as exc:
+            _fail(str(exc))
+        if json_mode:
+            click.echo(json.dumps({"recorded": done.recorded, "escalation": done.escalation, "message": done.message}))
+        else:
+            out.print(done.message, highlight=False)
+        sys.exit(EXIT_OK)
+    from .gate import GateOptions, run_gate
+
+    opts = GateOptions(base=base, head=head, repo=repo, attempts=attempts, task=task, title=title, body=body,
+                       state_dir=state_dir, ledger=ledger, sandbox=sandbox, environ=dict(os.environ),
+                       commands=sys.stderr if json_mode else sys.stdout)
+    _sigterm_is_ctrl_c()
+    if not json_mode:
+        err.print("crossreview gate: judging the pull request with the base branch's reviewers…")
+    try:
+        report = run_gate(opts)
+    except UsageError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _interrupted(err)
+    if json_mode:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        _print_gate(out, report)
+    sys.exit(report.exit_code)
+
+
+def _print_gate(out: Console, report) -> None:
+    from rich.table import Table
+
+    style = {"accepted": "green", "rejected": "red", "escalated": "magenta"}.get(report.decision, "yellow")
+    out.print(f"[bold {style}]{report.decision}[/bold {style}]: ", end="")
+    out.print(report.reason, highlight=False, markup=False)
+    table = Table(show_header=True)
+    for col in ("candidate", "tests", "change", "reviews"):
+        table.add_column(col)
+    for c in report.candidates:
+        on_it = [v for v in report.verdicts if v["candidate"] == c["agent"]]
+        tests = f"{c['tests_passed']}/{c['tests_total']}" if c["status"] == "ok" else c["status"]
+        table.add_row(c["agent"], tests, f"{len(c['files'])} files +{c['lines_added']} -{c['lines_removed']}",
+                      ", ".join(f"{v['reviewer']}: {v['verdict']}" for v in on_it) or "-")
+    out.print(table)
+    for line in report.github:
+        out.print(f"github: {line}", highlight=False, markup=False)
+    where = f" · escalation {report.escalation} (`crossreview show {report.escalation}`)" if report.escalation else ""
+    out.print(f"run {report.run} · base config {report.config_source or '(none: defaults)'}{where}", style="dim")
+
+
 @main.command("plugins")
 @click.option("--json", "json_mode", is_flag=True, help="Print as JSON.")
 def plugins_cmd(json_mode):

@@ -123,6 +123,12 @@ class TaskRunState(TypedDict, total=False):
     task_run: str
     task: dict
     agents: list[dict]
+    panel: list[dict]
+    """Who reviews (default: the agents). The gate's pull request solves but never reviews."""
+    focus: str | None
+    """The one candidate the decision is about (the gate's pull request); the rest are context."""
+    keep: bool
+    """Keep an accepted candidate as a branch (default True; the gate, judging an existing branch, does not)."""
     reviewers: dict[str, str]
     policy: str
     suite_dir: str
@@ -336,7 +342,7 @@ def fan_out_review(state: TaskRunState) -> list[Send] | str:
     shared = _shared(state)
     sends = []
     cands = _round_candidates(state)
-    for reviewer in state["agents"]:
+    for reviewer in state.get("panel") or state["agents"]:
         for cand in cands:
             if cand.agent == reviewer["name"] or cand.status != "ok":
                 continue
@@ -422,7 +428,16 @@ def decide(state: TaskRunState, runtime: Runtime[Context]) -> dict:
     policy = regs[state["policy"]].factory
     cands = _round_candidates(state)
     verdicts = _round_verdicts(state)
-    decision = policy.decide(cands, verdicts)
+    focus = state.get("focus")
+    if focus:
+        # The decision is about one candidate; the others were reviewed so that
+        # disagreement with independent attempts shows in the packet.
+        decision = policy.decide([c for c in cands if c.agent == focus], [v for v in verdicts if v.candidate == focus])
+        others = [_attempt_line(c, verdicts) for c in cands if c.agent != focus]
+        if others:
+            decision.reason = f"{decision.reason}; independent attempts: {'; '.join(others)}"
+    else:
+        decision = policy.decide(cands, verdicts)
     win = next((c for c in cands if c.agent == decision.winner), None) if decision.kind == "accepted" else None
     if win is not None and win.tampering:
         # Whatever a plugin policy says: a candidate that may fake its results goes to a human.
@@ -447,6 +462,13 @@ def decide(state: TaskRunState, runtime: Runtime[Context]) -> dict:
         "escalation": escalation,
         "events": [_event("decide", started, None, rnd)],
     }
+
+
+def _attempt_line(c: Candidate, verdicts: list[Verdict]) -> str:
+    on_it = [v for v in verdicts if v.candidate == c.agent]
+    ok = sum(1 for v in on_it if v.verdict == "approve")
+    tests = f"{c.tests.passed}/{c.tests.total} tests" if c.tests else c.status
+    return f"{c.agent} {tests}, {ok}/{len(on_it)} approvals"
 
 
 def holdout(state: TaskRunState, runtime: Runtime[Context]) -> dict:
@@ -521,25 +543,14 @@ def record(state: TaskRunState, runtime: Runtime[Context]) -> dict:
             kind, winner = "rejected", None
             reason = f"a human rejected every candidate ({escalation_id})"
     branch = None
-    if kind == "accepted" and winner:
+    if kind == "accepted" and winner and state.get("keep", True):
         cand = next(c for c in cands if c.agent == winner)
         branch = kept_branch(state["run"], task.id)
         ctx_msg = f"crossreview: {task.id} by {winner} (run {state['run']})\n\n{reason}"
         crash_point("record", "before-branch")
         keep_branch(ctx.state_dir, BaseRepo(Path(state["base_git_dir"]), state["base_commit"]), branch, cand.diff, ctx_msg)
 
-    all_cands = []
-    holdouts = {(h["agent"], h["round"]): TestReport.model_validate(h["report"]) for h in state.get("holdouts", [])}
-    seen = {}
-    for c in state.get("candidates", []):
-        cand = Candidate.model_validate(c)
-        cand.holdout = holdouts.get((cand.agent, cand.round))
-        seen[(cand.agent, cand.round)] = cand
-    all_cands = list(seen.values())
-    all_verdicts = {}
-    for v in state.get("verdicts", []):
-        all_verdicts[(v["reviewer"], v["candidate"], v.get("round", 0))] = Verdict.model_validate(v)
-    verdicts = list(all_verdicts.values())
+    all_cands, verdicts = everything_so_far(state)
     events = state.get("events", [])
     started = min((e["started"] for e in events), default=utcnow().isoformat())
     seconds = (utcnow() - datetime.fromisoformat(started)).total_seconds()
@@ -568,6 +579,34 @@ def record(state: TaskRunState, runtime: Runtime[Context]) -> dict:
     )
     crash_point("record", "after-ledger")
     return {"result": result.model_dump(mode="json")}
+
+
+def everything_so_far(state: dict) -> tuple[list[Candidate], list[Verdict]]:
+    """Every round's candidates (with holdout results) and verdicts in the state, latest write of each."""
+    holdouts = {(h["agent"], h["round"]): TestReport.model_validate(h["report"]) for h in state.get("holdouts", [])}
+    seen = {}
+    for c in state.get("candidates", []):
+        cand = Candidate.model_validate(c)
+        cand.holdout = holdouts.get((cand.agent, cand.round))
+        seen[(cand.agent, cand.round)] = cand
+    verdicts = {}
+    for v in state.get("verdicts", []):
+        verdicts[(v["reviewer"], v["candidate"], v.get("round", 0))] = Verdict.model_validate(v)
+    return list(seen.values()), list(verdicts.values())
+
+
+def record_parked(ledger: Ledger, state: dict) -> None:
+    """Write a run parked at an escalation to the ledger as far as it got (it stays parked).
+
+    So its candidates, verdicts and spending are in the ledger even if nobody
+    ever resumes it here (a CI gate's human decides on GitHub); recording the
+    finished run later replaces these rows.
+    """
+    cands, verdicts = everything_so_far(state)
+    decisions = [(d["round"], Decision.model_validate({k: v for k, v in d.items() if k != "round"}))
+                 for d in state.get("decisions", [])]
+    ledger.record_parked(state["task_run"], cands, verdicts, decisions, state.get("events", []),
+                         rounds=(state.get("round") or 0) + 1, calls=_itemized_calls(cands, verdicts))
 
 
 def _itemized_calls(cands: list[Candidate], verdicts: list[Verdict]) -> list[dict]:

@@ -192,6 +192,44 @@ def export(fmt, output, since, suite, ledger, state_dir):
     click.echo(f"wrote {len(rows)} task runs to {output}", err=True)
 
 
+@click.command()
+@click.argument("sources", nargs=-1, required=True, type=LEDGER_LOCATION)
+@_ledger_opt
+@_state_opt
+def merge(sources, ledger, state_dir):
+    """Fold other ledgers (SOURCES: files or URLs) into this one.
+
+    Each CI run of `crossreview gate` keeps its own ledger (the example
+    workflow uploads it as an artifact); download them and merge them into
+    one, and `stats` covers every pull request. Merging the same ledger twice
+    adds nothing. An escalation the gate left open and `gate --record-human`
+    decided in another ledger ends decided.
+
+    \b
+    gh run download --pattern 'crossreview-ledger-*' --dir ledgers
+    crossreview merge ledgers/*/ledger.db --ledger team.db
+    """
+    from .ledger import Ledger, LedgerError
+    from .ledger.db import LedgerURL
+    from .ledger.merge import merge_into
+
+    dest = ledger if ledger is not None else state_dir / "ledger.db"
+    for src in sources:
+        if not isinstance(src, LedgerURL) and not Path(src).is_file():
+            _fail(f"{src}: no such ledger file; give the ledger.db files to fold in")
+    try:
+        target = Ledger(dest)
+        for src in sources:
+            if not isinstance(src, LedgerURL) and not isinstance(dest, LedgerURL) and Path(src).resolve() == Path(dest).resolve():
+                _fail(f"{src} is the ledger being merged into; give the others")
+            got = merge_into(target, Ledger(src))
+            click.echo(f"{src}: +{got.runs} runs, +{got.task_runs} task runs, +{got.escalations} escalations, "
+                       f"{got.decisions} decisions filled in")
+    except LedgerError as exc:
+        _fail(str(exc))
+    click.echo(f"merged {len(sources)} ledger(s) into {dest}")
+
+
 def _accept_urls(group: click.Group) -> None:
     """Let every command's --ledger take a postgresql:// URL, not only a file.
 
@@ -210,6 +248,6 @@ def _accept_urls(group: click.Group) -> None:
 
 def register(group: click.Group) -> None:
     """Add stats, report and export to the `crossreview` group."""
-    for cmd in (stats, report, export):
+    for cmd in (stats, report, export, merge):
         group.add_command(cmd)
     _accept_urls(group)

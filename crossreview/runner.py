@@ -27,7 +27,7 @@ from . import agents as agents_mod
 from . import plugins
 from .ledger import Ledger
 from .models import AgentSpec, HumanDecision, Task, TaskError, TaskResult
-from .tasks import ConfigError, load_suite, load_suite_config
+from .tasks import ConfigError, LoadedConfig, load_suite, load_suite_config
 from . import sandbox as sandbox_mod
 from .crashpoints import crash_point
 from .sandbox import kill_all_children
@@ -143,12 +143,17 @@ class Resolved:
     sandbox: dict = field(default_factory=dict)
 
 
-def resolve_options(opts: RunOptions, pm: pluggy.PluginManager) -> Resolved:
-    """Merge flags with the suite config and check every spec can be built (else UsageError)."""
-    try:
-        loaded = load_suite_config(opts.paths)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+def resolve_options(opts: RunOptions, pm: pluggy.PluginManager, loaded: LoadedConfig | None = None) -> Resolved:
+    """Merge flags with the suite config and check every spec can be built (else UsageError).
+
+    ``loaded`` is a config already read (the gate reads the base branch's);
+    by default the config is looked up from ``opts.paths``.
+    """
+    if loaded is None:
+        try:
+            loaded = load_suite_config(opts.paths)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
     cfg = loaded.config
     agent_texts = opts.agents or cfg.agents or DEFAULT_AGENTS
     # The config's reviewers are paired with the config's agents by name:
@@ -252,10 +257,10 @@ def _models_and_limits(opts: RunOptions, cfg, specs: list[AgentSpec], pairing: d
     return llm.model_dump(mode="json", exclude_defaults=True), limits.to_dict()
 
 
-def _thread_config(task_run: str, n_agents: int) -> dict:
+def _thread_config(task_run: str, n_agents: int, n_panel: int | None = None) -> dict:
     # LangGraph's default pool is ~6 threads on 2 cores: size it to the fan-out
     # we mean to run at once (every review of every candidate).
-    width = max(1, n_agents, n_agents * (n_agents - 1))
+    width = max(1, n_agents, n_agents * (n_agents - 1), n_agents * (n_panel or 0))
     return {"configurable": {"thread_id": task_run}, "max_concurrency": min(width, 64), "recursion_limit": 200}
 
 
@@ -308,7 +313,7 @@ def task_run_id(run: str, task_id: str) -> str:
 def run_task(session: Session, run: str, task: Task, config: dict, interactive: bool, fresh: bool = True) -> TaskResult:
     """Run (or continue) one task through the graph, then clean its worktrees up."""
     tr = task_run_id(run, task.id)
-    gconf = _thread_config(tr, len(config["agents"]))
+    gconf = _thread_config(tr, len(config["agents"]), len(config.get("panel") or []))
     configure_sandbox(config, session.state_dir, session.ledger.path)
     session.ledger.start_task_run(tr, run, task.id, str(task.path), task.tags, task.metadata)
     session.pm.hook.crossreview_task_started(task=task, task_run=tr)
@@ -331,6 +336,8 @@ def run_task(session: Session, run: str, task: Task, config: dict, interactive: 
             "suite_dir": config["suite_dir"],
             "llm": config.get("llm") or {},
             "limits": config.get("limits") or {},
+            # The gate's shape: who reviews, which candidate is judged, whether to keep a branch.
+            **{k: config[k] for k in ("panel", "focus", "keep") if k in config},
         }
     else:
         payload = None  # continue from the checkpoint: finished branches are kept
@@ -355,7 +362,7 @@ def _drive(session: Session, gconf: dict, payload: Any, interactive: bool) -> Ta
     """Invoke the graph until it finishes or parks waiting for a human."""
     from langgraph.types import Command
 
-    from .graph import escalation_from_interrupt
+    from .graph import escalation_from_interrupt, record_parked
 
     out = session.graph.invoke(payload, gconf, context=session.context)
     while "__interrupt__" in out:
@@ -365,6 +372,7 @@ def _drive(session: Session, gconf: dict, payload: Any, interactive: bool) -> Ta
         session.pm.hook.crossreview_escalation_opened(escalation=esc, ledger=session.ledger)
         human = session.pm.hook.crossreview_ask_human(escalation=esc, interactive=interactive)
         if human is None:
+            record_parked(session.ledger, state)
             return TaskResult(
                 task=esc.task,
                 task_run=esc.task_run,

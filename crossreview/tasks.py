@@ -259,6 +259,25 @@ def load_suite(paths: list[Path]) -> Suite:
 # --- suite defaults: crossreview.toml or [tool.crossreview] -----------------
 
 
+class GateConfig(BaseModel):
+    """``[gate]``: how ``crossreview gate`` judges a pull request (read from the base branch only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verifier: str = "python -m pytest -q"
+    """Run from the root of the pull request's tree; pytest's JUnit XML gives per-test outcomes."""
+    verifier_timeout_sec: float = Field(default=600, gt=0)
+    agent_timeout_sec: float = Field(default=900, gt=0)
+    attempts: int = Field(default=0, ge=0)
+    """How many of the agents also solve the task themselves from the base (their attempts are reviewed alongside)."""
+    task: str | None = None
+    """A task folder (relative to the repository root) whose instruction and tests stand for the pull request's task."""
+    label: str = Field(default="crossreview:needs-human", min_length=1, max_length=50)
+    """The label put on a pull request that needs a human, and taken off when the agents agree."""
+    comment: bool = True
+    """Keep one comment on the pull request with the decision (and the packet, when split)."""
+
+
 class SuiteConfig(BaseModel):
     """Defaults for a suite run; command-line flags win over these."""
 
@@ -288,6 +307,7 @@ class SuiteConfig(BaseModel):
     sandbox_writable: list[str] = Field(default_factory=list)
     network: dict[str, list[str]] = Field(default_factory=dict)
     """Agent name -> the key variables it may see; those agents (and their reviewers) get network."""
+    gate: GateConfig = Field(default_factory=GateConfig)
 
 
 @dataclass
@@ -311,21 +331,29 @@ def load_suite_config(paths: list[Path]) -> LoadedConfig:
     if (start / TASK_FILE).is_file():
         start = start.parent  # a single task: its suite is the folder around it
     for d in [start, *start.parents]:
-        f = d / SUITE_FILE
-        if f.is_file():
-            return LoadedConfig(_parse_config(f, None), f, d)
-        pp = d / "pyproject.toml"
-        if pp.is_file():
-            try:
-                tool = _read_toml(pp).get("tool")
-                section = tool.get("crossreview") if isinstance(tool, dict) else None
-            except (tomllib.TOMLDecodeError, OSError):
-                section = None
-            if section is not None:
-                return LoadedConfig(_parse_config(pp, section), pp, d)
+        found = load_config_at(d)
+        if found.source is not None:
+            return found
         if (d / ".git").exists():
             break  # stop at the repository root
     return LoadedConfig(SuiteConfig(), None, start)
+
+
+def load_config_at(d: Path) -> LoadedConfig:
+    """The config in folder ``d`` itself (crossreview.toml, else pyproject's [tool.crossreview]); never looks up."""
+    f = d / SUITE_FILE
+    if f.is_file():
+        return LoadedConfig(_parse_config(f, None), f, d)
+    pp = d / "pyproject.toml"
+    if pp.is_file():
+        try:
+            tool = _read_toml(pp).get("tool")
+            section = tool.get("crossreview") if isinstance(tool, dict) else None
+        except (tomllib.TOMLDecodeError, OSError):
+            section = None
+        if section is not None:
+            return LoadedConfig(_parse_config(pp, section), pp, d)
+    return LoadedConfig(SuiteConfig(), None, d)
 
 
 def _parse_config(path: Path, section: dict | None) -> SuiteConfig:
@@ -346,7 +374,8 @@ def _parse_config(path: Path, section: dict | None) -> SuiteConfig:
         for e in exc.errors():
             key = ".".join(str(p) for p in e["loc"])
             if e["type"] == "extra_forbidden":
-                section = SuiteConfig if len(e["loc"]) == 1 else Price if e["loc"][0] == "prices" else ModelSettings
+                section = (SuiteConfig if len(e["loc"]) == 1 else GateConfig if e["loc"][0] == "gate"
+                           else Price if e["loc"][0] == "prices" else ModelSettings)
                 lines.append(f"{where}: unknown key {key!r}; expected one of: {', '.join(section.model_fields)}")
             else:
                 shown = key if key.isprintable() else repr(key)  # a key with a newline in it stays on its line

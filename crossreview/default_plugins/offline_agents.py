@@ -1,4 +1,5 @@
-"""The ``oracle`` and ``noop`` agents: offline, and what `validate` checks tasks with."""
+"""The offline agents: ``oracle`` and ``noop`` (what `validate` checks tasks with), and
+``ref:<revision>`` (an existing change, such as the pull request `gate` judges, as a candidate)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,35 @@ class NoopAgent:
         return SolveResult()
 
 
+class RevisionAgent:
+    """Makes the worktree hold the tree of a git revision: a change someone already made, as a candidate.
+
+    Nothing of the revision runs here: git writes its files, the way a
+    checkout would. The worktree shares the repository's objects, so any
+    revision of the task's repository can be named.
+    """
+
+    def __init__(self, spec: AgentSpec):
+        rev = (spec.arg or "").strip()
+        if not rev or rev.startswith("-") or any(ch.isspace() for ch in rev):
+            raise SpecError(f"agent {spec.name}: 'ref' needs a git revision, e.g. ref:HEAD or ref:origin/feature "
+                            f"(got {spec.spec!r})")
+        self.rev = rev
+
+    def solve(self, workspace: Workspace) -> SolveResult:
+        """Replace the worktree's tracked files with the revision's tree (deletions included)."""
+        import git
+
+        try:
+            git.Repo(workspace.path).git.read_tree("-u", "--reset", self.rev)
+        except git.GitCommandError as exc:
+            why = (exc.stderr or str(exc)).strip().splitlines()[-1:] or [str(exc)]
+            return SolveResult(status="error", error=f"cannot check out {self.rev}: {why[0]}")
+        return SolveResult(log=f"the tree of {self.rev}")
+
+
 @hookimpl
 def crossreview_register_agents(register):
     register("oracle", OracleAgent, help="applies the task's solution/ (checks a task is solvable)")
     register("noop", NoopAgent, help="changes nothing (checks the tests can fail)")
+    register("ref", RevisionAgent, help="ref:<revision> — the tree of a git revision as the candidate (`gate` judges a pull request this way)")

@@ -155,8 +155,7 @@ class Ledger:
         tr = result.task_run
         agreement = score.from_models(candidates, verdicts)
         with self.connect() as db:
-            for table in ("candidates", "test_outcomes", "verdicts", "decisions", "events", "calls"):
-                db.execute(f"DELETE FROM {table} WHERE task_run=?", (tr,))
+            self._replace_details(db, tr, candidates, verdicts, decisions, events, calls, agreement)
             db.execute(
                 "UPDATE task_runs SET status='done', decision=?, winner=?, reason=?, branch=?, rounds=?,"
                 " finished=?, seconds=?, error=?, agreement=?, agreement_pick=? WHERE id=?",
@@ -165,42 +164,65 @@ class Ledger:
                     result.seconds, result.error, agreement.task_run, agreement.pick, tr,
                 ),
             )
-            for c in candidates:
-                db.insert("candidates", {
-                    "task_run": tr, "round": c.round, "agent": c.agent, "spec": c.spec, "status": c.status,
-                    "error": c.error,
-                    "tests_passed": c.tests.passed if c.tests else None,
-                    "tests_total": c.tests.total if c.tests else None,
-                    "holdout_passed": c.holdout.passed if c.holdout else None,
-                    "holdout_total": c.holdout.total if c.holdout else None,
-                    "files_changed": json.dumps(c.files_changed), "lines_added": c.lines_added,
-                    "lines_removed": c.lines_removed, "tokens_in": c.usage.tokens_in,
-                    "tokens_out": c.usage.tokens_out, "cost": c.usage.cost, "calls": c.usage.calls,
-                    "started": _ts(c.started), "finished": _ts(c.finished), "seconds": c.seconds, "diff": c.diff,
-                    "agreement": agreement.candidates.get((c.round, c.agent)),
-                })
-                for suite, report in (("tests", c.tests), ("holdout", c.holdout)):
-                    self._outcomes(db, tr, c, suite, report)
-            db.insert_many(
-                "verdicts",
-                ("task_run", "round", "reviewer", "candidate", "verdict", "confidence", "concerns", "prefers",
-                 "tokens_in", "tokens_out", "cost", "calls", "seconds", "error"),
-                [(tr, v.round, v.reviewer, v.candidate, v.verdict, v.confidence, json.dumps(v.concerns), v.prefers,
-                  v.usage.tokens_in, v.usage.tokens_out, v.usage.cost, v.usage.calls, v.seconds, v.error)
-                 for v in verdicts],
-            )
-            db.insert_many(
-                "decisions",
-                ("task_run", "round", "kind", "winner", "reason", "disagreements", "policy"),
-                [(tr, rnd, d.kind, d.winner, d.reason, json.dumps(d.disagreements), d.policy) for rnd, d in decisions],
-            )
-            db.insert_many(
-                "events",
-                ("task_run", "node", "agent", "round", "started", "finished"),
-                [(tr, e["node"], e.get("agent"), e.get("round", 0), e["started"], e["finished"]) for e in events],
-            )
-            if calls:
-                self._calls(db, tr, calls)
+
+    def record_parked(
+        self,
+        task_run: str,
+        candidates: list[Candidate],
+        verdicts: list[Verdict],
+        decisions: list[tuple[int, Decision]],
+        events: list[dict[str, Any]],
+        rounds: int,
+        calls: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Write what a task run parked at an escalation has so far; it stays parked (``record_task_run`` finishes it)."""
+        agreement = score.from_models(candidates, verdicts)
+        with self.connect() as db:
+            self._replace_details(db, task_run, candidates, verdicts, decisions, events, calls, agreement)
+            db.execute("UPDATE task_runs SET rounds=?, agreement=?, agreement_pick=? WHERE id=?",
+                       (rounds, agreement.task_run, agreement.pick, task_run))
+
+    def _replace_details(self, db: Tx, tr: str, candidates: list[Candidate], verdicts: list[Verdict],
+                         decisions: list[tuple[int, Decision]], events: list[dict[str, Any]],
+                         calls: list[dict[str, Any]] | None, agreement) -> None:
+        for table in ("candidates", "test_outcomes", "verdicts", "decisions", "events", "calls"):
+            db.execute(f"DELETE FROM {table} WHERE task_run=?", (tr,))
+        for c in candidates:
+            db.insert("candidates", {
+                "task_run": tr, "round": c.round, "agent": c.agent, "spec": c.spec, "status": c.status,
+                "error": c.error,
+                "tests_passed": c.tests.passed if c.tests else None,
+                "tests_total": c.tests.total if c.tests else None,
+                "holdout_passed": c.holdout.passed if c.holdout else None,
+                "holdout_total": c.holdout.total if c.holdout else None,
+                "files_changed": json.dumps(c.files_changed), "lines_added": c.lines_added,
+                "lines_removed": c.lines_removed, "tokens_in": c.usage.tokens_in,
+                "tokens_out": c.usage.tokens_out, "cost": c.usage.cost, "calls": c.usage.calls,
+                "started": _ts(c.started), "finished": _ts(c.finished), "seconds": c.seconds, "diff": c.diff,
+                "agreement": agreement.candidates.get((c.round, c.agent)),
+            })
+            for suite, report in (("tests", c.tests), ("holdout", c.holdout)):
+                self._outcomes(db, tr, c, suite, report)
+        db.insert_many(
+            "verdicts",
+            ("task_run", "round", "reviewer", "candidate", "verdict", "confidence", "concerns", "prefers",
+             "tokens_in", "tokens_out", "cost", "calls", "seconds", "error"),
+            [(tr, v.round, v.reviewer, v.candidate, v.verdict, v.confidence, json.dumps(v.concerns), v.prefers,
+              v.usage.tokens_in, v.usage.tokens_out, v.usage.cost, v.usage.calls, v.seconds, v.error)
+             for v in verdicts],
+        )
+        db.insert_many(
+            "decisions",
+            ("task_run", "round", "kind", "winner", "reason", "disagreements", "policy"),
+            [(tr, rnd, d.kind, d.winner, d.reason, json.dumps(d.disagreements), d.policy) for rnd, d in decisions],
+        )
+        db.insert_many(
+            "events",
+            ("task_run", "node", "agent", "round", "started", "finished"),
+            [(tr, e["node"], e.get("agent"), e.get("round", 0), e["started"], e["finished"]) for e in events],
+        )
+        if calls:
+            self._calls(db, tr, calls)
 
     @staticmethod
     def _outcomes(db: Tx, tr: str, c: Candidate, suite: str, report: TestReport | None) -> None:
@@ -304,6 +326,33 @@ class Ledger:
                     _ts(human.shown_at or human.decided_at), _ts(human.decided_at), human.by, human.action,
                     human.pick, human.guide, esc_id,
                 ),
+            )
+
+    def import_escalation(self, esc_id: str, facts: dict[str, Any]) -> None:
+        """Write an escalation this ledger never saw, from the facts another one recorded (a CI run's).
+
+        ``facts`` holds ``task_run``, ``run``, ``task``, ``created`` and
+        ``reason``. `crossreview merge` later joins it with the gate's ledger.
+        """
+        with self.connect() as db:
+            db.insert(
+                "escalations",
+                {"id": esc_id, "task_run": facts["task_run"], "run": facts["run"], "task": facts["task"],
+                 "round": int(facts.get("round") or 0), "reason": facts.get("reason") or "",
+                 "created": facts["created"], "first_shown": facts["created"],
+                 "packet": json.dumps({"task": facts["task"], "imported": True})},
+                conflict="ignore",
+            )
+
+    def finish_by_human(self, task_run: str, human: HumanDecision, reason: str) -> None:
+        """Close a parked task run with a decision a human made elsewhere (on GitHub), if this ledger has it."""
+        accepted = human.action == "pick"
+        with self.connect() as db:
+            db.execute(
+                "UPDATE task_runs SET status='done', decision=?, winner=?, reason=?, finished=? "
+                "WHERE id=? AND status='parked'",
+                ("accepted" if accepted else "rejected", human.pick if accepted else None, reason,
+                 _ts(human.decided_at), task_run),
             )
 
     def escalations_of(self, task_run: str) -> list[dict[str, Any]]:

@@ -1,0 +1,101 @@
+"""A small GitHub REST client for the gate: one comment per pull request, and a label.
+
+Plain REST over httpx (the library litellm already brings), against
+``$GITHUB_API_URL`` (github.com, GitHub Enterprise, or a test server on
+127.0.0.1). The token goes in the Authorization header and nowhere else:
+errors quote GitHub's message, never the request's headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+_MAX_PAGES = 50  # 5,000 comments: a pull request with more is not one the gate commented on first
+
+
+class GitHubError(Exception):
+    """A GitHub API call that failed; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.status = status
+
+
+class GitHubClient:
+    """The calls the gate makes, for one repository (``owner/name``)."""
+
+    def __init__(self, api_url: str, token: str, repository: str, timeout: float = 30.0):
+        if repository.count("/") != 1:
+            raise GitHubError(f"GITHUB_REPOSITORY={repository!r}: expected owner/name")
+        self.repository = repository
+        self._http = httpx.Client(
+            base_url=api_url.rstrip("/") + "/",
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "User-Agent": "crossreview-gate",
+            },
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> "GitHubClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, ok: tuple[int, ...] = (200, 201), **kw) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path.lstrip("/"), **kw)
+        except httpx.HTTPError as exc:
+            raise GitHubError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        if resp.status_code not in ok:
+            try:
+                message = resp.json().get("message", "")
+            except ValueError:
+                message = resp.text[:200]
+            raise GitHubError(f"{method} {path}: HTTP {resp.status_code} {message}".rstrip(), resp.status_code)
+        return resp
+
+    def _repo(self, rest: str) -> str:
+        return f"repos/{self.repository}/{rest}"
+
+    def comments(self, number: int) -> list[dict[str, Any]]:
+        """Every comment on issue / pull request ``number``, oldest first (following pagination)."""
+        out: list[dict[str, Any]] = []
+        url: str | None = self._repo(f"issues/{number}/comments?per_page=100")
+        for _ in range(_MAX_PAGES):
+            if url is None:
+                break
+            resp = self._call("GET", url)
+            out += resp.json()
+            nxt = resp.links.get("next", {}).get("url")
+            url = nxt.removeprefix(str(self._http.base_url)) if nxt else None
+        return out
+
+    def find_comment(self, number: int, marker: str) -> dict[str, Any] | None:
+        """The latest comment on ``number`` holding ``marker`` (the one the gate keeps updating)."""
+        mine = [c for c in self.comments(number) if marker in (c.get("body") or "")]
+        return mine[-1] if mine else None
+
+    def upsert_comment(self, number: int, body: str, marker: str) -> str:
+        """Update the gate's comment in place, or create it the first time; says which."""
+        existing = self.find_comment(number, marker)
+        if existing:
+            self._call("PATCH", self._repo(f"issues/comments/{existing['id']}"), json={"body": body})
+            return f"updated comment {existing['id']}"
+        created = self._call("POST", self._repo(f"issues/{number}/comments"), json={"body": body}).json()
+        return f"created comment {created.get('id')}"
+
+    def add_label(self, number: int, label: str) -> None:
+        """Add ``label`` to ``number`` (GitHub creates the label if the repository lacks it)."""
+        self._call("POST", self._repo(f"issues/{number}/labels"), json={"labels": [label]})
+
+    def remove_label(self, number: int, label: str) -> str:
+        """Take ``label`` off ``number``; a label that is not there is fine."""
+        resp = self._call("DELETE", self._repo(f"issues/{number}/labels/{quote(label, safe='')}"), ok=(200, 204, 404))
+        return f"removed {label}" if resp.status_code != 404 else f"{label} was not set"

@@ -1,0 +1,100 @@
+"""Fold ledgers into one: every CI run of the gate writes its own, a team wants one set of figures.
+
+Rows are copied by their keys, so merging the same ledger twice changes
+nothing. A task run is taken whole (its candidates, outcomes, verdicts,
+decisions, events, calls) when the destination lacks it, or holds it
+unfinished while the source has it finished. An escalation decided in one
+ledger and open in the other (the gate parked it; `gate --record-human`
+recorded the human on another machine) ends decided, and its parked task
+run is closed with the human's decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .db import Tx
+
+if TYPE_CHECKING:
+    from . import Ledger
+
+_CHILDREN = ("candidates", "test_outcomes", "verdicts", "decisions", "events", "calls")
+_DECISION_COLS = ("first_shown", "decided", "decided_by", "action", "pick", "guide")
+
+
+@dataclass
+class MergeStats:
+    """What one merge added."""
+
+    runs: int = 0
+    task_runs: int = 0
+    escalations: int = 0
+    decisions: int = 0
+    """Escalations the destination had open and the source had decided."""
+    sources: list[str] = field(default_factory=list)
+
+
+def _cols(rows: list[dict], dest_cols: list[str]) -> list[str]:
+    return [c for c in rows[0] if c in dest_cols] if rows else []
+
+
+def _copy_rows(db: Tx, table: str, rows: list[dict], dest_cols: list[str]) -> None:
+    cols = _cols(rows, dest_cols)
+    if cols:
+        db.insert_many(table, cols, [[r[c] for c in cols] for r in rows])
+
+
+def merge_into(dest: "Ledger", source: "Ledger") -> MergeStats:
+    """Copy what ``source`` has and ``dest`` lacks into ``dest``, in one transaction."""
+    stats = MergeStats(sources=[str(source.path)])
+    with source.connect(write=False) as src:
+        data = {t: src.execute(f"SELECT * FROM {t}").fetchall()
+                for t in ("runs", "task_runs", "escalations", *_CHILDREN)}
+    children: dict[str, dict[str, list[dict]]] = {t: {} for t in _CHILDREN}
+    for t in _CHILDREN:
+        for r in data[t]:
+            children[t].setdefault(r["task_run"], []).append(r)
+    with dest.connect() as db:
+        cols = {t: db.columns(t) for t in ("runs", "task_runs", "escalations", *_CHILDREN)}
+        have_runs = {r["id"] for r in db.execute("SELECT id FROM runs").fetchall()}
+        for r in data["runs"]:
+            if r["id"] not in have_runs:
+                db.insert("runs", {c: r[c] for c in r if c in cols["runs"]})
+                stats.runs += 1
+        have_trs = {r["id"]: r["status"] for r in db.execute("SELECT id, status FROM task_runs").fetchall()}
+        for r in data["task_runs"]:
+            status = have_trs.get(r["id"])
+            if status is not None and (status == "done" or r["status"] != "done"):
+                continue  # the destination's is as finished as this one
+            if status is not None:
+                db.execute("DELETE FROM task_runs WHERE id=?", (r["id"],))
+                for t in _CHILDREN:
+                    db.execute(f"DELETE FROM {t} WHERE task_run=?", (r["id"],))
+            db.insert("task_runs", {c: r[c] for c in r if c in cols["task_runs"]})
+            for t in _CHILDREN:
+                _copy_rows(db, t, children[t].get(r["id"], []), cols[t])
+            stats.task_runs += 1
+        have_escs = {r["id"]: r for r in db.execute("SELECT * FROM escalations").fetchall()}
+        for e in data["escalations"]:
+            mine = have_escs.get(e["id"])
+            if mine is None:
+                db.insert("escalations", {c: e[c] for c in e if c in cols["escalations"]})
+                stats.escalations += 1
+                mine = e
+            elif mine["decided"] is None and e["decided"] is not None:
+                db.execute(f"UPDATE escalations SET {', '.join(c + '=?' for c in _DECISION_COLS)} WHERE id=?",
+                           [*(e[c] for c in _DECISION_COLS), e["id"]])
+                stats.decisions += 1
+                mine = {**mine, **{c: e[c] for c in _DECISION_COLS}}
+            if '"imported": true' in (mine.get("packet") or "") and '"imported": true' not in (e.get("packet") or ""):
+                db.execute("UPDATE escalations SET packet=?, reason=? WHERE id=?", (e["packet"], e["reason"], e["id"]))
+            if mine.get("action") in ("pick", "reject"):
+                accepted = mine["action"] == "pick"
+                db.execute(
+                    "UPDATE task_runs SET status='done', decision=?, winner=?, reason=?, finished=? "
+                    "WHERE id=? AND status='parked'",
+                    ("accepted" if accepted else "rejected", mine["pick"] if accepted else None,
+                     f"decided by {mine['decided_by']} ({mine['id']})", mine["decided"], mine["task_run"]),
+                )
+    return stats

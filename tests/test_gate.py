@@ -1,0 +1,480 @@
+"""`crossreview gate` on real git repositories, with a loopback server playing GitHub's REST API."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write
+from fake_github import TOKEN, fake_github  # noqa: F401 - fixture
+
+# Reviewer scripts that live in the repository (so the base's copy is the one that runs).
+TESTS_OK = '''\
+import json, os
+t = json.load(open(os.environ["CROSSREVIEW_TESTS_FILE"])) or {}
+ok = t.get("total", 0) > 0 and t.get("passed") == t.get("total")
+print(json.dumps({"verdict": "approve" if ok else "reject", "confidence": 0.9,
+                  "concerns": [] if ok else ["tests fail"]}))
+'''
+NO_TODO = '''\
+import json, os, re
+new_file, line, concerns = None, 0, []
+for text in open(os.environ["CROSSREVIEW_DIFF_FILE"]).read().splitlines():
+    if text.startswith("+++ "):
+        new_file = text[6:] if text.startswith("+++ b/") else None
+    elif text.startswith("@@"):
+        line = int(re.search(r"\\+(\\d+)", text).group(1)) - 1
+    elif text.startswith("+"):
+        line += 1
+        if "TODO" in text:
+            concerns.append(f"{new_file}:{line}: leaves a TODO behind")
+    elif not text.startswith("-"):
+        line += 1
+print(json.dumps({"verdict": "reject" if concerns else "approve", "confidence": 0.8, "concerns": concerns}))
+'''
+APPROVE = 'import json\nprint(json.dumps({"verdict": "approve", "confidence": 0.9, "concerns": []}))\n'
+
+STRICT = '''\
+agents = ["tester=noop", "linter=noop"]
+reviewers = ["tester=command:{python} {suite}/ci/tests_ok.py", "linter=command:{python} {suite}/ci/no_todo.py"]
+policy = "unanimous"
+
+[gate]
+verifier = "python -m pytest -q tests"
+'''
+
+CALC = "def add(a, b):\n    return a + b\n"
+TEST_CALC = ("import sys, pathlib\nsys.path.insert(0, str(pathlib.Path(__file__).parent.parent / 'src'))\n"
+             "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n")
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=60)
+    return out.stdout.strip()
+
+
+def make_repo(root: Path, config: str | None = STRICT) -> Path:
+    """A repository on `main` with src/, tests/, the reviewer scripts and (optionally) crossreview.toml."""
+    repo = root / "repo"
+    write(repo / "src" / "calc.py", CALC)
+    write(repo / "tests" / "test_calc.py", TEST_CALC)
+    write(repo / "ci" / "tests_ok.py", TESTS_OK)
+    write(repo / "ci" / "no_todo.py", NO_TODO)
+    write(repo / "ci" / "approve.py", APPROVE)
+    if config is not None:
+        write(repo / "crossreview.toml", config)
+    git(root, "init", "-q", "-b", "main", str(repo))
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    return repo
+
+
+def pr_branch(repo: Path, name: str, files: dict[str, str | None], base: str = "main") -> str:
+    """Commit ``files`` (None deletes) on a new branch from ``base``; return its sha."""
+    git(repo, "checkout", "-q", "-b", name, base)
+    for rel, text in files.items():
+        if text is None:
+            (repo / rel).unlink()
+        else:
+            write(repo / rel, text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", f"change on {name}")
+    sha = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "main")
+    return sha
+
+
+GOOD = {"src/calc.py": CALC + "\n\ndef sub(a, b):\n    return a - b\n"}
+SPLIT = {"src/calc.py": CALC + "\n\ndef sub(a, b):\n    # TODO: negatives\n    return a - b\n"}
+FAILING = {"src/calc.py": "def add(a, b):\n    return a - b  # TODO: wrong\n"}
+
+
+def gh_env(tmp: Path, number: int | None = 7, api: str = "", event_name: str = "pull_request",
+           event: dict | None = None, base: str = "", head: str = "") -> dict[str, str]:
+    """A GitHub Actions environment: event file, summary and output files, API URL, token."""
+    ev = event if event is not None else {
+        "action": "synchronize",
+        "pull_request": {"number": number, "title": "Add sub", "body": "Adds `sub`.", "html_url": "https://x/pr/7",
+                         "base": {"sha": base}, "head": {"sha": head}},
+    }
+    (tmp / "event.json").write_text(json.dumps(ev))
+    for f in ("summary.md", "output.txt"):
+        (tmp / f).write_text("")
+    return {
+        "GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": event_name, "GITHUB_EVENT_PATH": str(tmp / "event.json"),
+        "GITHUB_STEP_SUMMARY": str(tmp / "summary.md"), "GITHUB_OUTPUT": str(tmp / "output.txt"),
+        "GITHUB_REPOSITORY": "octo/calc", "GITHUB_API_URL": api or "http://127.0.0.1:9/api/v3",
+        "GITHUB_TOKEN": TOKEN, "GITHUB_SERVER_URL": "https://github.com", "GITHUB_RUN_ID": "42",
+    }
+
+
+def outputs(tmp: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in (tmp / "output.txt").read_text().splitlines() if "=" in line)
+
+
+# --- the decision and the exit code --------------------------------------------
+
+
+def test_agreeing_pr_exits_0_with_summary_and_outputs(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", GOOD)
+    env = gh_env(tmp_path, api=fake_github.url, base=git(repo, "rev-parse", "main"), head=head)
+    r = cli("gate", cwd=repo, env=env)  # base and head from the event
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert outputs(tmp_path) == {"decision": "accepted", "winner": "pr", "escalation": "", "run": outputs(tmp_path)["run"],
+                                 "exit-code": "0"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "the reviewers agree: accept" in summary and "this pull request | 1/1" in summary
+    assert "crossreview.toml" in summary  # says which config judged it
+    assert "::warning" not in r.stdout and "::error" not in r.stdout
+    # The repository is left as it was: no worktrees, no branches, no stray files.
+    assert git(repo, "worktree", "list").count("\n") == 0
+    assert git(repo, "branch", "--format=%(refname:short)").split() == ["feature", "main"]
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_split_pr_exits_3_with_packet_annotations_and_label(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", SPLIT)
+    env = gh_env(tmp_path, api=fake_github.url)
+    r = cli("gate", "--base", "main", "--head", head, cwd=repo, env=env)
+    assert r.returncode == 3, r.stdout + r.stderr
+    out = outputs(tmp_path)
+    assert out["decision"] == "escalated" and out["escalation"].startswith("e-") and out["winner"] == ""
+    # The concern named a file and line: it becomes an annotation on that line, as GitHub documents them.
+    assert "::error file=src/calc.py,line=6,title=crossreview%3A linter (reject)::leaves a TODO behind" in r.stdout
+    summary = (tmp_path / "summary.md").read_text()
+    assert "a human decides" in summary and "linter: **reject**" in summary and "tester: **approve**" in summary
+    assert out["escalation"] in summary
+    assert fake_github.labels[7] == ["crossreview:needs-human"]
+    # The escalation waits in the ledger like any other.
+    db = sqlite3.connect(repo / ".crossreview" / "ledger.db")
+    assert db.execute("SELECT COUNT(*) FROM escalations WHERE id=? AND decided IS NULL",
+                      (out["escalation"],)).fetchone()[0] == 1
+
+
+def test_failing_pr_exits_1(tmp_path, cli):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", FAILING)
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["decision"] == "rejected"
+    pr = report["candidates"][0]
+    assert pr["agent"] == "pr" and pr["tests_passed"] == 0 and pr["failing_tests"] == ["tests.test_calc::test_add"]
+
+
+def test_no_config_means_the_tests_decide(tmp_path, cli):
+    repo = make_repo(tmp_path, config=None)
+    good, bad = pr_branch(repo, "good", GOOD), pr_branch(repo, "bad", FAILING)
+    assert cli("gate", "--base", "main", "--head", good, cwd=repo).returncode == 0
+    r = cli("gate", "--base", "main", "--head", bad, cwd=repo)
+    assert r.returncode == 1 and "(none: defaults)" in r.stdout
+
+
+def test_the_diff_is_merge_base_to_head_with_deletions(tmp_path, cli):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", {**GOOD, "ci/approve.py": None})
+    # main moves on after the branch: its new file is not part of the pull request's diff.
+    write(repo / "NEWS.md", "news\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "news on main")
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert sorted(report["candidates"][0]["files"]) == ["ci/approve.py", "src/calc.py"]
+    assert report["merge_base"] != report["base"]
+
+
+# --- the base's config is the only one that counts --------------------------------
+
+
+def test_pr_weakening_its_own_policy_is_judged_by_the_base(tmp_path, cli):
+    repo = make_repo(tmp_path)
+    lenient = ('agents = ["tester=noop"]\nreviewers = ["tester=command:{python} {suite}/ci/approve.py"]\n'
+               'policy = "majority"\n[gate]\nverifier = "true"\n')
+    head = pr_branch(repo, "sneaky", {**SPLIT, "crossreview.toml": lenient,
+                                      "ci/no_todo.py": APPROVE})  # ...and defangs the strict reviewer's script
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
+    assert r.returncode == 3, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["config_source"] == "crossreview.toml"
+    assert {v["reviewer"]: v["verdict"] for v in report["verdicts"]} == {"tester": "approve", "linter": "reject"}
+    # Control: the same change with the base's config already lenient is accepted, so the base is what decided.
+    git(repo, "checkout", "-q", "sneaky")
+    base2 = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "main")
+    head2 = pr_branch(repo, "later", {"README.md": "hi\n"}, base=base2)
+    r2 = cli("gate", "--base", base2, "--head", head2, "--json", cwd=repo)
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    assert json.loads(r2.stdout)["verdicts"][0]["reviewer"] == "tester"
+
+
+def test_pr_cannot_reach_the_job_token(tmp_path, cli, fake_github):
+    """The pull request's tests run in the sandbox without the job's secrets."""
+    repo = make_repo(tmp_path)
+    probe = ("import os\n\ndef test_no_secrets():\n"
+             "    leaked = [k for k in os.environ if 'TOKEN' in k or 'SECRET' in k]\n    assert leaked == []\n")
+    head = pr_branch(repo, "probe", {**GOOD, "tests/test_probe.py": probe})
+    env = gh_env(tmp_path, api=fake_github.url)
+    env["MY_SECRET"] = "s3cret"
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["candidates"][0]["tests_passed"] == 2
+    assert TOKEN not in r.stdout + r.stderr
+
+
+# --- attempts: independent solutions reviewed alongside ------------------------------
+
+
+def test_attempts_are_reviewed_alongside_and_shown(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path, config=STRICT.replace('"linter=noop"', '"linter=command:{python} {suite}/ci/solve.py"'))
+    write(repo / "ci" / "solve.py", "import pathlib\np = pathlib.Path('src/calc.py')\n"
+          "p.write_text(p.read_text() + '\\n\\ndef sub(a, b):\\n    return a - b\\n')\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a solving agent")
+    head = pr_branch(repo, "feature", SPLIT)
+    env = gh_env(tmp_path, api=fake_github.url)
+    r = cli("gate", "--base", "main", "--head", head, "--attempts", "2", "--json", cwd=repo, env=env)
+    assert r.returncode == 3, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert [c["agent"] for c in report["candidates"]] == ["pr", "tester", "linter"]
+    linter = next(c for c in report["candidates"] if c["agent"] == "linter")
+    assert linter["tests_passed"] == 1 and "def sub" in linter["diff"]
+    # The attempt was reviewed by the other agent, and the decision names how the attempts fared.
+    assert {(v["reviewer"], v["candidate"]) for v in report["verdicts"]} >= {("tester", "linter"), ("linter", "pr")}
+    assert "independent attempts: tester" in report["reason"] and "linter 1/1 tests" in report["reason"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "independent attempt by linter" in summary and "attempt by `linter`" in summary
+
+
+def test_too_many_attempts_is_a_usage_error(tmp_path, cli):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", GOOD)
+    r = cli("gate", "--base", "main", "--head", head, "--attempts", "5", cwd=repo)
+    assert r.returncode == 2 and "only 2 agent(s) configured (tester, linter)" in r.stderr
+
+
+def test_a_task_folder_the_pr_names_comes_from_the_base(tmp_path, cli):
+    repo = make_repo(tmp_path)
+    write(repo / "tasks" / "sub" / "task.toml", 'version = "1.0"\n[verifier]\ncommand = "python -m pytest -q {tests}"\n')
+    write(repo / "tasks" / "sub" / "instruction.md", "Add sub(a, b) to src/calc.py.\n")
+    write(repo / "tasks" / "sub" / "tests" / "test_sub.py",
+          "import sys\nsys.path.insert(0, 'src')\nfrom calc import sub\n\n\ndef test_sub():\n    assert sub(5, 3) == 2\n")
+    write(repo / "tasks" / "sub" / "repo" / "placeholder.txt", "\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a task")
+    # The pull request also rewrites the task's test to something its code passes: the base's test still runs.
+    head = pr_branch(repo, "feature", {"src/calc.py": CALC + "\n\ndef sub(a, b):\n    return 0  # TODO\n",
+                                       "tasks/sub/tests/test_sub.py": "def test_sub():\n    assert True\n"})
+    r = cli("gate", "--base", "main", "--head", head, "--json", "--body", "Adds sub.\n\ncrossreview-task: tasks/sub",
+            cwd=repo)
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["task"] == "sub" and report["candidates"][0]["failing_tests"] == ["test_sub::test_sub"]
+
+
+# --- GitHub: one comment, updated in place; labels; the token ---------------------------
+
+
+def test_comment_created_once_then_updated_and_label_removed_on_agreement(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    fake_github.add_comment(7, "LGTM from a human")
+    fake_github.add_comment(7, "another human comment")  # the gate's comment will be on page 2
+    env = gh_env(tmp_path, api=fake_github.url)
+    split = pr_branch(repo, "feature", SPLIT)
+    assert cli("gate", "--base", "main", "--head", split, cwd=repo, env=env).returncode == 3
+    assert len(fake_github.calls("POST", r"/issues/7/comments$")) == 1
+    assert fake_github.labels[7] == ["crossreview:needs-human"]
+    first = fake_github.comments[7][-1]
+    assert "a human decides" in first["body"]
+
+    # The author pushes a fix: the same comment is updated, the label comes off.
+    git(repo, "checkout", "-q", "feature")
+    write(repo / "src" / "calc.py", GOOD["src/calc.py"])
+    git(repo, "commit", "-qam", "drop the TODO")
+    fixed = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "main")
+    r = cli("gate", "--base", "main", "--head", fixed, cwd=repo, env=gh_env(tmp_path, api=fake_github.url))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(fake_github.calls("POST", r"/issues/7/comments$")) == 1  # still one comment...
+    assert len(fake_github.calls("PATCH", rf"/issues/comments/{first['id']}$")) == 1  # ...updated in place
+    assert len(fake_github.comments[7]) == 3 and "the reviewers agree: accept" in fake_github.comments[7][-1]["body"]
+    assert fake_github.labels[7] == []
+    assert any("page=2" in s.path for s in fake_github.calls("GET"))  # it followed the pagination
+    # The token went in the Authorization header of every call and was never printed.
+    assert {s.headers.get("Authorization") for s in fake_github.requests} == {f"Bearer {TOKEN}"}
+    assert TOKEN not in r.stdout + r.stderr + (tmp_path / "summary.md").read_text() + (tmp_path / "output.txt").read_text()
+
+
+def test_github_failures_are_reported_and_do_not_change_the_decision(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    fake_github.fail[("POST", r"/issues/7/comments")] = 403
+    fake_github.fail[("GET", r"/comments")] = 403
+    head = pr_branch(repo, "feature", GOOD)
+    r = cli("gate", "--base", "main", "--head", head, cwd=repo, env=gh_env(tmp_path, api=fake_github.url))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "::warning title=crossreview::could not update the pull request's comment" in r.stdout
+    assert "HTTP 403" in r.stdout and "forks" in r.stdout
+    assert TOKEN not in r.stdout + r.stderr
+
+
+def test_reviewer_text_cannot_inject_markup_or_mentions(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", {"src/calc.py": CALC + "\n# TODO <img src=x onerror=alert(1)> @octocat -->\n"})
+    assert cli("gate", "--base", "main", "--head", head, cwd=repo, env=gh_env(tmp_path, api=fake_github.url)).returncode == 3
+    body = fake_github.comments[7][-1]["body"]
+    assert "<img" not in body and "@octocat" not in body
+    # The hidden facts at the end are still readable.
+    from crossreview.gate import parse_marker
+
+    assert parse_marker(body)["escalation"].startswith("e-")
+
+
+# --- bad input ------------------------------------------------------------------------
+
+
+def test_bad_input_is_a_usage_error_naming_the_fix(tmp_path, cli):
+    repo = make_repo(tmp_path)
+    r = cli("gate", cwd=repo)
+    assert r.returncode == 2 and "--base REF is needed" in r.stderr
+    r = cli("gate", "--base", "no-such-branch", cwd=repo)
+    assert r.returncode == 2 and "no such commit" in r.stderr and "fetch-depth: 0" in r.stderr
+    r = cli("gate", "--base", "main", cwd=tmp_path)
+    assert r.returncode == 2 and "not inside a git repository" in r.stderr
+    r = cli("gate", "--base", "main", "--task", "../outside", cwd=repo)
+    assert r.returncode == 2 and "inside the repository" in r.stderr
+    r = cli("gate", "--base", "main", "--task", "tasks/missing", cwd=repo)
+    assert r.returncode == 2 and "no task.toml there" in r.stderr
+
+
+def test_broken_config_on_the_base_names_the_key(tmp_path, cli):
+    repo = make_repo(tmp_path, config='[gate]\nverifer = "x"\n')
+    r = cli("gate", "--base", "main", cwd=repo)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "base branch's config" in r.stderr and "unknown key 'gate.verifer'" in r.stderr and "verifier" in r.stderr
+
+
+# --- humans who decide on GitHub ---------------------------------------------------------
+
+
+def review_event(tmp: Path, api: str, state: str = "approved", at: str = "2030-01-01T10:00:00Z") -> dict[str, str]:
+    ev = {"action": "submitted", "review": {"state": state, "user": {"login": "lead"}, "submitted_at": at},
+          "pull_request": {"number": 7}}
+    return gh_env(tmp, api=api, event_name="pull_request_review", event=ev)
+
+
+def test_record_human_folds_into_the_ledger_with_merge(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", SPLIT)
+    gate_dir = tmp_path / "gate-job"
+    gate_dir.mkdir()
+    r = cli("gate", "--base", "main", "--head", head, "--state-dir", str(gate_dir / "state"), cwd=repo,
+            env=gh_env(gate_dir, api=fake_github.url))
+    assert r.returncode == 3
+    esc = outputs(gate_dir)["escalation"]
+
+    # Another job, another machine: its own ledger.
+    human_dir = tmp_path / "human-job"
+    human_dir.mkdir()
+    env = review_event(human_dir, fake_github.url)
+    r = cli("gate", "--record-human", "--ledger", str(human_dir / "ledger.db"), cwd=human_dir, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"recorded: review: approved by lead" in r.stdout and esc in r.stdout
+    assert fake_github.labels[7] == []  # a human decided: the label comes off
+    # Recording the same decision again changes nothing.
+    again = cli("gate", "--record-human", "--ledger", str(human_dir / "ledger.db"), cwd=human_dir, env=env)
+    assert again.returncode == 0 and "already decided" in again.stdout
+
+    # Fold both into a team ledger; twice, to show merging is idempotent.
+    team = tmp_path / "team.db"
+    for _ in range(2):
+        m = cli("merge", str(gate_dir / "state" / "ledger.db"), str(human_dir / "ledger.db"), "--ledger", str(team))
+        assert m.returncode == 0, m.stdout + m.stderr
+    db = sqlite3.connect(team)
+    row = db.execute("SELECT action, pick, decided_by, decided, created FROM escalations WHERE id=?", (esc,)).fetchone()
+    assert row[:3] == ("pick", "pr", "github:lead") and row[3].startswith("2030-01-01T10:00:00")
+    assert db.execute("SELECT COUNT(*) FROM escalations").fetchone()[0] == 1
+    assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == 1
+    tr = db.execute("SELECT status, decision, winner FROM task_runs").fetchall()
+    assert tr == [("done", "accepted", "pr")]
+    # And the figures count it as an intervention a human decided.
+    s = cli("stats", "--json", "--ledger", str(team))
+    assert s.returncode == 0, s.stdout + s.stderr
+    figures = json.loads(s.stdout)
+    assert figures["interventions"]["escalated"] == 1
+    assert figures["human_time"]["decided"] == 1 and figures["counts"]["by_human"]["accepted"] == 1
+
+
+def test_record_human_ignores_events_that_decide_nothing(tmp_path, cli, fake_github):
+    env = review_event(tmp_path, fake_github.url, state="commented")
+    r = cli("gate", "--record-human", cwd=tmp_path, env=env)
+    assert r.returncode == 0 and "not a decision" in r.stdout
+    env = review_event(tmp_path, fake_github.url)  # approved, but the gate never escalated this PR
+    r = cli("gate", "--record-human", cwd=tmp_path, env=env)
+    assert r.returncode == 0 and "needed no human" in r.stdout
+    r = cli("gate", "--record-human", cwd=tmp_path)
+    assert r.returncode == 2 and "GitHub Actions event" in r.stderr
+
+
+def test_record_human_on_a_closed_unmerged_pr_is_a_rejection(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", SPLIT)
+    assert cli("gate", "--base", "main", "--head", head, cwd=repo, env=gh_env(tmp_path, api=fake_github.url)).returncode == 3
+    ev = {"action": "closed", "sender": {"login": "lead"},
+          "pull_request": {"number": 7, "merged": False, "closed_at": "2030-01-01T10:00:00Z"}}
+    env = gh_env(tmp_path, api=fake_github.url, event=ev)
+    r = cli("gate", "--record-human", cwd=repo, env=env)  # the same ledger: the gate's own
+    assert r.returncode == 0, r.stdout + r.stderr
+    db = sqlite3.connect(repo / ".crossreview" / "ledger.db")
+    assert db.execute("SELECT action, decided_by FROM escalations").fetchall() == [("reject", "github:lead")]
+    assert db.execute("SELECT status, decision FROM task_runs").fetchall() == [("done", "rejected")]
+
+
+# --- the workflow files ---------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflows_pass_the_github_workflow_schema(path):
+    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_action_passes_the_github_action_schema():
+    action = ROOT / ".github" / "actions" / "crossreview" / "action.yml"
+    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-actions", str(action)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_validator_catches_a_broken_workflow(tmp_path):
+    """Control: the schema check above can fail."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: pull_request\njobs:\n  gate:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: 5\n")
+    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+
+
+def test_example_workflow_is_safe_by_construction():
+    import yaml
+
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "crossreview.yml").read_text())
+    on = wf.get("on") or wf.get(True)
+    assert "pull_request" in on and "pull_request_target" not in on
+    assert wf["permissions"] == {"contents": "read"}  # read-only by default, raised per job
+    gate_job = wf["jobs"]["gate"]
+    assert gate_job["permissions"]["pull-requests"] == "write"
+    checkout = next(s for s in gate_job["steps"] if str(s.get("uses", "")).startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0 and checkout["with"]["persist-credentials"] is False
