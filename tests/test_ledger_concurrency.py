@@ -125,13 +125,13 @@ def test_two_concurrent_runs_on_one_sqlite_ledger_lose_nothing(tmp_path):
             cands = ledger_rows(state, "SELECT * FROM candidates WHERE task_run=?", (row["id"],))
             verdicts = ledger_rows(state, "SELECT * FROM verdicts WHERE task_run=?", (row["id"],))
             if t["decision"] == "escalated":
-                assert row["status"] == "parked" and not cands  # written when decided
+                assert row["status"] == "parked"  # parked runs are written as far as they got
                 [esc] = ledger_rows(state, "SELECT * FROM escalations WHERE task_run=?", (row["id"],))
                 assert esc["id"] == t["escalation"]
             else:
                 assert row["status"] == "done"
-                assert len(cands) == len(t["candidates"])
-                assert len(verdicts) == sum(c["reviews"] for c in t["candidates"])
+            assert len(cands) == len(t["candidates"])
+            assert len(verdicts) == sum(c["reviews"] for c in t["candidates"])
     from crossreview.ledger import Ledger
     from crossreview.ledger.figures import compute
 
