@@ -419,11 +419,19 @@ def gc(ledger, state_dir):
 @click.option("--record-human", is_flag=True,
               help="Instead of judging: record a human's decision (a review or merge/close event) on an "
                    "escalated pull request in the ledger.")
+@click.option("--report", "report_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write the report (as --json prints it) to FILE, e.g. for a fork's workflow_run job.")
+@click.option("--publish", "publish_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Instead of judging: post a saved report's comment and label (a workflow_run job for forks).")
+@click.option("--expect-head", default=None, metavar="SHA",
+              help="With --publish: the head the pull request must have (github.event.workflow_run.head_sha).")
+@click.option("--label", default=None, help="With --publish: the label to set (default crossreview:needs-human).")
 @ledger_option
 @state_option
 @click.option("--json", "json_mode", is_flag=True, help="Print the gate's report as one JSON document.")
 @sandbox_option
-def gate(base, head, attempts, task, title, body, repo, record_human, ledger, state_dir, json_mode, sandbox):
+def gate(base, head, attempts, task, title, body, repo, record_human, report_file, publish_file, expect_head, label,
+         ledger, state_dir, json_mode, sandbox):
     """CI: judge the pull request base..head; accept when the agents agree, ask a human when they split.
 
     \b
@@ -442,12 +450,23 @@ def gate(base, head, attempts, task, title, body, repo, record_human, ledger, st
     \b
     crossreview gate --base origin/main --head HEAD
     crossreview gate --record-human        # on pull_request_review / closed events
+    crossreview gate --publish report.json --expect-head SHA   # forks: workflow_run
     """
     import os
 
     from .runner import UsageError
 
     out, err = _consoles(json_mode)
+    if publish_file is not None:
+        from .gate import publish_saved
+
+        try:
+            posted = publish_saved(publish_file, expect_head, label, os.environ)
+        except UsageError as exc:
+            _fail(str(exc))
+        for line in posted.github:
+            out.print(f"github: {line}", highlight=False, markup=False)
+        sys.exit(EXIT_OK)
     if record_human:
         from .gate import record_human as record
 
@@ -474,6 +493,9 @@ def gate(base, head, attempts, task, title, body, repo, record_human, ledger, st
         _fail(str(exc))
     except KeyboardInterrupt:
         _interrupted(err)
+    if report_file is not None:
+        report_file.parent.mkdir(parents=True, exist_ok=True)
+        report_file.write_text(report.model_dump_json(indent=2))
     if json_mode:
         click.echo(report.model_dump_json(indent=2))
     else:

@@ -453,23 +453,29 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("@", "@\u200b").replace("\n", " ")
 
 
+def _code(text: str) -> str:
+    """``text`` as inline code that cannot close early (no backticks, one line)."""
+    return "`" + _md_escape(str(text)).replace("`", "'")[:200] + "`"
+
+
 def render_markdown(report: GateReport) -> str:
     """The decision, and for a split the packet, as GitHub-flavoured Markdown (step summary and PR comment)."""
     icon, headline = _ICON.get(report.decision, "•"), _HEADLINE.get(report.decision, report.decision)
     lines = [f"## {icon} crossreview: {headline}", ""]
     lines.append(f"**Why:** {_md_escape(report.reason)}" if report.reason else "")
     lines.append("")
-    lines.append(f"Judged `{report.merge_base[:12]}..{report.head[:12]}` with the base branch's "
-                 f"{'`' + report.config_source + '`' if report.config_source else 'built-in defaults'}; "
-                 f"run `{report.run}`" + (f", escalation `{report.escalation}`" if report.escalation else "") + ".")
+    lines.append(f"Judged {_code(report.merge_base[:12] + '..' + report.head[:12])} with the base branch's "
+                 f"{_code(report.config_source) if report.config_source else 'built-in defaults'}; "
+                 f"run {_code(report.run)}" + (f", escalation {_code(report.escalation)}" if report.escalation else "")
+                 + ".")
     lines += ["", "| candidate | tests | change | reviews |", "|---|---|---|---|"]
     for c in report.candidates:
         on_it = [v for v in report.verdicts if v["candidate"] == c["agent"]]
-        reviews = ", ".join(f"{v['reviewer']}: **{v['verdict']}**" for v in on_it) or "—"
+        reviews = ", ".join(f"{_md_escape(v['reviewer'])}: **{_md_escape(v['verdict'])}**" for v in on_it) or "—"
         tests = f"{c['tests_passed']}/{c['tests_total']}" if c["status"] == "ok" else c["status"]
         if c["tampering"]:
             tests += " ⚠️ may fake its results"
-        who = "this pull request" if c["agent"] == PR_AGENT else f"attempt by `{c['agent']}`"
+        who = "this pull request" if c["agent"] == PR_AGENT else f"attempt by {_code(c['agent'])}"
         lines.append(f"| {who} | {tests} | {len(c['files'])} files +{c['lines_added']} -{c['lines_removed']} "
                      f"| {reviews} |")
     if report.disagreements:
@@ -479,21 +485,24 @@ def render_markdown(report: GateReport) -> str:
     if concerns:
         lines += ["", "### Concerns", ""]
         for v, concern in concerns[:30]:
-            lines.append(f"- **{v['reviewer']}** on {'the PR' if v['candidate'] == PR_AGENT else v['candidate']} "
-                         f"({v['verdict']}): {_md_escape(concern)[:500]}")
+            on = "the PR" if v["candidate"] == PR_AGENT else _md_escape(v["candidate"])
+            lines.append(f"- **{_md_escape(v['reviewer'])}** on {on} ({_md_escape(v['verdict'])}): "
+                         f"{_md_escape(concern)[:500]}")
     for c in report.candidates:
         if c["failing_tests"]:
-            lines.append(f"\n`{c['agent']}` fails: " + ", ".join(f"`{_md_escape(t)}`" for t in c["failing_tests"][:10]))
+            lines.append(f"\n{_code(c['agent'])} fails: " + ", ".join(_code(t) for t in c["failing_tests"][:10]))
     attempts = [c for c in report.candidates if c["agent"] != PR_AGENT and c["diff"].strip()]
     for c in attempts:
         fence = "~~~~~~"  # a diff may hold ``` lines; this fence it cannot close by accident
         diff = c["diff"][:8000].replace(fence, "~ ~ ~")
-        lines += ["", f"<details><summary>independent attempt by {c['agent']}</summary>", "",
+        lines += ["", f"<details><summary>independent attempt by {_md_escape(c['agent'])}</summary>", "",
                   f"{fence}diff", diff, fence, "", "</details>"]
     if report.decision == "escalated":
         lines += ["", "**To decide:** review the pull request as usual — approve it or request changes (or merge or "
                   "close it); crossreview records who decided and how long it took."]
-    lines += ["", f"{MARKER} {json.dumps(report.meta())} -->"]
+    # The hidden facts must not end the HTML comment early: JSON escapes of < and > keep "-->" out.
+    meta = json.dumps(report.meta()).replace("<", "\\u003c").replace(">", "\\u003e").replace("@", "\\u0040")
+    lines += ["", f"{MARKER} {meta} -->"]
     text = "\n".join(lines)
     return text if len(text) <= _MAX_COMMENT else text[:_MAX_COMMENT] + "\n\n… (cut)\n\n" + lines[-1]
 
@@ -574,6 +583,53 @@ def publish(report: GateReport, gh: GitHubEnv, out=None) -> None:
                             "'Pull requests from forks')")
                 report.github.append(why)
                 print(f"::warning title=crossreview::{_escape_data(why)}", file=out)
+
+
+def publish_saved(path: Path, expect_head: str | None, label: str | None = None,
+                  environ: Mapping[str, str] | None = None, out=None) -> GateReport:
+    """Post a report a gate run saved (``--report``) from a privileged workflow_run job.
+
+    For pull requests from forks: the unprivileged pull_request run judges and
+    uploads its report; this posts the comment and label with the base
+    repository's token, without checking out any of the pull request's code.
+    The report is untrusted text: its pull request must have ``expect_head``
+    (the workflow_run's head sha) as its head, the label comes from here, not
+    from the report, and everything shown is escaped as any reviewer text is.
+    """
+    gh = GitHubEnv.from_environ(environ if environ is not None else os.environ)
+    if not gh.active:
+        raise UsageError("--publish posts to GitHub: run it in a workflow (GITHUB_ACTIONS=true)")
+    try:
+        report = GateReport.model_validate_json(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"--publish {path}: cannot be read ({exc.strerror}); download the gate's artifact first") from None
+    except ValueError as exc:
+        raise UsageError(f"--publish {path}: not a gate report ({str(exc).splitlines()[0]}); it is written by "
+                         "`crossreview gate --report FILE`") from None
+    pr = report.pull_request
+    if pr is None or pr.number is None:
+        raise UsageError(f"--publish {path}: the report names no pull request")
+    if not expect_head:
+        raise UsageError("--publish needs --expect-head SHA (github.event.workflow_run.head_sha): the report is "
+                         "untrusted until its pull request is checked")
+    client = gh.client()
+    if client is None:
+        raise UsageError("--publish needs GITHUB_TOKEN and GITHUB_REPOSITORY")
+    from .github import GitHubError
+
+    try:
+        with client:
+            actual = client.pull_head(pr.number)
+    except GitHubError as exc:
+        raise UsageError(f"--publish: reading pull request #{pr.number} failed: {exc}") from None
+    if actual != expect_head or report.head != expect_head:
+        raise UsageError(f"--publish: refusing: pull request #{pr.number}'s head is {actual[:12]}, the run judged "
+                         f"{report.head[:12]}, the workflow_run says {expect_head[:12]}")
+    report.label = label or GateConfig().label
+    report.comment = True
+    report.annotations = []  # they belong to the run that judged; this one only posts
+    publish(report, gh, out)
+    return report
 
 
 # --- human decisions made on GitHub ---------------------------------------------

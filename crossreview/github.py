@@ -91,6 +91,10 @@ class GitHubClient:
         created = self._call("POST", self._repo(f"issues/{number}/comments"), json={"body": body}).json()
         return f"created comment {created.get('id')}"
 
+    def pull_head(self, number: int) -> str:
+        """The head commit sha of pull request ``number``."""
+        return self._call("GET", self._repo(f"pulls/{number}")).json()["head"]["sha"]
+
     def add_label(self, number: int, label: str) -> None:
         """Add ``label`` to ``number`` (GitHub creates the label if the repository lacks it)."""
         self._call("POST", self._repo(f"issues/{number}/labels"), json={"labels": [label]})

@@ -38,6 +38,8 @@ class FakeGitHub:
     page_size: int = 2
     comments: dict[int, list[dict]] = field(default_factory=dict)
     labels: dict[int, list[str]] = field(default_factory=dict)
+    heads: dict[int, str] = field(default_factory=dict)
+    """Pull request number -> its head sha (GET /pulls/N)."""
     requests: list[Seen] = field(default_factory=list)
     fail: dict[tuple[str, str], int] = field(default_factory=dict)
     """(method, path regex) -> HTTP status to answer with instead."""
@@ -97,6 +99,11 @@ def _handler(state: FakeGitHub):
                 return self._reply(200, chunk, headers)
             if m and method == "POST":
                 return self._reply(201, state.add_comment(int(m.group(3)), body["body"], "github-actions[bot]"))
+            m = re.fullmatch(r"/api/v3/repos/([^/]+)/([^/]+)/pulls/(\d+)", path)
+            if m and method == "GET":
+                sha = state.heads.get(int(m.group(3)))
+                return self._reply(200, {"number": int(m.group(3)), "head": {"sha": sha}}) if sha else \
+                    self._reply(404, {"message": "Not Found"})
             m = re.fullmatch(r"/api/v3/repos/([^/]+)/([^/]+)/issues/comments/(\d+)", path)
             if m and method == "PATCH":
                 for items in state.comments.values():

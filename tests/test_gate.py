@@ -478,3 +478,50 @@ def test_example_workflow_is_safe_by_construction():
     assert gate_job["permissions"]["pull-requests"] == "write"
     checkout = next(s for s in gate_job["steps"] if str(s.get("uses", "")).startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0 and checkout["with"]["persist-credentials"] is False
+
+
+# --- forks: judge unprivileged, post from a workflow_run job ---------------------------------
+
+
+def test_fork_split_posts_from_a_saved_report_only_for_the_right_head(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", SPLIT)
+    # The fork's pull_request run: a read-only token, so its own comment and label fail.
+    fake_github.fail[("POST", r"/issues/7/")] = 403
+    env = gh_env(tmp_path, api=fake_github.url)
+    r = cli("gate", "--base", "main", "--head", head, "--report", str(tmp_path / "report.json"), cwd=repo, env=env)
+    assert r.returncode == 3 and "could not update" in r.stdout
+    assert fake_github.comments.get(7, []) == [] and fake_github.labels.get(7) is None
+    fake_github.fail.clear()
+    fake_github.heads[7] = head
+    posts_before = len(fake_github.calls("POST"))
+
+    # Someone tampers with the artifact: a label of their choosing, markup in the reason.
+    saved = json.loads((tmp_path / "report.json").read_text())
+    saved["label"] = "approved-by-bot"
+    saved["reason"] = "<script>x</script> @everyone"
+    (tmp_path / "report.json").write_text(json.dumps(saved))
+
+    # The privileged workflow_run job, with a head that does not match: nothing is posted.
+    priv = tmp_path / "priv"
+    priv.mkdir()
+    wrong = cli("gate", "--publish", str(tmp_path / "report.json"), "--expect-head", "0" * 40, cwd=priv,
+                env=gh_env(priv, api=fake_github.url, event_name="workflow_run", event={}))
+    assert wrong.returncode == 2 and "refusing" in wrong.stderr
+    assert len(fake_github.calls("POST")) == posts_before
+
+    ok = cli("gate", "--publish", str(tmp_path / "report.json"), "--expect-head", head, cwd=priv,
+             env=gh_env(priv, api=fake_github.url, event_name="workflow_run", event={}))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert fake_github.labels[7] == ["crossreview:needs-human"]  # the label is this job's, not the artifact's
+    body = fake_github.comments[7][-1]["body"]
+    assert "a human decides" in body and "<script>" not in body and "@everyone" not in body
+
+
+def test_publish_rejects_what_is_not_a_report(tmp_path, cli, fake_github):
+    (tmp_path / "junk.json").write_text('{"decision": "accepted"}')
+    env = gh_env(tmp_path, api=fake_github.url, event_name="workflow_run", event={})
+    r = cli("gate", "--publish", str(tmp_path / "junk.json"), "--expect-head", "a" * 40, cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "junk.json: not a gate report" in r.stderr
+    r = cli("gate", "--publish", str(tmp_path / "missing.json"), cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "cannot be read" in r.stderr
