@@ -525,3 +525,34 @@ def test_publish_rejects_what_is_not_a_report(tmp_path, cli, fake_github):
     assert r.returncode == 2 and "junk.json: not a gate report" in r.stderr
     r = cli("gate", "--publish", str(tmp_path / "missing.json"), cwd=tmp_path, env=env)
     assert r.returncode == 2 and "cannot be read" in r.stderr
+
+
+# --- model reviewers, through litellm, against a loopback model server -------------------------
+
+
+def test_model_reviewers_judge_the_pr_through_litellm(tmp_path, cli, fake_github):
+    from fake_openai import SECRET, FakeOpenAI, llm_env, verdict
+
+    server = FakeOpenAI().start()
+    try:
+        config = ('agents = ["claude=noop", "gpt=noop"]\n'
+                  'reviewers = ["claude=llm:openai/approver", "gpt=llm:openai/rejecter"]\n'
+                  '[prices."openai/approver"]\ninput_cost_per_token = 0.000001\noutput_cost_per_token = 0.000002\n'
+                  '[gate]\nverifier = "python -m pytest -q tests"\n')
+        repo = make_repo(tmp_path, config=config)
+        head = pr_branch(repo, "feature", GOOD)
+        server.on("approver", [verdict("approve", 0.9)])
+        server.on("rejecter", [verdict("reject", 0.8, ("src/calc.py:5: sub ignores floats",))])
+        env = {**gh_env(tmp_path, api=fake_github.url), **llm_env(server)}
+        r = cli("gate", "--base", "main", "--head", head, cwd=repo, env=env)
+        assert r.returncode == 3, r.stdout + r.stderr
+        assert "::error file=src/calc.py,line=5,title=crossreview%3A gpt (reject)::sub ignores floats" in r.stdout
+        # Each model saw the pull request's diff (fenced as untrusted input) and was called once.
+        assert sorted(req.model for req in server.requests) == ["approver", "rejecter"]
+        assert all("def sub" in json.dumps(req.messages) for req in server.requests)
+        db = sqlite3.connect(repo / ".crossreview" / "ledger.db")
+        rows = dict(db.execute("SELECT reviewer, tokens_in + tokens_out FROM verdicts WHERE candidate='pr'").fetchall())
+        assert rows["claude"] > 0 and rows["gpt"] > 0  # the parked run's spending is in the ledger
+        assert SECRET not in r.stdout + r.stderr + (tmp_path / "summary.md").read_text()
+    finally:
+        server.stop()
