@@ -368,7 +368,7 @@ def run_gate(opts: GateOptions, pm: pluggy.PluginManager | None = None) -> GateR
         "sandbox": res.sandbox,
         "tasks": [str(task.path)],
         "gate": {"base": base, "head": head, "merge_base": merge_base, "pull_request": pr.number,
-                 "config": source, "repository": gh.repository},
+                 "config": source, "repository": gh.repository, "repo": str(repo_root)},
     }
     with open_session(state_dir, res.ledger or (Path(opts.ledger) if opts.ledger else None), pm) as session:
         session.ledger.start_run(run, config)

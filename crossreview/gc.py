@@ -17,17 +17,32 @@ def collect(state_dir: Path, ledger_path: Path | None = None) -> tuple[int, int]
     """Remove orphans under ``state_dir``; returns (worktrees, branches) removed."""
     extra: list[Path] = []
     live: set[str] = set()
+    waiting: set[str] = set()
     ledger_file = ledger_path or state_dir / "ledger.db"
     if ledger_file.exists():
         led = Ledger(ledger_file)
         for row in led.runs():
             if row["status"] == "running" and _pid_alive(row["pid"]):
                 live.add(row["id"])
-            run = led.get_run(row["id"])
-            for path in (run or {}).get("config", {}).get("tasks", []):
+            if row["status"] == "waiting":
+                waiting.add(row["id"])
+            config = (led.get_run(row["id"]) or {}).get("config", {})
+            repos = [Path(config["gate"]["repo"]) / ".git"] if (config.get("gate") or {}).get("repo") else []
+            for path in config.get("tasks", []):
                 task = load_task(Path(path))
                 if not isinstance(task, list) and not task.repo_is_folder:
-                    git_dir = task.repo_path / ".git"
-                    if git_dir not in extra:
-                        extra.append(git_dir)
+                    repos.append(task.repo_path / ".git")
+            extra += [g for g in repos if g not in extra]
+    _drop_gate_snapshots(state_dir, keep=live | waiting)
     return gc(state_dir, repos_with_work_branches(state_dir, extra), keep_runs=live)
+
+
+def _drop_gate_snapshots(state_dir: Path, keep: set[str]) -> None:
+    """The base-branch copies of gate runs nobody will resume (a parked one keeps its copy)."""
+    import shutil
+
+    root = state_dir / "gate"
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.is_dir() and d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)

@@ -556,3 +556,20 @@ def test_model_reviewers_judge_the_pr_through_litellm(tmp_path, cli, fake_github
         assert SECRET not in r.stdout + r.stderr + (tmp_path / "summary.md").read_text()
     finally:
         server.stop()
+
+
+def test_gc_cleans_up_after_a_killed_gate(tmp_path, cli):
+    import signal
+
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", GOOD)
+    r = cli("gate", "--base", "main", "--head", head, cwd=repo, env={"CROSSREVIEW_TEST_CRASH_AT": "review:linter:before"})
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    branches = git(repo, "branch", "--format=%(refname:short)").split()
+    assert any(b.startswith("crossreview") for b in branches)  # the killed run's work branch, in the user's repo
+    assert any((repo / ".crossreview" / "gate").iterdir())
+    g = cli("gc", cwd=repo)
+    assert g.returncode == 0, g.stdout + g.stderr
+    assert git(repo, "branch", "--format=%(refname:short)").split() == ["feature", "main"]
+    assert git(repo, "worktree", "list").count("\n") == 0
+    assert not any((repo / ".crossreview" / "gate").iterdir())
