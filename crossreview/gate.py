@@ -370,7 +370,9 @@ def run_gate(opts: GateOptions, pm: pluggy.PluginManager | None = None) -> GateR
         "gate": {"base": base, "head": head, "merge_base": merge_base, "pull_request": pr.number,
                  "config": source, "repository": gh.repository, "repo": str(repo_root)},
     }
-    with open_session(state_dir, res.ledger or (Path(opts.ledger) if opts.ledger else None), pm) as session:
+    # The ledger is the job's (--ledger, else <state-dir>/ledger.db): a file named by the base's config
+    # would land in the base snapshot, which is removed after the run.
+    with open_session(state_dir, opts.ledger or None, pm) as session:
         session.ledger.start_run(run, config)
         try:
             outcome = run_task_detailed(session, run, task, config, interactive=False)
