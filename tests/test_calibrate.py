@@ -24,9 +24,9 @@ from crossreview.calibrate import (
     zero_error_upper,
 )
 
-# Exact two-sided 95% Clopper-Pearson intervals as printed in tables (upper end = the one-sided
-# 97.5% upper bound), e.g. Newcombe (1998), Stat Med 17:857, and the classic Pearson-Hartley table;
-# 4 decimals (the 0/n rows also follow from the closed form below).
+# Upper ends of exact two-sided 95% Clopper-Pearson intervals (= one-sided 97.5% upper bounds),
+# copied by hand from standard tables of exact binomial confidence limits, 4 decimals
+# (the 0/n rows also follow from the closed form below).
 PUBLISHED_UPPER_975 = [
     (0, 10, 0.3085),
     (1, 10, 0.4450),
