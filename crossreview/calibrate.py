@@ -216,9 +216,9 @@ class Window(BaseModel):
     """The --since filter, if any."""
     suite: str | None = None
     first: datetime | None = None
-    """Start of the oldest labeled task run used."""
+    """Start of the oldest scored task run read."""
     last: datetime | None = None
-    """Start of the newest labeled task run used: task runs after it are 'recent' for drift."""
+    """Start of the newest scored task run read: task runs after it are 'recent' for drift."""
     task_runs: int = 0
     """Scored task runs in the window (labeled or not)."""
     share_at_or_above: float | None = None

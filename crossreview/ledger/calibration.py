@@ -68,8 +68,9 @@ def calibrate_ledger(ledger, max_escaped: float, confidence: float, since: datet
     scores = [float(t.row["agreement"]) for t in scored]
     window = Window(
         ledger=d.ledger, since=since, suite=suite,
-        first=min((t.started for t, _ in pairs), default=None),
-        last=max((t.started for t, _ in pairs), default=None),
+        # The window spans every scored task run read (labeled or not), so "recent" means new since.
+        first=min((t.started for t in scored), default=None),
+        last=max((t.started for t in scored), default=None),
         task_runs=len(scores),
         share_at_or_above=(sum(1 for s in scores if at_or_above(s, result.threshold)) / len(scores)
                            if scores and result.threshold is not None else None),
