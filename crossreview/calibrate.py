@@ -262,6 +262,8 @@ class Calibration(BaseModel):
         if self.threshold is None:
             return (f"no threshold certified (≤{c.max_escaped:.1%} escaped at {c.confidence:.0%} confidence needs "
                     f"{c.min_labeled} labeled task runs without error; {c.needed_more} more): nothing is auto-accepted")
+        if c.bound is None:  # a threshold set by hand: no evidence behind it
+            return f"threshold {self.threshold:.2f}: set by hand, not certified"
         return (f"threshold {self.threshold:.2f}: ≤{c.max_escaped:.1%} escaped defects at {c.confidence:.0%} "
                 f"confidence (n={c.n}, {c.errors} errors, bound {c.bound:.2%})")
 
