@@ -241,6 +241,9 @@ class Certificate(BaseModel):
     """Labeled task runs in the window."""
     min_labeled: int
     needed_more: int
+    waiting: int = 0
+    """Task runs in the window still waiting for a human: no holdout results in the ledger until decided,
+    so they are not labeled, and the history leans towards task runs decided automatically."""
     method: str = "Clopper-Pearson upper bound, fixed-sequence over the grid 1.00 → 0.50 (crossreview/calibrate.py)"
     computed: datetime
     window: Window

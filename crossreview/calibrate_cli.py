@@ -94,9 +94,23 @@ def calibrate(max_escaped, confidence, output, since, suite, ledger, state_dir, 
                   title_justify="left")
         for col in ("threshold", "accepted", "wrong", "upper bound", "outcome"):
             t.add_column(col, justify="right" if col != "outcome" else "left")
+        # Neighbouring thresholds that accept the same task runs test the same thing: one row for them.
+        groups: list[list] = []
         for s in tried:
-            t.add_row(f"{s.threshold:.2f}", str(s.accepted), str(s.errors), f"{s.bound:.2%}", s.outcome)
+            if groups and (groups[-1][0].accepted, groups[-1][0].errors, groups[-1][0].outcome) == \
+                    (s.accepted, s.errors, s.outcome):
+                groups[-1].append(s)
+            else:
+                groups.append([s])
+        for g in groups:
+            span = f"{g[0].threshold:.2f}" if len(g) == 1 else f"{g[0].threshold:.2f} – {g[-1].threshold:.2f}"
+            t.add_row(span, str(g[0].accepted), str(g[0].errors), f"{g[0].bound:.2%}", g[0].outcome)
         out.print(t)
+    if c.waiting:
+        out.print(f"[yellow]warning:[/yellow] {c.waiting} task run(s) in this history wait for a human and have "
+                  f"no holdout results in the ledger until decided, so they are not labeled: the history leans "
+                  f"towards task runs decided automatically. Decide them (`crossreview inbox`) and calibrate again.",
+                  highlight=False)
     if cal.threshold is None:
         out.print(f"[bold yellow]no threshold passes[/bold yellow]: everything that is not a clear rejection "
                   f"escalates to a human. Certifying ≤{max_escaped:.1%} at {confidence:.0%} needs at least "

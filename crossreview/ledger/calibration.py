@@ -12,7 +12,10 @@ candidate that produced a diff). Its label is *wrong* when that candidate
 fails any holdout test. The decision actually taken does not matter: holdout
 tests run on every candidate whatever the decision, so task runs escalated
 or rejected under another policy label the score just as well. Parked task
-runs (no holdout results yet) and failed ones are not labeled.
+runs (no holdout results in the ledger until a human decides them) and failed
+ones are not labeled; the certificate counts the parked ones (``waiting``)
+and `calibrate` warns about them, because leaving them out leans the history
+towards the task runs that were decided automatically.
 """
 
 from __future__ import annotations
@@ -76,7 +79,9 @@ def calibrate_ledger(ledger, max_escaped: float, confidence: float, since: datet
                            if scores and result.threshold is not None else None),
         mean_score=sum(scores) / len(scores) if scores else None,
     )
-    return build(result, max_escaped, confidence, window, now or utcnow())
+    cal = build(result, max_escaped, confidence, window, now or utcnow())
+    cal.certificate.waiting = sum(1 for t in d.counted if t.status == "parked")
+    return cal
 
 
 def drift_for(ledger, cal: Calibration) -> Drift:
