@@ -76,6 +76,7 @@ def test_planted_history_gives_the_expected_threshold_and_certificate(tmp_path):
     assert (c.n, c.errors, c.labeled, c.min_labeled, c.needed_more) == (40, 0, 60, 22, 0)
     assert c.bound == pytest.approx(1 - 0.1 ** (1 / 40))  # 5.59%
     assert (c.max_escaped, c.confidence) == (0.1, 0.9)
+    assert c.waiting == 1  # the parked task run: not labeled, and counted so calibrate can warn
     # the ledger range it was computed on: the first and last scored task runs
     assert c.window.first == T0 and c.window.last == T0 + timedelta(minutes=63)
     assert c.window.ledger == str(tmp_path / "ledger.db")
