@@ -340,6 +340,8 @@ def one_population(name: str, quick: bool, reps: int) -> tuple[list[dict], dict]
             raise RuntimeError(f"crossreview run --policy cascade failed ({res.returncode}): {res.stderr[-2000:]}")
         cascade_s = time.perf_counter() - started2
         real = {t["task"]: t for t in load_task_runs(root / "casc" / "ledger.db")}
+        if len(real) != n_tasks:
+            raise RuntimeError(f"the cascade run recorded {len(real)} of {n_tasks} task runs: {res.stderr[-2000:]}")
         sim, used = offline.cascade(cal)
         three = offline.calibrated(cal, "abc")
         passing = sum(1 for t in pop for c in t["cands"].values() if c.tests_pass)
