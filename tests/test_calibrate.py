@@ -183,3 +183,56 @@ def test_drift_warns_when_recent_scores_move_away():
     assert few.warning is None  # too few recent task runs to say
     failing = drift(cal, [0.95] * 30, samples(0.95, 30, wrong=6))
     assert failing.warning and "fail holdout" in failing.warning
+
+
+# --- the calibrated policy (pure: hand-built candidates and verdicts) ---------------------------
+
+from crossreview.models import Candidate, TestOutcome, TestReport, Verdict  # noqa: E402
+from crossreview.policy import CALIBRATED, CASCADE  # noqa: E402
+
+
+def _cand(agent: str, passing: bool = True, **kw) -> Candidate:
+    outcomes = [TestOutcome(name="t::x", outcome="passed" if passing else "failed")]
+    return Candidate(agent=agent, spec="x", tests=TestReport(outcomes=outcomes, exit_code=0 if passing else 1), **kw)
+
+
+def _bound(threshold):
+    when = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    cal = build(scan(samples(0.95, 120), 0.02, 0.9), 0.02, 0.9, Window(ledger="l"), when)
+    return CALIBRATED.with_calibration(cal.model_copy(update={"threshold": threshold}))
+
+
+def test_calibrated_policy_accepts_the_scores_pick_at_or_above_the_threshold():
+    pol = _bound(0.85)
+    cands = [_cand("a"), _cand("b")]
+    # a: approved at 0.7 -> 0.85 (at the threshold); b: approved at 0.6 -> 0.80
+    verdicts = [Verdict(reviewer="b", candidate="a", verdict="approve", confidence=0.7),
+                Verdict(reviewer="a", candidate="b", verdict="approve", confidence=0.6)]
+    d = pol.decide(cands, verdicts)
+    assert (d.kind, d.winner, d.policy) == ("accepted", "a", "calibrated")
+    assert "0.850" in d.reason and "0.85" in d.reason
+    verdicts[0] = Verdict(reviewer="b", candidate="a", verdict="approve", confidence=0.68)  # 0.84
+    d = pol.decide(cands, verdicts)
+    assert (d.kind, d.winner) == ("escalated", None) and "below the calibrated threshold 0.85" in d.reason
+
+
+def test_calibrated_policy_never_accepts_tampering_and_still_rejects_the_clear_cases():
+    pol = _bound(0.5)
+    faker = _cand("a", tampering=["adds conftest.py"])
+    d = pol.decide([faker, _cand("b", passing=False)],
+                   [Verdict(reviewer="b", candidate="a", verdict="approve", confidence=1.0),
+                    Verdict(reviewer="a", candidate="b", verdict="reject", confidence=1.0)])
+    assert d.kind == "escalated" and "may fake its test results" in d.reason
+    d = pol.decide([_cand("a", passing=False), _cand("b", passing=False)],
+                   [Verdict(reviewer="b", candidate="a", verdict="reject", confidence=0.9),
+                    Verdict(reviewer="a", candidate="b", verdict="reject", confidence=0.9)])
+    assert d.kind == "rejected"
+
+
+def test_without_a_certified_threshold_nothing_is_accepted():
+    pol = _bound(None)
+    d = pol.decide([_cand("a")], [])
+    assert d.kind == "escalated" and "no auto-accept threshold is certified" in d.reason
+    with pytest.raises(RuntimeError, match="no calibration bound"):
+        CALIBRATED.decide([_cand("a")], [])
+    assert CASCADE.initial_agents == 2 and CASCADE.needs_calibration
