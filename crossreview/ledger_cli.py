@@ -105,12 +105,12 @@ _suite_opt = click.option("--suite", default=None, metavar="S",
                           help="Only runs of suite S (the suite folder's name, or its full path).")
 
 
-def _figures(state_dir, ledger, since, suite, calibration=None):
+def _figures(state_dir, ledger, since, suite, calibration=None, with_calibration=False):
     from .ledger import LedgerError
     from .ledger.figures import compute
 
     led = open_ledger(state_dir, ledger)
-    cal, path = _calibration_file(state_dir, calibration)
+    cal, path = _calibration_file(state_dir, calibration) if with_calibration else (None, None)
     try:
         return led, compute(led, since=since, suite=suite, calibration=cal, calibration_path=path)
     except LedgerError as exc:
@@ -152,7 +152,7 @@ def stats(since, suite, ledger, state_dir, calibration, json_mode):
     """
     import json
 
-    _, figures = _figures(state_dir, ledger, since, suite, calibration)
+    _, figures = _figures(state_dir, ledger, since, suite, calibration, with_calibration=True)
     if json_mode:
         click.echo(json.dumps(figures, indent=2))
         return
