@@ -117,8 +117,9 @@ def calibrate(max_escaped, confidence, output, since, suite, ledger, state_dir, 
                   f"{c.min_labeled} labeled task runs at or above a threshold with no error among them; "
                   + (f"{c.needed_more} more labeled task runs are needed (if none of them is wrong)."
                      if c.needed_more else
-                     "there are enough, but the errors among them keep every bound above the target: "
-                     "better agents or reviewers, or a looser target."), highlight=False)
+                     "there are enough, but the first threshold with enough of them has too many errors "
+                     "among them, which ends the scan (fixed-sequence testing): better agents or reviewers, "
+                     "more history, or a looser target."), highlight=False)
     else:
         out.print(f"[bold green]{cal.summary()}[/bold green]", highlight=False)
     out.print(f"wrote {path} · use it with `crossreview run --policy calibrated` or `--policy cascade`"
