@@ -3,6 +3,7 @@
     python -m bench            # everything (about 6 minutes on 2 cores)
     python -m bench --quick    # smaller sizes (about 2 minutes)
     python -m bench startup    # one benchmark: parallel, overhead, scaling, environments, startup, calibration
+                               # (calibration alone: about 9 minutes, 4.5 with --quick)
 
 Prints a table and writes bench/results/<date>.json with the machine's description.
 Absolute times on shared machines drift; the ratios are what to compare.
