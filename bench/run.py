@@ -2,7 +2,8 @@
 
     python -m bench            # everything (about 6 minutes on 2 cores)
     python -m bench --quick    # smaller sizes (about 2 minutes)
-    python -m bench startup    # one benchmark: parallel, overhead, scaling, environments, startup
+    python -m bench startup    # one benchmark: parallel, overhead, scaling, environments, startup, calibration
+                               # (calibration alone: about 9 minutes, 4.5 with --quick)
 
 Prints a table and writes bench/results/<date>.json with the machine's description.
 Absolute times on shared machines drift; the ratios are what to compare.
@@ -25,6 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .calibration import bench_calibration  # noqa: E402 - its own module, so this file's benchmarks stay as they are
 
 HERE = Path(__file__).resolve().parent
 ENV = {**os.environ, "CI": "true", "NO_COLOR": "1", "COLUMNS": "200"}
@@ -277,6 +280,7 @@ BENCHES = {
     "overhead": bench_overhead,
     "scaling": bench_scaling,
     "environments": bench_environments,
+    "calibration": bench_calibration,  # bench/calibration.py: calibrated and cascade policies
 }
 
 

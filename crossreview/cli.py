@@ -104,7 +104,11 @@ def main() -> None:
 @click.option("--reviewer", "reviewers", multiple=True, metavar="SPEC",
               help="NAME=SPEC gives agent NAME its reviewer; a bare SPEC gives it to every agent. "
                    "Default: offline agents review with `tests`.")
-@click.option("--policy", default=None, help="Consensus policy: unanimous (default) or majority, or a plugin's.")
+@click.option("--policy", default=None,
+              help="Consensus policy: unanimous (default), majority, calibrated, cascade, or a plugin's.")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Policy file of --policy calibrated / cascade, written by `crossreview calibrate` "
+                   "(default: config's `calibration`, else <state-dir>/calibration.json).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Task runs at once (the agents of one task always run together).")
 @ledger_option
@@ -121,7 +125,7 @@ def main() -> None:
 @click.option("--max-task-tokens", type=click.IntRange(min=1), default=None, metavar="N",
               help="The same for tokens, per task run.")
 @sandbox_option
-def run(paths, agents, reviewers, policy, jobs, ledger, state_dir, no_input, json_mode,
+def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, no_input, json_mode,
         max_cost, max_tokens, max_task_cost, max_task_tokens, sandbox):
     """Run every task under PATHS (default: tasks/)."""
     from .plugins import get_plugin_manager
@@ -144,7 +148,7 @@ def run(paths, agents, reviewers, policy, jobs, ledger, state_dir, no_input, jso
     opts = RunOptions(paths=paths, agents=list(agents), reviewers=list(reviewers), policy=policy, jobs=jobs,
                       ledger=ledger, state_dir=state_dir, interactive=interactive, max_cost=max_cost,
                       max_tokens=max_tokens, max_task_cost=max_task_cost, max_task_tokens=max_task_tokens,
-                      sandbox=sandbox)
+                      sandbox=sandbox, calibration=calibration)
     started = time.monotonic()
     _sigterm_is_ctrl_c()
     from .runner import new_run_id

@@ -6,6 +6,10 @@
         ──▶ escalate ── interrupt() ──▶ record       (disagreement; a human picks or rejects)
                      └──Send──▶ solve (next round)   (the human gave guidance)
 
+    decide ──Send──▶ solve(next agent) ──▶ verify ──▶ plan_reviews ──▶ review(new pairs) ──▶ decide
+                                                    (cascade: the decision was not clear and
+                                                     an agent has not run yet; same round)
+
 State holds only JSON-able data (models dumped with ``mode="json"``) so the
 SQLite checkpoint is plain and portable; nodes turn it back into models.
 Runtime objects (plugin manager, ledger, built agents) travel in the
@@ -146,6 +150,14 @@ class TaskRunState(TypedDict, total=False):
     result: dict
     llm: dict
     limits: dict
+    calibration: dict | None
+    """The policy file's content, for the calibrated and cascade policies."""
+    active: int
+    """Agents started in this task run (the first ``active`` of ``agents``): fewer than all under the cascade."""
+    cascade_next: dict | None
+    """The agent the cascade starts next (set by decide, read by the route after it)."""
+    stages: Annotated[list[dict], operator.add]
+    """Decisions the cascade did not stop at (it started another agent instead)."""
 
 
 _SHARED = ("run", "task_run", "task", "suite_dir", "base_git_dir", "base_commit", "round", "guidance", "reviewers",
@@ -198,25 +210,49 @@ def _ensure_candidate_tree(ctx: Context, p: dict, cand: Candidate) -> Path:
 # --- nodes --------------------------------------------------------------------
 
 
+def _policy(state: dict, ctx: Context) -> Any:
+    """The task run's consensus policy, with its calibration bound when it needs one."""
+    policy = plugins.policies(ctx.pm)[state["policy"]].factory
+    if getattr(policy, "needs_calibration", False) and hasattr(policy, "with_calibration"):
+        from .calibrate import Calibration
+
+        raw = state.get("calibration")
+        if raw is None:
+            raise RuntimeError(f"policy {state['policy']!r} needs a calibration file and the run has none")
+        policy = policy.with_calibration(Calibration.model_validate(raw))
+    return policy
+
+
+def _active(state: dict) -> list[dict]:
+    """The agents started so far in this task run."""
+    agents = state["agents"]
+    return agents[: state.get("active") or len(agents)]
+
+
 def prepare(state: TaskRunState, runtime: Runtime[Context]) -> dict:
     """Snapshot the task's repository and fix the base commit every worktree starts from."""
     started = utcnow()
     task = Task.model_validate(state["task"])
     base = prepare_base(task, runtime.context.state_dir)
+    # A cascade policy starts only its first agents; decide adds the others one by one.
+    initial = getattr(_policy(state, runtime.context), "initial_agents", None)
+    active = len(state["agents"]) if not initial else max(1, min(int(initial), len(state["agents"])))
     crash_point("prepare", "after")
     return {
         "base_git_dir": str(base.git_dir),
         "base_commit": base.commit,
         "round": 0,
         "guidance": [],
+        "active": active,
+        "cascade_next": None,
         "events": [_event("prepare", started)],
     }
 
 
 def fan_out_solve(state: TaskRunState) -> list[Send]:
-    """One solve branch per agent, all at once."""
+    """One solve branch per started agent, all at once."""
     shared = _shared(state)
-    return [Send("solve", {**shared, "agent": a}) for a in state["agents"]]
+    return [Send("solve", {**shared, "agent": a}) for a in _active(state)]
 
 
 def solve(p: dict, runtime: Runtime[Context]) -> Command:
@@ -338,13 +374,19 @@ def candidate_label(task_run: str, agent: str) -> str:
 
 
 def fan_out_review(state: TaskRunState) -> list[Send] | str:
-    """Every agent's reviewer reviews every other agent's candidate."""
+    """Every started agent's reviewer reviews every other started agent's candidate.
+
+    Pairs already reviewed this round are not sent again: after the cascade
+    adds an agent, only the new pairs run (it reviews the others, they review it).
+    """
     shared = _shared(state)
     sends = []
     cands = _round_candidates(state)
-    for reviewer in state.get("panel") or state["agents"]:
+    done = {(v.reviewer, v.candidate) for v in _round_verdicts(state)}
+    # The gate's panel reviews; otherwise the agents started so far (the cascade starts them lazily).
+    for reviewer in state.get("panel") or _active(state):
         for cand in cands:
-            if cand.agent == reviewer["name"] or cand.status != "ok":
+            if cand.agent == reviewer["name"] or cand.status != "ok" or (reviewer["name"], cand.agent) in done:
                 continue
             sends.append(
                 Send("review", {**shared, "reviewer": reviewer, "candidate": cand.model_dump(mode="json")})
@@ -424,8 +466,7 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
 def decide(state: TaskRunState, runtime: Runtime[Context]) -> dict:
     """Apply the consensus policy to this round."""
     started = utcnow()
-    regs = plugins.policies(runtime.context.pm)
-    policy = regs[state["policy"]].factory
+    policy = _policy(state, runtime.context)
     cands = _round_candidates(state)
     verdicts = _round_verdicts(state)
     focus = state.get("focus")
@@ -453,11 +494,24 @@ def decide(state: TaskRunState, runtime: Runtime[Context]) -> dict:
         why = runtime.context.budget(state).exceeded() or EXHAUSTED
         decision.reason = f"{decision.reason}; {why}: stopped {', '.join(stopped)}"
     rnd = state.get("round") or 0
+    active = _active(state)
+    if decision.kind == "escalated" and getattr(policy, "initial_agents", None) and len(active) < len(state["agents"]):
+        # Cascade: not clear with the agents so far; start the next one before asking a human.
+        nxt = state["agents"][len(active)]
+        crash_point("decide", "after")
+        return {
+            "stages": [{"round": rnd, "agents": len(active), **decision.model_dump(mode="json")}],
+            "active": len(active) + 1,
+            "cascade_next": nxt,
+            "escalation": None,
+            "events": [_event("decide", started, None, rnd)],
+        }
     escalation = None
     if decision.kind == "escalated":
         escalation = {"id": "e-" + secrets.token_hex(3), "round": rnd}
     crash_point("decide", "after")
     return {
+        "cascade_next": None,
         "decisions": [{"round": rnd, **decision.model_dump(mode="json")}],
         "escalation": escalation,
         "events": [_event("decide", started, None, rnd)],
@@ -495,6 +549,14 @@ def holdout(state: TaskRunState, runtime: Runtime[Context]) -> dict:
     return {"holdouts": results, "events": [_event("holdout", started, None, state.get("round") or 0)]}
 
 
+def route_after_decide(state: TaskRunState) -> list[Send] | str:
+    """The cascade's second fan-out: solve with the next agent; otherwise on to holdout."""
+    nxt = state.get("cascade_next")
+    if nxt:
+        return [Send("solve", {**_shared(state), "agent": nxt})]
+    return "holdout"
+
+
 def route_after_holdout(state: TaskRunState) -> str:
     """Escalate disagreements; record everything else."""
     return "escalate" if state.get("escalation") else "record"
@@ -518,7 +580,7 @@ def escalate(state: TaskRunState) -> Command:
         nxt = {**state, "round": rnd + 1, "guidance": [*(state.get("guidance") or []), human.guide or ""]}
         shared = _shared(nxt)
         update.update({"round": rnd + 1, "guidance": nxt["guidance"], "escalation": None})
-        return Command(update=update, goto=[Send("solve", {**shared, "agent": a}) for a in state["agents"]])
+        return Command(update=update, goto=[Send("solve", {**shared, "agent": a}) for a in _active(state)])
     return Command(update=update, goto="record")
 
 
@@ -576,6 +638,8 @@ def record(state: TaskRunState, runtime: Runtime[Context]) -> dict:
         events + [_event("record", utcnow(), None, rnd)],
         rounds=rnd + 1,
         calls=_itemized_calls(all_cands, verdicts),
+        agents_used=len(_active(state)),
+        agents_configured=len(state["agents"]),
     )
     crash_point("record", "after-ledger")
     return {"result": result.model_dump(mode="json")}
@@ -606,7 +670,8 @@ def record_parked(ledger: Ledger, state: dict) -> None:
     decisions = [(d["round"], Decision.model_validate({k: v for k, v in d.items() if k != "round"}))
                  for d in state.get("decisions", [])]
     ledger.record_parked(state["task_run"], cands, verdicts, decisions, state.get("events", []),
-                         rounds=(state.get("round") or 0) + 1, calls=_itemized_calls(cands, verdicts))
+                         rounds=(state.get("round") or 0) + 1, calls=_itemized_calls(cands, verdicts),
+                         agents_used=len(_active(state)), agents_configured=len(state["agents"]))
 
 
 def _itemized_calls(cands: list[Candidate], verdicts: list[Verdict]) -> list[dict]:
@@ -651,7 +716,7 @@ def build_graph() -> StateGraph:
     g.add_edge("verify", "plan_reviews")
     g.add_conditional_edges("plan_reviews", fan_out_review, ["review", "decide"])
     g.add_edge("review", "decide")
-    g.add_edge("decide", "holdout")
+    g.add_conditional_edges("decide", route_after_decide, ["solve", "holdout"])
     g.add_conditional_edges("holdout", route_after_holdout, ["escalate", "record"])
     g.add_edge("record", END)
     return g

@@ -59,6 +59,13 @@ def crossreview_register_policies(register: Callable[..., None]) -> None:
     ``decide(candidates: list[Candidate], verdicts: list[Verdict]) -> Decision``.
     ``candidates`` come in agent order with their test reports; ``verdicts``
     hold every review of this round. A policy is pure: it must not do I/O.
+
+    Optional, for policies that need a calibration (``calibrated``, ``cascade``):
+    ``needs_calibration = True`` and ``with_calibration(calibration) -> policy``
+    (the runner reads the policy file and records it in the run's config, so a
+    resumed run decides with the same threshold); ``initial_agents = N`` makes
+    the graph start only the first N agents and one more each time the policy
+    escalates, until every agent has run (the cascade).
     """
 
 

@@ -105,14 +105,28 @@ _suite_opt = click.option("--suite", default=None, metavar="S",
                           help="Only runs of suite S (the suite folder's name, or its full path).")
 
 
-def _figures(state_dir, ledger, since, suite):
+def _figures(state_dir, ledger, since, suite, calibration=None, with_calibration=False):
     from .ledger import LedgerError
     from .ledger.figures import compute
 
     led = open_ledger(state_dir, ledger)
+    cal, path = _calibration_file(state_dir, calibration) if with_calibration else (None, None)
     try:
-        return led, compute(led, since=since, suite=suite)
+        return led, compute(led, since=since, suite=suite, calibration=cal, calibration_path=path)
     except LedgerError as exc:
+        _fail(str(exc))
+
+
+def _calibration_file(state_dir: Path, given: Path | None):
+    """The policy file stats shows: --calibration (must exist), else <state-dir>/calibration.json if there."""
+    from .ledger.calibration import CalibrationError, default_path, load_calibration
+
+    path = given or default_path(state_dir)
+    if given is None and not path.exists():
+        return None, None
+    try:
+        return load_calibration(path), str(path)
+    except CalibrationError as exc:
         _fail(str(exc))
 
 
@@ -121,8 +135,10 @@ def _figures(state_dir, ledger, since, suite):
 @_suite_opt
 @_ledger_opt
 @_state_opt
+@click.option("--calibration", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Show this policy file's certificate and drift (default: <state-dir>/calibration.json, if there).")
 @click.option("--json", "json_mode", is_flag=True, help="Print the figures as one JSON document.")
-def stats(since, suite, ledger, state_dir, json_mode):
+def stats(since, suite, ledger, state_dir, calibration, json_mode):
     """The ledger's figures: how often a human stepped in, for how long, at what cost.
 
     \b
@@ -130,12 +146,13 @@ def stats(since, suite, ledger, state_dir, json_mode):
     escalation, autonomy between interventions, reviewer agreement (Fleiss'
     and Cohen's kappa), per-agent approval and accuracy, tokens and money per
     call / agent / phase, cost multiplier against one agent alone, parallel
-    efficiency, and decision quality against holdout tests. Definitions:
-    docs/ledger.md.
+    efficiency, decision quality against holdout tests, agents started per
+    task run (cascade) and, with a calibration file, its certificate and a
+    drift warning. Definitions: docs/ledger.md.
     """
     import json
 
-    _, figures = _figures(state_dir, ledger, since, suite)
+    _, figures = _figures(state_dir, ledger, since, suite, calibration, with_calibration=True)
     if json_mode:
         click.echo(json.dumps(figures, indent=2))
         return
@@ -248,6 +265,8 @@ def _accept_urls(group: click.Group) -> None:
 
 def register(group: click.Group) -> None:
     """Add stats, report and export to the `crossreview` group."""
-    for cmd in (stats, report, export, merge):
+    from .calibrate_cli import calibrate
+
+    for cmd in (stats, report, export, merge, calibrate):
         group.add_command(cmd)
     _accept_urls(group)

@@ -134,3 +134,87 @@ class ConsensusPolicy:
 
 UNANIMOUS = ConsensusPolicy("unanimous", unanimous_quorum)
 MAJORITY = ConsensusPolicy("majority", majority_quorum)
+
+
+# --- calibrated and cascade: accept by a certified agreement-score threshold ---------
+
+
+def _clear_reject(candidates: list[Candidate], verdicts: list[Verdict]) -> bool:
+    """No candidate passes its tests and no reviewer approves any: every policy rejects this."""
+    return not any(c.tests_pass for c in candidates) and not any(v.verdict == "approve" for v in verdicts)
+
+
+@dataclass(frozen=True)
+class CalibratedPolicy:
+    """Accept the candidate the agreement score picks when the task run's score reaches the
+    threshold `crossreview calibrate` certified; reject what every policy rejects; escalate the rest.
+
+    ``calibration`` is a crossreview.calibrate.Calibration, bound per run by
+    :meth:`with_calibration` (the runner reads the file; a policy does no I/O).
+    ``initial_agents`` makes it a cascade: the graph starts that many agents,
+    and one more each time this policy escalates, until all have run.
+    """
+
+    name: str
+    calibration: object | None = None
+    initial_agents: int | None = None
+
+    needs_calibration = True
+    """The runner binds a calibration file to this policy before a run (see with_calibration)."""
+
+    def with_calibration(self, calibration) -> "CalibratedPolicy":
+        """This policy with its threshold and certificate."""
+        return CalibratedPolicy(self.name, calibration, self.initial_agents)
+
+    @property
+    def threshold(self) -> float | None:
+        return getattr(self.calibration, "threshold", None)
+
+    def decide(self, candidates: list[Candidate], verdicts: list[Verdict]) -> Decision:
+        """Accept iff the agreement score reaches the threshold (the candidate it picks); see the class docstring."""
+        if self.calibration is None:
+            raise RuntimeError(f"the {self.name} policy has no calibration bound: run it through crossreview's runner")
+        # Imported here, not at module level: the ledger package opens databases, and
+        # policies must not import I/O. score.py itself is pure.
+        from .calibrate import at_or_above
+        from .ledger import score
+
+        agreement = score.from_models(candidates, verdicts)
+        th = self.threshold
+        by_name = {c.agent: c for c in candidates}
+        pick = by_name.get(agreement.pick) if agreement.pick else None
+        tampered = [c for c in candidates if c.tampering]
+        disagreements = [tampering_line(c) for c in tampered]
+        summary = getattr(self.calibration, "summary", lambda: "")()
+        s = agreement.task_run
+        if pick is not None and pick.status == "ok" and at_or_above(s, th) and not pick.tampering:
+            return Decision(
+                kind="accepted", winner=pick.agent,
+                reason=f"agreement score {s:.3f} of {pick.agent} ≥ calibrated threshold {th:.2f} ({summary}); "
+                       f"{_tests_line(pick)}",
+                disagreements=disagreements, policy=self.name,
+            )
+        if tampered:
+            return Decision(kind="escalated",
+                            reason="; ".join(tampering_line(c) for c in tampered)
+                            + " — never accepted automatically; a human must look",
+                            disagreements=disagreements, policy=self.name)
+        if _clear_reject(candidates, verdicts):
+            return Decision(kind="rejected",
+                            reason="no candidate passes its tests and no reviewer approves any: "
+                            + "; ".join(_tests_line(c) for c in candidates),
+                            disagreements=disagreements, policy=self.name)
+        if th is None:
+            why = f"no auto-accept threshold is certified yet ({summary})"
+        else:
+            who = f" (best: {agreement.pick})" if agreement.pick else ""
+            why = f"agreement score {s if s is not None else 0:.3f}{who} is below the calibrated threshold {th:.2f}"
+        lines = [f"{c.agent}: score {agreement.candidates.get((c.round, c.agent), 0.0):.3f}, {_tests_line(c)}"
+                 for c in candidates]
+        return Decision(kind="escalated", reason=why, disagreements=disagreements + lines, policy=self.name)
+
+
+CALIBRATED = CalibratedPolicy("calibrated")
+CASCADE = CalibratedPolicy("cascade", initial_agents=2)
+"""``calibrated``: accept by the certified threshold. ``cascade``: the same, starting two agents and
+adding the next only when the decision is not clear (see crossreview/graph.py)."""

@@ -62,6 +62,8 @@ class RunOptions:
     max_task_tokens: int | None = None
     sandbox: str | None = None
     """auto | required | off (default: the config's ``sandbox``, else auto); see crossreview/sandbox.py."""
+    calibration: Path | None = None
+    """Policy file of the calibrated / cascade policies (default: the config's, else <state_dir>/calibration.json)."""
 
 
 @dataclass
@@ -141,6 +143,8 @@ class Resolved:
     llm: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)
     sandbox: dict = field(default_factory=dict)
+    calibration: dict | None = None
+    """The policy file's content, for policies that need one (recorded in the run's config)."""
 
 
 def resolve_options(opts: RunOptions, pm: pluggy.PluginManager, loaded: LoadedConfig | None = None) -> Resolved:
@@ -176,7 +180,27 @@ def resolve_options(opts: RunOptions, pm: pluggy.PluginManager, loaded: LoadedCo
         raise UsageError(f"unknown policy {policy!r}; known: {', '.join(sorted(known))}")
     llm, limits = _models_and_limits(opts, cfg, specs, pairing, loaded.source)
     box = _sandbox_config(opts, cfg, loaded, specs)
-    return Resolved(specs, pairing, policy, jobs, loaded.suite_dir, ledger, llm, limits, box)
+    calibration = _calibration(opts, cfg, loaded, policy, known[policy].factory)
+    return Resolved(specs, pairing, policy, jobs, loaded.suite_dir, ledger, llm, limits, box, calibration)
+
+
+def _calibration(opts: RunOptions, cfg, loaded, policy: str, factory) -> dict | None:
+    """The policy file a calibrated policy decides with, read once (UsageError naming the file and the fix)."""
+    if not getattr(factory, "needs_calibration", False):
+        return None
+    from .ledger.calibration import CalibrationError, default_path, load_calibration
+
+    if opts.calibration is not None:
+        path = Path(opts.calibration)
+    elif cfg.calibration:
+        path = loaded.suite_dir / cfg.calibration
+    else:
+        path = default_path(opts.state_dir)
+    try:
+        cal = load_calibration(path)
+    except CalibrationError as exc:
+        raise UsageError(f"--policy {policy}: {exc}") from None
+    return {**cal.model_dump(mode="json"), "path": str(path.resolve())}
 
 
 def _sandbox_config(opts: RunOptions, cfg, loaded, specs: list[AgentSpec]) -> dict:
@@ -338,6 +362,7 @@ def run_task(session: Session, run: str, task: Task, config: dict, interactive: 
             "limits": config.get("limits") or {},
             # The gate's shape: who reviews, which candidate is judged, whether to keep a branch.
             **{k: config[k] for k in ("panel", "focus", "keep") if k in config},
+            "calibration": config.get("calibration"),
         }
     else:
         payload = None  # continue from the checkpoint: finished branches are kept
@@ -669,6 +694,8 @@ def run_config(opts: RunOptions, tasks: list[Task], pm: pluggy.PluginManager | N
         "sandbox": res.sandbox,
         "tasks": [str(t.path) for t in tasks],
     }
+    if res.calibration is not None:
+        config["calibration"] = res.calibration
     return config, res
 
 

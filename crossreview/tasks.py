@@ -288,6 +288,8 @@ class SuiteConfig(BaseModel):
     policy: str | None = None
     jobs: int | None = Field(default=None, ge=1)
     ledger: str | None = None
+    calibration: str | None = None
+    """Policy file of the calibrated and cascade policies (relative to the suite folder)."""
     # Models (see crossreview/llm/settings.py and docs/models.md).
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict)

@@ -84,7 +84,14 @@ def test_migration_from_the_core_schema_keeps_every_row(tmp_path):
         history = db.execute("SELECT version, description FROM schema_version ORDER BY version").fetchall()
     assert all(t["agreement"] is not None and t["agreement_pick"] for t in trs)
     assert suites == {"tasks"}
-    assert [h["version"] for h in history] == [1, 2] and "before versions were recorded" in history[0]["description"]
+    assert [h["version"] for h in history] == list(range(1, SCHEMA_VERSION + 1))
+    assert "before versions were recorded" in history[0]["description"]
+    # Migration 3: every old task run started all its agents (no cascade then).
+    with led.connect(write=False) as db:
+        used = db.execute("SELECT t.agents_used AS used, t.agents_configured AS conf, COUNT(DISTINCT c.agent) AS n"
+                          " FROM task_runs t JOIN candidates c ON c.task_run = t.id AND c.round = t.rounds - 1"
+                          " GROUP BY t.id").fetchall()
+    assert used and all(r["used"] == r["conf"] == r["n"] for r in used)
     # The old ledger's figures: 10 task runs, one escalation decided by a human.
     f = compute(led)
     assert f["counts"]["task_runs"] == 10 and f["interventions"]["escalated"] == 1
@@ -120,7 +127,7 @@ def test_migrating_twice_at_once_upgrades_once(tmp_path):
     after = snapshot(path, cols)
     assert {t: after[t] for t in V1_TABLES if t != "meta"} == {t: before[t] for t in V1_TABLES if t != "meta"}
     db = sqlite3.connect(path)
-    assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == list(range(1, SCHEMA_VERSION + 1))
     db.close()
 
 

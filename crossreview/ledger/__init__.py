@@ -145,23 +145,33 @@ class Ledger:
         events: list[dict[str, Any]],
         rounds: int,
         calls: list[dict[str, Any]] | None = None,
+        agents_used: int | None = None,
+        agents_configured: int | None = None,
     ) -> None:
         """Write a finished task run whole, replacing any earlier partial write of it.
 
         The agreement score (crossreview/ledger/score.py) of every candidate
         and of the task run is computed here, from exactly what is written.
         ``calls`` optionally itemizes model calls (see :meth:`record_calls`).
+        ``agents_used`` / ``agents_configured``: agents started in the last
+        round and agents the run was given (they differ under the cascade
+        policy); by default, the last round's candidates for both.
         """
         tr = result.task_run
         agreement = score.from_models(candidates, verdicts)
+        last = max((c.round for c in candidates), default=0)
+        started_last = len({c.agent for c in candidates if c.round == last}) or None
+        used = agents_used if agents_used is not None else started_last
+        configured = agents_configured if agents_configured is not None else used
         with self.connect() as db:
             self._replace_details(db, tr, candidates, verdicts, decisions, events, calls, agreement)
             db.execute(
                 "UPDATE task_runs SET status='done', decision=?, winner=?, reason=?, branch=?, rounds=?,"
-                " finished=?, seconds=?, error=?, agreement=?, agreement_pick=? WHERE id=?",
+                " finished=?, seconds=?, error=?, agreement=?, agreement_pick=?, agents_used=?, agents_configured=?"
+                " WHERE id=?",
                 (
                     result.decision, result.winner, result.reason, result.branch, rounds, _ts(utcnow()),
-                    result.seconds, result.error, agreement.task_run, agreement.pick, tr,
+                    result.seconds, result.error, agreement.task_run, agreement.pick, used, configured, tr,
                 ),
             )
 
@@ -174,13 +184,16 @@ class Ledger:
         events: list[dict[str, Any]],
         rounds: int,
         calls: list[dict[str, Any]] | None = None,
+        agents_used: int | None = None,
+        agents_configured: int | None = None,
     ) -> None:
         """Write what a task run parked at an escalation has so far; it stays parked (``record_task_run`` finishes it)."""
         agreement = score.from_models(candidates, verdicts)
         with self.connect() as db:
             self._replace_details(db, task_run, candidates, verdicts, decisions, events, calls, agreement)
-            db.execute("UPDATE task_runs SET rounds=?, agreement=?, agreement_pick=? WHERE id=?",
-                       (rounds, agreement.task_run, agreement.pick, task_run))
+            db.execute("UPDATE task_runs SET rounds=?, agreement=?, agreement_pick=?, agents_used=?,"
+                       " agents_configured=? WHERE id=?",
+                       (rounds, agreement.task_run, agreement.pick, agents_used, agents_configured, task_run))
 
     def _replace_details(self, db: Tx, tr: str, candidates: list[Candidate], verdicts: list[Verdict],
                          decisions: list[tuple[int, Decision]], events: list[dict[str, Any]],

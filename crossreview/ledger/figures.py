@@ -215,7 +215,7 @@ def load(ledger, since: datetime | None = None, suite: str | None = None) -> Dat
         runs = {r["id"]: r for r in db.execute("SELECT id, started, finished, status, suite, config FROM runs")}
         trs = db.execute(
             "SELECT id, run, task, status, decision, winner, rounds, started, finished, seconds, error, tags,"
-            " agreement, agreement_pick FROM task_runs"
+            " agreement, agreement_pick, agents_used, agents_configured FROM task_runs"
         ).fetchall()
         cands = db.execute(
             "SELECT task_run, round, agent, spec, status, tests_passed, tests_total, holdout_passed, holdout_total,"
@@ -849,6 +849,51 @@ def agreement_scores(d: Data) -> dict[str, Any]:
     }
 
 
+def agents_per_task(d: Data) -> dict[str, Any]:
+    """Agents started per task run, and what the cascade saved against starting every configured agent.
+
+    Over recorded task runs that say both numbers (ledger schema 3 on). The
+    saving is an estimate: each agent not started would have cost one solve
+    (the mean solve of the same task runs) and the reviews it adds — with m
+    agents every agent reviews every other, m(m−1) reviews — at the mean
+    review's cost. Money is estimated only when every known cost is known.
+    """
+    trs = [t for t in d.recorded if t.row.get("agents_used") and t.row.get("agents_configured")]
+    used = sum(t.row["agents_used"] for t in trs)
+    configured = sum(t.row["agents_configured"] for t in trs)
+    solves_saved = configured - used
+    reviews_saved = sum(t.row["agents_configured"] * (t.row["agents_configured"] - 1)
+                        - t.row["agents_used"] * (t.row["agents_used"] - 1) for t in trs)
+    solve, review, _, _ = _usage(trs)
+    per_solve = {"tokens": ratio(solve.tokens, solve.money.items), "seconds": ratio(solve.seconds, solve.money.items),
+                 "cost": ratio(solve.money.total, solve.money.items) if solve.money.total is not None else None}
+    per_review = {"tokens": ratio(review.tokens, review.money.items), "seconds": ratio(review.seconds, review.money.items),
+                  "cost": ratio(review.money.total, review.money.items) if review.money.total is not None else None}
+
+    def est(key: str, actual: float | None) -> dict[str, Any]:
+        a, b = per_solve[key], per_review[key]
+        if actual is None or (solves_saved and a is None) or (reviews_saved and b is None):
+            return {"actual": actual, "saved": None, "always_all": None, "ratio": None}
+        saved = solves_saved * (a or 0.0) + reviews_saved * (b or 0.0)
+        return {"actual": actual, "saved": saved, "always_all": actual + saved, "ratio": ratio(actual, actual + saved)}
+
+    return {
+        "task_runs": len(trs),
+        "agents_used": used,
+        "agents_configured": configured,
+        "mean_agents_used": ratio(used, len(trs)),
+        "mean_agents_configured": ratio(configured, len(trs)),
+        "stopped_early": sum(1 for t in trs if t.row["agents_used"] < t.row["agents_configured"]),
+        "agent_runs_ratio": ratio(used, configured),
+        "solves_saved": solves_saved,
+        "reviews_saved": reviews_saved,
+        "tokens": est("tokens", solve.tokens + review.tokens),
+        "agent_seconds": est("seconds", solve.seconds + review.seconds),
+        "cost": est("cost", Money(known=solve.money.known + review.money.known,
+                                 unknown=solve.money.unknown + review.money.unknown).total),
+    }
+
+
 def per_run(d: Data) -> list[dict[str, Any]]:
     """One row per suite run (oldest first): what the report plots over time."""
     groups: dict[str, list[TR]] = defaultdict(list)
@@ -897,9 +942,28 @@ def escalation_list(d: Data) -> list[dict[str, Any]]:
     return sorted(out, key=lambda e: (e["created"], e["id"]))
 
 
-def compute(ledger, since: datetime | None = None, suite: str | None = None) -> dict[str, Any]:
-    """Every figure of the ledger (optionally task runs started since ``since``, of suite ``suite``)."""
+def calibration_figure(ledger, calibration: Any, path: str | None = None) -> dict[str, Any]:
+    """The policy file's threshold and certificate, and drift of the ledger's recent task runs from its window."""
+    from .calibration import drift_for
+
+    return {
+        "file": path,
+        "threshold": calibration.threshold,
+        "summary": calibration.summary(),
+        "certificate": calibration.certificate.model_dump(mode="json"),
+        "drift": drift_for(ledger, calibration).model_dump(mode="json"),
+    }
+
+
+def compute(ledger, since: datetime | None = None, suite: str | None = None,
+            calibration: Any = None, calibration_path: str | None = None) -> dict[str, Any]:
+    """Every figure of the ledger (optionally task runs started since ``since``, of suite ``suite``).
+
+    ``calibration`` (a crossreview.calibrate.Calibration, read from
+    ``calibration_path``) adds its certificate and a drift check.
+    """
     d = load(ledger, since=since, suite=suite)
+    extra = {"calibration": calibration_figure(ledger, calibration, calibration_path) if calibration else None}
     return {
         "ledger": d.ledger,
         "schema": ledger.version,
@@ -914,6 +978,8 @@ def compute(ledger, since: datetime | None = None, suite: str | None = None) -> 
         "parallel": parallel(d),
         "quality": quality(d),
         "agreement_score": agreement_scores(d),
+        "agents_per_task": agents_per_task(d),
         "runs": per_run(d),
         "escalations": escalation_list(d),
+        **extra,
     }

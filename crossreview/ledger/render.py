@@ -214,3 +214,37 @@ def print_stats(console, f: dict[str, Any]) -> None:
     for k, v in s["by_outcome"].items():
         rows.append((f"  {k}", f"{num(v['mean'], 3)} ({v['task_runs']})"))
     console.print(_kv("Agreement score (docs/ledger.md)", rows))
+
+    ap = f.get("agents_per_task")
+    if ap and ap["task_runs"]:
+        def saved(e: dict, fmt) -> str:
+            if e["saved"] is None:
+                return f"{fmt(e['actual'])} (saving unknown)"
+            return f"{fmt(e['actual'])} against ≈{fmt(e['always_all'])} always running all: saved ≈{fmt(e['saved'])} ({times(e['ratio'])})"
+
+        console.print(_kv("Agents per task run (cascade)", [
+            ("agents started per task run", f"mean {num(ap['mean_agents_used'], 2)} of {num(ap['mean_agents_configured'], 2)} "
+                                            f"configured ({ap['stopped_early']}/{ap['task_runs']} stopped early)"),
+            ("agent runs / always all", f"{ap['agents_used']}/{ap['agents_configured']} = {times(ap['agent_runs_ratio'])}"),
+            ("not started", f"{ap['solves_saved']} solves, {ap['reviews_saved']} reviews"),
+            ("tokens", saved(ap["tokens"], lambda x: tokens(None if x is None else int(round(x))))),
+            ("money", saved(ap["cost"], dollars)),
+            ("agent-seconds", saved(ap["agent_seconds"], seconds)),
+        ], note="saving estimated at the mean solve and review of the same task runs"))
+
+    cal = f.get("calibration")
+    if cal:
+        cert, dr, w = cal["certificate"], cal["drift"], cal["certificate"]["window"]
+        rows = [
+            ("policy file", str(cal["file"])),
+            ("threshold", cal["summary"]),
+            ("computed on", f"{w['ledger']}: {cert['labeled']} labeled task runs, {(w['first'] or '?')[:19]} → "
+                            f"{(w['last'] or '?')[:19]}" + (f", suite {w['suite']}" if w.get("suite") else "")),
+            ("computed at", str(cert["computed"])[:19]),
+            ("recent task runs (after the window)",
+             f"{dr['recent']}" + (f", {pct(dr['share_at_or_above'])} at or above the threshold (window "
+                                  f"{pct(w['share_at_or_above'])})" if dr["share_at_or_above"] is not None else "")),
+        ]
+        console.print(_kv("Calibration (crossreview calibrate)", rows))
+        if dr.get("warning"):
+            console.print(f"[bold yellow]drift warning:[/bold yellow] {dr['warning']}", highlight=False)

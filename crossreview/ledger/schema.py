@@ -97,6 +97,11 @@ CREATE INDEX IF NOT EXISTS task_runs_started ON task_runs(started);
 CREATE INDEX IF NOT EXISTS runs_suite ON runs(suite)
 """
 
+V3 = """
+ALTER TABLE task_runs ADD COLUMN agents_used INTEGER;
+ALTER TABLE task_runs ADD COLUMN agents_configured INTEGER
+"""
+
 
 def _ddl(tx: Tx, script: str) -> None:
     for stmt in script.format(**TYPES[tx.dialect]).split(";"):
@@ -154,7 +159,19 @@ def backfill_agreement(tx: Tx) -> None:
         tx.execute("UPDATE task_runs SET agreement=?, agreement_pick=? WHERE id=?", (a.task_run, a.pick, e["task_run"]))
 
 
-MIGRATIONS: list[Callable[[Tx], None]] = [m1_core, m2_figures]
+def m3_agents_used(tx: Tx) -> None:
+    """cascade: agents started and agents configured per task run"""
+    _ddl(tx, V3)
+    # Before the cascade every configured agent was started: both are the number of
+    # agents that produced a candidate in the task run's last round.
+    for r in tx.execute(
+        "SELECT c.task_run AS tr, COUNT(DISTINCT c.agent) AS n FROM candidates c JOIN task_runs t ON t.id = c.task_run"
+        " WHERE c.round = t.rounds - 1 GROUP BY c.task_run"
+    ).fetchall():
+        tx.execute("UPDATE task_runs SET agents_used=?, agents_configured=? WHERE id=?", (r["n"], r["n"], r["tr"]))
+
+
+MIGRATIONS: list[Callable[[Tx], None]] = [m1_core, m2_figures, m3_agents_used]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

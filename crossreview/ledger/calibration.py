@@ -1,0 +1,130 @@
+"""The ledger side of `crossreview calibrate`: labeled history in, policy file out.
+
+The math is in crossreview/calibrate.py (pure); this module reads the ledger
+and reads / writes the policy file.
+
+Which history counts as *labeled*: a task run that was recorded (status
+done, so its candidates and holdout results are in the ledger), has an
+agreement score, and whose *picked* candidate — the one the score names, in
+the task run's last round, which is the candidate the ``calibrated`` policy
+would accept — has holdout results (a task with a ``holdout/`` folder, and a
+candidate that produced a diff). Its label is *wrong* when that candidate
+fails any holdout test. The decision actually taken does not matter: holdout
+tests run on every candidate whatever the decision, so task runs escalated
+or rejected under another policy label the score just as well. Parked task
+runs (no holdout results in the ledger until a human decides them) and failed
+ones are not labeled; the certificate counts the parked ones (``waiting``)
+and `calibrate` warns about them, because leaving them out leans the history
+towards the task runs that were decided automatically.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..calibrate import Calibration, Drift, Sample, Window, at_or_above, build, drift, scan
+from ..models import utcnow
+from .figures import TR, Data, holdout_known, holdout_passes, load
+
+DEFAULT_NAME = "calibration.json"
+
+
+class CalibrationError(Exception):
+    """The policy file is missing or malformed (the message names the file and the fix)."""
+
+
+def _pick(t: TR) -> dict | None:
+    return next((c for c in t.round_candidates(t.last_round) if c["agent"] == t.row.get("agreement_pick")), None)
+
+
+def sample_of(t: TR) -> Sample | None:
+    """The task run as a labeled sample, or None when it is not labeled (see the module docstring)."""
+    if not t.recorded or t.row.get("agreement") is None:
+        return None
+    pick = _pick(t)
+    if pick is None or not holdout_known(pick):
+        return None
+    return Sample(score=float(t.row["agreement"]), wrong=not holdout_passes(pick), task_run=t.id)
+
+
+def labeled(d: Data) -> list[tuple[TR, Sample]]:
+    """Every labeled task run of the loaded ledger, oldest first."""
+    out = []
+    for t in d.task_runs:
+        s = sample_of(t)
+        if s is not None:
+            out.append((t, s))
+    return out
+
+
+def calibrate_ledger(ledger, max_escaped: float, confidence: float, since: datetime | None = None,
+                     suite: str | None = None, now: datetime | None = None) -> Calibration:
+    """Scan the ledger's labeled history (optionally since ``since``, of suite ``suite``) for a certified threshold."""
+    d = load(ledger, since=since, suite=suite)
+    pairs = labeled(d)
+    result = scan([s for _, s in pairs], max_escaped, confidence)
+    scored = [t for t in d.counted if t.row.get("agreement") is not None]
+    scores = [float(t.row["agreement"]) for t in scored]
+    window = Window(
+        ledger=d.ledger, since=since, suite=suite,
+        # The window spans every scored task run read (labeled or not), so "recent" means new since.
+        first=min((t.started for t in scored), default=None),
+        last=max((t.started for t in scored), default=None),
+        task_runs=len(scores),
+        share_at_or_above=(sum(1 for s in scores if at_or_above(s, result.threshold)) / len(scores)
+                           if scores and result.threshold is not None else None),
+        mean_score=sum(scores) / len(scores) if scores else None,
+    )
+    cal = build(result, max_escaped, confidence, window, now or utcnow())
+    cal.certificate.waiting = sum(1 for t in d.counted if t.status == "parked")
+    return cal
+
+
+def drift_for(ledger, cal: Calibration) -> Drift:
+    """The ledger's task runs started after the calibration window, against it."""
+    w = cal.certificate.window
+    d = load(ledger, suite=w.suite)
+    after = [t for t in d.counted if w.last is None or t.started > w.last]
+    scores = [float(t.row["agreement"]) for t in after if t.row.get("agreement") is not None]
+    recent_labeled = [s for t in after if (s := sample_of(t)) is not None]
+    return drift(cal, scores, recent_labeled)
+
+
+def default_path(state_dir: Path) -> Path:
+    """Where `calibrate` writes and the policies look by default: <state-dir>/calibration.json."""
+    return Path(state_dir) / DEFAULT_NAME
+
+
+FIX = ("run `crossreview calibrate` on a ledger with labeled history (task runs of tasks with holdout/ tests) "
+       "to write it, or point at another file with --calibration FILE (or `calibration = \"FILE\"` in crossreview.toml)")
+
+
+def load_calibration(path: Path) -> Calibration:
+    """Read a policy file; CalibrationError naming the file and the fix when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"no calibration file at {path}: {FIX}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        return Calibration.model_validate_json(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"cannot read calibration file {path}: {exc}; {FIX}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ())) or "(the document)"
+        raise CalibrationError(
+            f"calibration file {path} is malformed ({where}: {first.get('msg')}); {FIX}") from None
+
+
+def save_calibration(cal: Calibration, path: Path) -> Path:
+    """Write the policy file (JSON, indented, so a reviewer can read the certificate in a diff)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(cal.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)  # never a half-written file for a run that reads it at this moment
+    return path

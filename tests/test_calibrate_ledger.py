@@ -1,0 +1,185 @@
+"""`crossreview calibrate` on real SQLite ledgers, and `run --policy calibrated` on real tasks.
+
+The planted history (two agents; a passes its tests and b reviews it, b fails its tests):
+
+    40 task runs  b approves a at 0.70 -> score 0.85, a passes holdout
+    20 task runs  b approves a at 0.60 -> score 0.80, 10 of them: a fails holdout
+     3 task runs  no holdout/ (not labeled), 1 parked (not labeled)
+
+Target 10% at 90% (at least 22 labeled, from ln 0.1 / ln 0.9 = 21.9): thresholds 1.00 .. 0.86
+accept nothing (passed over); 0.85 .. 0.81 accept the 40 (no error: bound 1 − 0.1^(1/40) =
+5.59%, passed); 0.80 accepts 60 with 10 errors (bound > 10%): the scan stops. Certified: 0.81.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import make_task, write
+
+from crossreview.calibrate import Calibration
+from crossreview.ledger import Ledger
+from crossreview.ledger.calibration import calibrate_ledger, load_calibration, save_calibration, CalibrationError
+from crossreview.models import Candidate, Decision, Escalation, TaskResult, TestOutcome, TestReport, Verdict
+
+UTC = timezone.utc
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _report(passed: int, total: int) -> TestReport:
+    return TestReport(outcomes=[TestOutcome(name=f"t{i}", outcome="passed" if i < passed else "failed")
+                                for i in range(total)], exit_code=0 if passed == total else 1)
+
+
+def plant(led: Ledger, run: str, rows: list[tuple[float, bool | None]], start: datetime, parked: int = 0) -> None:
+    """One task run per (confidence of b's approval of a, a fails holdout — None: no holdout)."""
+    led.start_run(run, {"suite_dir": "/suites/planted", "agents": [{"name": "a"}, {"name": "b"}]})
+    for i, (conf, wrong) in enumerate(rows):
+        tr = f"{run}/t{i:03d}"
+        led.start_task_run(tr, run, f"t{i:03d}", "/suites/planted", [], {})
+        hold_a = None if wrong is None else _report(0 if wrong else 1, 1)
+        cands = [
+            Candidate(agent="a", spec="x", tests=_report(2, 2), holdout=hold_a, lines_added=1),
+            Candidate(agent="b", spec="x", tests=_report(0, 2), holdout=None if wrong is None else _report(0, 1)),
+        ]
+        verdicts = [Verdict(reviewer="b", candidate="a", verdict="approve", confidence=conf),
+                    Verdict(reviewer="a", candidate="b", verdict="reject", confidence=0.9)]
+        decision = Decision(kind="escalated", reason="planted", policy="unanimous")
+        when = start + timedelta(minutes=i)
+        if i >= len(rows) - parked:
+            led.open_escalation(Escalation(id=f"e-{run}-{i}", run=run, task_run=tr, task=f"t{i:03d}", reason="planted",
+                                           packet={"candidates": [{"agent": "a", "tests_passed": 2, "tests_total": 2}],
+                                                   "verdicts": []}))
+        else:
+            result = TaskResult(task=f"t{i:03d}", task_run=tr, run=run, decision="rejected", reason="planted")
+            led.record_task_run(result, cands, verdicts, [(0, decision)], [], rounds=1)
+        with led.connect() as db:
+            db.execute("UPDATE task_runs SET started=? WHERE id=?", (when.isoformat(), tr))
+
+
+def planted(path: Path) -> Ledger:
+    led = Ledger(path)
+    rows = [(0.7, False)] * 40 + [(0.6, i < 10) for i in range(20)] + [(0.9, None)] * 3 + [(0.9, False)]
+    plant(led, "r-hist", rows, T0, parked=1)
+    return led
+
+
+def test_planted_history_gives_the_expected_threshold_and_certificate(tmp_path):
+    led = planted(tmp_path / "ledger.db")
+    cal = calibrate_ledger(led, 0.1, 0.9, now=T0 + timedelta(days=1))
+    assert cal.threshold == 0.81
+    c = cal.certificate
+    assert (c.n, c.errors, c.labeled, c.min_labeled, c.needed_more) == (40, 0, 60, 22, 0)
+    assert c.bound == pytest.approx(1 - 0.1 ** (1 / 40))  # 5.59%
+    assert (c.max_escaped, c.confidence) == (0.1, 0.9)
+    assert c.waiting == 1  # the parked task run: not labeled, and counted so calibrate can warn
+    # the ledger range it was computed on: the first and last scored task runs
+    assert c.window.first == T0 and c.window.last == T0 + timedelta(minutes=63)
+    assert c.window.ledger == str(tmp_path / "ledger.db")
+    # 64 scored task runs (the parked one scored from its packet); 40 + 3 + 1 of them score >= 0.81
+    assert c.window.task_runs == 64
+    assert c.window.share_at_or_above == pytest.approx(44 / 64)
+    by = {s.threshold: s for s in cal.steps}
+    assert by[0.86].outcome == "passed over"
+    assert (by[0.8].outcome, by[0.8].accepted, by[0.8].errors) == ("failed", 60, 10)
+    # a stricter target certifies nothing: 40 labeled at the best thresholds, 60 at 0.50 < 114
+    strict = calibrate_ledger(led, 0.02, 0.9)
+    assert strict.threshold is None and strict.certificate.needed_more == 114 - 60
+
+
+def test_policy_file_round_trips_through_disk_and_bad_files_say_how_to_fix(tmp_path):
+    cal = calibrate_ledger(planted(tmp_path / "ledger.db"), 0.1, 0.9)
+    path = save_calibration(cal, tmp_path / "sub" / "calibration.json")
+    assert load_calibration(path) == cal
+    assert json.loads(path.read_text())["certificate"]["n"] == 40
+    with pytest.raises(CalibrationError, match=r"no calibration file at .*nothing\.json: run `crossreview calibrate`"):
+        load_calibration(tmp_path / "nothing.json")
+    write(tmp_path / "bad.json", '{"threshold": "high"}')
+    with pytest.raises(CalibrationError, match=r"bad\.json is malformed .*crossreview calibrate"):
+        load_calibration(tmp_path / "bad.json")
+    write(tmp_path / "junk.json", "not json at all")
+    with pytest.raises(CalibrationError, match="junk.json is malformed"):
+        load_calibration(tmp_path / "junk.json")
+
+
+def test_calibrate_command_writes_the_file_and_stats_shows_certificate_and_drift(cli, tmp_path):
+    led = planted(tmp_path / "ledger.db")
+    out = tmp_path / "cal.json"
+    res = cli("calibrate", "--ledger", str(led.path), "--max-escaped", "0.1", "--confidence", "0.9", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "threshold 0.81" in res.stdout and "n=40" in res.stdout and "0.80" in res.stdout
+    assert load_calibration(out).threshold == 0.81
+    doc = cli("calibrate", "--ledger", str(led.path), "--max-escaped", "0.1", "-o", str(out), "--json").json()
+    assert doc["threshold"] == 0.81 and doc["certificate"]["errors"] == 0
+
+    stats = cli("stats", "--ledger", str(led.path), "--calibration", str(out))
+    assert stats.returncode == 0, stats.stderr
+    assert "Calibration" in stats.stdout and "threshold 0.81" in stats.stdout and "drift warning" not in stats.stdout
+    # 30 newer task runs that mostly score low: the auto-accept share collapsed, stats says so
+    plant(led, "r-new", [(0.2, False)] * 30, T0 + timedelta(days=2))
+    stats = cli("stats", "--ledger", str(led.path), "--calibration", str(out), "--json")
+    drift = stats.json()["calibration"]["drift"]
+    assert drift["recent"] == 30 and drift["share_at_or_above"] == 0.0
+    assert "crossreview calibrate" in drift["warning"]
+    assert "drift warning" in cli("stats", "--ledger", str(led.path), "--calibration", str(out)).stdout
+
+
+def test_calibrate_with_too_little_history_says_how_many_more(cli, tmp_path):
+    led = Ledger(tmp_path / "ledger.db")
+    plant(led, "r-few", [(0.9, False)] * 10, T0)
+    res = cli("calibrate", "--ledger", str(led.path))
+    assert res.returncode == 1, res.stdout + res.stderr
+    text = " ".join(res.stdout.split())  # rich wraps long lines
+    assert "no threshold passes" in text
+    assert "114" in text and "104 more labeled task runs" in text
+    written = load_calibration(tmp_path / ".crossreview" / "calibration.json")
+    assert written.threshold is None and written.certificate.needed_more == 104
+    bad = cli("calibrate", "--ledger", str(led.path), "--confidence", "90")
+    assert bad.returncode == 2 and "strictly between 0 and 1" in bad.stderr
+
+
+# --- a real run with --policy calibrated -------------------------------------------------------
+
+REVIEWER = """
+import json, os
+conf = {"t60": 0.6, "t62": 0.62, "t70": 0.7, "t90": 0.9}[os.environ["CROSSREVIEW_TASK_ID"]]
+tests = json.load(open(os.environ["CROSSREVIEW_TESTS_FILE"]))
+ok = bool(tests and tests["all_passed"])
+print(json.dumps({"verdict": "approve" if ok else "reject", "confidence": conf if ok else 0.9}))
+"""
+
+
+def test_run_with_calibrated_policy_accepts_exactly_the_tasks_at_or_above_the_threshold(cli, suite, tmp_path):
+    cal = calibrate_ledger(planted(tmp_path / "hist.db"), 0.1, 0.9)
+    assert cal.threshold == 0.81
+    save_calibration(cal, tmp_path / ".crossreview" / "calibration.json")
+    for name in ("t60", "t62", "t70", "t90"):
+        make_task(suite, name)
+    reviewer = write(tmp_path / "reviewer.py", REVIEWER)
+    args = ["run", str(suite), "--agent", "oracle", "--agent", "noop", "--reviewer", f"command:{{python}} {reviewer}",
+            "--json", "--jobs", "2"]
+    res = cli(*args, "--policy", "calibrated")
+    assert res.returncode == 3, res.stderr
+    got = {t["task"]: (t["decision"], t["winner"]) for t in res.json()["tasks"]}
+    # score = (1 + confidence) / 2: 0.80 < 0.81 <= 0.81, 0.85, 0.95
+    assert got == {"t60": ("escalated", None), "t62": ("accepted", "a"), "t70": ("accepted", "a"),
+                   "t90": ("accepted", "a")}
+    from conftest import ledger_rows
+
+    rows = ledger_rows(tmp_path / ".crossreview", "SELECT task, agreement, decision FROM task_runs ORDER BY task")
+    assert [(r["task"], round(r["agreement"], 3)) for r in rows] == [
+        ("t60", 0.8), ("t62", 0.81), ("t70", 0.85), ("t90", 0.95)]
+    [run] = ledger_rows(tmp_path / ".crossreview", "SELECT config FROM runs")
+    assert json.loads(run["config"])["calibration"]["threshold"] == 0.81  # resume decides with the same file
+
+    # no policy file where it is looked for: a usage error naming it and the fix, nothing runs
+    missing = cli(*args, "--policy", "cascade", "--calibration", str(tmp_path / "none.json"))
+    assert missing.returncode == 2
+    assert "none.json" in missing.stderr and "crossreview calibrate" in missing.stderr
+    write(tmp_path / "broken.json", "{}")
+    broken = cli(*args, "--policy", "calibrated", "--calibration", str(tmp_path / "broken.json"))
+    assert broken.returncode == 2 and "broken.json is malformed" in broken.stderr
