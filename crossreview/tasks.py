@@ -50,16 +50,28 @@ def find_task_dirs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _walk_for_tasks(root: Path):
-    if not root.is_dir():
-        return
-    for child in sorted(root.iterdir()):
-        if not child.is_dir() or child.name in _SKIP_DIRS or child.name.startswith("."):
+def _walk_for_tasks(root: Path, seen: set[Path] | None = None):
+    # Symlinked folders are followed once each: a link back up the tree (a loop) must not recurse forever.
+    seen = set() if seen is None else seen
+    try:
+        real = root.resolve()
+        if not root.is_dir() or real in seen:
+            return
+        seen.add(real)
+        children = sorted(root.iterdir())
+    except OSError:
+        return  # unreadable, or a link loop the OS refuses to resolve: not a place tasks live
+    for child in children:
+        try:
+            if not child.is_dir() or child.name in _SKIP_DIRS or child.name.startswith("."):
+                continue
+            is_task = (child / TASK_FILE).is_file()
+        except OSError:
             continue
-        if (child / TASK_FILE).is_file():
+        if is_task:
             yield child  # a task's own subfolders are its repo and tests, not tasks
         else:
-            yield from _walk_for_tasks(child)
+            yield from _walk_for_tasks(child, seen)
 
 
 def _describe_validation_error(exc: ValidationError) -> list[tuple[str, str]]:

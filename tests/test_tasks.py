@@ -437,3 +437,15 @@ def test_bad_toml_in_crossreview_toml(tmp_path):
     (suite / "crossreview.toml").write_text("agents = [\n")
     with pytest.raises(ConfigError, match="crossreview.toml: not valid TOML"):
         load_suite_config([suite])
+
+
+def test_a_symlink_loop_beside_the_tasks_is_walked_once(tmp_path):
+    """Found by the fuzzer: a folder linking back up the tree made the task walk recurse until ELOOP."""
+    from crossreview.tasks import find_task_dirs
+
+    suite = tmp_path / "suite"
+    make_task(suite, "add")
+    (suite / "notes").mkdir()
+    (suite / "notes" / "loop").symlink_to(suite / "notes")
+    (suite / "back").symlink_to(suite)
+    assert find_task_dirs([suite]) == [(suite / "add").resolve()]
