@@ -242,8 +242,8 @@ class Certificate(BaseModel):
     min_labeled: int
     needed_more: int
     waiting: int = 0
-    """Task runs in the window still waiting for a human: no holdout results in the ledger until decided,
-    so they are not labeled, and the history leans towards task runs decided automatically."""
+    """Task runs in the window waiting for a human without holdout results in the ledger (older ledgers
+    wrote parked runs only when decided): not labeled, so the history leans towards automatic decisions."""
     method: str = "Clopper-Pearson upper bound, fixed-sequence over the grid 1.00 → 0.50 (crossreview/calibrate.py)"
     computed: datetime
     window: Window

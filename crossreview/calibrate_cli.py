@@ -108,7 +108,7 @@ def calibrate(max_escaped, confidence, output, since, suite, ledger, state_dir, 
         out.print(t)
     if c.waiting:
         out.print(f"[yellow]warning:[/yellow] {c.waiting} task run(s) in this history wait for a human and have "
-                  f"no holdout results in the ledger until decided, so they are not labeled: the history leans "
+                  f"no holdout results in the ledger (written before parked runs were recorded), so they are not labeled: the history leans "
                   f"towards task runs decided automatically. Decide them (`crossreview inbox`) and calibrate again.",
                   highlight=False)
     if cal.threshold is None:

@@ -183,3 +183,22 @@ def test_run_with_calibrated_policy_accepts_exactly_the_tasks_at_or_above_the_th
     write(tmp_path / "broken.json", "{}")
     broken = cli(*args, "--policy", "calibrated", "--calibration", str(tmp_path / "broken.json"))
     assert broken.returncode == 2 and "broken.json is malformed" in broken.stderr
+
+
+def test_a_parked_task_run_with_holdout_results_is_labeled(tmp_path, cli):
+    """Parked task runs are written as far as they got (holdout included), so they label the score too."""
+    import shutil
+
+    from crossreview.ledger.calibration import labeled
+    from crossreview.ledger.figures import load
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "tasks", tmp_path / "tasks")
+    r = cli("run", "tasks/roman_numerals", "--json")
+    assert r.returncode == 3, r.stdout + r.stderr  # the example suite's split task
+    d = load(Ledger(tmp_path / ".crossreview" / "ledger.db"))
+    [t] = d.task_runs
+    assert t.status == "parked"
+    [(tr, sample)] = labeled(d)
+    assert tr.id == t.id and sample.score == t.row["agreement"]
+    assert cli("calibrate", "--json").returncode in (0, 1)

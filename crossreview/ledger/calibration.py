@@ -3,19 +3,20 @@
 The math is in crossreview/calibrate.py (pure); this module reads the ledger
 and reads / writes the policy file.
 
-Which history counts as *labeled*: a task run that was recorded (status
-done, so its candidates and holdout results are in the ledger), has an
+Which history counts as *labeled*: a task run that was recorded or parked
+(its candidates and holdout results are written to the ledger either way), has an
 agreement score, and whose *picked* candidate — the one the score names, in
 the task run's last round, which is the candidate the ``calibrated`` policy
 would accept — has holdout results (a task with a ``holdout/`` folder, and a
 candidate that produced a diff). Its label is *wrong* when that candidate
 fails any holdout test. The decision actually taken does not matter: holdout
 tests run on every candidate whatever the decision, so task runs escalated
-or rejected under another policy label the score just as well. Parked task
-runs (no holdout results in the ledger until a human decides them) and failed
-ones are not labeled; the certificate counts the parked ones (``waiting``)
-and `calibrate` warns about them, because leaving them out leans the history
-towards the task runs that were decided automatically.
+or rejected under another policy label the score just as well. Failed task
+runs are not labeled, nor are parked ones without holdout results in the
+ledger (ledgers written before parked runs were recorded as far as they got);
+the certificate counts those (``waiting``) and `calibrate` warns about them,
+because leaving them out leans the history towards the task runs that were
+decided automatically.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _pick(t: TR) -> dict | None:
 
 def sample_of(t: TR) -> Sample | None:
     """The task run as a labeled sample, or None when it is not labeled (see the module docstring)."""
-    if not t.recorded or t.row.get("agreement") is None:
+    if t.status not in ("done", "parked") or t.row.get("agreement") is None:
         return None
     pick = _pick(t)
     if pick is None or not holdout_known(pick):
@@ -80,7 +81,7 @@ def calibrate_ledger(ledger, max_escaped: float, confidence: float, since: datet
         mean_score=sum(scores) / len(scores) if scores else None,
     )
     cal = build(result, max_escaped, confidence, window, now or utcnow())
-    cal.certificate.waiting = sum(1 for t in d.counted if t.status == "parked")
+    cal.certificate.waiting = sum(1 for t in d.counted if t.status == "parked" and sample_of(t) is None)
     return cal
 
 
