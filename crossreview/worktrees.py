@@ -259,7 +259,12 @@ def create_worktree(state_dir: Path, base: BaseRepo, path: Path, branch: str) ->
     with repo_lock(state_dir, base.git_dir):
         if path.exists() or (path.parent / f".{path.name}.owner").exists():
             _remove_locked(base, path, None)  # a leftover of a crashed attempt
-        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # a task run finishing beside us may remove the run's empty folder meanwhile
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                break
+            except FileNotFoundError:
+                continue
         # -B resets the branch if a killed run left it behind; --force takes
         # over a worktree record whose folder is gone.
         _run(base.git(), "worktree", "add", "--force", "--quiet", "-B", branch, str(path), base.commit)
