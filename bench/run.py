@@ -176,21 +176,58 @@ def _baseline(suite: Path, jobs: int) -> float:
     return time.perf_counter() - start
 
 
+def perf_cpu(argv: list[str], cwd: Path, env: dict | None = None) -> float | None:
+    """CPU-seconds of a process and every descendant (through bubblewrap's PID namespace too), by `perf stat`.
+
+    getrusage misses what runs inside a sandbox (bwrap's init reaps it), and
+    wall-clock on a shared machine drifts with the neighbours' load; CPU time
+    of the whole process tree does neither. None where perf is missing or not allowed.
+    """
+    if not shutil.which("perf"):
+        return None
+    proc = subprocess.run(["perf", "stat", "-x,", "-e", "task-clock", "--", *argv], cwd=cwd, env=env or ENV,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    for line in reversed(proc.stderr.splitlines()):
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("task-clock"):
+            try:
+                return float(fields[0]) / 1000
+            except ValueError:
+                return None
+    return None
+
+
 def bench_overhead(quick: bool) -> dict:
-    """`crossreview run` on trivial tasks (oracle+noop) against the minimal baseline."""
+    """`crossreview run` on trivial tasks (oracle+noop) against the minimal baseline.
+
+    Wall-clock is the issue's figure. CPU-seconds of each whole process tree
+    (perf stat, separate runs) say the same without the neighbours' load.
+    """
     n, jobs = (10, 2) if quick else (30, 2)
     with tempfile.TemporaryDirectory(prefix="bench-ovh-") as tmp:
         root = Path(tmp)
         suite = root / "suite"
         for i in range(n):
             trivial_task(suite, f"t{i:04d}")
+        load = os.getloadavg()[0]
         base = _baseline(suite, jobs)
-        wall, rss, code = run_cli(["run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", str(jobs)], root)
+        args = ["run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", str(jobs)]
+        wall, rss, code = run_cli(args, root)
         assert code == 0, f"crossreview run exited {code}"
-    return {
+        base_cpu = perf_cpu([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE.parent)!r}); "
+                             f"from pathlib import Path; from bench.run import _baseline; _baseline(Path({str(suite)!r}), {jobs})"], root)
+        shutil.rmtree(root / ".crossreview", ignore_errors=True)
+        cr_cpu = perf_cpu([sys.executable, "-m", "crossreview", *args], root)
+    out = {
         "tasks": n, "jobs": jobs, "baseline_s": round(base, 3), "crossreview_s": round(wall, 3),
         "ratio": round(wall / base, 3), "extra_ms_per_task": round((wall - base) / n * 1000, 1),
+        "load_before": round(load, 2),
     }
+    if base_cpu and cr_cpu:
+        out.update({"baseline_cpu_s": round(base_cpu, 2), "crossreview_cpu_s": round(cr_cpu, 2),
+                    "cpu_ratio": round(cr_cpu / base_cpu, 3),
+                    "extra_cpu_ms_per_task": round((cr_cpu - base_cpu) / n * 1000, 1)})
+    return out
 
 
 # --- 3. scaling -------------------------------------------------------------
@@ -233,8 +270,39 @@ def _make_repo(path: Path, files: int) -> None:
     subprocess.run([*git, "commit", "-qm", "init"], check=True)
 
 
+def _isolated(repo: Path, trees: list[Path]) -> bool:
+    """Does an in-place write in one tree leave the other trees and the repository alone?
+
+    Agents edit files in place (open(..., "r+"), mmap, editors that do not
+    replace the file): a way that shares file data between trees (hard links)
+    is not isolation, however fast it is.
+    """
+    probe = next((p for p in trees[0].rglob("*.py") if p.is_file()), None)
+    if probe is None:
+        return False  # the tree holds no files at all (a sparse or lazy checkout of nothing)
+    rel = probe.relative_to(trees[0])
+    before = (repo / rel).read_bytes()
+    with open(probe, "r+b") as fh:
+        fh.write(b"# changed in place by one agent\n")
+    untouched = [(repo / rel).read_bytes() == before] + [
+        (t / rel).read_bytes() == before for t in trees[1:] if (t / rel).exists()]
+    return all(untouched)
+
+
+def _reflink_copy(src: Path, dst: Path) -> None:
+    subprocess.run(["cp", "-a", "--reflink=always", str(src), str(dst)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def bench_environments(quick: bool) -> list[dict]:
-    """Three isolated candidate trees per way; git worktree against copytree (the baseline) and clones."""
+    """Three candidate trees per way; copytree is the baseline. ``isolated``: checked, not assumed (see _isolated).
+
+    Ways: copytree; git worktree add; clone --local (hard-linked objects);
+    clone --shared (borrowed objects); clone --shared --no-checkout plus a
+    sparse checkout of one folder (a lazy tree: cheap, but the agent sees one
+    folder, not the repository); cp -al (hard links: fast, not isolated);
+    cp --reflink=always (copy-on-write: isolated where the filesystem can do it).
+    """
     sizes = (5000,) if quick else (5000, 50000)
     out = []
     for files in sizes:
@@ -242,6 +310,13 @@ def bench_environments(quick: bool) -> list[dict]:
             root = Path(tmp)
             repo = root / "repo"
             _make_repo(repo, files)
+            sparse_dir = "pkg000"
+
+            def sparse(dst: Path) -> None:
+                subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(repo), str(dst)], check=True)
+                subprocess.run(["git", "-C", str(dst), "sparse-checkout", "set", sparse_dir], check=True)
+                subprocess.run(["git", "-C", str(dst), "checkout", "-q"], check=True)
+
             ways = {
                 "copytree": lambda dst: shutil.copytree(repo, dst, ignore=shutil.ignore_patterns(".git")),
                 "git worktree add": lambda dst: subprocess.run(
@@ -250,20 +325,30 @@ def bench_environments(quick: bool) -> list[dict]:
                     ["git", "clone", "-q", "--local", str(repo), str(dst)], check=True),
                 "git clone --shared": lambda dst: subprocess.run(
                     ["git", "clone", "-q", "--shared", str(repo), str(dst)], check=True),
+                f"clone --shared --no-checkout + sparse ({sparse_dir}/ only)": sparse,
+                "cp -al (hard links)": lambda dst: subprocess.run(["cp", "-al", str(repo), str(dst)], check=True),
+                "cp --reflink=always": lambda dst: _reflink_copy(repo, dst),
             }
             times = {}
             for name, make in ways.items():
-                dsts = [root / f"{name.replace(' ', '_')}-{i}" for i in range(3)]
+                dsts = [root / f"way{len(times)}-{i}" for i in range(3)]
                 start = time.perf_counter()
-                for d in dsts:
-                    make(d)
-                times[name] = time.perf_counter() - start
+                try:
+                    for d in dsts:
+                        make(d)
+                except (subprocess.CalledProcessError, OSError) as exc:
+                    times[name] = (None, f"unsupported here: {exc.__class__.__name__}")
+                else:
+                    took = time.perf_counter() - start
+                    times[name] = (took, _isolated(repo, dsts))
+                subprocess.run(["git", "-C", str(repo), "checkout", "-q", "--", "."], check=False)  # undo a leak
                 subprocess.run(["git", "-C", str(repo), "worktree", "prune"], check=False)
                 for d in dsts:
                     shutil.rmtree(d, ignore_errors=True)
-            base = times["copytree"]
-            for name, t in times.items():
-                out.append({"files": files, "way": name, "three_trees_s": round(t, 3), "vs_copytree": round(t / base, 3)})
+            base = times["copytree"][0]
+            for name, (t, isolated) in times.items():
+                out.append({"files": files, "way": name, "three_trees_s": None if t is None else round(t, 3),
+                            "vs_copytree": None if t is None else round(t / base, 3), "isolated": isolated})
     return out
 
 
