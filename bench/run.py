@@ -233,8 +233,21 @@ def bench_overhead(quick: bool) -> dict:
 # --- 3. scaling -------------------------------------------------------------
 
 
+def _exponent(sizes: list[int], values: list[float]) -> float:
+    """k of the least-squares fit values ~ sizes^k (log-log)."""
+    xs = [math.log(n) for n in sizes]
+    ys = [math.log(v) for v in values]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
 def bench_scaling(quick: bool) -> dict:
-    """Time per task run and peak RSS at growing suite sizes; the fitted exponent of time ~ n^k."""
+    """Time per task run and peak RSS at growing suite sizes; the fitted exponent of time ~ n^k.
+
+    Where perf is available each run is counted by `perf stat` too: the
+    exponent of CPU-seconds ~ n^k does not move with the neighbours' load the
+    way wall-clock does on a shared machine.
+    """
     sizes = (30, 100, 300) if quick else (100, 300, 1000)
     rows = []
     for n in sizes:
@@ -244,15 +257,32 @@ def bench_scaling(quick: bool) -> dict:
             for i in range(n):
                 # A verifier judged by exit code keeps pytest out: this measures crossreview itself.
                 trivial_task(suite, f"t{i:05d}", verifier="python -c 'import mod, sys; sys.exit(0 if mod.ok() else 1)' {tests}")
-            wall, rss, code = run_cli(["run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", "2"], root)
-            rows.append({"tasks": n, "wall_s": round(wall, 2), "ms_per_task": round(wall / n * 1000, 1),
-                         "peak_rss_mib": round(rss / 1024, 1), "exit": code})
-    xs = [math.log(r["tasks"]) for r in rows]
-    ys = [math.log(r["wall_s"]) for r in rows]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    k = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+            load = os.getloadavg()[0]
+            args = ["run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", "2"]
+            cpu_file = root / "perf.csv"
+            wrap = ["perf", "stat", "-x,", "-e", "task-clock", "-o", str(cpu_file), "--"] if shutil.which("perf") else []
+            start = time.perf_counter()
+            proc = subprocess.Popen([*wrap, sys.executable, "-m", "crossreview", *args], cwd=root, env=ENV,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall, code = time.perf_counter() - start, os.waitstatus_to_exitcode(status)
+            row = {"tasks": n, "wall_s": round(wall, 2), "ms_per_task": round(wall / n * 1000, 1),
+                   "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "exit": code, "load_before": round(load, 2)}
+            cpu = None
+            if cpu_file.is_file():
+                for line in cpu_file.read_text().splitlines():
+                    fields = line.split(",")
+                    if len(fields) > 2 and fields[2].startswith("task-clock"):
+                        cpu = float(fields[0]) / 1000
+            if cpu:
+                row.update({"cpu_s": round(cpu, 2), "cpu_ms_per_task": round(cpu / n * 1000, 1)})
+            rows.append(row)
     rss = [r["peak_rss_mib"] for r in rows]
-    return {"rows": rows, "time_exponent": round(k, 3), "rss_spread": round((max(rss) - min(rss)) / min(rss), 3)}
+    out = {"rows": rows, "time_exponent": round(_exponent(list(sizes), [r["wall_s"] for r in rows]), 3),
+           "rss_spread": round((max(rss) - min(rss)) / min(rss), 3)}
+    if all("cpu_s" in r for r in rows):
+        out["cpu_time_exponent"] = round(_exponent(list(sizes), [r["cpu_s"] for r in rows]), 3)
+    return out
 
 
 # --- 4. environments ----------------------------------------------------------
