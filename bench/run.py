@@ -77,21 +77,41 @@ def best_of(n: int, fn) -> float:
 # --- 1. parallel efficiency -------------------------------------------------
 
 
-def _pytest_once(task: Path) -> float:
-    """How long the task's tests take on the solution, run the way the verifier runs them."""
+def _cpu_of(argv: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system) of one process run to its end."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env or ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    _, _, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime
+
+
+def _pytest_once(task: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of the task's tests on the solution, run the way the verifier runs them (best of 3)."""
     with tempfile.TemporaryDirectory(prefix="bench-test-") as tmp:
         tree = Path(tmp) / "tree"
         shutil.copytree(task / "repo", tree)
         shutil.copytree(task / "solution", tree, dirs_exist_ok=True)
         shutil.copytree(task / "tests", tree / ".crossreview-tests")
         env = {**VERIFIER_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        return best_of(3, lambda: timed(["python", "-m", "pytest", "-q", ".crossreview-tests", "-p", "no:cacheprovider"],
-                                        cwd=tree, env=env))
+        runs = [_cpu_of(["python", "-m", "pytest", "-q", ".crossreview-tests", "-p", "no:cacheprovider"], tree, env)
+                for _ in range(3)]
+        return min(w for w, _ in runs), min(c for _, c in runs)
 
 
 def bench_parallel(quick: bool) -> list[dict]:
-    """N sleeping agents and reviewers: wall-clock of the graph against its critical path."""
+    """N sleeping agents and reviewers: wall-clock of the graph against its critical path.
+
+    ``efficiency`` is the issue's figure: critical path (slowest agent + one
+    test run + slowest review) / wall-clock. It assumes a free core for every
+    process. ``cpu_bound_s`` is what no scheduler can beat on this machine:
+    after the last agent, the N test runs and the N×(N-1) review processes
+    need ``work_cpu_s`` CPU-seconds (each measured alone, outside crossreview),
+    which take at least work / cores; then the last review still sleeps its
+    latency. ``efficiency_vs_cpu_bound`` = that bound / wall-clock.
+    """
     latency, review_latency = (1.0, 0.5) if quick else (2.0, 1.0)
+    cores = os.cpu_count() or 1
     rows = []
     for n in (2, 3, 5, 8):
         with tempfile.TemporaryDirectory(prefix="bench-par-") as tmp:
@@ -105,7 +125,9 @@ def bench_parallel(quick: bool) -> list[dict]:
             args = ["run", str(suite), "--json", "--reviewer", f"command:{{python}} {reviewer}"]
             for _ in range(n):
                 args += ["--agent", f"command:{{python}} {agent}"]
-            test_s = _pytest_once(suite / "t")
+            test_s, test_cpu = _pytest_once(suite / "t")
+            review_cpu = min(_cpu_of([sys.executable, str(reviewer)], root)[1] for _ in range(3))
+            load = os.getloadavg()[0]
             run_cli(args, root)
             db = sqlite3.connect(root / ".crossreview" / "ledger.db")
             ev = db.execute("SELECT node, started, finished FROM events").fetchall()
@@ -114,10 +136,15 @@ def bench_parallel(quick: bool) -> list[dict]:
             # the slowest agent, one test run, the slowest review.
             wall = max(t(f) for _, s, f in ev) - min(t(s) for _, s, f in ev)
             critical = latency + test_s + review_latency
+            work = n * test_cpu + n * (n - 1) * review_cpu
+            bound = latency + max(test_s, work / cores) + review_latency
             rows.append({
                 "agents": n, "reviews": n * (n - 1), "agent_s": latency, "review_s": review_latency,
                 "test_s": round(test_s, 3), "critical_path_s": round(critical, 3), "task_run_wall_s": round(wall, 3),
                 "efficiency": round(critical / wall, 3),
+                "test_cpu_s": round(test_cpu, 3), "review_cpu_s": round(review_cpu, 3), "work_cpu_s": round(work, 2),
+                "cpu_bound_s": round(bound, 3), "efficiency_vs_cpu_bound": round(bound / wall, 3),
+                "best_possible_efficiency": round(critical / bound, 3), "load_before": round(load, 2),
             })
     return rows
 
@@ -152,28 +179,78 @@ def _baseline(suite: Path, jobs: int) -> float:
     return time.perf_counter() - start
 
 
+def perf_cpu(argv: list[str], cwd: Path, env: dict | None = None) -> float | None:
+    """CPU-seconds of a process and every descendant (through bubblewrap's PID namespace too), by `perf stat`.
+
+    getrusage misses what runs inside a sandbox (bwrap's init reaps it), and
+    wall-clock on a shared machine drifts with the neighbours' load; CPU time
+    of the whole process tree does neither. None where perf is missing or not allowed.
+    """
+    if not shutil.which("perf"):
+        return None
+    proc = subprocess.run(["perf", "stat", "-x,", "-e", "task-clock", "--", *argv], cwd=cwd, env=env or ENV,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    for line in reversed(proc.stderr.splitlines()):
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("task-clock"):
+            try:
+                return float(fields[0]) / 1000
+            except ValueError:
+                return None
+    return None
+
+
 def bench_overhead(quick: bool) -> dict:
-    """`crossreview run` on trivial tasks (oracle+noop) against the minimal baseline."""
+    """`crossreview run` on trivial tasks (oracle+noop) against the minimal baseline.
+
+    Wall-clock is the issue's figure. CPU-seconds of each whole process tree
+    (perf stat, separate runs) say the same without the neighbours' load.
+    """
     n, jobs = (10, 2) if quick else (30, 2)
     with tempfile.TemporaryDirectory(prefix="bench-ovh-") as tmp:
         root = Path(tmp)
         suite = root / "suite"
         for i in range(n):
             trivial_task(suite, f"t{i:04d}")
+        load = os.getloadavg()[0]
         base = _baseline(suite, jobs)
-        wall, rss, code = run_cli(["run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", str(jobs)], root)
+        args = ["run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", str(jobs)]
+        wall, rss, code = run_cli(args, root)
         assert code == 0, f"crossreview run exited {code}"
-    return {
+        base_cpu = perf_cpu([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE.parent)!r}); "
+                             f"from pathlib import Path; from bench.run import _baseline; _baseline(Path({str(suite)!r}), {jobs})"], root)
+        shutil.rmtree(root / ".crossreview", ignore_errors=True)
+        cr_cpu = perf_cpu([sys.executable, "-m", "crossreview", *args], root)
+    out = {
         "tasks": n, "jobs": jobs, "baseline_s": round(base, 3), "crossreview_s": round(wall, 3),
         "ratio": round(wall / base, 3), "extra_ms_per_task": round((wall - base) / n * 1000, 1),
+        "load_before": round(load, 2),
     }
+    if base_cpu and cr_cpu:
+        out.update({"baseline_cpu_s": round(base_cpu, 2), "crossreview_cpu_s": round(cr_cpu, 2),
+                    "cpu_ratio": round(cr_cpu / base_cpu, 3),
+                    "extra_cpu_ms_per_task": round((cr_cpu - base_cpu) / n * 1000, 1)})
+    return out
 
 
 # --- 3. scaling -------------------------------------------------------------
 
 
+def _exponent(sizes: list[int], values: list[float]) -> float:
+    """k of the least-squares fit values ~ sizes^k (log-log)."""
+    xs = [math.log(n) for n in sizes]
+    ys = [math.log(v) for v in values]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
 def bench_scaling(quick: bool) -> dict:
-    """Time per task run and peak RSS at growing suite sizes; the fitted exponent of time ~ n^k."""
+    """Time per task run and peak RSS at growing suite sizes; the fitted exponent of time ~ n^k.
+
+    Where perf is available each run is counted by `perf stat` too: the
+    exponent of CPU-seconds ~ n^k does not move with the neighbours' load the
+    way wall-clock does on a shared machine.
+    """
     sizes = (30, 100, 300) if quick else (100, 300, 1000)
     rows = []
     for n in sizes:
@@ -183,15 +260,32 @@ def bench_scaling(quick: bool) -> dict:
             for i in range(n):
                 # A verifier judged by exit code keeps pytest out: this measures crossreview itself.
                 trivial_task(suite, f"t{i:05d}", verifier="python -c 'import mod, sys; sys.exit(0 if mod.ok() else 1)' {tests}")
-            wall, rss, code = run_cli(["run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", "2"], root)
-            rows.append({"tasks": n, "wall_s": round(wall, 2), "ms_per_task": round(wall / n * 1000, 1),
-                         "peak_rss_mib": round(rss / 1024, 1), "exit": code})
-    xs = [math.log(r["tasks"]) for r in rows]
-    ys = [math.log(r["wall_s"]) for r in rows]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    k = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+            load = os.getloadavg()[0]
+            args = ["run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", "2"]
+            cpu_file = root / "perf.csv"
+            wrap = ["perf", "stat", "-x,", "-e", "task-clock", "-o", str(cpu_file), "--"] if shutil.which("perf") else []
+            start = time.perf_counter()
+            proc = subprocess.Popen([*wrap, sys.executable, "-m", "crossreview", *args], cwd=root, env=ENV,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall, code = time.perf_counter() - start, os.waitstatus_to_exitcode(status)
+            row = {"tasks": n, "wall_s": round(wall, 2), "ms_per_task": round(wall / n * 1000, 1),
+                   "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "exit": code, "load_before": round(load, 2)}
+            cpu = None
+            if cpu_file.is_file():
+                for line in cpu_file.read_text().splitlines():
+                    fields = line.split(",")
+                    if len(fields) > 2 and fields[2].startswith("task-clock"):
+                        cpu = float(fields[0]) / 1000
+            if cpu:
+                row.update({"cpu_s": round(cpu, 2), "cpu_ms_per_task": round(cpu / n * 1000, 1)})
+            rows.append(row)
     rss = [r["peak_rss_mib"] for r in rows]
-    return {"rows": rows, "time_exponent": round(k, 3), "rss_spread": round((max(rss) - min(rss)) / min(rss), 3)}
+    out = {"rows": rows, "time_exponent": round(_exponent(list(sizes), [r["wall_s"] for r in rows]), 3),
+           "rss_spread": round((max(rss) - min(rss)) / min(rss), 3)}
+    if all("cpu_s" in r for r in rows):
+        out["cpu_time_exponent"] = round(_exponent(list(sizes), [r["cpu_s"] for r in rows]), 3)
+    return out
 
 
 # --- 4. environments ----------------------------------------------------------
@@ -209,8 +303,39 @@ def _make_repo(path: Path, files: int) -> None:
     subprocess.run([*git, "commit", "-qm", "init"], check=True)
 
 
+def _isolated(repo: Path, trees: list[Path]) -> bool:
+    """Does an in-place write in one tree leave the other trees and the repository alone?
+
+    Agents edit files in place (open(..., "r+"), mmap, editors that do not
+    replace the file): a way that shares file data between trees (hard links)
+    is not isolation, however fast it is.
+    """
+    probe = next((p for p in trees[0].rglob("*.py") if p.is_file()), None)
+    if probe is None:
+        return False  # the tree holds no files at all (a sparse or lazy checkout of nothing)
+    rel = probe.relative_to(trees[0])
+    before = (repo / rel).read_bytes()
+    with open(probe, "r+b") as fh:
+        fh.write(b"# changed in place by one agent\n")
+    untouched = [(repo / rel).read_bytes() == before] + [
+        (t / rel).read_bytes() == before for t in trees[1:] if (t / rel).exists()]
+    return all(untouched)
+
+
+def _reflink_copy(src: Path, dst: Path) -> None:
+    subprocess.run(["cp", "-a", "--reflink=always", str(src), str(dst)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def bench_environments(quick: bool) -> list[dict]:
-    """Three isolated candidate trees per way; git worktree against copytree (the baseline) and clones."""
+    """Three candidate trees per way; copytree is the baseline. ``isolated``: checked, not assumed (see _isolated).
+
+    Ways: copytree; git worktree add; clone --local (hard-linked objects);
+    clone --shared (borrowed objects); clone --shared --no-checkout plus a
+    sparse checkout of one folder (a lazy tree: cheap, but the agent sees one
+    folder, not the repository); cp -al (hard links: fast, not isolated);
+    cp --reflink=always (copy-on-write: isolated where the filesystem can do it).
+    """
     sizes = (5000,) if quick else (5000, 50000)
     out = []
     for files in sizes:
@@ -218,6 +343,13 @@ def bench_environments(quick: bool) -> list[dict]:
             root = Path(tmp)
             repo = root / "repo"
             _make_repo(repo, files)
+            sparse_dir = "pkg000"
+
+            def sparse(dst: Path) -> None:
+                subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(repo), str(dst)], check=True)
+                subprocess.run(["git", "-C", str(dst), "sparse-checkout", "set", sparse_dir], check=True)
+                subprocess.run(["git", "-C", str(dst), "checkout", "-q"], check=True)
+
             ways = {
                 "copytree": lambda dst: shutil.copytree(repo, dst, ignore=shutil.ignore_patterns(".git")),
                 "git worktree add": lambda dst: subprocess.run(
@@ -226,20 +358,30 @@ def bench_environments(quick: bool) -> list[dict]:
                     ["git", "clone", "-q", "--local", str(repo), str(dst)], check=True),
                 "git clone --shared": lambda dst: subprocess.run(
                     ["git", "clone", "-q", "--shared", str(repo), str(dst)], check=True),
+                f"clone --shared --no-checkout + sparse ({sparse_dir}/ only)": sparse,
+                "cp -al (hard links)": lambda dst: subprocess.run(["cp", "-al", str(repo), str(dst)], check=True),
+                "cp --reflink=always": lambda dst: _reflink_copy(repo, dst),
             }
             times = {}
             for name, make in ways.items():
-                dsts = [root / f"{name.replace(' ', '_')}-{i}" for i in range(3)]
+                dsts = [root / f"way{len(times)}-{i}" for i in range(3)]
                 start = time.perf_counter()
-                for d in dsts:
-                    make(d)
-                times[name] = time.perf_counter() - start
+                try:
+                    for d in dsts:
+                        make(d)
+                except (subprocess.CalledProcessError, OSError) as exc:
+                    times[name] = (None, f"unsupported here: {exc.__class__.__name__}")
+                else:
+                    took = time.perf_counter() - start
+                    times[name] = (took, _isolated(repo, dsts))
+                subprocess.run(["git", "-C", str(repo), "checkout", "-q", "--", "."], check=False)  # undo a leak
                 subprocess.run(["git", "-C", str(repo), "worktree", "prune"], check=False)
                 for d in dsts:
                     shutil.rmtree(d, ignore_errors=True)
-            base = times["copytree"]
-            for name, t in times.items():
-                out.append({"files": files, "way": name, "three_trees_s": round(t, 3), "vs_copytree": round(t / base, 3)})
+            base = times["copytree"][0]
+            for name, (t, isolated) in times.items():
+                out.append({"files": files, "way": name, "three_trees_s": None if t is None else round(t, 3),
+                            "vs_copytree": None if t is None else round(t / base, 3), "isolated": isolated})
     return out
 
 

@@ -129,7 +129,7 @@ def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, 
         max_cost, max_tokens, max_task_cost, max_task_tokens, sandbox):
     """Run every task under PATHS (default: tasks/)."""
     from .plugins import get_plugin_manager
-    from .reporting import TerminalReporter, print_errors, result_json, results_table, summary_line
+    from .reporting import TerminalReporter, print_errors, print_results_table, result_json, summary_line
     from .runner import RunOptions, UsageError, orphan_warning, run_suite, stdin_is_interactive
     from .tasks import find_task_dirs
 
@@ -170,7 +170,7 @@ def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, 
         click.echo(json.dumps(doc, indent=2))
     else:
         print_errors(err, outcome.errors)
-        out.print(results_table(outcome.results))
+        print_results_table(out, outcome.results)
         out.print(summary_line(outcome.results, outcome.errors, wall), highlight=False)
         _footer(out, outcome.run, outcome.results, state_dir, ledger)
     sys.exit(outcome.exit_code)
@@ -335,7 +335,7 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
 def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
     """Finish RUN_ID after a crash or kill, keeping every finished agent's work."""
     from .plugins import get_plugin_manager
-    from .reporting import TerminalReporter, result_json, results_table, summary_line
+    from .reporting import TerminalReporter, print_results_table, result_json, summary_line
     from .runner import UsageError, resume_run, stdin_is_interactive
 
     out, err = _consoles(json_mode)
@@ -356,7 +356,7 @@ def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
     if json_mode:
         click.echo(json.dumps({"run": outcome.run, "tasks": [result_json(r) for r in outcome.results]}, indent=2))
     else:
-        out.print(results_table(outcome.results))
+        print_results_table(out, outcome.results)
         out.print(summary_line(outcome.results, outcome.errors, time.monotonic() - started), highlight=False)
         _footer(out, outcome.run, outcome.results, state_dir, ledger)
     sys.exit(outcome.exit_code)

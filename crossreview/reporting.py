@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -99,31 +100,58 @@ def print_errors(console: Console, errors: list[TaskError]) -> None:
         console.print(Text.assemble(("broken task ", "bold red"), str(e)), highlight=False)
 
 
-def results_table(results: list[TaskResult]) -> Table:
+_COLUMNS = (("task", {"style": "bold"}), ("decision", {}), ("winner", {}), ("candidates (tests, approvals)", {}),
+            ("seconds", {"justify": "right"}), ("tokens", {"justify": "right"}), ("cost", {"justify": "right"}))
+TABLE_CHUNK = 200
+"""Rows rendered at once: a suite of thousands of tasks prints its table in parts of this many rows."""
+
+
+def _row(r: TaskResult) -> tuple:
+    cells = []
+    for c in r.candidates:
+        ok = c.tests_total > 0 and c.tests_passed == c.tests_total
+        mark = "✓" if ok else "✗"
+        status = "" if c.status == "ok" else f" {c.status}"
+        cells.append(f"{c.agent} {mark} {c.tests_passed}/{c.tests_total}, {c.approvals}/{c.reviews}{status}")
+    tokens = sum(c.tokens for c in r.candidates)
+    cost = _sum_cost(c.cost for c in r.candidates)
+    decision = Text(r.decision, style=DECISION_STYLE.get(r.decision, ""))
+    if r.escalation and r.decision == "escalated":
+        decision.append(f" {r.escalation}", style="dim")
+    return (r.task, decision, r.winner or "-", "\n".join(cells) or (r.error or "-"),
+            f"{r.seconds:.1f}", str(tokens), _fmt_cost(cost))
+
+
+def results_table(results: list[TaskResult], title: str = "crossreview results",
+                  min_widths: list[int] | None = None) -> Table:
     """One row per task run: decision, winner, every candidate's tests and approvals, time and cost."""
-    table = Table(title="crossreview results", title_justify="left")
-    table.add_column("task", style="bold")
-    table.add_column("decision")
-    table.add_column("winner")
-    table.add_column("candidates (tests, approvals)")
-    table.add_column("seconds", justify="right")
-    table.add_column("tokens", justify="right")
-    table.add_column("cost", justify="right")
+    table = Table(title=title, title_justify="left")
+    for i, (name, style) in enumerate(_COLUMNS):
+        table.add_column(name, min_width=min_widths[i] if min_widths else None, **style)
     for r in results:
-        cells = []
-        for c in r.candidates:
-            ok = c.tests_total > 0 and c.tests_passed == c.tests_total
-            mark = "✓" if ok else "✗"
-            status = "" if c.status == "ok" else f" {c.status}"
-            cells.append(f"{c.agent} {mark} {c.tests_passed}/{c.tests_total}, {c.approvals}/{c.reviews}{status}")
-        tokens = sum(c.tokens for c in r.candidates)
-        cost = _sum_cost(c.cost for c in r.candidates)
-        decision = Text(r.decision, style=DECISION_STYLE.get(r.decision, ""))
-        if r.escalation and r.decision == "escalated":
-            decision.append(f" {r.escalation}", style="dim")
-        table.add_row(r.task, decision, r.winner or "-", "\n".join(cells) or (r.error or "-"),
-                      f"{r.seconds:.1f}", str(tokens), _fmt_cost(cost))
+        table.add_row(*_row(r))
     return table
+
+
+def print_results_table(console: Console, results: list[TaskResult], chunk: int = TABLE_CHUNK) -> None:
+    """Print ``results_table``; a long one in parts of ``chunk`` rows with the same column widths.
+
+    Rich renders a whole table in memory before writing it; a suite of
+    thousands of tasks would make the process's peak memory grow with its
+    size at the very end. In parts, it stays flat.
+    """
+    if len(results) <= chunk:
+        console.print(results_table(results))
+        return
+    widths = [len(name) for name, _ in _COLUMNS]
+    for r in results:
+        for i, cell in enumerate(_row(r)):
+            text = cell.plain if isinstance(cell, Text) else cell
+            widths[i] = max(widths[i], max((cell_len(line) for line in text.split("\n")), default=0))
+    for start in range(0, len(results), chunk):
+        part = results[start:start + chunk]
+        title = f"crossreview results ({start + 1}–{start + len(part)} of {len(results)})"
+        console.print(results_table(part, title=title, min_widths=widths))
 
 
 def _sum_cost(costs) -> float | None:

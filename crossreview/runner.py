@@ -433,8 +433,12 @@ def _summaries_from_state(state: dict) -> list:
 
 
 def _rmdir_if_empty(path: Path) -> None:
-    if path.is_dir() and not any(path.iterdir()):
+    # Task runs finish side by side (--jobs): another may have removed this
+    # folder a moment ago, or just put a new worktree in it.
+    try:
         path.rmdir()
+    except OSError:
+        pass
 
 
 def cleanup_task_run(session: Session, gconf: dict, run: str, task_id: str, agent_names: list[str]) -> None:
@@ -455,11 +459,8 @@ def cleanup_task_run(session: Session, gconf: dict, run: str, task_id: str, agen
     shutil.rmtree(session.state_dir / "reviews" / run / task_id, ignore_errors=True)
     _rmdir_if_empty(session.state_dir / "reviews" / run)
     task_dir = session.state_dir / "worktrees" / run / task_id
-    if task_dir.is_dir() and not any(task_dir.iterdir()):
-        task_dir.rmdir()
-    run_dir = task_dir.parent
-    if run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()
+    _rmdir_if_empty(task_dir)
+    _rmdir_if_empty(task_dir.parent)
 
 
 # --- escalations: decide and resume -----------------------------------------

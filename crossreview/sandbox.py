@@ -37,6 +37,7 @@ whether or not the user activated a virtualenv.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import secrets
 import shutil
@@ -407,8 +408,13 @@ def _real(p: Path | str) -> Path:
     return Path(os.path.realpath(p))
 
 
+@functools.lru_cache(maxsize=1)
 def python_paths() -> tuple[Path, ...]:
-    """The interpreter crossreview runs on and its libraries (a venv and the Python it was made from)."""
+    """The interpreter crossreview runs on and its libraries (a venv and the Python it was made from).
+
+    Computed once: these never change while the process runs, and resolving
+    them took a third of the time it takes to prepare each sandbox.
+    """
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              str(Path(sys.executable).parent), str(Path(os.path.realpath(sys.executable)).parent.parent)}
     return tuple(sorted({_real(p) for p in paths if p}))

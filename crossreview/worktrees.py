@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,33 +113,135 @@ class BaseRepo:
 
 
 def prepare_base(task: Task, state_dir: Path) -> BaseRepo:
-    """The repository and base commit for ``task``'s worktrees (snapshotting repo/ if needed)."""
+    """The repository and base commit for ``task``'s worktrees (snapshotting repo/ if needed).
+
+    A folder whose files have not changed since its last snapshot (same
+    names, sizes, modes, mtimes, ctimes and inodes; see ``folder_fingerprint``)
+    reuses that snapshot without running git at all.
+    """
     if not task.repo_is_folder:
         repo = git.Repo(task.repo_path)
         commit = repo.commit(task.repo_ref).hexsha
         return BaseRepo(Path(repo.git_dir).resolve(), commit)
     git_dir = (state_dir / "repos" / f"{task.id}.git").resolve()
     with repo_lock(state_dir, git_dir):
-        if not (git_dir / "HEAD").exists():
+        fresh = not (git_dir / "HEAD").exists()
+        if fresh:
             git_dir.parent.mkdir(parents=True, exist_ok=True)
-            git.Repo.init(git_dir, bare=True)
+            # No templates: sample hooks are never run and only cost time to copy.
+            _run(_git(cwd=git_dir.parent), "init", "--bare", "--quiet", "--template=", str(git_dir))
             (git_dir / "info").mkdir(exist_ok=True)
-            (git_dir / "info" / "exclude").write_text("__pycache__/\n*.pyc\n.pytest_cache/\n")
+            (git_dir / "info" / "exclude").write_text(_SNAPSHOT_EXCLUDE)
+        # The fingerprint is taken before git reads the folder: a file changed
+        # while (or after) git reads it changes the fingerprint, so a stale
+        # snapshot is never reused.
+        fingerprint = folder_fingerprint(task.repo_path)
+        cache = {} if fresh else _read_snapshot_cache(git_dir)
+        head = None if fresh else _head_commit(git_dir)
+        if (
+            fingerprint is not None
+            and head is not None
+            and cache.get("fingerprint") == fingerprint
+            and cache.get("repo") == str(task.repo_path.resolve())
+            and cache.get("commit") == head
+        ):
+            return BaseRepo(git_dir, head)
         g = _git(git_dir=git_dir, work_tree=task.repo_path)
         index = git_dir / "snapshot-index"
         env = {"GIT_INDEX_FILE": str(index)}
         _run(g, "add", "-A", "--", ".", env=env)
         tree = _run(g, "write-tree", env=env)
-        head = _run(_git(git_dir=git_dir), "rev-parse", "--verify", "--quiet", "HEAD", with_exceptions=False)
-        if head:
-            head_tree = _run(_git(git_dir=git_dir), "rev-parse", f"{head}^{{tree}}")
-            if head_tree == tree:
-                return BaseRepo(git_dir, head)
-            commit = _run(_git(git_dir=git_dir), "commit-tree", tree, "-p", head, "-m", f"snapshot of {task.id}/repo")
-        else:
-            commit = _run(_git(git_dir=git_dir), "commit-tree", tree, "-m", f"snapshot of {task.id}/repo")
-        _run(_git(git_dir=git_dir), "update-ref", "HEAD", commit)
+        bare = _git(git_dir=git_dir)
+        if not fresh:
+            if head is None:  # a ref git packed, or an older state folder: ask git
+                head = _run(bare, "rev-parse", "--verify", "--quiet", "HEAD", with_exceptions=False) or None
+            if head is not None:
+                head_tree = cache.get("tree") if cache.get("commit") == head else None
+                head_tree = head_tree or _run(bare, "rev-parse", f"{head}^{{tree}}")
+                if head_tree == tree:
+                    _write_snapshot_cache(git_dir, task.repo_path, fingerprint, head, tree)
+                    return BaseRepo(git_dir, head)
+        parents = ["-p", head] if head else []
+        commit = _run(bare, "commit-tree", tree, *parents, "-m", f"snapshot of {task.id}/repo")
+        _run(bare, "update-ref", "HEAD", commit)
+        _write_snapshot_cache(git_dir, task.repo_path, fingerprint, commit, tree)
         return BaseRepo(git_dir, commit)
+
+
+_SNAPSHOT_EXCLUDE = "__pycache__/\n*.pyc\n.pytest_cache/\n"
+_SNAPSHOT_CACHE = "crossreview-snapshot.json"
+RACY_SECONDS = 2.0
+"""A folder with a file changed less than this long before its fingerprint is taken is not cached.
+
+File times are coarse (a clock tick on ext4, up to 2 s elsewhere): a file
+rewritten within the same tick as the fingerprint could keep its times and
+size. Git has the same problem and the same cure ("racy git")."""
+
+
+def folder_fingerprint(root: Path) -> str | None:
+    """A hash of every file's name, type, size, mode, mtime, ctime and inode under ``root``.
+
+    Any write to a file changes its ctime, which no program can set back, so
+    a changed, added, deleted, renamed or re-linked file changes the
+    fingerprint. None when a file changed too recently to tell (see
+    ``RACY_SECONDS``) or the folder cannot be read: the caller snapshots.
+    """
+    limit = time.time_ns() - int(RACY_SECONDS * 1e9)
+    digest = hashlib.sha256()
+    stack = [(root, "")]
+    try:
+        while stack:
+            folder, rel = stack.pop()
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for entry in entries:
+                name = entry.name
+                if name in ("__pycache__", ".pytest_cache") or name.endswith(".pyc"):
+                    continue  # what the snapshot leaves out (info/exclude)
+                st = entry.stat(follow_symlinks=False)
+                if st.st_mtime_ns > limit or st.st_ctime_ns > limit:
+                    return None
+                path = f"{rel}{name}"
+                if entry.is_dir(follow_symlinks=False):
+                    digest.update(f"d\0{path}\0".encode("utf-8", "surrogateescape"))
+                    stack.append((Path(entry.path), path + "/"))
+                else:
+                    digest.update(
+                        f"f\0{path}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}\0"
+                        .encode("utf-8", "surrogateescape")
+                    )
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _head_commit(git_dir: Path) -> str | None:
+    """HEAD's commit read from the ref file (None when git packed it or HEAD is unborn)."""
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            head = (git_dir / head[5:]).read_text().strip()
+    except OSError:
+        return None
+    return head if len(head) == 40 and all(c in "0123456789abcdef" for c in head) else None
+
+
+def _read_snapshot_cache(git_dir: Path) -> dict:
+    try:
+        data = json.loads((git_dir / _SNAPSHOT_CACHE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_snapshot_cache(git_dir: Path, repo: Path, fingerprint: str | None, commit: str, tree: str) -> None:
+    path = git_dir / _SNAPSHOT_CACHE
+    if fingerprint is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps({"repo": str(repo.resolve()), "fingerprint": fingerprint, "commit": commit, "tree": tree}))
+    os.replace(tmp, path)
 
 
 def work_branch(run: str, task_id: str, agent: str) -> str:
@@ -156,12 +259,43 @@ def create_worktree(state_dir: Path, base: BaseRepo, path: Path, branch: str) ->
     with repo_lock(state_dir, base.git_dir):
         if path.exists() or (path.parent / f".{path.name}.owner").exists():
             _remove_locked(base, path, None)  # a leftover of a crashed attempt
-        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # a task run finishing beside us may remove the run's empty folder meanwhile
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                break
+            except FileNotFoundError:
+                continue
         # -B resets the branch if a killed run left it behind; --force takes
         # over a worktree record whose folder is gone.
         _run(base.git(), "worktree", "add", "--force", "--quiet", "-B", branch, str(path), base.commit)
         _write_owner(path)
+    _save_seed_index(path)
     return path
+
+
+def _seed_index(path: Path) -> Path:
+    """Where a private copy of a fresh worktree's index is kept (beside it, outside any sandbox's reach)."""
+    return path.parent / f".{path.name}.index"
+
+
+def _save_seed_index(path: Path) -> None:
+    """Keep a copy of the index ``worktree add`` just wrote: the base commit, with every file's stat data.
+
+    ``take_diff`` starts from it, so git rehashes only the files the agent
+    touched instead of every file of the base. It lives outside the worktree
+    and outside the sandbox's writable (and visible) folders, so the agent
+    cannot change it; the copy keeps the index's mtime, so git's check for
+    racily-clean entries works as it does on the original.
+    """
+    seed = _seed_index(path)
+    seed.unlink(missing_ok=True)
+    try:
+        text = (path / ".git").read_text()
+        gitdir = Path(text.split(":", 1)[1].strip()) if text.startswith("gitdir:") else None
+        if gitdir is not None:
+            shutil.copy2(gitdir / "index", seed)
+    except (OSError, IndexError):
+        seed.unlink(missing_ok=True)  # take_diff falls back to reading the base tree
 
 
 def _write_owner(path: Path) -> None:
@@ -181,6 +315,7 @@ def remove_worktrees(state_dir: Path, base: BaseRepo, paths: list[Path], branche
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
         (path.parent / f".{path.name}.owner").unlink(missing_ok=True)
+        _seed_index(path).unlink(missing_ok=True)
     with repo_lock(state_dir, base.git_dir):
         g = base.git()
         _run(g, "worktree", "prune", with_exceptions=False)
@@ -196,6 +331,7 @@ def _remove_locked(base: BaseRepo, path: Path, branch: str | None) -> None:
             shutil.rmtree(path, ignore_errors=True)
     owner = path.parent / f".{path.name}.owner"
     owner.unlink(missing_ok=True)
+    _seed_index(path).unlink(missing_ok=True)
     _run(g, "worktree", "prune", with_exceptions=False)
     if branch:
         _run(g, "branch", "-D", branch, with_exceptions=False)
@@ -205,34 +341,55 @@ def take_diff(path: Path, base_commit: str) -> DiffInfo:
     """The candidate's change at ``path`` against ``base_commit``, new and deleted files included.
 
     Uses a throwaway index so the worktree's own index stays as the agent left
-    it, and leaves out the folders crossreview copies tests into.
+    it, and leaves out the folders crossreview copies tests into. The
+    throwaway index starts as the copy ``create_worktree`` kept of the fresh
+    worktree's index (else as the base tree), and one ``git diff`` gives both
+    the patch and the per-file counts.
     """
     g = _git(cwd=path)
+    seed = _seed_index(path)
     with tempfile.TemporaryDirectory(prefix="crossreview-index-") as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        _run(g, "read-tree", base_commit, env=env)
-        _run(
-            g,
-            "add",
-            "-A",
-            "--",
-            ".",
-            f":(exclude){TESTS_DIRNAME}",
-            f":(exclude){HOLDOUT_DIRNAME}",
-            env=env,
+        index = Path(tmp) / "index"
+        env = {"GIT_INDEX_FILE": str(index)}
+        try:
+            shutil.copy2(seed, index)
+            _stage_all(g, env)
+        except (OSError, WorktreeError):
+            # No seed (a worktree made otherwise), or git would not read it:
+            # start from the base tree instead, as git knows it.
+            index.unlink(missing_ok=True)
+            _run(g, "read-tree", base_commit, env=env)
+            _stage_all(g, env)
+        # GitPython strips trailing newlines by default; a patch needs its last one.
+        # -z: names in the counts come out as they are, not C-quoted ("caf\303\251.py").
+        out = _run(
+            g, "diff", "--cached", "--numstat", "-z", "--patch", "--binary", "--no-color", "--no-ext-diff",
+            "--no-renames", base_commit, env=env, strip_newline_in_stdout=False,
         )
-        text = _diff_text(g, base_commit, env)
-        # -z: names come out as they are, not C-quoted ("caf\303\251.py").
-        numstat = _run(g, "diff", "--cached", "--numstat", "-z", "--no-renames", base_commit, env=env)
+    return _parse_numstat_and_patch(out)
+
+
+def _stage_all(g: _GitCmd, env: dict[str, str]) -> None:
+    _run(g, "add", "-A", "--", ".", f":(exclude){TESTS_DIRNAME}", f":(exclude){HOLDOUT_DIRNAME}", env=env)
+
+
+def _parse_numstat_and_patch(out: str) -> DiffInfo:
+    """Split ``git diff --numstat -z --patch`` output: NUL-ended count records, one more NUL, the patch."""
     files, added, removed = [], 0, 0
-    for record in numstat.split("\0"):
-        parts = record.split("\t", 2)
+    pos = 0
+    while pos < len(out) and out[pos] != "\0":
+        end = out.find("\0", pos)
+        if end < 0:
+            raise WorktreeError(f"git diff --numstat -z: unterminated record {out[pos:pos + 200]!r}")
+        parts = out[pos:end].split("\t", 2)
+        pos = end + 1
         if len(parts) != 3:
             continue
         a, r, name = parts
         files.append(name.strip("\n"))
         added += int(a) if a.isdigit() else 0
         removed += int(r) if r.isdigit() else 0
+    text = out[pos + 1:] if pos < len(out) else ""
     return DiffInfo(text=text, files=files, added=added, removed=removed)
 
 
@@ -381,6 +538,7 @@ def gc(state_dir: Path, git_dirs: list[Path], keep_runs: set[str] = frozenset())
             continue
         shutil.rmtree(orphan.path, ignore_errors=True)
         (orphan.path.parent / f".{orphan.path.name}.owner").unlink(missing_ok=True)
+        _seed_index(orphan.path).unlink(missing_ok=True)
         removed_trees += 1
     removed_branches = 0
     for git_dir in git_dirs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,127 @@ def test_prepare_base_ignores_pycache(tmp_path, state):
     assert prepare_base(task, state).commit == first.commit
 
 
+# --- the snapshot cache ------------------------------------------------------------
+
+
+@pytest.fixture
+def snapshots(monkeypatch):
+    """Trust files as soon as they are written (no racy-git wait), and count git calls."""
+    import crossreview.worktrees as wt
+
+    monkeypatch.setattr(wt, "RACY_SECONDS", 0.0)
+    calls: list[tuple[str, ...]] = []
+    real = wt._run
+
+    def counting(g, *args, **kw):
+        calls.append(args)
+        return real(g, *args, **kw)
+
+    monkeypatch.setattr(wt, "_run", counting)
+    return calls
+
+
+def settle() -> None:
+    time.sleep(0.05)  # past the file times just written (RACY_SECONDS is 0 here)
+
+
+def test_snapshot_cache_reuses_an_unchanged_folder_without_git(tmp_path, state, snapshots):
+    task = folder_task(tmp_path)
+    settle()
+    first = prepare_base(task, state)
+    snapshots.clear()
+    again = prepare_base(task, state)
+    assert again.commit == first.commit
+    assert snapshots == []  # not one git process
+
+
+def test_snapshot_cache_notices_a_file_rewritten_with_the_same_size_and_mtime(tmp_path, state, snapshots):
+    task = folder_task(tmp_path)
+    settle()
+    first = prepare_base(task, state)
+    target = task.repo_path / "main.py"
+    before = target.stat()
+    target.write_text("def answer():\n    return 43\n")  # same length as "... 41\n"
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old mtime: only ctime tells
+    assert target.stat().st_size == before.st_size
+    settle()
+    changed = prepare_base(task, state)
+    assert changed.commit != first.commit
+    assert git_bytes(changed.git_dir, "show", f"{changed.commit}:main.py") == b"def answer():\n    return 43\n"
+
+
+def test_snapshot_cache_notices_an_added_file(tmp_path, state, snapshots):
+    task = folder_task(tmp_path)
+    settle()
+    first = prepare_base(task, state)
+    (task.repo_path / "pkg" / "added.py").write_text("A = 1\n")
+    settle()
+    added = prepare_base(task, state)
+    assert added.commit != first.commit
+    listed = git_bytes(added.git_dir, "ls-tree", "-r", "--name-only", added.commit).decode().split()
+    assert "pkg/added.py" in listed
+
+
+def test_snapshot_cache_notices_a_deleted_file(tmp_path, state, snapshots):
+    task = folder_task(tmp_path)
+    settle()
+    first = prepare_base(task, state)
+    (task.repo_path / "pkg" / "util.py").unlink()
+    settle()
+    deleted = prepare_base(task, state)
+    assert deleted.commit != first.commit
+    listed = git_bytes(deleted.git_dir, "ls-tree", "-r", "--name-only", deleted.commit).decode().split()
+    assert "pkg/util.py" not in listed
+
+
+def test_snapshot_cache_notices_a_renamed_file(tmp_path, state, snapshots):
+    task = folder_task(tmp_path)
+    settle()
+    first = prepare_base(task, state)
+    (task.repo_path / "README.md").rename(task.repo_path / "README.txt")
+    settle()
+    renamed = prepare_base(task, state)
+    assert renamed.commit != first.commit
+    listed = git_bytes(renamed.git_dir, "ls-tree", "-r", "--name-only", renamed.commit).decode().split()
+    assert "README.txt" in listed and "README.md" not in listed
+
+
+def test_snapshot_cache_is_not_trusted_for_files_written_a_moment_ago(tmp_path, state):
+    # Default RACY_SECONDS: a folder written just now could still change within
+    # the same clock tick, so git snapshots it every time until it settles.
+    import crossreview.worktrees as wt
+
+    task = folder_task(tmp_path)
+    assert wt.folder_fingerprint(task.repo_path) is None
+    prepare_base(task, state)
+    assert not (state / "repos" / "demo.git" / "crossreview-snapshot.json").exists()
+
+
+def test_snapshot_cache_is_keyed_by_the_folder_too(tmp_path, state, snapshots):
+    # Two suites may hold tasks with the same id: one's snapshot is never the other's.
+    one = folder_task(tmp_path / "one")
+    two = folder_task(tmp_path / "two", files={"other.py": "O = 1\n"})
+    settle()
+    a = prepare_base(one, state)
+    b = prepare_base(two, state)
+    assert a.git_dir == b.git_dir and a.commit != b.commit
+    listed = git_bytes(b.git_dir, "ls-tree", "-r", "--name-only", b.commit).decode().split()
+    assert listed == ["other.py"]
+
+
+def test_snapshot_cache_unchanged_files_touched_reuse_the_commit(tmp_path, state, snapshots):
+    # A file rewritten with the same bytes changes the fingerprint, not the tree: same commit, cheaply.
+    task = folder_task(tmp_path)
+    settle()
+    first = prepare_base(task, state)
+    (task.repo_path / "main.py").write_text("def answer():\n    return 41\n")
+    settle()
+    snapshots.clear()
+    again = prepare_base(task, state)
+    assert again.commit == first.commit
+    assert [c[0] for c in snapshots] == ["add", "write-tree"]
+
+
 # --- create_worktree -----------------------------------------------------------
 
 
@@ -228,6 +350,54 @@ def test_take_diff_includes_new_modified_deleted_and_binary(state, base_and_task
     assert info.added == 2  # main.py +1, new.py +1 (binary counts nothing)
     assert info.removed == 2  # main.py -1, README.md -1
     assert info.text.endswith("\n")
+
+
+def test_take_diff_from_the_seed_index_equals_the_diff_from_the_base_tree(state, base_and_task):
+    # take_diff starts from the index worktree add wrote (kept privately beside
+    # the worktree); without it, from the base tree. Both must give the same candidate.
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    seed = a.parent / ".a.index"
+    assert seed.is_file()
+    _make_change(a)
+    (a / "café.py").write_text("C = 1\n")
+    (a / "main.py").chmod(0o755)
+    fast = take_diff(a, base.commit)
+    seed.unlink()
+    slow = take_diff(a, base.commit)
+    assert fast == slow
+    assert sorted(fast.files) == sorted(["README.md", "blob.bin", "café.py", "empty.txt", "main.py",
+                                         "pkg/new.py", "pkg/util.py", "run.sh"])
+    # The patch is exactly what a separate `git diff --binary` of the same index gives.
+    index = a.parent / "check.index"
+    env = {"GIT_INDEX_FILE": str(index)}
+    git(a, "read-tree", base.commit, env=env)
+    git(a, "add", "-A", "--", ".", env=env)
+    patch = subprocess.run(["git", "diff", "--cached", "--binary", "--no-color", "--no-ext-diff", "--no-renames",
+                            base.commit], cwd=a, env={**GIT_ENV, **env}, capture_output=True, check=True).stdout
+    assert fast.text.encode() == patch
+
+
+def test_take_diff_falls_back_when_the_seed_index_is_damaged(state, base_and_task):
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    (a.parent / ".a.index").write_bytes(b"not an index")
+    (a / "main.py").write_text("def answer():\n    return 42\n")
+    info = take_diff(a, base.commit)
+    assert info.files == ["main.py"] and info.added == 1 and info.removed == 1
+
+
+def test_take_diff_sees_an_edit_that_keeps_size_and_mtime(state, base_and_task):
+    # The seed index carries stat data: an edit that restores the old mtime
+    # still changes ctime, so git must rehash the file and see the change.
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    target = a / "main.py"
+    before = target.stat()
+    target.write_text("def answer():\n    return 43\n")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    info = take_diff(a, base.commit)
+    assert info.files == ["main.py"] and "+    return 43" in info.text
 
 
 def test_take_diff_of_untouched_worktree_is_empty(state, base_and_task):
@@ -407,6 +577,7 @@ def test_remove_worktree_removes_dir_and_branch(state, base_and_task):
     remove_worktree(state, base, a, branch)
     assert not a.exists()
     assert not (a.parent / ".a.owner").exists()
+    assert not (a.parent / ".a.index").exists()  # the private seed index goes too
     assert branch not in branches(base.git_dir)
     assert str(a) not in git(base.git_dir, "worktree", "list", "--porcelain")
     # removing again is quiet

@@ -1,0 +1,49 @@
+"""The results table: a long one is printed in parts with the same column widths."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from crossreview.models import CandidateSummary, TaskResult
+from crossreview.reporting import print_results_table
+
+
+def _results(n: int) -> list[TaskResult]:
+    return [
+        TaskResult(
+            task=f"t{i:04d}" + ("-long-name" if i == n - 1 else ""), task_run=f"r-1/t{i:04d}", run="r-1",
+            decision="escalated" if i % 5 == 0 else "accepted", escalation="e-abc123" if i % 5 == 0 else None,
+            winner="a", seconds=0.5,
+            candidates=[CandidateSummary(agent=a, status="ok", tests_passed=1, tests_total=1, approvals=1, reviews=1,
+                                         tokens=0, cost=0.0, seconds=0.3) for a in "ab"],
+        )
+        for i in range(n)
+    ]
+
+
+def _print(results: list[TaskResult], chunk: int) -> list[str]:
+    buf = io.StringIO()
+    print_results_table(Console(file=buf, width=160, force_terminal=False), results, chunk=chunk)
+    return buf.getvalue().splitlines()
+
+
+def test_a_short_table_is_one_table():
+    lines = _print(_results(5), chunk=10)
+    assert lines[0].strip() == "crossreview results"
+    assert sum("│ t000" in line for line in lines) == 5
+    assert any("t0004-long-name" in line for line in lines)
+
+
+def test_a_long_table_is_printed_in_parts_with_every_row_and_one_width():
+    results = _results(25)
+    lines = _print(results, chunk=10)
+    titles = [line.strip() for line in lines if line.startswith("crossreview results")]
+    assert titles == ["crossreview results (1–10 of 25)", "crossreview results (11–20 of 25)",
+                      "crossreview results (21–25 of 25)"]
+    for r in results:
+        assert sum(f"│ {r.task} " in line for line in lines) == 1, r.task
+    # The widest cell (the last part's long task name) sets the width of every part.
+    body = {len(line) for line in lines if line.startswith(("│", "┃", "┏", "└"))}
+    assert len(body) == 1
