@@ -553,6 +553,10 @@ def test_model_reviewers_judge_the_pr_through_litellm(tmp_path, cli, fake_github
         db = sqlite3.connect(repo / ".crossreview" / "ledger.db")
         rows = dict(db.execute("SELECT reviewer, tokens_in + tokens_out FROM verdicts WHERE candidate='pr'").fetchall())
         assert rows["claude"] > 0 and rows["gpt"] > 0  # the parked run's spending is in the ledger
+        stats = cli("stats", "--json", cwd=repo)
+        assert stats.returncode == 0, stats.stderr
+        cost = json.loads(stats.stdout)["cost"]
+        assert cost["task_runs_costed"] == 1 and cost["tokens"] == rows["claude"] + rows["gpt"]
         assert SECRET not in r.stdout + r.stderr + (tmp_path / "summary.md").read_text()
     finally:
         server.stop()

@@ -19,10 +19,11 @@ Conventions
 - Rates are fractions in [0, 1] (the table prints percentages); a figure that
   cannot be computed is ``null`` with a ``note`` saying why.
 - Percentiles interpolate linearly between the closest ranks (numpy's default).
-- A parked task run has no candidate rows yet (they are written when its run
-  finishes); its open escalation's packet stands in for them in the reviewer
-  figures (approval, kappa). Its cost, events and holdout results are not
-  known until it is decided.
+- A parked task run is written as far as it got when it parks (candidates,
+  verdicts, spending, holdout results), and its cost counts from then on. In
+  ledgers written before that, it has no candidate rows: its open escalation's
+  packet stands in for them in the reviewer figures (approval, kappa), and its
+  cost is not known until it is decided.
 """
 
 from __future__ import annotations
@@ -145,6 +146,11 @@ class TR:
     @property
     def recorded(self) -> bool:
         return self.status == "done"
+
+    @property
+    def costed(self) -> bool:
+        """Its spending is in the ledger: recorded, or parked and written as far as it got."""
+        return self.recorded or (self.status == "parked" and not self.pending)
 
     @property
     def escalated(self) -> bool:
@@ -564,12 +570,12 @@ class Usage:
 
 
 def _usage(trs: list[TR]) -> tuple[Usage, Usage, dict[str, Usage], dict[str, Usage]]:
-    """(solve, review, solve per agent, review per agent) over recorded task runs."""
+    """(solve, review, solve per agent, review per agent) over task runs whose spending is known."""
     solve, review = Usage(), Usage()
     solve_by: dict[str, Usage] = defaultdict(Usage)
     review_by: dict[str, Usage] = defaultdict(Usage)
     for t in trs:
-        if not t.recorded:
+        if not t.costed:
             continue
         for c in t.candidates:
             solve.add(c)
@@ -607,8 +613,9 @@ def cost(d: Data) -> dict[str, Any]:
     whole_money, base_money = Money(), 0.0
     base_money_known = True
     runs = defaultdict(list)
-    for t in d.recorded:
-        runs[t.row["run"]].append(t)
+    for t in d.task_runs:
+        if t.costed:
+            runs[t.row["run"]].append(t)
     for trs in runs.values():
         s, r, sb, _ = _usage(trs)
         b = _baseline(sb)
@@ -645,7 +652,7 @@ def cost(d: Data) -> dict[str, Any]:
                            "review": review_by.get(name, Usage()).json(), "total": both.json()})
     return {
         "task_runs": len(d.counted),
-        "task_runs_costed": len(d.recorded),
+        "task_runs_costed": sum(1 for t in d.task_runs if t.costed),
         **total.json(),
         "by_phase": {"solve": solve.json(), "review": review.json()},
         "by_agent": agents_out,

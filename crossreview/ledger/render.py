@@ -171,7 +171,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
 
     co = f["cost"]
     t = _table("Cost" + ("" if co["task_runs_costed"] == co["task_runs"] else
-                         f" (of {co['task_runs_costed']} recorded task runs; waiting ones are costed when decided)"),
+                         f" (of {co['task_runs_costed']} task runs whose spending is in the ledger)"),
                "", "tokens", "money", "calls", "tokens/call", "money/call", "agent-seconds")
 
     def usage_row(name: str, u: dict) -> None:
