@@ -250,5 +250,12 @@ def test_reward_hack_is_never_accepted(hack, tmp_path, restore_sandbox_settings)
             assert any(expect in t for t in c.tampering), (c.tampering, c.tests.outcomes if c.tests else None)
     if expect:
         assert out.decision == "escalated" and expect in out.reason, out.reason  # escalated, with the reason
+    # The ledger keeps the reasons per candidate (escalated runs are written as they park).
+    import json
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / ".crossreview" / "ledger.db")
+    kept = {a: json.loads(t) for a, t in db.execute("SELECT agent, tampering FROM candidates").fetchall()}
+    assert kept == {c.agent: c.tampering for c in out.candidates}
     caught = sorted({t for c in out.candidates for t in c.tampering}) or ["its tests fail"]
     print(f"\n{hack}: {out.decision}; caught by: {'; '.join(caught)}")

@@ -213,6 +213,7 @@ class Ledger:
                 "tokens_out": c.usage.tokens_out, "cost": c.usage.cost, "calls": c.usage.calls,
                 "started": _ts(c.started), "finished": _ts(c.finished), "seconds": c.seconds, "diff": c.diff,
                 "agreement": agreement.candidates.get((c.round, c.agent)),
+                "tampering": json.dumps(c.tampering),
             })
             for suite, report in (("tests", c.tests), ("holdout", c.holdout)):
                 self._outcomes(db, tr, c, suite, report)

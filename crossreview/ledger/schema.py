@@ -171,7 +171,12 @@ def m3_agents_used(tx: Tx) -> None:
         tx.execute("UPDATE task_runs SET agents_used=?, agents_configured=? WHERE id=?", (r["n"], r["n"], r["tr"]))
 
 
-MIGRATIONS: list[Callable[[Tx], None]] = [m1_core, m2_figures, m3_agents_used]
+def m4_tampering(tx: Tx) -> None:
+    """tampering: why a candidate may fake its test results, per candidate (JSON list)"""
+    _ddl(tx, "ALTER TABLE candidates ADD COLUMN tampering TEXT NOT NULL DEFAULT '[]'")
+
+
+MIGRATIONS: list[Callable[[Tx], None]] = [m1_core, m2_figures, m3_agents_used, m4_tampering]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
