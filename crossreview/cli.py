@@ -90,8 +90,9 @@ def main() -> None:
       crossreview inbox               escalations waiting for you
       crossreview show ID             the packet: who did what, where they disagree
       crossreview decide ID --pick a  finish the parked run with your decision
+      crossreview gate --base main    CI: review a pull request, escalate splits
 
-    Exit codes (run): 0 all accepted, 1 something rejected or broken,
+    Exit codes (run, gate): 0 all accepted, 1 something rejected or broken,
     2 usage or input error (nothing ran), 3 something waits for a human.
     """
 
