@@ -577,3 +577,13 @@ def test_gc_cleans_up_after_a_killed_gate(tmp_path, cli):
     assert git(repo, "branch", "--format=%(refname:short)").split() == ["feature", "main"]
     assert git(repo, "worktree", "list").count("\n") == 0
     assert not any((repo / ".crossreview" / "gate").iterdir())
+
+
+def test_a_pr_that_changes_how_tests_run_is_escalated_not_accepted(tmp_path, cli):
+    repo = make_repo(tmp_path, config=None)  # the tests alone would accept it
+    fake = "import pytest\n\n@pytest.hookimpl(hookwrapper=True)\ndef pytest_runtest_makereport(item, call):\n    yield\n"
+    head = pr_branch(repo, "feature", {**GOOD, "tests/conftest.py": fake})
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
+    assert r.returncode == 3, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert "conftest.py" in report["reason"] and report["candidates"][0]["tampering"]
