@@ -78,6 +78,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--crossreview-policy", default=None, metavar="NAME",
                     help="Consensus policy: unanimous (default) or majority, or a plugin's.")
+    group.addoption("--crossreview-calibration", default=None, metavar="FILE",
+                    help="Policy file of the calibrated / cascade policies (default: the suite config's "
+                         "`calibration`, else <state-dir>/calibration.json).")
     group.addoption("--crossreview-ledger", default=None, metavar="PATH",
                     help="Ledger file (default: .crossreview/ledger.db).")
     group.addoption("--crossreview-state-dir", default=None, metavar="DIR",
@@ -221,6 +224,8 @@ class CrossreviewPlugin:
         self.agents = list(config.getoption("crossreview_agents") or config.getini("crossreview_agents"))
         self.reviewers = list(config.getoption("crossreview_reviewers") or config.getini("crossreview_reviewers"))
         self.policy = config.getoption("crossreview_policy") or config.getini("crossreview_policy") or None
+        calibration = config.getoption("crossreview_calibration")
+        self.calibration = (config.invocation_params.dir / calibration) if calibration else None
         self.interactive = (
             not config.getoption("crossreview_no_input")
             and not self.is_worker
@@ -280,7 +285,8 @@ class CrossreviewPlugin:
         from .runner import RunOptions
 
         return RunOptions(paths=paths, agents=self.agents, reviewers=self.reviewers, policy=self.policy,
-                          ledger=self.ledger, state_dir=self.state_dir, interactive=self.interactive)
+                          ledger=self.ledger, state_dir=self.state_dir, interactive=self.interactive,
+                          calibration=self.calibration)
 
     # -- collection --
 

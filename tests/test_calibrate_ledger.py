@@ -202,3 +202,29 @@ def test_a_parked_task_run_with_holdout_results_is_labeled(tmp_path, cli):
     [(tr, sample)] = labeled(d)
     assert tr.id == t.id and sample.score == t.row["agreement"]
     assert cli("calibrate", "--json").returncode in (0, 1)
+
+
+def test_pytest_plugin_takes_the_policy_file(tmp_path, suite):
+    """`pytest --crossreview --crossreview-policy calibrated --crossreview-calibration FILE` decides by it."""
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    cal = calibrate_ledger(planted(tmp_path / "hist.db"), 0.1, 0.9)
+    save_calibration(cal, tmp_path / "strict.json")  # not the default location
+    for name in ("t60", "t90"):
+        make_task(suite, name)
+    reviewer = write(tmp_path / "reviewer.py", REVIEWER)
+    args = [sys.executable, "-m", "pytest", "-p", "no:langsmith_plugin", "-p", "no:cacheprovider", "--crossreview",
+            str(suite), "--crossreview-reviewer", f"command:{{python}} {reviewer}", "--crossreview-policy",
+            "calibrated", "-rA"]
+    env = cli_env()
+    env.pop("PYTEST_ADDOPTS", None)
+    res = subprocess.run([*args, "--crossreview-calibration", "strict.json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    assert res.returncode == 3, res.stdout + res.stderr  # t90 passes, t60 (0.80 < 0.81) waits for a human
+    assert "1 passed" in res.stdout and "1 escalated" in res.stdout
+    missing = subprocess.run([*args, "--crossreview-calibration", "none.json"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    assert missing.returncode == 4 and "none.json" in missing.stdout + missing.stderr
