@@ -459,6 +459,8 @@ def test_export_rows_match_the_figures(cli, tmp_path):
     assert rows["T6"]["outcome"] == "escalated" and rows["T6"]["tokens"] is None
     assert sum(r["escalated"] for r in rows.values()) == 3
     assert rows["T1"]["tags"] == ["easy"] and rows["T1"]["wall_seconds"] == approx(25.0)
+    assert rows["T1"]["agents_used"] == rows["T1"]["agents_configured"] == rows["T1"]["agents"]
+    assert rows["T6"]["agents_used"] is None  # parked before its rows were written (an older ledger's way)
 
     out = tmp_path / "runs.csv"
     res = cli("export", "--ledger", "paper.db", "--format", "csv", "-o", str(out))

@@ -4,7 +4,7 @@ Columns (JSON lines keep types; CSV writes empty cells for null, tags joined by 
 
     run, suite, task_run, task, tags, status, outcome, decided_by, winner, rounds,
     started, finished, seconds, escalated, escalations, human_minutes,
-    agreement, agreement_pick, agents, candidates_passing_tests,
+    agreement, agreement_pick, agents, agents_used, agents_configured, candidates_passing_tests,
     solve_tokens, review_tokens, tokens, cost, cost_known, cost_unknown_items,
     calls, agent_seconds, busy_seconds, wall_seconds, holdout,
     escaped_defect, wrong_rejection, needless_escalation, human_error
@@ -27,7 +27,7 @@ from . import figures as F
 COLUMNS = (
     "run", "suite", "task_run", "task", "tags", "status", "outcome", "decided_by", "winner", "rounds",
     "started", "finished", "seconds", "escalated", "escalations", "human_minutes",
-    "agreement", "agreement_pick", "agents", "candidates_passing_tests",
+    "agreement", "agreement_pick", "agents", "agents_used", "agents_configured", "candidates_passing_tests",
     "solve_tokens", "review_tokens", "tokens", "cost", "cost_known", "cost_unknown_items",
     "calls", "agent_seconds", "busy_seconds", "wall_seconds", "holdout",
     "escaped_defect", "wrong_rejection", "needless_escalation", "human_error",
@@ -45,7 +45,7 @@ def task_run_rows(ledger, since: datetime | None = None, suite: str | None = Non
     rows = []
     for t in d.task_runs:
         solve, review = F.Usage(), F.Usage()
-        if t.recorded:
+        if t.costed:
             for c in t.candidates:
                 solve.add(c)
             for v in t.verdicts:
@@ -60,7 +60,7 @@ def task_run_rows(ledger, since: datetime | None = None, suite: str | None = Non
         human_error = None
         if any(e in herr_scored for e in esc_ids):
             human_error = any(e in herr_hit for e in esc_ids)
-        final = t.round_candidates(t.last_round) if t.recorded else t.candidates
+        final = t.round_candidates(t.last_round) if not t.pending else t.candidates
         rows.append({
             "run": t.row["run"],
             "suite": t.run.get("suite"),
@@ -81,15 +81,17 @@ def task_run_rows(ledger, since: datetime | None = None, suite: str | None = Non
             "agreement": t.row.get("agreement"),
             "agreement_pick": t.row.get("agreement_pick"),
             "agents": len({c["agent"] for c in t.candidates}),
+            "agents_used": t.row.get("agents_used"),
+            "agents_configured": t.row.get("agents_configured"),
             "candidates_passing_tests": sum(1 for c in final if F.tests_pass(c)),
-            "solve_tokens": solve.tokens if t.recorded else None,
-            "review_tokens": review.tokens if t.recorded else None,
-            "tokens": solve.tokens + review.tokens if t.recorded else None,
-            "cost": money.total if t.recorded else None,
-            "cost_known": money.known if t.recorded else None,
-            "cost_unknown_items": money.unknown if t.recorded else None,
-            "calls": solve.calls + review.calls if t.recorded else None,
-            "agent_seconds": solve.seconds + review.seconds if t.recorded else None,
+            "solve_tokens": solve.tokens if t.costed else None,
+            "review_tokens": review.tokens if t.costed else None,
+            "tokens": solve.tokens + review.tokens if t.costed else None,
+            "cost": money.total if t.costed else None,
+            "cost_known": money.known if t.costed else None,
+            "cost_unknown_items": money.unknown if t.costed else None,
+            "calls": solve.calls + review.calls if t.costed else None,
+            "agent_seconds": solve.seconds + review.seconds if t.costed else None,
             "busy_seconds": sum(b - a for a, b in agent_spans) if t.events else None,
             "wall_seconds": F._union(F._spans(t.events)) if t.events else None,
             "holdout": any(F.holdout_known(c) for c in t.candidates),
