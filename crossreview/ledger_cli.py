@@ -168,11 +168,13 @@ def stats(since, suite, ledger, state_dir, calibration, json_mode):
 @_suite_opt
 @_ledger_opt
 @_state_opt
-def report(output, since, suite, ledger, state_dir):
+@click.option("--calibration", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Show this policy file's certificate and drift (default: <state-dir>/calibration.json, if there).")
+def report(output, since, suite, ledger, state_dir, calibration):
     """One self-contained HTML file with the figures and plots (opens offline, no server)."""
     from .ledger.report import write_report
 
-    led, figures = _figures(state_dir, ledger, since, suite)
+    led, figures = _figures(state_dir, ledger, since, suite, calibration, with_calibration=True)
     write_report(led, figures, output)
     click.echo(f"wrote {output} ({figures['counts']['task_runs']} task runs, "
                f"{figures['counts']['escalations']} escalations)")

@@ -126,6 +126,11 @@ def test_calibrate_command_writes_the_file_and_stats_shows_certificate_and_drift
     assert drift["recent"] == 30 and drift["share_at_or_above"] == 0.0
     assert "crossreview calibrate" in drift["warning"]
     assert "drift warning" in cli("stats", "--ledger", str(led.path), "--calibration", str(out)).stdout
+    # The HTML report carries the same certificate and warning.
+    rep = cli("report", "--ledger", str(led.path), "--calibration", str(out), "-o", str(tmp_path / "r.html"))
+    assert rep.returncode == 0, rep.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "id='calibration'" in html and "threshold 0.81" in html and "Drift warning" in html
 
 
 def test_calibrate_with_too_little_history_says_how_many_more(cli, tmp_path):

@@ -74,6 +74,10 @@ def test_two_agents_that_agree_never_start_a_third(cli, suite, tmp_path):
     assert (stats["task_runs"], stats["agents_used"], stats["agents_configured"]) == (1, 2, 3)
     assert (stats["solves_saved"], stats["reviews_saved"]) == (1, 4)  # c's solve; 3·2 − 2·1 reviews
     assert stats["agent_runs_ratio"] == 2 / 3
+    rep = cli("report", "-o", "r.html")
+    assert rep.returncode == 0, rep.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "Agents per task run (cascade)" in html and "1 solves, 4 reviews" in html
 
 
 def test_a_split_starts_exactly_one_more_agent_and_its_reviews(cli, suite, tmp_path):

@@ -449,8 +449,18 @@ def build_html(ledger, f: dict[str, Any]) -> str:
         [k, R.tokens(u["tokens"]), R.money(u["cost"]), u["calls"], R.num(u["tokens_per_call"]),
          R.dollars(u["cost_per_call"], 6), R.seconds(u["agent_seconds"])] for k, u in cost_rows]))
     if co["task_runs_costed"] != co["task_runs"]:
-        out.append(f"<p class='note'>Costs cover {co['task_runs_costed']} of {co['task_runs']} task runs: a task "
-                   "run waiting for a human is costed when it is decided.</p>")
+        out.append(f"<p class='note'>Costs cover {co['task_runs_costed']} of {co['task_runs']} task runs: task "
+                   "runs parked in a ledger written before parked runs were recorded are costed when decided.</p>")
+    ap = f.get("agents_per_task")
+    if ap and ap["task_runs"]:
+        out.append("<h3>Agents per task run (cascade)</h3>" + _table(["", "value"], [
+            ["agents started per task run", f"mean {R.num(ap['mean_agents_used'], 2)} of "
+                                            f"{R.num(ap['mean_agents_configured'], 2)} configured "
+                                            f"({ap['stopped_early']}/{ap['task_runs']} stopped early)"],
+            ["agent runs / always all", f"{ap['agents_used']}/{ap['agents_configured']} = {R.times(ap['agent_runs_ratio'])}"],
+            ["not started", f"{ap['solves_saved']} solves, {ap['reviews_saved']} reviews"],
+            ["money saved (estimate)", R.dollars(ap["cost"]["saved"]) if ap["cost"]["saved"] is not None else "unknown"],
+        ]) + "<p class='note'>Saving estimated at the mean solve and review of the same task runs.</p>")
 
     out.append("<h2 id='agreement'>Reviewer agreement</h2><div class='row'>")
     out.append(f"<div class='panel'><h3>Who approves whom</h3>{p['approval_matrix']}</div>")
@@ -485,6 +495,20 @@ def build_html(ledger, f: dict[str, Any]) -> str:
     out.append(_table(["threshold", "would accept", "escalations avoided", "picks with holdout", "of them fail holdout"],
                       [[f"≥ {t['threshold']:.1f}", t["would_accept"], t["escalations_avoided"], t["holdout_known"],
                         t["holdout_fails"]] for t in s["thresholds"]]))
+
+    cal = f.get("calibration")
+    if cal:
+        cert, dr, w = cal["certificate"], cal["drift"], cal["certificate"]["window"]
+        out.append("<h2 id='calibration'>Calibration</h2>")
+        out.append(_table(["", "value"], [
+            ["policy file", esc(str(cal["file"]))],
+            ["threshold", esc(cal["summary"])],
+            ["computed on", esc(f"{w['ledger']}: {cert['labeled']} labeled task runs, {(w['first'] or '?')[:19]} → "
+                                f"{(w['last'] or '?')[:19]}")],
+            ["recent task runs (after the window)", esc(str(dr["recent"]))],
+        ], raw=True, cls="text"))
+        if dr.get("warning"):
+            out.append(f"<p class='note'><b>Drift warning:</b> {esc(dr['warning'])}</p>")
 
     escs = f["escalations"]
     out.append(f"<h2 id='escalations'>Escalations ({len(escs)})</h2>")
