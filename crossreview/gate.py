@@ -587,6 +587,14 @@ def publish(report: GateReport, gh: GitHubEnv, out=None) -> None:
                 print(f"::warning title=crossreview::{_escape_data(why)}", file=out)
 
 
+def _client_or_fail(gh: GitHubEnv, flag: str):
+    client = gh.client()
+    if client is None:
+        raise UsageError(f"{flag} calls GitHub's API: it needs GITHUB_TOKEN and GITHUB_REPOSITORY (the job's token, "
+                         "passed as an environment variable)")
+    return client
+
+
 def publish_saved(path: Path, expect_head: str | None, label: str | None = None,
                   environ: Mapping[str, str] | None = None, out=None) -> GateReport:
     """Post a report a gate run saved (``--report``) from a privileged workflow_run job.
@@ -614,9 +622,7 @@ def publish_saved(path: Path, expect_head: str | None, label: str | None = None,
     if not expect_head:
         raise UsageError("--publish needs --expect-head SHA (github.event.workflow_run.head_sha): the report is "
                          "untrusted until its pull request is checked")
-    client = gh.client()
-    if client is None:
-        raise UsageError("--publish needs GITHUB_TOKEN and GITHUB_REPOSITORY")
+    client = _client_or_fail(gh, "--publish")
     from .github import GitHubError
 
     try:
@@ -712,9 +718,7 @@ def record_human(ledger_location: Path | str, environ: Mapping[str, str] | None 
     if event is None:
         return RecordOutcome(False, f"event {gh.event_name}/{gh.event.get('action')}: not a decision (approve, "
                              "request changes, merge or close); nothing recorded")
-    client = gh.client()
-    if client is None:
-        raise UsageError("--record-human needs GITHUB_TOKEN and GITHUB_REPOSITORY to read the gate's comment")
+    client = _client_or_fail(gh, "--record-human")
     from .github import GitHubError
 
     try:
