@@ -422,6 +422,10 @@ def test_record_human_ignores_events_that_decide_nothing(tmp_path, cli, fake_git
     assert r.returncode == 0 and "needed no human" in r.stdout
     r = cli("gate", "--record-human", cwd=tmp_path)
     assert r.returncode == 2 and "GitHub Actions event" in r.stderr
+    env = review_event(tmp_path, fake_github.url)
+    env["GITHUB_TOKEN"] = ""
+    r = cli("gate", "--record-human", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "needs GITHUB_TOKEN" in r.stderr
 
 
 def test_record_human_on_a_closed_unmerged_pr_is_a_rejection(tmp_path, cli, fake_github):
