@@ -32,7 +32,6 @@ What it does, exactly:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random

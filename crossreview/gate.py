@@ -50,7 +50,7 @@ from .runner import (
     resolve_options,
     run_task_detailed,
 )
-from .tasks import ConfigError, GateConfig, LoadedConfig, load_config_at, load_task
+from .tasks import ConfigError, GateConfig, load_config_at, load_task
 
 PR_AGENT = "pr"
 GATE_DEFAULT_AGENTS = ["tests=noop"]

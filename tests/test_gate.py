@@ -387,7 +387,7 @@ def test_record_human_folds_into_the_ledger_with_merge(tmp_path, cli, fake_githu
     env = review_event(human_dir, fake_github.url)
     r = cli("gate", "--record-human", "--ledger", str(human_dir / "ledger.db"), cwd=human_dir, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"recorded: review: approved by lead" in r.stdout and esc in r.stdout
+    assert "recorded: review: approved by lead" in r.stdout and esc in r.stdout
     assert fake_github.labels[7] == []  # a human decided: the label comes off
     # Recording the same decision again changes nothing.
     again = cli("gate", "--record-human", "--ledger", str(human_dir / "ledger.db"), cwd=human_dir, env=env)

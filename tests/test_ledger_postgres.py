@@ -184,3 +184,37 @@ def test_the_command_line_runs_on_a_postgres_ledger(cli, suite, tmp_path, pg_url
     assert rep.returncode == 0 and (tmp_path / "pg.html").exists()
     exp = cli("export", "--ledger", pg_url)
     assert len(exp.stdout.splitlines()) == 2
+
+
+def test_gate_and_record_human_share_one_postgresql_ledger(pg_url, tmp_path, cli):
+    """The team's alternative to artifacts + merge: every CI job writes to one ledger by URL."""
+    import json as _json
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from fake_github import FakeGitHub, _handler
+    from test_gate import SPLIT, gh_env, make_repo, outputs, pr_branch, review_event
+
+    from crossreview.ledger import Ledger
+
+    state = FakeGitHub()  # the fake_github fixture's server, started by hand beside the session-scoped pg_server
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    state.url = f"http://127.0.0.1:{server.server_port}/api/v3"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        repo = make_repo(tmp_path)
+        head = pr_branch(repo, "feature", SPLIT)
+        r = cli("gate", "--base", "main", "--head", head, "--ledger", pg_url, cwd=repo, env=gh_env(tmp_path, api=state.url))
+        assert r.returncode == 3, r.stdout + r.stderr
+        esc = outputs(tmp_path)["escalation"]
+        job = tmp_path / "human"
+        job.mkdir()
+        r = cli("gate", "--record-human", "--ledger", pg_url, "--json", cwd=job, env=review_event(job, state.url))
+        assert r.returncode == 0 and _json.loads(r.stdout)["recorded"], r.stdout + r.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    row = Ledger(pg_url).get_escalation(esc)
+    assert (row["action"], row["pick"], row["decided_by"]) == ("pick", "pr", "github:lead")
+    [tr] = Ledger(pg_url).task_runs(row["run"])
+    assert (tr["status"], tr["decision"]) == ("done", "accepted")
