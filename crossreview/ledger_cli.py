@@ -99,6 +99,9 @@ _ledger_opt = click.option("--ledger", type=LEDGER_LOCATION, default=None,
                            help="Ledger file or postgresql:// URL (default: <state-dir>/ledger.db).")
 _state_opt = click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".crossreview"),
                           show_default=True, help="Where the default ledger lives.")
+_calibration_opt = click.option(
+    "--calibration", type=click.Path(path_type=Path), default=None, metavar="FILE",
+    help="Show this policy file's certificate and drift (default: <state-dir>/calibration.json, if there).")
 _since_opt = click.option("--since", type=Since(), default=None,
                           help="Only task runs started since DATE (2026-03-01, an ISO date-time, or 7d / 2w / 12h).")
 _suite_opt = click.option("--suite", default=None, metavar="S",
@@ -135,8 +138,7 @@ def _calibration_file(state_dir: Path, given: Path | None):
 @_suite_opt
 @_ledger_opt
 @_state_opt
-@click.option("--calibration", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="Show this policy file's certificate and drift (default: <state-dir>/calibration.json, if there).")
+@_calibration_opt
 @click.option("--json", "json_mode", is_flag=True, help="Print the figures as one JSON document.")
 def stats(since, suite, ledger, state_dir, calibration, json_mode):
     """The ledger's figures: how often a human stepped in, for how long, at what cost.
@@ -168,8 +170,7 @@ def stats(since, suite, ledger, state_dir, calibration, json_mode):
 @_suite_opt
 @_ledger_opt
 @_state_opt
-@click.option("--calibration", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="Show this policy file's certificate and drift (default: <state-dir>/calibration.json, if there).")
+@_calibration_opt
 def report(output, since, suite, ledger, state_dir, calibration):
     """One self-contained HTML file with the figures and plots (opens offline, no server)."""
     from .ledger.report import write_report
