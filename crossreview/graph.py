@@ -73,7 +73,6 @@ from .worktrees import (
     prepare_base,
     reset_to,
     take_diff,
-    work_branch,
     worktrees_root,
 )
 
@@ -202,7 +201,7 @@ def _ensure_candidate_tree(ctx: Context, p: dict, cand: Candidate) -> Path:
     if ctx.take_fresh(path, cand.diff):
         return path  # solved in this process a moment ago; the agent's processes are dead
     if not path.exists():
-        create_worktree(ctx.state_dir, _base(p), path, work_branch(p["run"], task.id, cand.agent))
+        create_worktree(ctx.state_dir, _base(p), path)
     reset_to(path, p["base_commit"], cand.diff)
     return path
 
@@ -263,7 +262,7 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
     started = utcnow()
     path = worktree_path(ctx.state_dir, p["run"], task.id, spec.name)
     # Always fresh: a solve re-run after a crash must not see the dead attempt's files.
-    create_worktree(ctx.state_dir, _base(p), path, work_branch(p["run"], task.id, spec.name))
+    create_worktree(ctx.state_dir, _base(p), path)
     pointer = tamper.git_pointer(path)
     if task.tests_visible:
         copy_tests(task.tests_dir, path, TESTS_DIRNAME)
@@ -610,7 +609,8 @@ def record(state: TaskRunState, runtime: Runtime[Context]) -> dict:
         branch = kept_branch(state["run"], task.id)
         ctx_msg = f"crossreview: {task.id} by {winner} (run {state['run']})\n\n{reason}"
         crash_point("record", "before-branch")
-        keep_branch(ctx.state_dir, BaseRepo(Path(state["base_git_dir"]), state["base_commit"]), branch, cand.diff, ctx_msg)
+        keep_branch(ctx.state_dir, BaseRepo(Path(state["base_git_dir"]), state["base_commit"]), branch, cand.diff, ctx_msg,
+                    worktree=worktree_path(ctx.state_dir, state["run"], task.id, winner))
 
     all_cands, verdicts = everything_so_far(state)
     events = state.get("events", [])

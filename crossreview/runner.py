@@ -31,7 +31,7 @@ from .tasks import ConfigError, LoadedConfig, load_suite, load_suite_config
 from . import sandbox as sandbox_mod
 from .crashpoints import crash_point
 from .sandbox import kill_all_children
-from .worktrees import BaseRepo, ensure_state_dir, find_orphans, remove_worktrees, work_branch
+from .worktrees import BaseRepo, ensure_state_dir, find_orphans, remove_worktrees
 
 DEFAULT_STATE_DIR = Path(".crossreview")
 DEFAULT_AGENTS = ["oracle", "noop"]
@@ -442,7 +442,7 @@ def _rmdir_if_empty(path: Path) -> None:
 
 
 def cleanup_task_run(session: Session, gconf: dict, run: str, task_id: str, agent_names: list[str]) -> None:
-    """Remove a task run's worktrees and work branches; a parked run keeps its diffs in the checkpoint."""
+    """Remove a task run's worktrees; a parked run keeps its diffs in the checkpoint."""
     values = session.graph.get_state(gconf).values
     if not values.get("base_git_dir"):
         return
@@ -453,7 +453,6 @@ def cleanup_task_run(session: Session, gconf: dict, run: str, task_id: str, agen
         session.state_dir,
         base,
         [worktree_path(session.state_dir, run, task_id, n) for n in agent_names],
-        [work_branch(run, task_id, n) for n in agent_names],
     )
     # Review scratch folders hold copies of diffs already in the ledger.
     shutil.rmtree(session.state_dir / "reviews" / run / task_id, ignore_errors=True)

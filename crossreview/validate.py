@@ -21,7 +21,6 @@ from .worktrees import (
     remove_worktree,
     reset_to,
     take_diff,
-    work_branch,
     worktrees_root,
 )
 
@@ -56,8 +55,7 @@ def validate_task(task: Task, state_dir: Path) -> TaskValidation:
     for agent_cls, name in ((OracleAgent, "oracle"), (NoopAgent, "noop")):
         spec = AgentSpec(name=name, spec=name)
         path = worktrees_root(state_dir) / run / task.id / name
-        branch = work_branch(run, task.id, name)
-        create_worktree(state_dir, base, path, branch)
+        create_worktree(state_dir, base, path)
         try:
             ws = Workspace(path=path, task=task, agent=spec, instruction=task.instruction,
                            timeout=task.agent_timeout, suite_dir=task.path.parent)
@@ -83,7 +81,7 @@ def validate_task(task: Task, state_dir: Path) -> TaskValidation:
                     summary if fails else summary + ": the tests pass on the unchanged repository, so they cannot tell a fix from no change",
                 ))
         finally:
-            remove_worktree(state_dir, base, path, branch)
+            remove_worktree(state_dir, base, path)
     run_dir = worktrees_root(state_dir) / run
     if run_dir.is_dir():
         import shutil

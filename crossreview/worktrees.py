@@ -4,7 +4,10 @@ A task whose repository is a plain folder (``repo/``) is snapshotted into a
 bare repository under the state directory (``.crossreview/repos/<task>.git``)
 using the folder itself as the work tree, so nothing is copied; a task that
 points at an existing git repository uses it directly. Every candidate gets a
-worktree on its own branch from the same base commit.
+worktree at the same base commit, on a detached HEAD: a branch per candidate
+would cost git a process to make and one to delete, and would show in the
+user's own repository for nothing (only the accepted candidate is kept, on a
+branch of its own).
 
 Diffs are taken with a temporary index so a candidate's own index is never
 touched and new and deleted files are included.
@@ -20,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +154,10 @@ def prepare_base(task: Task, state_dir: Path) -> BaseRepo:
         index = git_dir / "snapshot-index"
         env = {"GIT_INDEX_FILE": str(index)}
         _run(g, "add", "-A", "--", ".", env=env)
+        if fresh:
+            commit = _first_snapshot_commit(g, git_dir, env, task.id)
+            _write_snapshot_cache(git_dir, task.repo_path, fingerprint, commit, _loose_commit_tree(git_dir, commit))
+            return BaseRepo(git_dir, commit)
         tree = _run(g, "write-tree", env=env)
         bare = _git(git_dir=git_dir)
         if not fresh:
@@ -166,6 +174,39 @@ def prepare_base(task: Task, state_dir: Path) -> BaseRepo:
         _run(bare, "update-ref", "HEAD", commit)
         _write_snapshot_cache(git_dir, task.repo_path, fingerprint, commit, tree)
         return BaseRepo(git_dir, commit)
+
+
+_QUIET_COMMIT = (
+    # The user's global git config must not sign, hook or spawn maintenance in
+    # crossreview's own snapshot repositories.
+    "-c", "maintenance.auto=false", "-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null",
+    "-c", "commit.gpgSign=false",
+)
+
+
+def _first_snapshot_commit(g: "_GitCmd", git_dir: Path, env: dict[str, str], task_id: str) -> str:
+    """Commit the staged folder as a fresh snapshot repository's first commit; return it.
+
+    One ``git commit`` instead of write-tree, commit-tree and update-ref: a
+    task run is short, and every git process costs it milliseconds.
+    """
+    _run(g, *_QUIET_COMMIT, "commit", "--quiet", "--no-verify", "--allow-empty", "-m", f"snapshot of {task_id}/repo",
+         env=env)
+    head = _head_commit(git_dir)
+    return head or _run(_git(git_dir=git_dir), "rev-parse", "--verify", "HEAD")
+
+
+def _loose_commit_tree(git_dir: Path, commit: str) -> str | None:
+    """The tree of a commit git just wrote as a loose object, read from the object file (None if not loose)."""
+    try:
+        raw = zlib.decompress((git_dir / "objects" / commit[:2] / commit[2:]).read_bytes())
+    except (OSError, zlib.error):
+        return None
+    header, _, body = raw.partition(b"\0")
+    if not header.startswith(b"commit ") or not body.startswith(b"tree "):
+        return None
+    tree = body[5:45].decode("ascii", "replace")
+    return tree if all(c in "0123456789abcdef" for c in tree) else None
 
 
 _SNAPSHOT_EXCLUDE = "__pycache__/\n*.pyc\n.pytest_cache/\n"
@@ -234,7 +275,7 @@ def _read_snapshot_cache(git_dir: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _write_snapshot_cache(git_dir: Path, repo: Path, fingerprint: str | None, commit: str, tree: str) -> None:
+def _write_snapshot_cache(git_dir: Path, repo: Path, fingerprint: str | None, commit: str, tree: str | None) -> None:
     path = git_dir / _SNAPSHOT_CACHE
     if fingerprint is None:
         path.unlink(missing_ok=True)
@@ -254,8 +295,8 @@ def kept_branch(run: str, task_id: str) -> str:
     return f"crossreview/{run}/{task_id}"
 
 
-def create_worktree(state_dir: Path, base: BaseRepo, path: Path, branch: str) -> Path:
-    """A fresh worktree at ``path`` on ``branch`` at the base commit (replacing any old one)."""
+def create_worktree(state_dir: Path, base: BaseRepo, path: Path) -> Path:
+    """A fresh worktree at ``path`` at the base commit, HEAD detached (replacing any old one)."""
     with repo_lock(state_dir, base.git_dir):
         if path.exists() or (path.parent / f".{path.name}.owner").exists():
             _remove_locked(base, path, None)  # a leftover of a crashed attempt
@@ -265,9 +306,8 @@ def create_worktree(state_dir: Path, base: BaseRepo, path: Path, branch: str) ->
                 break
             except FileNotFoundError:
                 continue
-        # -B resets the branch if a killed run left it behind; --force takes
-        # over a worktree record whose folder is gone.
-        _run(base.git(), "worktree", "add", "--force", "--quiet", "-B", branch, str(path), base.commit)
+        # --force takes over a worktree record whose folder is gone.
+        _run(base.git(), "worktree", "add", "--force", "--quiet", "--detach", str(path), base.commit)
         _write_owner(path)
     _save_seed_index(path)
     return path
@@ -304,23 +344,58 @@ def _write_owner(path: Path) -> None:
     owner.write_text(json.dumps({"pid": os.getpid()}))
 
 
-def remove_worktree(state_dir: Path, base: BaseRepo, path: Path, branch: str | None) -> None:
-    """Remove the worktree at ``path`` and its branch; quiet if either is already gone."""
+def remove_worktree(state_dir: Path, base: BaseRepo, path: Path, branch: str | None = None) -> None:
+    """Remove the worktree at ``path`` (and ``branch``, if given); quiet if either is already gone."""
     remove_worktrees(state_dir, base, [path], [branch] if branch else [])
 
 
-def remove_worktrees(state_dir: Path, base: BaseRepo, paths: list[Path], branches: list[str]) -> None:
-    """Remove several worktrees and branches with one prune and one branch deletion."""
+def remove_worktrees(state_dir: Path, base: BaseRepo, paths: list[Path], branches: list[str] = ()) -> None:
+    """Remove several worktrees, their records in the repository, and ``branches`` (one git call at most)."""
     for path in paths:
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
-        (path.parent / f".{path.name}.owner").unlink(missing_ok=True)
-        _seed_index(path).unlink(missing_ok=True)
+        _forget_sidecars(path)
     with repo_lock(state_dir, base.git_dir):
-        g = base.git()
-        _run(g, "worktree", "prune", with_exceptions=False)
+        if not _drop_worktree_records(base.git_dir, paths):
+            _run(base.git(), "worktree", "prune", with_exceptions=False)
         if branches:
-            _run(g, "branch", "-D", "--quiet", *branches, with_exceptions=False)
+            _run(base.git(), "branch", "-D", "--quiet", *branches, with_exceptions=False)
+
+
+def _forget_sidecars(path: Path) -> None:
+    """Delete what crossreview keeps beside a worktree: its owner file and private indexes."""
+    (path.parent / f".{path.name}.owner").unlink(missing_ok=True)
+    _seed_index(path).unlink(missing_ok=True)
+    for staged in path.parent.glob(f".{path.name}.staged-*"):
+        staged.unlink(missing_ok=True)
+
+
+def _drop_worktree_records(git_dir: Path, paths: list[Path]) -> bool:
+    """Delete the records (``<git dir>/worktrees/<id>``) of removed worktrees at ``paths``.
+
+    What ``git worktree prune`` does for a vanished worktree, without a git
+    process: only a record whose ``gitdir`` file names ``<path>/.git`` for one
+    of ``paths`` is touched (a worktree's own ``.git`` file is never trusted to
+    say where its record is: the agent could have rewritten it). False when
+    the records cannot be read: the caller runs ``git worktree prune``.
+    """
+    wanted = {os.path.realpath(p / ".git") for p in paths if not p.exists()}
+    if not wanted:
+        return True
+    records = Path(git_dir) / "worktrees"
+    try:
+        entries = list(os.scandir(records)) if records.is_dir() else []
+        for entry in entries:
+            gitdir = Path(entry.path) / "gitdir"
+            try:
+                target = gitdir.read_text().strip()
+            except FileNotFoundError:
+                continue
+            if os.path.realpath(target) in wanted and not os.path.islink(entry.path):
+                shutil.rmtree(entry.path)
+    except OSError:
+        return False
+    return True
 
 
 def _remove_locked(base: BaseRepo, path: Path, branch: str | None) -> None:
@@ -329,9 +404,7 @@ def _remove_locked(base: BaseRepo, path: Path, branch: str | None) -> None:
         _run(g, "worktree", "remove", "--force", "--force", str(path), with_exceptions=False)
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
-    owner = path.parent / f".{path.name}.owner"
-    owner.unlink(missing_ok=True)
-    _seed_index(path).unlink(missing_ok=True)
+    _forget_sidecars(path)
     _run(g, "worktree", "prune", with_exceptions=False)
     if branch:
         _run(g, "branch", "-D", branch, with_exceptions=False)
@@ -344,7 +417,9 @@ def take_diff(path: Path, base_commit: str) -> DiffInfo:
     it, and leaves out the folders crossreview copies tests into. The
     throwaway index starts as the copy ``create_worktree`` kept of the fresh
     worktree's index (else as the base tree), and one ``git diff`` gives both
-    the patch and the per-file counts.
+    the patch and the per-file counts. The index is kept beside the worktree,
+    named for the patch, so ``keep_branch`` can commit exactly this patch
+    without staging it again.
     """
     g = _git(cwd=path)
     seed = _seed_index(path)
@@ -366,7 +441,24 @@ def take_diff(path: Path, base_commit: str) -> DiffInfo:
             g, "diff", "--cached", "--numstat", "-z", "--patch", "--binary", "--no-color", "--no-ext-diff",
             "--no-renames", base_commit, env=env, strip_newline_in_stdout=False,
         )
-    return _parse_numstat_and_patch(out)
+        info = _parse_numstat_and_patch(out)
+        _keep_staged_index(path, index, info.text)
+    return info
+
+
+def _staged_index(path: Path, diff: str) -> Path:
+    """Where ``take_diff`` keeps the index holding base + ``diff`` for the worktree at ``path``."""
+    digest = hashlib.sha256(diff.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return path.parent / f".{path.name}.staged-{digest}"
+
+
+def _keep_staged_index(path: Path, index: Path, diff: str) -> None:
+    for old in path.parent.glob(f".{path.name}.staged-*"):
+        old.unlink(missing_ok=True)
+    try:
+        os.replace(index, _staged_index(path, diff))
+    except OSError:
+        pass  # keep_branch stages the patch itself
 
 
 def _stage_all(g: _GitCmd, env: dict[str, str]) -> None:
@@ -425,18 +517,28 @@ def apply_diff(path: Path, diff: str) -> None:
         os.unlink(patch)
 
 
-def keep_branch(state_dir: Path, base: BaseRepo, branch: str, diff: str, message: str) -> str:
-    """Commit base + ``diff`` onto ``branch`` without needing a worktree; returns the commit."""
+def keep_branch(state_dir: Path, base: BaseRepo, branch: str, diff: str, message: str,
+                worktree: Path | None = None) -> str:
+    """Commit base + ``diff`` onto ``branch`` without needing a worktree; returns the commit.
+
+    When ``take_diff`` left the index of exactly this diff beside ``worktree``,
+    its tree is written as it is; otherwise the patch is staged on the base tree.
+    """
     g = base.git()
-    with tempfile.TemporaryDirectory(prefix="crossreview-keep-") as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        _run(g, "read-tree", base.commit, env=env)
-        if diff.strip():
-            patch = Path(tmp) / "candidate.patch"
-            patch.write_text(diff)
-            _run(g, "apply", "--cached", "--binary", str(patch), env=env)
-        tree = _run(g, "write-tree", env=env)
-        commit = _run(g, "commit-tree", tree, "-p", base.commit, "-m", message)
+    staged = _staged_index(worktree, diff) if worktree is not None else None
+    tree = None
+    if staged is not None and staged.is_file():
+        tree = _run(g, "write-tree", env={"GIT_INDEX_FILE": str(staged)}, with_exceptions=False) or None
+    if tree is None:
+        with tempfile.TemporaryDirectory(prefix="crossreview-keep-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            _run(g, "read-tree", base.commit, env=env)
+            if diff.strip():
+                patch = Path(tmp) / "candidate.patch"
+                patch.write_text(diff)
+                _run(g, "apply", "--cached", "--binary", str(patch), env=env)
+            tree = _run(g, "write-tree", env=env)
+    commit = _run(g, "commit-tree", tree, "-p", base.commit, "-m", message)
     with repo_lock(state_dir, base.git_dir):
         _run(g, "update-ref", f"refs/heads/{branch}", commit)
     return commit
@@ -537,8 +639,7 @@ def gc(state_dir: Path, git_dirs: list[Path], keep_runs: set[str] = frozenset())
         if run in live_runs:
             continue
         shutil.rmtree(orphan.path, ignore_errors=True)
-        (orphan.path.parent / f".{orphan.path.name}.owner").unlink(missing_ok=True)
-        _seed_index(orphan.path).unlink(missing_ok=True)
+        _forget_sidecars(orphan.path)
         removed_trees += 1
     removed_branches = 0
     for git_dir in git_dirs:

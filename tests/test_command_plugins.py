@@ -27,7 +27,7 @@ from crossreview.default_plugins.command import (
 )
 from crossreview.models import AgentSpec, Task, TestOutcome, TestReport
 from crossreview.plugins import new_plugin_manager
-from crossreview.worktrees import create_worktree, prepare_base, take_diff, work_branch, worktrees_root
+from crossreview.worktrees import create_worktree, prepare_base, take_diff, worktrees_root
 
 # --- parse_verdict ---------------------------------------------------------------
 
@@ -121,7 +121,7 @@ def task(tmp_path) -> Task:
 def worktree(tmp_path, task):
     state = tmp_path / "state"
     base = prepare_base(task, state)
-    path = create_worktree(state, base, worktrees_root(state) / "r1" / task.id / "a", work_branch("r1", task.id, "a"))
+    path = create_worktree(state, base, worktrees_root(state) / "r1" / task.id / "a")
     return path, base
 
 

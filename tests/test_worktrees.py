@@ -89,7 +89,7 @@ def wt_path(state: Path, run: str, task_id: str, agent: str) -> Path:
 
 
 def new_wt(state, base, run="run1", task_id="demo", agent="a") -> Path:
-    return create_worktree(state, base, wt_path(state, run, task_id, agent), work_branch(run, task_id, agent))
+    return create_worktree(state, base, wt_path(state, run, task_id, agent))
 
 
 def tree_files(path: Path) -> dict[str, bytes]:
@@ -279,9 +279,9 @@ def test_each_agent_gets_its_own_worktree_at_the_base_commit(state, base_and_tas
     a = new_wt(state, base, agent="a")
     b = new_wt(state, base, agent="b")
     assert a != b and a.is_dir() and b.is_dir()
-    for path, agent in ((a, "a"), (b, "b")):
+    for path in (a, b):
         assert git(path, "rev-parse", "HEAD") == base.commit
-        assert git(path, "rev-parse", "--abbrev-ref", "HEAD") == work_branch("run1", "demo", agent)
+        assert git(path, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"  # detached: no branch per candidate
         assert git(path, "status", "--porcelain") == ""
         assert tree_files(path) == tree_files(task.repo_path)
     # the worktrees are independent
@@ -560,6 +560,26 @@ def test_keep_branch_commits_the_diff_onto_a_branch(state, base_and_task):
     assert git(a, "rev-parse", "HEAD") == base.commit
 
 
+def test_keep_branch_writes_the_staged_index_of_exactly_that_diff(state, base_and_task, snapshots):
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    _make_change(a)
+    diff = take_diff(a, base.commit).text
+    (a / "main.py").write_text("changed after the diff was taken\n")  # the worktree is not what is kept
+    snapshots.clear()
+    fast = keep_branch(state, base, "crossreview/run1/fast", diff, "accepted: a", worktree=a)
+    assert [c[0] for c in snapshots] == ["write-tree", "commit-tree", "update-ref"]
+    slow = keep_branch(state, base, "crossreview/run1/slow", diff, "accepted: a")
+    tree = lambda c: git(base.git_dir, "rev-parse", f"{c}^{{tree}}")  # noqa: E731
+    assert tree(fast) == tree(slow)
+    assert git_bytes(base.git_dir, "show", f"{fast}:main.py") == b"def answer():\n    return 42\n"
+    # a different diff than the one staged: the staged index is not used
+    snapshots.clear()
+    other = keep_branch(state, base, "crossreview/run1/other", "", "nothing", worktree=a)
+    assert snapshots[0][0] == "read-tree"
+    assert tree(other) == tree(base.commit)
+
+
 def test_keep_branch_with_empty_diff_is_the_base_tree(state, base_and_task):
     base, _ = base_and_task
     commit = keep_branch(state, base, "crossreview/run1/empty", "", "nothing")
@@ -568,20 +588,52 @@ def test_keep_branch_with_empty_diff_is_the_base_tree(state, base_and_task):
     )
 
 
-def test_remove_worktree_removes_dir_and_branch(state, base_and_task):
+def test_remove_worktree_removes_dir_and_its_record_without_git(state, base_and_task, snapshots):
     base, _ = base_and_task
     a = new_wt(state, base)
-    branch = work_branch("run1", "demo", "a")
-    assert branch in branches(base.git_dir)
+    b = new_wt(state, base, agent="b")
+    assert not [x for x in branches(base.git_dir) if x.startswith("crossreview/")]  # detached: none made
     (a / "dirty.txt").write_text("uncommitted\n")
-    remove_worktree(state, base, a, branch)
+    take_diff(a, base.commit)
+    assert list(a.parent.glob(".a.staged-*"))
+    snapshots.clear()
+    remove_worktree(state, base, a)
+    assert snapshots == []  # the record is deleted directly: no `git worktree prune`
     assert not a.exists()
     assert not (a.parent / ".a.owner").exists()
     assert not (a.parent / ".a.index").exists()  # the private seed index goes too
-    assert branch not in branches(base.git_dir)
-    assert str(a) not in git(base.git_dir, "worktree", "list", "--porcelain")
+    assert not list(a.parent.glob(".a.staged-*"))  # and the staged one
+    listed = git(base.git_dir, "worktree", "list", "--porcelain")
+    assert str(a) not in listed and str(b) in listed  # only a's record went
+    assert git(b, "status", "--porcelain") == ""
+    # git itself agrees nothing is left to prune
+    assert git(base.git_dir, "worktree", "prune", "--dry-run", "--verbose") == ""
     # removing again is quiet
+    remove_worktree(state, base, a)
+
+
+def test_remove_worktree_never_trusts_the_worktrees_own_git_file(state, base_and_task):
+    # An agent could point its worktree's .git at another worktree's record;
+    # removal finds the record by the record's own gitdir file, not by that pointer.
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    b = new_wt(state, base, agent="b")
+    b_pointer = (b / ".git").read_text()
+    (a / ".git").write_text(b_pointer)
+    remove_worktree(state, base, a)
+    listed = git(base.git_dir, "worktree", "list", "--porcelain")
+    assert str(a) not in listed and str(b) in listed
+    assert git(b, "rev-parse", "HEAD") == base.commit
+
+
+def test_remove_worktree_deletes_named_branches_too(state, base_and_task):
+    # Older versions put every candidate on a work branch; removal still deletes one when named.
+    base, _ = base_and_task
+    a = new_wt(state, base)
+    branch = work_branch("run1", "demo", "a")
+    git(base.git_dir, "branch", branch, base.commit)
     remove_worktree(state, base, a, branch)
+    assert branch not in branches(base.git_dir)
 
 
 # --- orphans and gc ------------------------------------------------------------
@@ -625,8 +677,9 @@ def test_gc_removes_orphans_and_dead_branches_keeps_live_and_kept(state, base_an
     pid = dead_pid()
     for p in (dead, dead2, kept):
         set_owner(p, pid)
-    # a branch of a dead run with no worktree left at all
-    git(base.git_dir, "branch", work_branch("gone", "demo", "a"), base.commit)
+    # work branches as older versions made them, one of a dead run with no worktree left at all
+    for run, agent in (("live", "a"), ("dead", "a"), ("dead", "b"), ("kept", "a"), ("gone", "a")):
+        git(base.git_dir, "branch", work_branch(run, "demo", agent), base.commit)
     # an accepted candidate's kept branch is not a work branch: never collected
     keep_branch(state, base, "crossreview/dead/demo", "", "accepted")
 
@@ -685,8 +738,9 @@ def test_existing_git_repository_at_a_given_ref(tmp_path, state):
     (wt / "app.py").write_text("VERSION = 3\n")
     diff = take_diff(wt, base.commit)
     assert diff.files == ["app.py"]
-    remove_worktree(state, base, wt, work_branch("run1", "ext", "a"))
-    assert work_branch("run1", "ext", "a") not in branches(upstream / ".git")
+    remove_worktree(state, base, wt)
+    assert not [b for b in branches(upstream / ".git") if b.startswith("crossreview/")]  # none in the user's repo
+    assert str(wt) not in git(upstream, "worktree", "list", "--porcelain")
 
 
 def test_existing_repository_ref_given_by_name(tmp_path, state):
@@ -706,3 +760,43 @@ def test_existing_repository_ref_given_by_name(tmp_path, state):
     assert base.commit == git(upstream, "rev-parse", "v1^{commit}")
     wt = new_wt(state, base, task_id="ext")
     assert (wt / "f.txt").read_text() == "one\n"
+
+
+def test_first_snapshot_is_three_git_calls_and_ignores_the_users_hooks(tmp_path, state, snapshots, monkeypatch):
+    # A user's global config with hooks or signing must not reach crossreview's snapshot repositories.
+    home = tmp_path / "home"
+    hooks = home / "hooks"
+    hooks.mkdir(parents=True)
+    for name in ("pre-commit", "post-commit", "commit-msg"):
+        (hooks / name).write_text(f"#!/bin/sh\necho ran > {tmp_path}/hook-{name}\nexit 1\n")
+        (hooks / name).chmod(0o755)
+    (home / ".gitconfig").write_text(f"[core]\n\thooksPath = {hooks}\n[commit]\n\tgpgSign = true\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
+    task = folder_task(tmp_path)
+    base = prepare_base(task, state)
+    assert [c[0] for c in snapshots] == ["init", "add", "-c"]  # init, add, one commit
+    assert not list(tmp_path.glob("hook-*"))
+    assert git(base.git_dir, "rev-parse", "HEAD") == base.commit
+    files = git_bytes(base.git_dir, "ls-tree", "-r", "--name-only", base.commit).decode().split()
+    assert files == sorted(p.relative_to(task.repo_path).as_posix() for p in task.repo_path.rglob("*") if p.is_file())
+
+
+def test_first_snapshot_of_an_empty_folder(tmp_path, state):
+    import shutil
+
+    task = folder_task(tmp_path)
+    shutil.rmtree(task.repo_path)
+    task.repo_path.mkdir()
+    base = prepare_base(task, state)
+    assert git(base.git_dir, "ls-tree", "-r", base.commit) == ""
+
+
+def test_first_snapshot_caches_its_tree_read_from_the_object_file(tmp_path, state, snapshots):
+    import json
+
+    task = folder_task(tmp_path)
+    settle()
+    base = prepare_base(task, state)
+    cache = json.loads((base.git_dir / "crossreview-snapshot.json").read_text())
+    assert cache["tree"] == git(base.git_dir, "rev-parse", f"{base.commit}^{{tree}}")
