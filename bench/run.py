@@ -179,57 +179,104 @@ def _baseline(suite: Path, jobs: int) -> float:
     return time.perf_counter() - start
 
 
-def perf_cpu(argv: list[str], cwd: Path, env: dict | None = None) -> float | None:
-    """CPU-seconds of a process and every descendant (through bubblewrap's PID namespace too), by `perf stat`.
+def timed_with_cpu(argv: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float | None, int]:
+    """(wall seconds, CPU-seconds of the whole process tree or None, exit code) of one run.
 
-    getrusage misses what runs inside a sandbox (bwrap's init reaps it), and
-    wall-clock on a shared machine drifts with the neighbours' load; CPU time
-    of the whole process tree does neither. None where perf is missing or not allowed.
+    CPU comes from `perf stat` (counting only, no sampling: it does not slow
+    the run). getrusage misses what runs inside a sandbox (bwrap's init reaps
+    it), and wall-clock on a shared machine drifts with the neighbours' load;
+    CPU time of the whole process tree does neither. None where perf is
+    missing or not allowed.
     """
-    if not shutil.which("perf"):
-        return None
-    proc = subprocess.run(["perf", "stat", "-x,", "-e", "task-clock", "--", *argv], cwd=cwd, env=env or ENV,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    for line in reversed(proc.stderr.splitlines()):
-        fields = line.split(",")
-        if len(fields) > 2 and fields[2].startswith("task-clock"):
-            try:
-                return float(fields[0]) / 1000
-            except ValueError:
-                return None
-    return None
+    with tempfile.NamedTemporaryFile(suffix=".perf", delete=False) as fh:
+        out = Path(fh.name)
+    wrap = ["perf", "stat", "-x,", "-e", "task-clock", "-o", str(out), "--"] if shutil.which("perf") else []
+    start = time.perf_counter()
+    proc = subprocess.run([*wrap, *argv], cwd=cwd, env=env or ENV, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    cpu = None
+    try:
+        for line in out.read_text().splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[2].startswith("task-clock"):
+                try:
+                    cpu = float(fields[0]) / 1000
+                except ValueError:
+                    cpu = None
+    except OSError:
+        pass
+    finally:
+        out.unlink(missing_ok=True)
+    return wall, cpu, proc.returncode
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
 
 def bench_overhead(quick: bool) -> dict:
     """`crossreview run` on trivial tasks (oracle+noop) against the minimal baseline.
 
-    Wall-clock is the issue's figure. CPU-seconds of each whole process tree
-    (perf stat, separate runs) say the same without the neighbours' load.
+    Both run ``rounds`` times, alternating, on a small and a three-times
+    larger suite; the medians are compared. Two readings of "per task run":
+
+    - ``ratio`` / ``extra_ms_per_task``: the whole run of the small suite
+      (crossreview's start-up, ~1 s of imports, spread over its tasks);
+    - ``marginal_*``: what one more task run costs, from the difference
+      between the two suite sizes (start-up cancels out; it is measured on
+      its own by the startup benchmark).
+
+    Wall-clock is the issue's figure; CPU-seconds of each whole process tree
+    (perf stat) say the same without the neighbours' load.
     """
-    n, jobs = (10, 2) if quick else (30, 2)
+    n, jobs, rounds = (10, 2, 2) if quick else (30, 2, 3)
+    sizes = (n, 3 * n)
+    runs: dict[tuple[str, int], list[tuple[float, float | None]]] = {}
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-ovh-") as tmp:
         root = Path(tmp)
-        suite = root / "suite"
-        for i in range(n):
-            trivial_task(suite, f"t{i:04d}")
-        load = os.getloadavg()[0]
-        base = _baseline(suite, jobs)
-        args = ["run", str(suite), "--agent", "oracle", "--agent", "noop", "--jobs", str(jobs)]
-        wall, rss, code = run_cli(args, root)
-        assert code == 0, f"crossreview run exited {code}"
-        base_cpu = perf_cpu([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE.parent)!r}); "
-                             f"from pathlib import Path; from bench.run import _baseline; _baseline(Path({str(suite)!r}), {jobs})"], root)
-        shutil.rmtree(root / ".crossreview", ignore_errors=True)
-        cr_cpu = perf_cpu([sys.executable, "-m", "crossreview", *args], root)
+        for size in sizes:
+            suite = root / f"suite{size}"
+            for i in range(size):
+                trivial_task(suite, f"t{i:04d}")
+            base_argv = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE.parent)!r}); "
+                         f"from pathlib import Path; from bench.run import _baseline; _baseline(Path({str(suite)!r}), {jobs})"]
+            cr_argv = [sys.executable, "-m", "crossreview", "run", str(suite), "--agent", "oracle", "--agent", "noop",
+                       "--jobs", str(jobs)]
+            for _ in range(rounds):  # alternate, so drift in the neighbours' load hits both alike
+                wall, cpu, _ = timed_with_cpu(base_argv, root)
+                runs.setdefault(("base", size), []).append((wall, cpu))
+                shutil.rmtree(root / ".crossreview", ignore_errors=True)
+                wall, cpu, code = timed_with_cpu(cr_argv, root)
+                assert code == 0, f"crossreview run exited {code}"
+                runs.setdefault(("cr", size), []).append((wall, cpu))
+
+    def med(who: str, size: int, i: int) -> float | None:
+        vals = [r[i] for r in runs[(who, size)] if r[i] is not None]
+        return _median(vals) if vals else None
+
+    small, large = sizes
+    base, cr = med("base", small, 0), med("cr", small, 0)
+    d_base, d_cr = med("base", large, 0) - base, med("cr", large, 0) - cr
     out = {
-        "tasks": n, "jobs": jobs, "baseline_s": round(base, 3), "crossreview_s": round(wall, 3),
-        "ratio": round(wall / base, 3), "extra_ms_per_task": round((wall - base) / n * 1000, 1),
+        "tasks": small, "jobs": jobs, "rounds": rounds, "baseline_s": round(base, 3), "crossreview_s": round(cr, 3),
+        "ratio": round(cr / base, 3), "extra_ms_per_task": round((cr - base) / small * 1000, 1),
+        "marginal_tasks": f"{small}->{large}", "marginal_ratio": round(d_cr / d_base, 3),
+        "marginal_extra_ms_per_task": round((d_cr - d_base) / (large - small) * 1000, 1),
+        "fixed_extra_s": round((cr - d_cr / (large - small) * small) - (base - d_base / (large - small) * small), 3),
         "load_before": round(load, 2),
     }
+    base_cpu, cr_cpu = med("base", small, 1), med("cr", small, 1)
     if base_cpu and cr_cpu:
+        d_base_cpu, d_cr_cpu = med("base", large, 1) - base_cpu, med("cr", large, 1) - cr_cpu
         out.update({"baseline_cpu_s": round(base_cpu, 2), "crossreview_cpu_s": round(cr_cpu, 2),
                     "cpu_ratio": round(cr_cpu / base_cpu, 3),
-                    "extra_cpu_ms_per_task": round((cr_cpu - base_cpu) / n * 1000, 1)})
+                    "extra_cpu_ms_per_task": round((cr_cpu - base_cpu) / small * 1000, 1),
+                    "marginal_cpu_ratio": round(d_cr_cpu / d_base_cpu, 3),
+                    "marginal_extra_cpu_ms_per_task": round((d_cr_cpu - d_base_cpu) / (large - small) * 1000, 1)})
     return out
 
 
