@@ -103,7 +103,7 @@ def bench_parallel(quick: bool) -> list[dict]:
     """N sleeping agents and reviewers: wall-clock of the graph against its critical path.
 
     ``efficiency`` is the issue's figure: critical path (slowest agent + one
-    test run + slowest review) / wall-clock. It assumes a free core for every
+    test run + slowest review, each timed alone, start-up included) / wall-clock. It assumes a free core for every
     process. ``cpu_bound_s`` is what no scheduler can beat on this machine:
     after the last agent, the N test runs and the N×(N-1) review processes
     need ``work_cpu_s`` CPU-seconds (each measured alone, outside crossreview),
@@ -126,7 +126,10 @@ def bench_parallel(quick: bool) -> list[dict]:
             for _ in range(n):
                 args += ["--agent", f"command:{{python}} {agent}"]
             test_s, test_cpu = _pytest_once(suite / "t")
-            review_cpu = min(_cpu_of([sys.executable, str(reviewer)], root)[1] for _ in range(3))
+            review_runs = [_cpu_of([sys.executable, str(reviewer)], root) for _ in range(3)]
+            review_s, review_cpu = min(w for w, _ in review_runs), min(c for _, c in review_runs)
+            with tempfile.TemporaryDirectory(prefix="bench-agent-") as scratch:
+                agent_s = min(_cpu_of([sys.executable, str(agent)], Path(scratch))[0] for _ in range(3))
             load = os.getloadavg()[0]
             run_cli(args, root)
             db = sqlite3.connect(root / ".crossreview" / "ledger.db")
@@ -135,11 +138,13 @@ def bench_parallel(quick: bool) -> list[dict]:
             # The whole task run, prepare to record, against what cannot be avoided:
             # the slowest agent, one test run, the slowest review.
             wall = max(t(f) for _, s, f in ev) - min(t(s) for _, s, f in ev)
-            critical = latency + test_s + review_latency
+            # Each process as it runs alone, interpreter start-up included: the
+            # agent's and reviewer's own start-up is theirs, not crossreview's.
+            critical = agent_s + test_s + review_s
             work = n * test_cpu + n * (n - 1) * review_cpu
-            bound = latency + max(test_s, work / cores) + review_latency
+            bound = agent_s + max(test_s, work / cores) + review_s
             rows.append({
-                "agents": n, "reviews": n * (n - 1), "agent_s": latency, "review_s": review_latency,
+                "agents": n, "reviews": n * (n - 1), "agent_s": round(agent_s, 3), "review_s": round(review_s, 3),
                 "test_s": round(test_s, 3), "critical_path_s": round(critical, 3), "task_run_wall_s": round(wall, 3),
                 "efficiency": round(critical / wall, 3),
                 "test_cpu_s": round(test_cpu, 3), "review_cpu_s": round(review_cpu, 3), "work_cpu_s": round(work, 2),

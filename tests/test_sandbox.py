@@ -543,3 +543,49 @@ def test_only_an_agent_configured_for_network_gets_it_and_only_its_key(cli, tmp_
     db.close()
     assert reports["net"] == {"keys": ["GOOD_API_KEY"], "net": True, "secret": None}
     assert reports["plain"] == {"keys": [], "net": False, "secret": None}
+
+
+# --- waiting for a command to end ---------------------------------------------
+
+
+class _CountingPopen(subprocess.Popen):
+    polls = 0
+
+    def poll(self):
+        type(self).polls += 1
+        return super().poll()
+
+
+def test_wait_for_exit_wakes_when_the_command_ends_not_by_polling():
+    _CountingPopen.polls = 0
+    proc = _CountingPopen(["sh", "-c", "sleep 0.3; exit 3"])
+    assert sandbox.wait_for_exit(proc, timeout=30) is True
+    assert proc.returncode == 3
+    # One look before waiting, one after the pidfd said it ended: not a poll
+    # every few milliseconds (Popen.wait(timeout) sleeps up to 50 ms between looks).
+    assert 1 <= _CountingPopen.polls <= 3
+
+
+def test_wait_for_exit_times_out_and_leaves_the_process_to_the_caller():
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        assert sandbox.wait_for_exit(proc, timeout=0.2) is False
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_wait_for_exit_without_pidfd_falls_back_to_popen(monkeypatch):
+    def no_pidfd(pid):
+        raise OSError("pidfd_open: not supported here")
+
+    monkeypatch.setattr(sandbox.os, "pidfd_open", no_pidfd, raising=False)
+    done = subprocess.Popen(["sh", "-c", "exit 4"])
+    assert sandbox.wait_for_exit(done, timeout=30) is True and done.returncode == 4
+    slow = subprocess.Popen(["sleep", "30"])
+    try:
+        assert sandbox.wait_for_exit(slow, timeout=0.2) is False
+    finally:
+        slow.kill()
+        slow.wait()
