@@ -237,51 +237,62 @@ def bench_overhead(quick: bool) -> dict:
     Wall-clock is the issue's figure; CPU-seconds of each whole process tree
     (perf stat) say the same without the neighbours' load.
     """
-    n, jobs, rounds = (10, 2, 2) if quick else (30, 2, 3)
-    sizes = (n, 3 * n)
-    runs: dict[tuple[str, int], list[tuple[float, float | None]]] = {}
+    n, jobs, rounds = (10, 2, 3) if quick else (30, 2, 5)
+    small, large = n, 3 * n
     load = os.getloadavg()[0]
+    rows: list[dict[str, tuple[float, float | None]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ovh-") as tmp:
         root = Path(tmp)
-        for size in sizes:
+        argvs = {}
+        for size in (small, large):
             suite = root / f"suite{size}"
             for i in range(size):
                 trivial_task(suite, f"t{i:04d}")
-            base_argv = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE.parent)!r}); "
-                         f"from pathlib import Path; from bench.run import _baseline; _baseline(Path({str(suite)!r}), {jobs})"]
-            cr_argv = [sys.executable, "-m", "crossreview", "run", str(suite), "--agent", "oracle", "--agent", "noop",
-                       "--jobs", str(jobs)]
-            for _ in range(rounds):  # alternate, so drift in the neighbours' load hits both alike
-                wall, cpu, _ = timed_with_cpu(base_argv, root)
-                runs.setdefault(("base", size), []).append((wall, cpu))
-                shutil.rmtree(root / ".crossreview", ignore_errors=True)
-                wall, cpu, code = timed_with_cpu(cr_argv, root)
-                assert code == 0, f"crossreview run exited {code}"
-                runs.setdefault(("cr", size), []).append((wall, cpu))
+            argvs[("base", size)] = [
+                sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE.parent)!r}); from pathlib import Path; "
+                f"from bench.run import _baseline; _baseline(Path({str(suite)!r}), {jobs})"]
+            argvs[("cr", size)] = [sys.executable, "-m", "crossreview", "run", str(suite), "--agent", "oracle",
+                                   "--agent", "noop", "--jobs", str(jobs)]
+        # Every round runs all four back to back, so drift in the neighbours'
+        # load (large on shared machines, in CPU-seconds too) hits all alike;
+        # each figure is the median of its per-round values.
+        for _ in range(rounds):
+            row = {}
+            for size in (small, large):
+                for who in ("base", "cr"):
+                    shutil.rmtree(root / ".crossreview", ignore_errors=True)
+                    wall, cpu, code = timed_with_cpu(argvs[(who, size)], root)
+                    assert code == 0, f"{who} run of {size} tasks exited {code}"
+                    row[f"{who}{size}"] = (wall, cpu)
+            rows.append(row)
 
-    def med(who: str, size: int, i: int) -> float | None:
-        vals = [r[i] for r in runs[(who, size)] if r[i] is not None]
-        return _median(vals) if vals else None
+    def figures(i: int) -> dict[str, float] | None:
+        per_round = []
+        for r in rows:
+            b, c, bl, cl = r[f"base{small}"][i], r[f"cr{small}"][i], r[f"base{large}"][i], r[f"cr{large}"][i]
+            if None in (b, c, bl, cl):
+                return None
+            d_b, d_c = bl - b, cl - c
+            per_round.append({"base": b, "cr": c, "ratio": c / b, "extra_ms": (c - b) / small * 1000,
+                              "marginal_ratio": d_c / d_b, "marginal_ms": (d_c - d_b) / (large - small) * 1000,
+                              "fixed_s": (c - d_c / (large - small) * small) - (b - d_b / (large - small) * small)})
+        return {k: _median([f[k] for f in per_round]) for k in per_round[0]}
 
-    small, large = sizes
-    base, cr = med("base", small, 0), med("cr", small, 0)
-    d_base, d_cr = med("base", large, 0) - base, med("cr", large, 0) - cr
+    wall = figures(0)
     out = {
-        "tasks": small, "jobs": jobs, "rounds": rounds, "baseline_s": round(base, 3), "crossreview_s": round(cr, 3),
-        "ratio": round(cr / base, 3), "extra_ms_per_task": round((cr - base) / small * 1000, 1),
-        "marginal_tasks": f"{small}->{large}", "marginal_ratio": round(d_cr / d_base, 3),
-        "marginal_extra_ms_per_task": round((d_cr - d_base) / (large - small) * 1000, 1),
-        "fixed_extra_s": round((cr - d_cr / (large - small) * small) - (base - d_base / (large - small) * small), 3),
-        "load_before": round(load, 2),
+        "tasks": small, "jobs": jobs, "rounds": rounds, "baseline_s": round(wall["base"], 3),
+        "crossreview_s": round(wall["cr"], 3), "ratio": round(wall["ratio"], 3),
+        "extra_ms_per_task": round(wall["extra_ms"], 1), "marginal_tasks": f"{small}->{large}",
+        "marginal_ratio": round(wall["marginal_ratio"], 3), "marginal_extra_ms_per_task": round(wall["marginal_ms"], 1),
+        "fixed_extra_s": round(wall["fixed_s"], 3), "load_before": round(load, 2),
     }
-    base_cpu, cr_cpu = med("base", small, 1), med("cr", small, 1)
-    if base_cpu and cr_cpu:
-        d_base_cpu, d_cr_cpu = med("base", large, 1) - base_cpu, med("cr", large, 1) - cr_cpu
-        out.update({"baseline_cpu_s": round(base_cpu, 2), "crossreview_cpu_s": round(cr_cpu, 2),
-                    "cpu_ratio": round(cr_cpu / base_cpu, 3),
-                    "extra_cpu_ms_per_task": round((cr_cpu - base_cpu) / small * 1000, 1),
-                    "marginal_cpu_ratio": round(d_cr_cpu / d_base_cpu, 3),
-                    "marginal_extra_cpu_ms_per_task": round((d_cr_cpu - d_base_cpu) / (large - small) * 1000, 1)})
+    cpu = figures(1)
+    if cpu:
+        out.update({"baseline_cpu_s": round(cpu["base"], 2), "crossreview_cpu_s": round(cpu["cr"], 2),
+                    "cpu_ratio": round(cpu["ratio"], 3), "extra_cpu_ms_per_task": round(cpu["extra_ms"], 1),
+                    "marginal_cpu_ratio": round(cpu["marginal_ratio"], 3),
+                    "marginal_extra_cpu_ms_per_task": round(cpu["marginal_ms"], 1),
+                    "fixed_extra_cpu_s": round(cpu["fixed_s"], 3)})
     return out
 
 

@@ -306,7 +306,10 @@ def create_worktree(state_dir: Path, base: BaseRepo, path: Path) -> Path:
                 break
             except FileNotFoundError:
                 continue
-        # --force takes over a worktree record whose folder is gone.
+        # Under the lock although no shared ref changes: git 2.39's `worktree add`
+        # reads every other worktree's record and dies on one half-written by a
+        # concurrent add ("failed to read .../commondir"). --force takes over a
+        # worktree record whose folder is gone.
         _run(base.git(), "worktree", "add", "--force", "--quiet", "--detach", str(path), base.commit)
         _write_owner(path)
     _save_seed_index(path)

@@ -800,3 +800,24 @@ def test_first_snapshot_caches_its_tree_read_from_the_object_file(tmp_path, stat
     base = prepare_base(task, state)
     cache = json.loads((base.git_dir / "crossreview-snapshot.json").read_text())
     assert cache["tree"] == git(base.git_dir, "rev-parse", f"{base.commit}^{{tree}}")
+
+
+def test_many_worktrees_of_one_repository_at_once(state, base_and_task):
+    # The agents of a task (and tasks sharing a repository) create their trees concurrently.
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, task = base_and_task
+    names = [(run, agent) for run in ("r1", "r2") for agent in "abcdefgh"]
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda ra: new_wt(state, base, run=ra[0], agent=ra[1]), names))
+    listed = git(base.git_dir, "worktree", "list", "--porcelain")
+    for path in paths:
+        assert git(path, "rev-parse", "HEAD") == base.commit
+        assert git(path, "status", "--porcelain") == ""
+        assert f"worktree {path}\n" in listed + "\n"
+    records = sorted(p.name for p in (base.git_dir / "worktrees").iterdir())
+    assert len(records) == len(paths)  # same basenames in two runs: git named the records apart
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: remove_worktree(state, base, p), paths))
+    assert not (base.git_dir / "worktrees").exists() or not list((base.git_dir / "worktrees").iterdir())
+    assert git(base.git_dir, "worktree", "list", "--porcelain").count("worktree ") == 1  # the bare repo itself
