@@ -549,10 +549,15 @@ def holdout(state: TaskRunState, runtime: Runtime[Context]) -> dict:
 
 
 def route_after_decide(state: TaskRunState) -> list[Send] | str:
-    """The cascade's second fan-out: solve with the next agent; otherwise on to holdout."""
+    """The cascade's second fan-out: solve with the next agent; otherwise on to holdout.
+
+    A task without holdout tests skips the holdout step (one checkpoint less).
+    """
     nxt = state.get("cascade_next")
     if nxt:
         return [Send("solve", {**_shared(state), "agent": nxt})]
+    if not Task.model_validate(state["task"]).holdout_dir.is_dir():
+        return route_after_holdout(state)
     return "holdout"
 
 
@@ -716,7 +721,7 @@ def build_graph() -> StateGraph:
     g.add_edge("verify", "plan_reviews")
     g.add_conditional_edges("plan_reviews", fan_out_review, ["review", "decide"])
     g.add_edge("review", "decide")
-    g.add_conditional_edges("decide", route_after_decide, ["solve", "holdout"])
+    g.add_conditional_edges("decide", route_after_decide, ["solve", "holdout", "escalate", "record"])
     g.add_conditional_edges("holdout", route_after_holdout, ["escalate", "record"])
     g.add_edge("record", END)
     return g
