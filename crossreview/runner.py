@@ -341,15 +341,16 @@ def run_task(session: Session, run: str, task: Task, config: dict, interactive: 
     configure_sandbox(config, session.state_dir, session.ledger.path)
     session.ledger.start_task_run(tr, run, task.id, str(task.path), task.tags, task.metadata)
     session.pm.hook.crossreview_task_started(task=task, task_run=tr)
-    snapshot = session.graph.get_state(gconf)
+    # A fresh task run has no checkpoint to look at (reading one costs a query and a decode).
+    started = fresh or not session.graph.get_state(gconf).values
     spent = session.context.budgets.suite(run, config.get("limits")).exceeded()
-    if spent and (fresh or not snapshot.values):
+    if spent and started:
         # The suite run's budget is gone: this task is not started (a resume with a new budget can run it).
         session.ledger.set_task_run_status(tr, "error", "error", f"not started: {spent}")
         result = TaskResult(task=task.id, task_run=tr, run=run, decision="error", reason=spent, error=f"not started: {spent}")
         session.pm.hook.crossreview_task_finished(result=result)
         return result
-    if fresh or not snapshot.values:
+    if started:
         payload: Any = {
             "run": run,
             "task_run": tr,
