@@ -310,8 +310,12 @@ def create_worktree(state_dir: Path, base: BaseRepo, path: Path) -> Path:
         # reads every other worktree's record and dies on one half-written by a
         # concurrent add ("failed to read .../commondir"). --force takes over a
         # worktree record whose folder is gone.
-        _run(base.git(), "worktree", "add", "--force", "--quiet", "--detach", str(path), base.commit)
+        _run(base.git(), "worktree", "add", "--force", "--quiet", "--detach", "--no-checkout", str(path), base.commit)
         _write_owner(path)
+    # The checkout (what `worktree add` would run as its own child process)
+    # touches only this worktree, so the agents of a task check out at once
+    # and the lock is held for the record alone.
+    _run(_git(cwd=path), "reset", "--hard", "--quiet", "--no-recurse-submodules")
     _save_seed_index(path)
     return path
 
