@@ -4,6 +4,7 @@
     python -m bench --quick    # smaller sizes (about 2 minutes)
     python -m bench startup    # one benchmark: parallel, overhead, scaling, environments, startup, calibration
                                # (calibration alone: about 9 minutes, 4.5 with --quick)
+    python -m bench compare --against REV   # this checkout against another revision, run by run
 
 Prints a table and writes bench/results/<date>.json with the machine's description.
 Absolute times on shared machines drift; the ratios are what to compare.
@@ -520,12 +521,25 @@ def print_table(name: str, result) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all)")
+    parser.add_argument("which", nargs="*", choices=[*BENCHES, "compare", []],
+                        help="benchmarks to run (default: all but compare)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--against", metavar="REV",
+                        help="compare: the git revision to measure this checkout against, run by run")
     args = parser.parse_args(argv)
     chosen = args.which or list(BENCHES)
+    if "compare" in chosen and not args.against:
+        parser.error("compare needs --against REV (a commit, branch or tag of this repository)")
     results = {"machine": machine(), "quick": args.quick}
     for name in chosen:
+        if name == "compare":
+            from .compare import compare, print_compare
+
+            started = time.perf_counter()
+            results[name] = compare(args.against, args.quick)
+            print_compare(results[name])
+            print(f"  ({time.perf_counter() - started:.0f}s)")
+            continue
         started = time.perf_counter()
         results[name] = BENCHES[name](args.quick)
         print_table(name, results[name])
