@@ -286,7 +286,7 @@ def _write_snapshot_cache(git_dir: Path, repo: Path, fingerprint: str | None, co
 
 
 def work_branch(run: str, task_id: str, agent: str) -> str:
-    """The branch a candidate's worktree is on while the run lasts."""
+    """The branch older versions put a candidate's worktree on (worktrees are detached now); ``gc`` still removes them."""
     return f"{WORK_BRANCH_PREFIX}/{run}/{task_id}/{agent}"
 
 
