@@ -37,7 +37,12 @@ class TerminalReporter:
         if self.quiet:
             return
         with self._lock:
-            self.err.print(Text.assemble((f"{task:<18} ", "bold"), text), highlight=False)
+            if self.err.is_terminal:
+                self.err.print(Text.assemble((f"{task:<18} ", "bold"), text), highlight=False)
+            else:  # a log file or a pipe: no styles to render, and no wrapping at 80 columns
+                plain = text.plain if isinstance(text, Text) else text
+                self.err.file.write(f"{task:<18} {plain}\n")
+                self.err.file.flush()
 
     @hookimpl
     def crossreview_task_started(self, task, task_run):

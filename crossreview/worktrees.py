@@ -16,6 +16,7 @@ touched and new and deleted files are included.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -97,9 +98,21 @@ def _git(git_dir: Path | None = None, work_tree: Path | None = None, cwd: Path |
     return _GitCmd(git.Git(str(cwd or work_tree or git_dir or ".")), env)
 
 
+@functools.lru_cache(maxsize=4)
+def _git_executable(path_var: str | None) -> str:
+    """git's absolute path on ``path_var`` (else plain "git", for GitPython to report as missing).
+
+    Resolved once per PATH: started as plain "git", every one of a task run's
+    ~16 git processes walks PATH with failing execs first (a dozen entries on
+    pyenv or CI images).
+    """
+    return shutil.which("git", path=path_var) or "git"
+
+
 def _run(g: _GitCmd, *args: str, env: dict[str, str] | None = None, **kw) -> str:
     try:
-        return g.git.execute(["git", *args], env={**_ENV, **g.env, **(env or {})}, **kw)
+        return g.git.execute([_git_executable(os.environ.get("PATH")), *args],
+                             env={**_ENV, **g.env, **(env or {})}, **kw)
     except git.GitCommandError as exc:
         raise WorktreeError(f"git {' '.join(args)} failed: {str(exc.stderr).strip() or exc}") from None
 

@@ -47,3 +47,33 @@ def test_a_long_table_is_printed_in_parts_with_every_row_and_one_width():
     # The widest cell (the last part's long task name) sets the width of every part.
     body = {len(line) for line in lines if line.startswith(("│", "┃", "┏", "└"))}
     assert len(body) == 1
+
+
+def test_progress_to_a_log_file_is_plain_lines_never_wrapped():
+    from crossreview.models import Candidate
+    from crossreview.reporting import TerminalReporter
+    from crossreview.models import Task
+    from pathlib import Path
+
+    err = io.StringIO()
+    reporter = TerminalReporter(Console(file=io.StringIO()), Console(file=err, width=40, force_terminal=False))
+    task = Task(id="fizzbuzz", path=Path("/nonexistent"), instruction="x", repo_path=Path("/nonexistent/repo"))
+    reporter.crossreview_task_started(task=task, task_run="r-1/fizzbuzz")
+    long = Candidate(agent="a", spec="oracle", status="error", error="x" * 120)
+    reporter.crossreview_candidate_solved(task=task, task_run="r-1/fizzbuzz", candidate=long)
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "fizzbuzz           started (r-1/fizzbuzz)"
+    assert len(lines) == 2 and lines[1].startswith("fizzbuzz           a solved in") and lines[1].endswith("x" * 120 + "]")
+    assert "\x1b[" not in err.getvalue()
+
+
+def test_progress_on_a_terminal_keeps_its_styles():
+    from crossreview.reporting import TerminalReporter
+    from crossreview.models import Task
+    from pathlib import Path
+
+    err = io.StringIO()
+    reporter = TerminalReporter(Console(file=io.StringIO()), Console(file=err, width=120, force_terminal=True))
+    task = Task(id="fizzbuzz", path=Path("/nonexistent"), instruction="x", repo_path=Path("/nonexistent/repo"))
+    reporter.crossreview_task_started(task=task, task_run="r-1/fizzbuzz")
+    assert "\x1b[" in err.getvalue() and "started (r-1/fizzbuzz)" in err.getvalue()

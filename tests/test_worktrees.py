@@ -821,3 +821,30 @@ def test_many_worktrees_of_one_repository_at_once(state, base_and_task):
         list(pool.map(lambda p: remove_worktree(state, base, p), paths))
     assert not (base.git_dir / "worktrees").exists() or not list((base.git_dir / "worktrees").iterdir())
     assert git(base.git_dir, "worktree", "list", "--porcelain").count("worktree ") == 1  # the bare repo itself
+
+
+def test_git_is_started_by_its_path_and_a_changed_path_is_honoured(tmp_path, state, monkeypatch):
+    import shutil as _shutil
+
+    import crossreview.worktrees as wt
+
+    # A wrapper named git first on PATH, as pyenv shims or a CI image's tools put one:
+    # crossreview must start that one (it is what the user's PATH says git is), by its
+    # full path (no walk along PATH with a failed exec per entry, for every git call) ...
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    log = tmp_path / "git-calls.log"
+    real = _shutil.which("git")
+    (shim / "git").write_text(f'#!/bin/sh\necho "$1" >> {log}\nexec {real} "$@"\n')
+    (shim / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    assert wt._git_executable(os.environ["PATH"]) == str(shim / "git")
+    task = folder_task(tmp_path)
+    base = prepare_base(task, state)
+    new_wt(state, base)
+    assert log.read_text().split() == ["init", "add", "-c", "worktree", "reset"]
+    # A PATH without the wrapper is another PATH: the cache does not pin the old git.
+    monkeypatch.setenv("PATH", os.environ["PATH"].split(os.pathsep, 1)[1])
+    log.unlink()
+    new_wt(state, base, agent="b")
+    assert not log.exists()
