@@ -2,7 +2,7 @@
 
     python -m bench            # everything (about 6 minutes on 2 cores)
     python -m bench --quick    # smaller sizes (about 2 minutes)
-    python -m bench startup    # one benchmark: parallel, overhead, scaling, environments, startup, calibration
+    python -m bench startup    # one benchmark: parallel, overhead, scaling, environments, startup, costs, calibration
                                # (calibration alone: about 9 minutes, 4.5 with --quick)
     python -m bench compare --against REV   # this checkout against another revision, run by run
 
@@ -486,6 +486,115 @@ def bench_startup(quick: bool) -> dict:
             "heavy_modules_on_help": heavy[0] if heavy and heavy[0] else "none"}
 
 
+# --- 6. where one task run's CPU goes ----------------------------------------
+
+_GRAPH_FLOOR = textwrap.dedent("""
+    import operator, resource, sqlite3, sys, tempfile, time
+    from typing import Annotated, TypedDict
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command, Send
+
+    class S(TypedDict, total=False):
+        task: dict
+        candidates: Annotated[list, operator.add]
+        verdicts: Annotated[list, operator.add]
+        events: Annotated[list, operator.add]
+
+    TASK = {"id": "t", "instruction": "x" * 400, "verifier": {"command": "python -m pytest -q {tests}"}}
+    ev = lambda n: {"events": [{"node": n, "started": time.time()}]}
+    g = StateGraph(S)
+    g.add_node("prepare", lambda s: ev("prepare"))
+    g.add_node("solve", lambda p: Command(update=ev("solve"), goto=Send("verify", {**p, "cand": {"agent": p["agent"], "diff": "x" * 300}})),
+               destinations=("verify",))
+    g.add_node("verify", lambda p: {"candidates": [p["cand"]], **ev("verify")})
+    g.add_node("plan", lambda s: {})
+    g.add_node("review", lambda p: {"verdicts": [{"reviewer": p["r"]}], **ev("review")})
+    g.add_node("decide", lambda s: ev("decide"))
+    g.add_node("record", lambda s: ev("record"))
+    g.add_edge(START, "prepare")
+    g.add_conditional_edges("prepare", lambda s: [Send("solve", {"task": s["task"], "agent": a}) for a in "ab"], ["solve"])
+    g.add_edge("verify", "plan")
+    g.add_conditional_edges("plan", lambda s: [Send("review", {"task": s["task"], "r": c["agent"], "c": c})
+                                               for c in s["candidates"]], ["review"])
+    g.add_edge("review", "decide"); g.add_edge("decide", "record"); g.add_edge("record", END)
+    saver = None
+    if sys.argv[1] == "sqlite":
+        conn = sqlite3.connect(tempfile.mktemp(suffix=".db"), check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL"); conn.execute("PRAGMA synchronous=NORMAL")
+        saver = SqliteSaver(conn)
+    app = g.compile(checkpointer=saver)
+    n = int(sys.argv[2])
+    app.invoke({"task": TASK}, {"configurable": {"thread_id": "warm"}})
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for i in range(n):
+        app.invoke({"task": TASK}, {"configurable": {"thread_id": f"t{i}"}, "max_concurrency": 4})
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    print((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / n * 1000)
+""")
+
+
+def _median_cpu_ms(argv: list[str], cwd: Path, env: dict | None = None, n: int = 9) -> float:
+    """Median CPU-ms of the whole process tree (perf stat where allowed: rusage misses a sandbox's processes)."""
+    cpus = [timed_with_cpu(argv, cwd, env)[1] for _ in range(n)]
+    if any(c is None for c in cpus):
+        cpus = [_cpu_of(argv, cwd, env)[1] for _ in range(n)]
+    return round(_median(cpus) * 1000, 2)
+
+
+def bench_costs(quick: bool) -> dict:
+    """What one trivial task run (oracle + noop) costs beyond the baseline's work, piece by piece, in CPU-ms.
+
+    - ``graph_*``: LangGraph alone running the pipeline's shape (prepare, two
+      solves, two verifies, the join, two reviews, decide, record) with nodes
+      that do nothing, without and with the SQLite checkpointer;
+    - ``git_processes``: git processes one task run starts (a logging ``git``
+      first on PATH counts them), and ``git_add_cpu_ms`` what one of them
+      costs alone (``git add -A`` in a fresh worktree);
+    - ``bwrap_cpu_ms``: one empty bubblewrap sandbox as the verifier's (new
+      namespaces, network included); one per test run, review and agent command;
+    - ``canary_cpu_ms``: what the canary test file adds to one pytest run.
+    """
+    n = 30 if quick else 90
+    graph = {kind: round(float(subprocess.run([sys.executable, "-c", _GRAPH_FLOOR, kind, str(n)], env=ENV,
+                                               capture_output=True, text=True, check=True).stdout), 2)
+             for kind in ("memory", "sqlite")}
+    out: dict = {"graph_cpu_ms": graph["memory"], "graph_sqlite_cpu_ms": graph["sqlite"]}
+    with tempfile.TemporaryDirectory(prefix="bench-costs-") as tmp:
+        root = Path(tmp)
+        trivial_task(root / "suite", "t")
+        shim = root / "shim"
+        log = root / "git.log"
+        real_git = shutil.which("git")
+        write(shim / "git", f'#!/bin/sh\necho "$1" >> {log}\nexec {real_git} "$@"\n').chmod(0o755)
+        env = {**ENV, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
+        code = subprocess.run([sys.executable, "-m", "crossreview", "run", str(root / "suite"), "--agent", "oracle",
+                               "--agent", "noop"], cwd=root, env=env, capture_output=True).returncode
+        assert code == 0, f"the task run exited {code}"
+        out["git_processes"] = len(log.read_text().split())
+        tree = root / "tree"
+        subprocess.run([real_git, "init", "-q", str(tree)], check=True)
+        shutil.copytree(root / "suite" / "t" / "repo", tree, dirs_exist_ok=True)
+        out["git_add_cpu_ms"] = _median_cpu_ms([real_git, "add", "-A"], tree)
+        bwrap = shutil.which("bwrap")
+        if bwrap:
+            out["bwrap_cpu_ms"] = _median_cpu_ms([bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                                                  "--unshare-all", "--die-with-parent", "--new-session", "true"], root)
+        from crossreview.verify import CANARY_ASSERTS, CANARY_MUST_FAIL, CANARY_SOURCE
+
+        shutil.copytree(root / "suite" / "t" / "solution", tree, dirs_exist_ok=True)
+        shutil.copytree(root / "suite" / "t" / "tests", tree / ".crossreview-tests")
+        pytest = ["python", "-m", "pytest", "-q", ".crossreview-tests", "-p", "no:cacheprovider",
+                  f"--junitxml={root / 'j.xml'}", "--rootdir=."]
+        venv = {**VERIFIER_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        bare = _median_cpu_ms(pytest, tree, venv)
+        write(tree / ".crossreview-tests" / "test_zzz_canary.py",
+              CANARY_SOURCE.format(must_fail=CANARY_MUST_FAIL, asserts=CANARY_ASSERTS))
+        out["pytest_cpu_ms"] = bare
+        out["canary_cpu_ms"] = round(_median_cpu_ms(pytest, tree, venv) - bare, 2)
+    return out
+
+
 # --- driver -----------------------------------------------------------------
 
 BENCHES = {
@@ -494,6 +603,7 @@ BENCHES = {
     "overhead": bench_overhead,
     "scaling": bench_scaling,
     "environments": bench_environments,
+    "costs": bench_costs,
     "calibration": bench_calibration,  # bench/calibration.py: calibrated and cascade policies
 }
 
