@@ -739,7 +739,10 @@ def record_human(ledger_location: Path | str, environ: Mapping[str, str] | None 
             human = HumanDecision(action=event.action, pick=PR_AGENT if event.action == "pick" else None,
                                   by=f"github:{event.by}", decided_at=event.at,
                                   shown_at=datetime.fromisoformat(meta["created"]))
-            ledger.decide_escalation(esc_id, human)
+            if not ledger.decide_escalation(esc_id, human):  # another job recorded it just now
+                row = ledger.get_escalation(esc_id) or {}
+                return RecordOutcome(False, f"escalation {esc_id} was already decided ({row.get('action')} by "
+                                     f"{row.get('decided_by')})", esc_id)
             ledger.finish_by_human(meta["task_run"], human, f"{event.what} by {event.by} on GitHub ({esc_id})")
             try:
                 client.remove_label(event.number, (meta.get("label") or GateConfig().label))

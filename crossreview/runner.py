@@ -397,19 +397,25 @@ def _drive(session: Session, gconf: dict, payload: Any, interactive: bool) -> Ta
         esc = escalation_from_interrupt(value, state)
         session.pm.hook.crossreview_escalation_opened(escalation=esc, ledger=session.ledger)
         human = session.pm.hook.crossreview_ask_human(escalation=esc, interactive=interactive)
-        if human is None:
-            record_parked(session.ledger, state)
+        decided_elsewhere = human is not None and not session.ledger.decide_escalation(esc.id, human)
+        if human is None or decided_elsewhere:
+            reason = esc.reason
+            if decided_elsewhere:
+                # `crossreview decide` won while the prompt waited here: that process resumes
+                # the run and records it; recording it parked now would overwrite its result.
+                reason = f"decided elsewhere while asked here ({_decided_by(session.ledger, esc.id)})"
+            else:
+                record_parked(session.ledger, state)
             return TaskResult(
                 task=esc.task,
                 task_run=esc.task_run,
                 run=esc.run,
                 decision="escalated",
                 escalation=esc.id,
-                reason=esc.reason,
+                reason=reason,
                 candidates=_summaries_from_state(state),
                 seconds=_elapsed(state),
             )
-        session.ledger.decide_escalation(esc.id, human)
         out = session.graph.invoke(Command(resume=human.model_dump(mode="json")), gconf, context=session.context)
     return TaskResult.model_validate(out["result"])
 
@@ -494,7 +500,9 @@ def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAU
         configure_sandbox(run["config"] if run else {}, session.state_dir, session.ledger.path, sandbox)
         if run:
             _seed_budget(session, esc["run"], run["config"])
-        session.ledger.decide_escalation(esc_id, human)
+        if not session.ledger.decide_escalation(esc_id, human):
+            # Someone decided it between our check above and now: theirs stands, the graph is theirs to resume.
+            raise UsageError(f"escalation {esc_id} was already decided ({_decided_by(session.ledger, esc_id)})")
         from langgraph.types import Command
 
         task = Task.model_validate(snap.values["task"])
@@ -510,6 +518,11 @@ def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAU
             if not any(r == "escalated" for r in results):
                 session.ledger.set_run_status(esc["run"], "finished")
         return result
+
+
+def _decided_by(ledger: Ledger, esc_id: str) -> str:
+    row = ledger.get_escalation(esc_id) or {}
+    return f"{row.get('action')} by {row.get('decided_by')} at {row.get('decided')}"
 
 
 def _latest_results(session: Session, run: str) -> list[str]:

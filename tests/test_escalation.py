@@ -131,3 +131,35 @@ def test_show_unknown_and_inbox_without_ledger(cli, tmp_path):
     assert res.returncode == 2 and "no ledger" in res.stderr
     res = cli("inbox")
     assert res.returncode == 2 and "crossreview run" in res.stderr
+
+
+def test_two_deciders_at_once_exactly_one_wins(parked, monkeypatch):
+    # The window: `decide` read the escalation as open, then another process
+    # decided it before this one recorded anything. The stale read is replayed
+    # here; the ledger itself is the real, already decided one.
+    from crossreview.ledger import Ledger
+    from crossreview.models import HumanDecision
+    from crossreview.runner import UsageError, decide_escalation
+
+    ledger = Ledger(parked["state"] / "ledger.db")
+    stale = ledger.get_escalation(parked["id"])
+    assert stale["decided"] is None
+    assert ledger.decide_escalation(parked["id"], HumanDecision(action="reject", by="first")) is True
+    assert ledger.decide_escalation(parked["id"], HumanDecision(action="pick", pick="y", by="second")) is False
+    real_get = Ledger.get_escalation
+    reads = []
+
+    def first_read_is_stale(self, esc_id):
+        reads.append(esc_id)
+        return dict(stale) if len(reads) == 1 else real_get(self, esc_id)
+
+    monkeypatch.setattr(Ledger, "get_escalation", first_read_is_stale)
+    with pytest.raises(UsageError, match="already decided \\(reject by first"):
+        decide_escalation(parked["id"], HumanDecision(action="pick", pick="y", by="late"), state_dir=parked["state"])
+    monkeypatch.undo()
+    [esc] = ledger_rows(parked["state"], "SELECT * FROM escalations")
+    assert (esc["action"], esc["pick"], esc["decided_by"]) == ("reject", None, "first")
+    # The loser resumed nothing: no task run was recorded as accepted, no branch was made.
+    [tr] = ledger_rows(parked["state"], "SELECT * FROM task_runs")
+    assert tr["decision"] != "accepted" and tr["winner"] is None
+    assert not [b for b in git_branches(parked["state"] / "repos" / "add.git") if b.startswith("crossreview/r-")]

@@ -330,17 +330,23 @@ class Ledger:
         with self.connect() as db:
             db.execute("UPDATE escalations SET first_shown=? WHERE id=? AND first_shown IS NULL", (_ts(utcnow()), esc_id))
 
-    def decide_escalation(self, esc_id: str, human: HumanDecision) -> None:
-        """Record the human's decision and when it was made."""
+    def decide_escalation(self, esc_id: str, human: HumanDecision) -> bool:
+        """Record the human's decision and when it was made; False if it was already decided.
+
+        The check and the write are one statement, so of two people (or
+        processes) deciding at once exactly one wins: the caller must go on
+        only when this returns True.
+        """
         with self.connect() as db:
-            db.execute(
+            cur = db.execute(
                 "UPDATE escalations SET first_shown=COALESCE(first_shown, ?), decided=?, decided_by=?,"
-                " action=?, pick=?, guide=? WHERE id=?",
+                " action=?, pick=?, guide=? WHERE id=? AND decided IS NULL",
                 (
                     _ts(human.shown_at or human.decided_at), _ts(human.decided_at), human.by, human.action,
                     human.pick, human.guide, esc_id,
                 ),
             )
+            return cur.rowcount == 1
 
     def import_escalation(self, esc_id: str, facts: dict[str, Any]) -> None:
         """Write an escalation this ledger never saw, from the facts another one recorded (a CI run's).
