@@ -166,18 +166,27 @@ def resolve_options(opts: RunOptions, pm: pluggy.PluginManager, loaded: LoadedCo
     policy = opts.policy or cfg.policy or "unanimous"
     jobs = opts.jobs or cfg.jobs or 1
     ledger = opts.ledger or (loaded.suite_dir / cfg.ledger if cfg.ledger else None)
+    # Name the config file in an error only when the bad spec came from it.
+    from_file = f" (from {loaded.source})" if loaded.source else ""
+    agents_where = from_file if not opts.agents and cfg.agents else ""
+    # A reviewer given no spec is derived from its agent's, wherever that came from.
+    reviewers_where = "" if opts.reviewers else from_file if not opts.agents and cfg.reviewers else agents_where
     try:
         specs = agents_mod.parse_agents(agent_texts)
-        pairing = agents_mod.pair_reviewers(specs, reviewer_texts)
         for s in specs:
             agents_mod.build_agent(s, pm)
+    except agents_mod.SpecError as exc:
+        raise UsageError(f"{exc}{agents_where}") from None
+    try:
+        pairing = agents_mod.pair_reviewers(specs, reviewer_texts)
+        for s in specs:
             agents_mod.build_reviewer(AgentSpec(name=s.name, spec=pairing[s.name]), pm)
     except agents_mod.SpecError as exc:
-        where = f" (from {loaded.source})" if loaded.source and not (opts.agents and opts.reviewers) else ""
-        raise UsageError(f"{exc}{where}") from None
+        raise UsageError(f"{exc}{reviewers_where}") from None
     known = plugins.policies(pm)
     if policy not in known:
-        raise UsageError(f"unknown policy {policy!r}; known: {', '.join(sorted(known))}")
+        where = from_file if not opts.policy and cfg.policy else ""
+        raise UsageError(f"unknown policy {policy!r}{where}; known: {', '.join(sorted(known))}")
     llm, limits = _models_and_limits(opts, cfg, specs, pairing, loaded.source)
     box = _sandbox_config(opts, cfg, loaded, specs)
     calibration = _calibration(opts, cfg, loaded, policy, known[policy].factory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -61,3 +62,30 @@ def test_validate_reports_each_problem_and_checks_the_rest(cli, suite):
 def test_gc_with_nothing_to_do(cli, tmp_path):
     res = cli("gc")
     assert res.returncode == 0 and "nothing to collect" in res.stdout
+
+
+def test_a_bad_spec_names_the_config_file_only_when_it_came_from_there(tmp_path):
+    import subprocess
+    import sys
+
+    suite = tmp_path / "suite"
+    make_task(suite)
+    (suite / "crossreview.toml").write_text('agents = ["oracle", "noop"]\n')
+
+    def run(*args):
+        res = subprocess.run([sys.executable, "-m", "crossreview", "run", str(suite), *args], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "CI": "true", "COLUMNS": "500"})
+        assert res.returncode == 2, res.stderr
+        return res.stderr
+
+    flag = run("--agent", "bogus:x", "--agent", "noop")
+    assert "unknown agent 'bogus:x'" in flag and "crossreview.toml" not in flag
+    reviewer = run("--reviewer", "bogus:y")
+    assert "unknown reviewer 'bogus:y'" in reviewer and "crossreview.toml" not in reviewer
+    (suite / "crossreview.toml").write_text('agents = ["bogus:z", "noop"]\npolicy = "nope"\n')
+    assert f"(from {suite / 'crossreview.toml'})" in run()
+    (suite / "crossreview.toml").write_text('agents = ["oracle", "noop"]\npolicy = "nope"\n')
+    policy = run()
+    assert "unknown policy 'nope'" in policy and f"(from {suite / 'crossreview.toml'})" in policy
+    assert "crossreview.toml" not in run("--policy", "nope2")
