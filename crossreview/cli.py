@@ -219,14 +219,19 @@ def validate(paths, state_dir, json_mode):
             "errors": [{"path": str(e.path), "file": str(e.file), "field": e.field, "message": e.message} for e in suite.errors],
         }, indent=2))
     else:
+        from rich.markup import escape
+
+        # Task names, checks and errors are text, not markup: "[verifier] command" must print as it is.
         for r in reports:
-            out.print(f"[bold]{r.task}[/bold] " + ("[green]ok[/green]" if r.ok else "[red]FAILED[/red]"), highlight=False)
+            out.print(f"[bold]{escape(r.task)}[/bold] " + ("[green]ok[/green]" if r.ok else "[red]FAILED[/red]"),
+                      highlight=False)
             for c in r.checks:
                 mark = "[green]✓[/green]" if c.ok else "[red]✗[/red]"
-                out.print(f"  {mark} {c.name}" + (f": {c.detail}" if c.detail else ""), highlight=False)
+                out.print(f"  {mark} {escape(c.name)}" + (f": {escape(c.detail)}" if c.detail else ""), highlight=False)
         for e in suite.errors:
-            out.print(f"[bold red]✗[/bold red] {e}", highlight=False)
-        out.print(f"{sum(r.ok for r in reports)}/{len(reports) + len(suite.errors)} tasks valid")
+            out.print(f"[bold red]✗[/bold red] {escape(str(e))}", highlight=False)
+        broken = len({e.path for e in suite.errors})  # folders, not problems: one folder may have several
+        out.print(f"{sum(r.ok for r in reports)}/{len(reports) + broken} tasks valid")
     sys.exit(EXIT_OK if ok else EXIT_REJECTED)
 
 

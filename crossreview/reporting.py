@@ -180,8 +180,8 @@ def summary_line(results: list[TaskResult], errors: list[TaskError], wall: float
     parts = [f"{counts.get(k, 0)} {k}" for k in ("accepted", "rejected", "escalated")]
     if counts.get("error"):
         parts.append(f"{counts['error']} error")
-    if errors:
-        parts.append(f"{len(errors)} broken")
+    if errors:  # folders, not problems: one folder may have several
+        parts.append(f"{len({e.path for e in errors})} broken")
     agent_seconds = sum(c.seconds for r in results for c in r.candidates)
     tokens = sum(c.tokens for r in results for c in r.candidates)
     cost = _sum_cost(c.cost for r in results for c in r.candidates)

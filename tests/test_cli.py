@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,9 @@ def test_validate_reports_each_problem_and_checks_the_rest(cli, suite):
     make_task(suite, "unsolvable", solution={"calc.py": "def add(a, b):\n    return 0\n"})
     broken = make_task(suite, "broken")
     (broken / "instruction.md").unlink()
+    # One folder with two problems is one broken task, not two.
+    make_task(suite, "twice", toml='[agent]\ntimeout = 5\n[verifier]\ntimeout = 5\n')
+    make_task(suite, "notests", tests={"helper.txt": "not a test\n"})
     res = cli("validate", str(suite), "--json")
     assert res.returncode == 1
     doc = res.json()
@@ -53,10 +57,16 @@ def test_validate_reports_each_problem_and_checks_the_rest(cli, suite):
     assert "cannot tell a fix from no change" in by["trivial"]["noop fails the tests"]["detail"]
     assert not by["unsolvable"]["oracle passes the tests"]["ok"]
     assert "test_add::test_small" in by["unsolvable"]["oracle passes the tests"]["detail"]
-    [err] = doc["errors"]
+    errs = {Path(e["path"]).name: [] for e in doc["errors"]}
+    for e in doc["errors"]:
+        errs[Path(e["path"]).name].append(e)
+    [err] = errs["broken"]
     assert err["file"].endswith("broken/instruction.md") and "missing" in err["message"]
+    assert len(errs["twice"]) == 2
     human = cli("validate", str(suite))
-    assert "✗ noop fails the tests" in human.stdout and "1/4 tasks valid" in human.stdout
+    assert "✗ noop fails the tests" in human.stdout and "1/6 tasks valid" in human.stdout
+    # Error text is printed as it is, brackets and all (not eaten as markup).
+    assert "[verifier] command" in " ".join(human.stdout.split())
 
 
 def test_gc_with_nothing_to_do(cli, tmp_path):

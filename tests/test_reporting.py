@@ -77,3 +77,15 @@ def test_progress_on_a_terminal_keeps_its_styles():
     task = Task(id="fizzbuzz", path=Path("/nonexistent"), instruction="x", repo_path=Path("/nonexistent/repo"))
     reporter.crossreview_task_started(task=task, task_run="r-1/fizzbuzz")
     assert "\x1b[" in err.getvalue() and "started (r-1/fizzbuzz)" in err.getvalue()
+
+
+def test_summary_counts_broken_folders_not_problems():
+    from pathlib import Path
+
+    from crossreview.models import TaskError
+    from crossreview.reporting import summary_line
+
+    errors = [TaskError(path=Path("/s/twice"), file=Path("/s/twice/task.toml"), field=f, message="unknown key")
+              for f in ("[agent] timeout", "[verifier] timeout")]
+    errors.append(TaskError(path=Path("/s/other"), file=Path("/s/other/instruction.md"), message="missing"))
+    assert "2 broken" in summary_line(_results(1), errors, wall=1.0)
