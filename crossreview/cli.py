@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
 
@@ -59,7 +60,8 @@ def _interrupted(err: Console, run_id: str | None = None) -> None:
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    # The message is text: `[prices."m"]` or a spec like "[x]" must print as written, not as markup.
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
     sys.exit(code)
 
 
@@ -141,7 +143,7 @@ def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, 
             _fail(f"{p} does not exist; give a folder of task folders (each with task.toml)")
     warning = orphan_warning(state_dir)
     if warning:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     pm = get_plugin_manager()
     reporter = TerminalReporter(out, err, total=len(find_task_dirs(paths)))
     pm.register(reporter, name="terminalreporter")

@@ -65,8 +65,9 @@ class Since(click.ParamType):
 
 def _fail(message: str, code: int = 2) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
     sys.exit(code)
 
 
@@ -150,7 +151,7 @@ def stats(since, suite, ledger, state_dir, calibration, json_mode):
     call / agent / phase, cost multiplier against one agent alone, parallel
     efficiency, decision quality against holdout tests, agents started per
     task run (cascade) and, with a calibration file, its certificate and a
-    drift warning. Definitions: docs/ledger.md.
+    drift warning. Definitions: the README's section on the ledger.
     """
     import json
 

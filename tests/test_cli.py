@@ -99,3 +99,9 @@ def test_a_bad_spec_names_the_config_file_only_when_it_came_from_there(tmp_path)
     policy = run()
     assert "unknown policy 'nope'" in policy and f"(from {suite / 'crossreview.toml'})" in policy
     assert "crossreview.toml" not in run("--policy", "nope2")
+
+
+def test_errors_print_brackets_as_written(cli, suite):
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "[bold]x", "--agent", "noop")
+    assert res.returncode == 2 and "unknown agent '[bold]x'" in res.stderr

@@ -12,7 +12,7 @@ Columns (JSON lines keep types; CSV writes empty cells for null, tags joined by 
 ``outcome`` is accepted / rejected / escalated (waiting) / error / running;
 ``cost`` is null when any part is unknown (``cost_known`` is the known part);
 the four quality columns are true/false where the figure applies (the task
-has holdout results and the case matches: see docs/ledger.md), else null.
+has holdout results and the case matches: see the README's "The agreement score"), else null.
 """
 
 from __future__ import annotations

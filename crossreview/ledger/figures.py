@@ -4,7 +4,7 @@
 stats`` prints it, ``stats --json`` dumps it, ``crossreview report`` plots it. The
 same code serves SQLite and PostgreSQL: rows are read with plain SELECTs and
 every figure is computed here, in Python, so both backends give identical
-numbers. Every definition is written beside its code and in docs/ledger.md.
+numbers. Every definition is written beside its code and in the README's section on the ledger.
 
 Conventions
 - A *task run* counts once it reached a decision or parks waiting for a human

@@ -99,6 +99,8 @@ def _rates(title: str, rows: list[dict]):
 
 def print_stats(console, f: dict[str, Any]) -> None:
     """Print every figure as rich tables."""
+    from rich.markup import escape
+
     c, iv, ht, au = f["counts"], f["interventions"], f["human_time"], f["autonomy"]
     scope = []
     if f["filters"]["since"]:
@@ -213,7 +215,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
     rows = [("mean agreement score", num(s["mean"], 3) + f" over {s['task_runs']} task runs")]
     for k, v in s["by_outcome"].items():
         rows.append((f"  {k}", f"{num(v['mean'], 3)} ({v['task_runs']})"))
-    console.print(_kv("Agreement score (docs/ledger.md)", rows))
+    console.print(_kv("Agreement score (crossreview/ledger/score.py)", rows))
 
     ap = f.get("agents_per_task")
     if ap and ap["task_runs"]:
@@ -247,4 +249,4 @@ def print_stats(console, f: dict[str, Any]) -> None:
         ]
         console.print(_kv("Calibration (crossreview calibrate)", rows))
         if dr.get("warning"):
-            console.print(f"[bold yellow]drift warning:[/bold yellow] {dr['warning']}", highlight=False)
+            console.print(f"[bold yellow]drift warning:[/bold yellow] {escape(dr['warning'])}", highlight=False)
