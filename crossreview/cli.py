@@ -53,10 +53,22 @@ def _sigterm_is_ctrl_c() -> None:
 
 
 def _interrupted(err: Console, run_id: str | None = None) -> None:
+    """Say how to go on, then leave at once, exit code 130.
+
+    At once: a model call in flight runs in a thread no signal can stop, and
+    a normal exit joins every worker thread — it would wait for the reply
+    (minutes, with a slow model) and then let that branch run on into
+    worktrees already removed. Everything finished is committed already
+    (LangGraph's checkpoints and the ledger are SQLite transactions).
+    """
+    import os
+
     what = f"crossreview resume {run_id}" if run_id else "crossreview resume RUN"
     err.print(f"[yellow]interrupted[/yellow]: agents stopped, worktrees removed; finished work is "
               f"checkpointed and `{what}` continues it")
-    sys.exit(130)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:

@@ -99,6 +99,8 @@ class Session:
     ledger: Ledger
     graph: Any
     context: Any
+    in_flight: dict[str, tuple] = field(default_factory=dict)
+    """Task runs started and not yet cleaned up: id -> cleanup_task_run's arguments after the session."""
 
 
 @contextmanager
@@ -329,13 +331,31 @@ def _finish_run(session: Session, run: str, results: list[TaskResult]) -> None:
 
 
 def _run_tasks(session: Session, run: str, tasks: list[Task], config: dict, jobs: int, interactive: bool, fresh: bool) -> list[TaskResult]:
+    """Run ``tasks``, ``jobs`` at once, in worker threads while this thread waits.
+
+    Waiting here, never inside a graph, keeps Ctrl-C prompt: LangGraph lets an
+    interrupt through only once its running branches end, and a branch in a
+    model call ends when the model answers. On Ctrl-C this thread stops the
+    agents, removes the worktrees of the task runs under way and re-raises,
+    without waiting for those threads (the caller exits the process).
+    """
     def one(task: Task) -> TaskResult:
         return run_task(session, run, task, config, interactive, fresh)
 
-    if jobs <= 1 or len(tasks) <= 1:
-        return [one(t) for t in tasks]
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(one, tasks))
+    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(tasks))), thread_name_prefix="crossreview-task")
+    try:
+        results = list(pool.map(one, tasks))
+    except KeyboardInterrupt:
+        kill_all_children()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for args in list(session.in_flight.values()):
+            try:
+                cleanup_task_run(session, *args)
+            except Exception:  # noqa: BLE001 - best effort: `crossreview gc` removes what is left
+                pass
+        raise
+    pool.shutdown()
+    return results
 
 
 def task_run_id(run: str, task_id: str) -> str:
@@ -347,6 +367,15 @@ def run_task(session: Session, run: str, task: Task, config: dict, interactive: 
     """Run (or continue) one task through the graph, then clean its worktrees up."""
     tr = task_run_id(run, task.id)
     gconf = _thread_config(tr, len(config["agents"]), len(config.get("panel") or []))
+    session.in_flight[tr] = (gconf, run, task.id, [a["name"] for a in config["agents"]])
+    try:
+        return _run_task(session, run, task, config, interactive, fresh, tr, gconf)
+    finally:
+        session.in_flight.pop(tr, None)
+
+
+def _run_task(session: Session, run: str, task: Task, config: dict, interactive: bool, fresh: bool, tr: str,
+              gconf: dict) -> TaskResult:
     configure_sandbox(config, session.state_dir, session.ledger.path)
     session.ledger.start_task_run(tr, run, task.id, str(task.path), task.tags, task.metadata)
     session.pm.hook.crossreview_task_started(task=task, task_run=tr)

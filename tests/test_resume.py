@@ -176,3 +176,36 @@ def test_ctrl_c_stops_agents_cleans_up_and_resume_finishes(cli, suite, tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.json()["tasks"][0]["decision"] == "accepted"
     assert invocations(counts, "slow") == 2
+
+
+def test_ctrl_c_during_a_slow_model_call_exits_at_once(suite, tmp_path):
+    from fake_openai import FakeOpenAI, llm_env, text
+
+    make_task(suite)
+    server = FakeOpenAI().start()
+    try:
+        server.on("slow", [text("never mind", delay=60.0)])
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "crossreview", "run", str(suite), "--agent", "x=llm:openai/slow",
+             "--agent", "noop", "--reviewer", "tests"],
+            cwd=tmp_path, env=cli_env(llm_env(server)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )
+        try:
+            _wait_for(lambda: server.requests_for("slow"), timeout=60, what="the model call to start")
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+            waited = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        server.stop()
+    assert proc.returncode == 130, err
+    assert waited < 20, f"exit took {waited:.1f}s: it waited for the model's reply"
+    assert "interrupted" in err and "Traceback" not in err
+    [run] = ledger_rows(tmp_path / ".crossreview", "SELECT id, status FROM runs")
+    assert run["status"] == "interrupted"
+    # The task run under way had its worktrees removed although its thread never came back.
+    assert not any((tmp_path / ".crossreview" / "worktrees").glob("r-*/add/*"))
