@@ -617,12 +617,36 @@ def _seed_budget(session: Session, run: str, config: dict) -> None:
 
 
 def _result_from_row(ledger: Ledger, tr: dict) -> TaskResult:
+    """A task run finished earlier (kept by a resume), as its own run reported it, from the ledger."""
     escs = ledger.escalations_of(tr["id"])
     return TaskResult(
         task=tr["task"], task_run=tr["id"], run=tr["run"], decision=tr["decision"] or "error",
         winner=tr["winner"], escalation=escs[-1]["id"] if escs else None, reason=tr["reason"] or "",
-        branch=tr["branch"], seconds=tr["seconds"] or 0.0,
+        branch=tr["branch"], seconds=tr["seconds"] or 0.0, candidates=_summaries_from_rows(ledger, tr["id"]),
     )
+
+
+def _summaries_from_rows(ledger: Ledger, task_run: str) -> list:
+    """The last round's candidates of a recorded task run, as ``summarize`` gives them live."""
+    from .models import CandidateSummary
+
+    cands = ledger.candidate_rows(task_run)
+    if not cands:
+        return []
+    last = max(c["round"] for c in cands)
+    verdicts = [v for v in ledger.verdict_rows(task_run) if v["round"] == last]
+    return [
+        CandidateSummary(
+            agent=c["agent"], status=c["status"], tests_passed=c["tests_passed"] or 0,
+            tests_total=c["tests_total"] or 0,
+            approvals=sum(1 for v in verdicts if v["candidate"] == c["agent"] and v["verdict"] == "approve"),
+            reviews=sum(1 for v in verdicts if v["candidate"] == c["agent"]),
+            tokens=(c["tokens_in"] or 0) + (c["tokens_out"] or 0),
+            cost=c["cost"],  # None stays None: unknown money is never shown as $0
+            seconds=round(c["seconds"] or 0.0, 3),
+        )
+        for c in cands if c["round"] == last
+    ]
 
 
 def orphan_warning(state_dir: Path) -> str | None:

@@ -209,3 +209,23 @@ def test_ctrl_c_during_a_slow_model_call_exits_at_once(suite, tmp_path):
     assert run["status"] == "interrupted"
     # The task run under way had its worktrees removed although its thread never came back.
     assert not any((tmp_path / ".crossreview" / "worktrees").glob("r-*/add/*"))
+
+
+def test_resume_reports_kept_task_runs_as_their_run_did(cli, suite, tmp_path):
+    make_task(suite)
+    make_task(suite, "add2")
+    # A command agent's money is unknown: it must stay unknown, never become $0.
+    agent = counting_agent(tmp_path / "agent.py")
+    first = cli("run", str(suite), "--agent", "oracle", "--agent", f"c=command:{{python}} {agent}", "--json",
+                env={"CROSSREVIEW_COUNT_DIR": str(tmp_path / "counts")})
+    assert first.returncode in (0, 1), first.stderr
+    again = cli("resume", first.json()["run"], "--json")
+    assert again.returncode == first.returncode, again.stderr
+    before = {t["task"]: t for t in first.json()["tasks"]}
+    after = {t["task"]: t for t in again.json()["tasks"]}
+    assert before.keys() == after.keys() == {"add", "add2"}
+    for name in before:
+        assert after[name]["candidates"] == before[name]["candidates"], name
+        assert [c["cost"] for c in after[name]["candidates"]] == [0.0, None]
+    human = cli("resume", first.json()["run"])
+    assert "unknown" in human.stdout
