@@ -633,6 +633,7 @@ def record(state: TaskRunState, runtime: Runtime[Context]) -> dict:
         branch=branch,
         candidates=[summarize(c, round_verdicts) for c in cands],
         seconds=seconds,
+        **spend([c.usage for c in all_cands] + [v.usage for v in verdicts]),
     )
     crash_point("record", "before-ledger")
     ctx.ledger.record_task_run(
@@ -686,6 +687,13 @@ def _itemized_calls(cands: list[Candidate], verdicts: list[Verdict]) -> list[dic
     out += [{**call, "phase": "review", "agent": v.reviewer, "candidate": v.candidate, "round": v.round, "seq": i}
             for v in verdicts for i, call in enumerate(v.calls)]
     return out
+
+
+def spend(usages: list[Usage]) -> dict:
+    """``tokens`` and ``cost`` of a TaskResult from every solve's and review's usage (an unknown cost stays unknown)."""
+    costs = [u.cost for u in usages]
+    return {"tokens": sum(u.tokens for u in usages),
+            "cost": None if any(c is None for c in costs) else round(sum(costs), 10)}
 
 
 def summarize(c: Candidate, verdicts: list[Verdict]) -> CandidateSummary:

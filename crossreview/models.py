@@ -332,3 +332,7 @@ class TaskResult(BaseModel):
     candidates: list[CandidateSummary] = Field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    tokens: int = 0
+    """Everything the task run spent: every round's solves and reviews (the candidates' lines hold their solves)."""
+    cost: float | None = 0.0
+    """The same in money; None when any part is unknown (never summed as 0)."""

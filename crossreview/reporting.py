@@ -118,8 +118,7 @@ def _row(r: TaskResult) -> tuple:
         mark = "✓" if ok else "✗"
         status = "" if c.status == "ok" else f" {c.status}"
         cells.append(f"{c.agent} {mark} {c.tests_passed}/{c.tests_total}, {c.approvals}/{c.reviews}{status}")
-    tokens = sum(c.tokens for c in r.candidates)
-    cost = _sum_cost(c.cost for c in r.candidates)
+    tokens, cost = r.tokens, r.cost
     decision = Text(r.decision, style=DECISION_STYLE.get(r.decision, ""))
     if r.escalation and r.decision == "escalated":
         decision.append(f" {r.escalation}", style="dim")
@@ -183,8 +182,8 @@ def summary_line(results: list[TaskResult], errors: list[TaskError], wall: float
     if errors:  # folders, not problems: one folder may have several
         parts.append(f"{len({e.path for e in errors})} broken")
     agent_seconds = sum(c.seconds for r in results for c in r.candidates)
-    tokens = sum(c.tokens for r in results for c in r.candidates)
-    cost = _sum_cost(c.cost for r in results for c in r.candidates)
+    tokens = sum(r.tokens for r in results)
+    cost = _sum_cost(r.cost for r in results)
     return (
         f"{len(results)} task run{'s' if len(results) != 1 else ''}: " + ", ".join(parts)
         + f" · wall {wall:.1f}s · agent-seconds {agent_seconds:.1f} · tokens {tokens} · cost {_fmt_cost(cost)}"
@@ -203,5 +202,7 @@ def result_json(r: TaskResult) -> dict[str, Any]:
         "branch": r.branch,
         "seconds": round(r.seconds, 3),
         "error": r.error,
+        "tokens": r.tokens,
+        "cost": r.cost,
         "candidates": [c.model_dump() for c in r.candidates],
     }

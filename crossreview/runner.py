@@ -414,7 +414,8 @@ def _run_task(session: Session, run: str, task: Task, config: dict, interactive:
         raise
     except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the suite
         session.ledger.set_task_run_status(tr, "error", "error", f"{type(exc).__name__}: {exc}")
-        result = TaskResult(task=task.id, task_run=tr, run=run, decision="error", error=f"{type(exc).__name__}: {exc}")
+        result = TaskResult(task=task.id, task_run=tr, run=run, decision="error", error=f"{type(exc).__name__}: {exc}",
+                            cost=None)  # it may have spent before it failed: unknown, not $0
     finally:
         crash_point("task", "before-cleanup")
         cleanup_task_run(session, gconf, run, task.id, [a["name"] for a in config["agents"]])
@@ -453,6 +454,7 @@ def _drive(session: Session, gconf: dict, payload: Any, interactive: bool) -> Ta
                 reason=reason,
                 candidates=_summaries_from_state(state),
                 seconds=_elapsed(state),
+                **_spend_from_state(state),
             )
         out = session.graph.invoke(Command(resume=human.model_dump(mode="json")), gconf, context=session.context)
     return TaskResult.model_validate(out["result"])
@@ -468,6 +470,13 @@ def _elapsed(state: dict) -> float:
     start = min(datetime.fromisoformat(e["started"]) for e in events)
     end = max(datetime.fromisoformat(e["finished"]) for e in events)
     return (end - start).total_seconds()
+
+
+def _spend_from_state(state: dict) -> dict:
+    from .graph import everything_so_far, spend
+
+    cands, verdicts = everything_so_far(state)
+    return spend([c.usage for c in cands] + [v.usage for v in verdicts])
 
 
 def _summaries_from_state(state: dict) -> list:
@@ -623,7 +632,15 @@ def _result_from_row(ledger: Ledger, tr: dict) -> TaskResult:
         task=tr["task"], task_run=tr["id"], run=tr["run"], decision=tr["decision"] or "error",
         winner=tr["winner"], escalation=escs[-1]["id"] if escs else None, reason=tr["reason"] or "",
         branch=tr["branch"], seconds=tr["seconds"] or 0.0, candidates=_summaries_from_rows(ledger, tr["id"]),
+        **_spend_from_rows(ledger, tr["id"]),
     )
+
+
+def _spend_from_rows(ledger: Ledger, task_run: str) -> dict:
+    rows = ledger.candidate_rows(task_run) + ledger.verdict_rows(task_run)
+    costs = [r["cost"] for r in rows]
+    return {"tokens": sum((r["tokens_in"] or 0) + (r["tokens_out"] or 0) for r in rows),
+            "cost": None if any(c is None for c in costs) else round(sum(costs), 10)}
 
 
 def _summaries_from_rows(ledger: Ledger, task_run: str) -> list:

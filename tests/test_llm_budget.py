@@ -87,3 +87,26 @@ def test_a_cost_cap_needs_a_price_and_prices_do_not_leak(cli, suite, tmp_path, f
     assert "needs a price for every model" in res.stderr and "openai/unpriced" in res.stderr
     assert "openai/priced," not in res.stderr  # the configured one is fine
     assert not fake_openai.requests
+
+
+def test_the_run_reports_what_reviews_spent_too(cli, suite, tmp_path, fake_openai):
+    from fake_openai import verdict
+
+    make_task(suite)
+    _priced(suite, "openai/rev")
+    fake_openai.on("rev", [verdict("approve", prompt_tokens=TOKENS_IN, completion_tokens=TOKENS_OUT)])
+    fake_openai.on("unpriced", [verdict("approve", prompt_tokens=TOKENS_IN, completion_tokens=TOKENS_OUT)])
+    args = ["run", str(suite), "--agent", "a=oracle", "--agent", "b=oracle", "--reviewer", "llm:openai/rev"]
+    res = cli(*args, "--json", env=llm_env(fake_openai))
+    assert res.returncode == 0, res.stderr
+    [task] = res.json()["tasks"]
+    # The solves were free; two reviews were not, and the task run's figures say so.
+    assert [c["tokens"] for c in task["candidates"]] == [0, 0]
+    assert task["tokens"] == 2 * (TOKENS_IN + TOKENS_OUT)
+    assert task["cost"] == pytest.approx(2 * PER_CALL)
+    human = cli(*args, env=llm_env(fake_openai))
+    assert f"tokens {2 * (TOKENS_IN + TOKENS_OUT)}" in human.stdout and "cost $0.0240" in human.stdout
+    # A reviewer without a price: the money is unknown, never $0 or the priced part alone.
+    unknown = cli("run", str(suite), "--agent", "a=oracle", "--agent", "b=oracle", "--reviewer", "a=llm:openai/rev",
+                  "--reviewer", "b=llm:openai/unpriced", "--json", env=llm_env(fake_openai))
+    assert unknown.json()["tasks"][0]["cost"] is None
