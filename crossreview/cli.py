@@ -52,6 +52,11 @@ def _sigterm_is_ctrl_c() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _error_json(e) -> dict:
+    """A broken task folder as `--json` reports it."""
+    return {"path": str(e.path), "file": str(e.file), "field": e.field, "message": e.message}
+
+
 def _interrupted(err: Console, run_id: str | None = None) -> None:
     """Say how to go on, then leave at once, exit code 130.
 
@@ -145,7 +150,7 @@ def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, 
     """Run every task under PATHS (default: tasks/)."""
     from .plugins import get_plugin_manager
     from .reporting import TerminalReporter, print_errors, print_results_table, result_json, summary_line
-    from .runner import RunOptions, UsageError, orphan_warning, run_suite, stdin_is_interactive
+    from .runner import AllTasksBroken, RunOptions, UsageError, orphan_warning, run_suite, stdin_is_interactive
     from .tasks import find_task_dirs
 
     out, err = _consoles(json_mode)
@@ -172,6 +177,9 @@ def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, 
     try:
         outcome = run_suite(opts, pm)
     except UsageError as exc:
+        if json_mode and isinstance(exc, AllTasksBroken):  # machines still get their one document
+            click.echo(json.dumps({"run": None, "tasks": [], "errors": [_error_json(e) for e in exc.errors]},
+                                  indent=2))
         _fail(str(exc))
     except KeyboardInterrupt:
         _interrupted(err, opts.run_id)
@@ -180,8 +188,7 @@ def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, 
     wall = time.monotonic() - started
     if json_mode:
         doc = {"run": outcome.run, "tasks": [result_json(r) for r in outcome.results],
-               "errors": [{"path": str(e.path), "file": str(e.file), "field": e.field, "message": e.message}
-                          for e in outcome.errors]}
+               "errors": [_error_json(e) for e in outcome.errors]}
         click.echo(json.dumps(doc, indent=2))
     else:
         print_errors(err, outcome.errors)
@@ -230,7 +237,7 @@ def validate(paths, state_dir, json_mode):
             "ok": ok,
             "tasks": [{"task": r.task, "path": str(r.path), "ok": r.ok,
                        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in r.checks]} for r in reports],
-            "errors": [{"path": str(e.path), "file": str(e.file), "field": e.field, "message": e.message} for e in suite.errors],
+            "errors": [_error_json(e) for e in suite.errors],
         }, indent=2))
     else:
         from rich.markup import escape

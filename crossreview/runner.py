@@ -41,6 +41,14 @@ class UsageError(Exception):
     """Bad flags, specs or config: nothing was run (exit code 2)."""
 
 
+class AllTasksBroken(UsageError):
+    """Every task folder is broken: nothing was run (exit code 2); ``errors`` says what to fix."""
+
+    def __init__(self, message: str, errors: list[TaskError]):
+        super().__init__(message)
+        self.errors = errors
+
+
 @dataclass
 class RunOptions:
     """Everything a suite run needs; flags win over the suite's config file."""
@@ -308,7 +316,8 @@ def run_suite(opts: RunOptions, pm: pluggy.PluginManager | None = None) -> Suite
         raise UsageError(f"no task folders (folders with task.toml) under {where}")
     config, res = run_config(opts, suite.tasks, pm)
     if not suite.tasks:
-        raise UsageError("every task is broken, nothing ran:\n" + "\n".join(str(e) for e in suite.errors))
+        raise AllTasksBroken("every task is broken, nothing ran:\n" + "\n".join(str(e) for e in suite.errors),
+                             suite.errors)
     run = opts.run_id or new_run_id()
     jobs = res.jobs
     with open_session(opts.state_dir, res.ledger, pm) as session:

@@ -105,3 +105,14 @@ def test_errors_print_brackets_as_written(cli, suite):
     make_task(suite)
     res = cli("run", str(suite), "--agent", "[bold]x", "--agent", "noop")
     assert res.returncode == 2 and "unknown agent '[bold]x'" in res.stderr
+
+
+def test_run_json_with_every_task_broken_still_prints_one_document(cli, suite):
+    broken = make_task(suite, "broken")
+    (broken / "instruction.md").unlink()
+    res = cli("run", str(suite), "--json")
+    assert res.returncode == 2 and "every task is broken" in res.stderr
+    doc = res.json()
+    assert doc["run"] is None and doc["tasks"] == []
+    [err] = doc["errors"]
+    assert err["file"].endswith("broken/instruction.md")
