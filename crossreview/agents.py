@@ -43,7 +43,9 @@ class Workspace:
     """The suite's model settings (crossreview.llm.settings.LLMSettings as a dict; no secrets)."""
     budget: Any = None
     """The task run's crossreview.budget.Budget: check() before and charge() after each model
-    call, and set ``charges_budget = True`` on the agent (else its SolveResult.usage is charged)."""
+    call, and set ``charges_budget = True`` on the agent (else its SolveResult.usage is charged).
+    An agent or reviewer that can never spend (no model, no paid service) sets
+    ``spends_nothing = True``: it still runs once a budget is exhausted."""
     artifacts_dir: Path | None = None
     """A folder outside the worktree for files that outlive the run (transcripts)."""
 

@@ -278,12 +278,13 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         budget=ctx.budget(p),
         artifacts_dir=_artifacts_dir(ctx, p, task),
     )
-    spent = workspace.budget.exceeded()
     try:
+        agent = ctx.agent(spec)
+        # An exhausted budget stops what may spend; an agent that spends nothing (oracle, noop) still runs.
+        spent = None if getattr(agent, "spends_nothing", False) else workspace.budget.exceeded()
         if spent:
             result = SolveResult(status="error", error=f"not started: {spent}")
         else:
-            agent = ctx.agent(spec)
             result = agent.solve(workspace)
             if not getattr(agent, "charges_budget", False):
                 workspace.budget.charge(result.usage.tokens, result.usage.cost)
@@ -421,10 +422,10 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
     usage = Usage()
     crash_point("review", "before", agent.name)
     try:
-        spent = request.budget.exceeded()
+        reviewer = ctx.reviewer(rspec)
+        spent = None if getattr(reviewer, "spends_nothing", False) else request.budget.exceeded()
         if spent:
             raise RuntimeError(f"not started: {spent}")
-        reviewer = ctx.reviewer(rspec)
         out = reviewer.review(request)
         if out.usage is not None and not getattr(reviewer, "charges_budget", False):
             request.budget.charge(out.usage.tokens, out.usage.cost)

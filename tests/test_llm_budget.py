@@ -110,3 +110,18 @@ def test_the_run_reports_what_reviews_spent_too(cli, suite, tmp_path, fake_opena
     unknown = cli("run", str(suite), "--agent", "a=oracle", "--agent", "b=oracle", "--reviewer", "a=llm:openai/rev",
                   "--reviewer", "b=llm:openai/unpriced", "--json", env=llm_env(fake_openai))
     assert unknown.json()["tasks"][0]["cost"] is None
+
+
+def test_an_exhausted_budget_does_not_stop_what_spends_nothing(cli, suite, tmp_path, fake_openai):
+    make_task(suite)
+    _spender(fake_openai)
+    res = cli("run", str(suite), "--agent", "x=llm:openai/spender", "--agent", "y=oracle", "--reviewer", "tests",
+              "--max-task-tokens", "3000", "--json", env=llm_env(fake_openai))
+    [task] = res.json()["tasks"]
+    # x ran into the cap; the free `tests` reviewer still judged y, whose tests pass.
+    assert {c["agent"]: c for c in task["candidates"]}["x"]["status"] == "error"
+    assert "budget exhausted" in task["reason"]
+    verdicts = ledger_rows(tmp_path / ".crossreview", "SELECT reviewer, candidate, verdict, error FROM verdicts")
+    assert [(v["reviewer"], v["candidate"], v["verdict"]) for v in verdicts] == [("x", "y", "approve")], verdicts
+    assert (task["decision"], task["winner"]) == ("accepted", "y"), task["reason"]
+    assert res.returncode == 0

@@ -14,6 +14,8 @@ from ..sandbox import agent_policy, run_confined
 class OracleAgent:
     """Lays the task's solution/ over the worktree, or runs solution/solve.sh there."""
 
+    spends_nothing = True  # runs even when a budget is exhausted: it calls no model
+
     def __init__(self, spec: AgentSpec):
         if spec.arg:
             raise SpecError(f"agent {spec.name}: 'oracle' takes no argument (got {spec.spec!r})")
@@ -44,6 +46,8 @@ class OracleAgent:
 
 class NoopAgent:
     """Changes nothing: a task whose tests pass under noop cannot tell good from bad."""
+
+    spends_nothing = True
 
     def __init__(self, spec: AgentSpec):
         if spec.arg:

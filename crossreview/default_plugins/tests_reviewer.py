@@ -11,6 +11,7 @@ class TestsReviewer:
     """Reads only the test outcomes; the offline default reviewer."""
 
     __test__ = False
+    spends_nothing = True  # reviews even when a budget is exhausted: it reads test outcomes, calls no model
 
     def __init__(self, spec: AgentSpec):
         if spec.arg:
