@@ -198,11 +198,25 @@ def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, 
     sys.exit(outcome.exit_code)
 
 
+def _where_flags(state_dir: Path, ledger: Path | None) -> str:
+    """The --state-dir/--ledger a hint's command needs to find what this one used (empty for the defaults)."""
+    import shlex
+
+    flags = ""
+    if Path(state_dir) != Path(".crossreview"):
+        flags += f" --state-dir {shlex.quote(str(state_dir))}"
+    if ledger is not None:
+        flags += f" --ledger {shlex.quote(str(ledger))}"
+    return flags
+
+
 def _footer(out: Console, run_id: str, results, state_dir: Path, ledger: Path | None) -> None:
     """Where to go next: the inbox, the kept branches, the run id."""
     waiting = [r for r in results if r.decision == "escalated"]
     if waiting:
-        out.print(f"{len(waiting)} waiting for a human: `crossreview inbox`, then `crossreview show {waiting[0].escalation}`")
+        where = _where_flags(state_dir, ledger)
+        out.print(f"{len(waiting)} waiting for a human: `crossreview inbox{where}`, "
+                  f"then `crossreview show {waiting[0].escalation}{where}`", highlight=False)
     kept = [r for r in results if r.branch]
     if kept:
         r = kept[0]
@@ -287,12 +301,12 @@ def inbox(ledger, state_dir, json_mode):
         out.print("inbox empty: no escalation waits for a human")
         return
     table = Table(title=f"{len(rows)} escalation(s) waiting", title_justify="left")
-    for col in ("id", "task", "run", "waiting since", "reason"):
+    for col in ("id", "task", "run", "waiting since (UTC)", "reason"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["id"], r["task"], r["run"], r["created"][:19].replace("T", " "), r["reason"])
+        table.add_row(r["id"], r["task"], r["run"], r["created"][:19].replace("T", " "), escape(r["reason"]))
     out.print(table)
-    out.print(f"next: crossreview show {rows[0]['id']}")
+    out.print(f"next: crossreview show {rows[0]['id']}{_where_flags(state_dir, ledger)}", highlight=False)
 
 
 @main.command()
@@ -409,7 +423,7 @@ def runs(ledger, state_dir, json_mode):
         click.echo(json.dumps({"runs": rows}, indent=2))
         return
     table = Table(title="runs", title_justify="left")
-    for col in ("run", "started", "status", "task runs"):
+    for col in ("run", "started (UTC)", "status", "task runs"):
         table.add_column(col)
     for r in rows:
         table.add_row(r["id"], (r["started"] or "")[:19].replace("T", " "), r["status"],

@@ -163,3 +163,25 @@ def test_two_deciders_at_once_exactly_one_wins(parked, monkeypatch):
     [tr] = ledger_rows(parked["state"], "SELECT * FROM task_runs")
     assert tr["decision"] != "accepted" and tr["winner"] is None
     assert not [b for b in git_branches(parked["state"] / "repos" / "add.git") if b.startswith("crossreview/r-")]
+
+
+def test_hints_carry_the_ledger_and_state_dir_the_run_used(cli, suite, tmp_path):
+    make_task(suite)
+    watch_agents(suite, tmp_path / "counts")
+    agent = counting_agent(tmp_path / "agent.py", solution="def add(a, b):\n    return a - b\n")
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    ledger = tmp_path / "elsewhere" / "team.db"
+    res = cli("run", str(suite), "--state-dir", str(tmp_path / "st"), "--ledger", str(ledger),
+              "--agent", f"x=command:{{python}} {agent}", "--agent", f"y=command:{{python}} {agent}",
+              "--reviewer", f"x={approve}", "--reviewer", "y=tests",
+              env={"CROSSREVIEW_COUNT_DIR": str(tmp_path / "counts")})
+    assert res.returncode == 3, res.stderr
+    flags = f"--state-dir {tmp_path / 'st'} --ledger {ledger}"
+    text = " ".join(res.stdout.split())
+    assert f"`crossreview inbox {flags}`" in text and f"--pick" not in text
+    esc = text.split("`crossreview show ")[1].split()[0]
+    # The hint, run as written, finds the escalation.
+    shown = cli("show", esc, "--state-dir", str(tmp_path / "st"), "--ledger", str(ledger))
+    assert shown.returncode == 0, shown.stderr
+    inbox = cli("inbox", "--state-dir", str(tmp_path / "st"), "--ledger", str(ledger))
+    assert "waiting since (UTC)" in inbox.stdout and f"next: crossreview show {esc} {flags}" in " ".join(inbox.stdout.split())
