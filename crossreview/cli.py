@@ -347,7 +347,8 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
     """Resume the run parked at ESCALATION_ID with your decision."""
     from .default_plugins.terminal import _user
     from .models import HumanDecision
-    from .reporting import result_json, results_table
+    from .plugins import get_plugin_manager
+    from .reporting import TerminalReporter, result_json, results_table
     from .runner import UsageError, decide_escalation
 
     given = [x for x in (pick is not None, reject, guide is not None) if x]
@@ -355,10 +356,19 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
         _fail("give exactly one of --pick NAME, --reject, --guide TEXT")
     action = "pick" if pick is not None else "reject" if reject else "guide"
     human = HumanDecision(action=action, pick=pick, guide=guide, by=by or _user())
+    out, err = _consoles(json_mode)
+    pm = get_plugin_manager()
+    reporter = TerminalReporter(out, err)  # a guided round runs the agents again: show it as `run` does
+    pm.register(reporter, name="terminalreporter")
+    _sigterm_is_ctrl_c()
     try:
-        result = decide_escalation(escalation_id, human, state_dir=state_dir, ledger=ledger, sandbox=sandbox)
+        result = decide_escalation(escalation_id, human, state_dir=state_dir, ledger=ledger, sandbox=sandbox, pm=pm)
     except UsageError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _interrupted(err)
+    finally:
+        pm.unregister(reporter)
     if json_mode:
         click.echo(json.dumps(result_json(result), indent=2))
     else:

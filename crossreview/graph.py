@@ -576,7 +576,8 @@ def escalate(state: TaskRunState) -> Command:
     task = Task.model_validate(state["task"])
     rnd = state.get("round") or 0
     decision = Decision.model_validate({k: v for k, v in state["decisions"][-1].items() if k != "round"})
-    packet = build_packet(task, _round_candidates(state), _round_verdicts(state), decision)
+    packet = build_packet(task, _round_candidates(state), _round_verdicts(state), decision,
+                          rnd=rnd, guidance=state.get("guidance") or [])
     esc = state["escalation"]
     answer = interrupt({**esc, "reason": decision.reason, "packet": packet})
     human = HumanDecision.model_validate(answer)

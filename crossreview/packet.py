@@ -19,8 +19,13 @@ from .models import Candidate, Decision, Task, Verdict
 _MAX_DIFF_CHARS = 20_000
 
 
-def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict], decision: Decision) -> dict[str, Any]:
-    """A JSON-able packet; diffs are cut at 20,000 characters each (the ledger keeps them whole)."""
+def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict], decision: Decision,
+                 rnd: int = 0, guidance: list[str] | None = None) -> dict[str, Any]:
+    """A JSON-able packet; diffs are cut at 20,000 characters each (the ledger keeps them whole).
+
+    ``rnd`` and ``guidance``: after a human's ``--guide``, the round these
+    candidates come from and every guidance given so far (the agents had it).
+    """
     cands = []
     for c in candidates:
         failing = [o.name for o in (c.tests.outcomes if c.tests else []) if o.outcome in ("failed", "error")]
@@ -45,6 +50,8 @@ def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict
     return {
         "task": task.id,
         "instruction": task.instruction[:4000],
+        "round": rnd,
+        "guidance": list(guidance or []),
         "reason": decision.reason,
         "disagreements": decision.disagreements,
         "policy": decision.policy,
@@ -75,6 +82,11 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
         f"  run {esc['run']}  policy {p.get('policy', '?')}",
     )
     console.print(Panel(Text(p["reason"]), title=head, title_align="left", border_style="magenta"))
+    if p.get("guidance"):  # a later round: say what the agents were told since the first
+        console.print(Text(f"Round {p.get('round', 0) + 1}: the agents were given this guidance", style="bold"))
+        for g in p["guidance"]:
+            console.print(Text(f"  → {g}"))
+        console.print()
     console.print(Text("Where they disagree", style="bold"))
     for line in p["disagreements"] or ["(no specific disagreement recorded)"]:
         console.print(f"  • {line}", markup=False, highlight=False)  # holds file names a candidate chose

@@ -76,6 +76,13 @@ def test_decide_guide_sends_the_agents_back_with_the_guidance(cli, parked, tmp_p
     assert escs[0]["guide"] == "subtract less, add more"
     inbox = cli("inbox", "--json").json()["escalations"]
     assert [e["id"] for e in inbox] == [doc["escalation"]]
+    # The guided round ran in view: progress lines, as `run` prints them.
+    assert "x solved in" in res.stderr and "y tests" in res.stderr
+    # Its packet says which round it is and what the agents were told.
+    shown = cli("show", doc["escalation"], "--json").json()
+    assert (shown["packet"]["round"], shown["packet"]["guidance"]) == (1, ["subtract less, add more"])
+    human = cli("show", doc["escalation"]).stdout
+    assert "Round 2: the agents were given this guidance" in human and "→ subtract less, add more" in human
     # The second round is decided like the first.
     res = cli("decide", doc["escalation"], "--reject")
     assert res.returncode == 1
