@@ -188,12 +188,14 @@ def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, 
     wall = time.monotonic() - started
     if json_mode:
         doc = {"run": outcome.run, "tasks": [result_json(r) for r in outcome.results],
-               "errors": [_error_json(e) for e in outcome.errors]}
+               "errors": [_error_json(e) for e in outcome.errors], "warnings": outcome.warnings}
         click.echo(json.dumps(doc, indent=2))
     else:
         print_errors(err, outcome.errors)
         print_results_table(out, outcome.results)
         out.print(summary_line(outcome.results, outcome.errors, wall), highlight=False)
+        for warning in outcome.warnings:
+            err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
         _footer(out, outcome.run, outcome.results, state_dir, ledger)
     sys.exit(outcome.exit_code)
 

@@ -81,6 +81,8 @@ class SuiteOutcome:
     run: str
     results: list[TaskResult]
     errors: list[TaskError]
+    warnings: list[str] = field(default_factory=list)
+    """What the user should know about the run that no single task says (printed after the table)."""
 
     @property
     def exit_code(self) -> int:
@@ -329,7 +331,21 @@ def run_suite(opts: RunOptions, pm: pluggy.PluginManager | None = None) -> Suite
             raise
         _finish_run(session, run, results)
     pm.hook.crossreview_run_finished(run=run, results=results)
-    return SuiteOutcome(run, results, suite.errors)
+    return SuiteOutcome(run, results, suite.errors, cap_warnings(config, results))
+
+
+def cap_warnings(config: dict, results: list[TaskResult]) -> list[str]:
+    """A money cap cannot hold work whose price nobody reported: say so when it happened."""
+    from .budget import Limits
+
+    limits = Limits.from_dict(config.get("limits"))
+    unknown = [r.task for r in results if r.cost is None]
+    if not limits.caps_cost or not unknown:
+        return []
+    shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+    return [f"the money cap could not count everything: {len(unknown)} task run(s) spent an unknown amount "
+            f"({shown}) — command agents or reviewers that report no usage "
+            "(write it to $CROSSREVIEW_USAGE_FILE to have it counted)"]
 
 
 def _finish_run(session: Session, run: str, results: list[TaskResult]) -> None:

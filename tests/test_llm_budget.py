@@ -125,3 +125,17 @@ def test_an_exhausted_budget_does_not_stop_what_spends_nothing(cli, suite, tmp_p
     assert [(v["reviewer"], v["candidate"], v["verdict"]) for v in verdicts] == [("x", "y", "approve")], verdicts
     assert (task["decision"], task["winner"]) == ("accepted", "y"), task["reason"]
     assert res.returncode == 0
+
+
+def test_a_money_cap_over_work_of_unknown_price_says_so(cli, suite, tmp_path):
+    make_task(suite)
+    silent = write(tmp_path / "silent.py", "import shutil, sys\n")  # changes nothing, reports no usage
+    args = ["run", str(suite), "--agent", "a=oracle", "--agent", f"b=command:{{python}} {silent}", "--max-cost", "1"]
+    res = cli(*args)
+    assert "warning: the money cap could not count everything: 1 task run(s) spent an unknown amount (add)" in \
+        " ".join(res.stderr.split())
+    doc = cli(*args, "--json").json()
+    assert doc["tasks"][0]["cost"] is None and len(doc["warnings"]) == 1
+    # Without a cap there is nothing to warn about.
+    assert cli("run", str(suite), "--agent", "a=oracle", "--agent", f"b=command:{{python}} {silent}",
+               "--json").json()["warnings"] == []
