@@ -86,24 +86,12 @@ class Context:
     ledger: Ledger
     _built: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _fresh: dict[str, str] = field(default_factory=dict)
-    """Worktrees this process just took a diff of, untouched since (path -> diff hash)."""
     budgets: Budgets = field(default_factory=Budgets)
     """Money and token budgets of the runs this process works on."""
 
     def budget(self, p: dict) -> Budget:
         """The budget of the task run ``p`` belongs to (its parent is the suite run's)."""
         return self.budgets.task(p["run"], p["task_run"], p.get("limits"))
-
-    def mark_fresh(self, path: Path, diff: str) -> None:
-        """Record that ``path`` holds exactly base + ``diff`` right now."""
-        with self._lock:
-            self._fresh[str(path)] = hashlib.sha256(diff.encode()).hexdigest()
-
-    def take_fresh(self, path: Path, diff: str) -> bool:
-        """True once if ``path`` is known to hold exactly base + ``diff`` (then forgets it)."""
-        with self._lock:
-            return self._fresh.pop(str(path), None) == hashlib.sha256(diff.encode()).hexdigest()
 
     def agent(self, spec: AgentSpec) -> Any:
         """The agent object for ``spec``, built once per process."""
@@ -195,11 +183,15 @@ def _instruction(task: Task, guidance: list[str] | None) -> str:
 
 
 def _ensure_candidate_tree(ctx: Context, p: dict, cand: Candidate) -> Path:
-    """The candidate's worktree holding exactly base + its diff (recreated after a crash)."""
+    """The candidate's worktree holding exactly base + its diff (recreated after a crash).
+
+    Always reset, even a moment after the agent finished: what the diff does
+    not hold must not be there when the tests run — files the agent's own
+    .gitignore hides (a conftest.py that rewrites outcomes), compiled
+    __pycache__ the snapshot ignores, anything under the tests folder's name.
+    """
     task = Task.model_validate(p["task"])
     path = worktree_path(ctx.state_dir, p["run"], task.id, cand.agent)
-    if ctx.take_fresh(path, cand.diff):
-        return path  # solved in this process a moment ago; the agent's processes are dead
     if not path.exists():
         create_worktree(ctx.state_dir, _base(p), path)
     reset_to(path, p["base_commit"], cand.diff)
@@ -299,8 +291,6 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
     shown = tamper.visible_test_edits(task.tests_dir, path / TESTS_DIRNAME) if task.tests_visible else []
     diff = take_diff(path, p["base_commit"])
     tampering += tamper.detect_tampering(diff.files, tamper.config_texts(path, p["base_commit"], diff.files), shown)
-    if not task.tests_visible:  # visible tests were copied in: verify must reset first
-        ctx.mark_fresh(path, diff.text)
     cand = Candidate(
         agent=spec.name,
         spec=spec.spec,

@@ -216,6 +216,8 @@ HACKS = {
     "pytest_ini_plugin": ("pytest", "pytest.ini"),
     "pyproject_pytest": ("pytest", "pyproject.toml: changes the pytest configuration"),
     "startup_hooks": ("unittest", "sitecustomize"),
+    "ignored_conftest": ("pytest", None),
+    "stale_pyc": ("pytest", None),
 }
 
 
