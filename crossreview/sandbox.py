@@ -395,7 +395,10 @@ def build_bwrap_argv(
             argv += ["--ro-bind", "/dev/null", p]
         else:  # pragma: no cover - plan_mounts makes only these
             raise ValueError(f"unknown mount kind {kind!r}")
-    argv += ["--unshare-all"]
+    # --cap-drop ALL: run by root (a CI container, a Docker image), bwrap would
+    # leave the command every capability in its namespaces — enough to unmount
+    # the masks over the task's hidden folders and remount / writable.
+    argv += ["--unshare-all", "--cap-drop", "ALL"]
     if network:
         argv += ["--share-net"]
     argv += ["--die-with-parent", "--new-session", "--chdir", str(cwd), "--", *command]

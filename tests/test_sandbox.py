@@ -83,7 +83,8 @@ def test_bwrap_argv_shape():
     assert argv[-4:] == ["--", "/bin/sh", "-c", "echo hi"]
     assert not any(a.startswith("--setenv") or a == "--clearenv" for a in argv)  # secrets never on a command line
     with_net = build_bwrap_argv(["true"], wt, [], network=True)
-    assert with_net[with_net.index("--unshare-all") + 1] == "--share-net"
+    assert with_net[with_net.index("--unshare-all") + 3] == "--share-net"
+    assert argv[_index(argv, "--cap-drop") + 1] == "ALL"
 
 
 def test_plan_mounts_precedence_and_missing_paths():
@@ -366,6 +367,29 @@ def _judge(a: dict) -> dict[tuple[str, str], bool]:
 
 
 @needs_bwrap
+@needs_bwrap
+def test_a_sandboxed_command_has_no_capabilities_even_when_run_by_root(tmp_path):
+    # Run by root (CI containers), a command keeping its capabilities could
+    # unmount the mask over a hidden folder and remount / writable.
+    hidden = tmp_path / "hidden"
+    write(hidden / "secret.txt", "hunter2")
+    work = tmp_path / "work"
+    work.mkdir()
+    script = (
+        "import ctypes, os, pathlib\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "caps = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]\n"
+        f"umount = libc.umount2({str(hidden).encode()!r}, 2)\n"
+        "remount = libc.mount(None, b'/', None, 32 | 4096, None)\n"
+        f"seen = pathlib.Path({str(hidden / 'secret.txt')!r}).exists()\n"
+        "print(caps, umount, remount, seen)\n"
+    )
+    policy = sandbox.base_policy(work).mask(hidden)
+    res = sandbox.run_confined([sys.executable, "-c", script], cwd=work, timeout=30, policy=policy)
+    assert res.sandboxed and res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["0000000000000000", "-1", "-1", "False"], res.stdout
+
+
 def test_hostile_agent_reviewer_and_test_file_cannot_escape(tmp_path):
     a = _arena(tmp_path)
     try:
