@@ -6,6 +6,7 @@ never put in it: they exist to score decisions, not to make them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.console import Console, Group
@@ -74,8 +75,29 @@ def _files(n: int) -> str:
     return "1 file" if n == 1 else f"{n} files"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(value: Any) -> Any:
+    """``value`` with every terminal control character shown as ``\\xNN`` (strings inside lists and dicts too).
+
+    A packet is untrusted text (diffs, reviewers' concerns, file names): raw,
+    an escape sequence in it could clear the screen, move the cursor and
+    repaint what the human reads — "all checks passed" over a failing run.
+    Newlines and tabs stay.
+    """
+    if isinstance(value, str):
+        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    if isinstance(value, list):
+        return [visible(v) for v in value]
+    if isinstance(value, dict):
+        return {k: visible(v) for k, v in value.items()}
+    return value
+
+
 def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True) -> None:
     """Print an escalation (a ledger row with its packet) for a human."""
+    esc = visible(esc)
     p = esc["packet"]
     head = Text.assemble(
         ("Escalation ", "bold"), (esc["id"], "bold magenta"), "  task ", (p["task"], "bold"),

@@ -192,3 +192,25 @@ def test_hints_carry_the_ledger_and_state_dir_the_run_used(cli, suite, tmp_path)
     assert shown.returncode == 0, shown.stderr
     inbox = cli("inbox", "--state-dir", str(tmp_path / "st"), "--ledger", str(ledger))
     assert "waiting since (UTC)" in inbox.stdout and f"next: crossreview show {esc} {flags}" in " ".join(inbox.stdout.split())
+
+
+def test_show_never_passes_terminal_escapes_from_a_packet_through():
+    import io
+
+    from rich.console import Console
+
+    from crossreview.packet import render_packet
+
+    evil = "\x1b[2K\x1b[1A\x1b[32mAll checks passed\x1b]8;;http://x\x07link\x1b]8;;\x07\r"
+    esc = {"id": "e-1", "run": "r-1", "decided": None, "packet": {
+        "task": "t", "reason": "split " + evil, "policy": "unanimous", "disagreements": [evil],
+        "candidates": [{"agent": "a", "status": "ok", "tests_passed": 1, "tests_total": 2, "failing_tests": [evil],
+                        "files": ["x.py"], "lines_added": 1, "lines_removed": 0, "seconds": 1.0, "tampering": [],
+                        "diff": f"+++ b/x.py\n+print('{evil}')\n"}],
+        "verdicts": [{"reviewer": "b", "candidate": "a", "verdict": "approve", "confidence": 0.9,
+                      "concerns": [evil, "\x1b[2J\x1b[H\x1b]52;c;Y3VybA==\x07"], "error": None}]}}
+    buf = io.StringIO()
+    render_packet(Console(file=buf, width=200, force_terminal=False), esc)
+    out = buf.getvalue()
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out
+    assert "\\x1b[2K" in out and "All checks passed" in out  # shown, harmlessly
