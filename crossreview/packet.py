@@ -115,7 +115,8 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
     console.print()
     tampering = [(c["agent"], t) for c in p["candidates"] for t in c.get("tampering") or []]
     if tampering:
-        console.print(Text("May fake its test results (never accepted automatically)", style="bold red"))
+        console.print(Text("May fake its test results or hide its change (never accepted automatically)",
+                           style="bold red"))
         for agent, why in tampering:
             console.print(Text(f"  ! {agent}: {why}", style="red"))
         console.print()

@@ -107,6 +107,10 @@ def detect_tampering(
             reasons.append(f"{raw}: a .pth file runs code at interpreter start-up")
         elif name.startswith("pytest_") and name.endswith(".py") and len(parts) == 1:
             reasons.append(f"{raw}: a pytest plugin module at the repository root")
+        elif name == ".gitattributes":
+            # `*.py binary` turns the diff the reviewers read into base85: the code goes unseen.
+            reasons.append(f"{raw}: changes how git shows files (it can make code diff as binary), "
+                           "so the reviewers may not have seen the change")
         top = parts[0]
         if len(parts) == 1 and top.endswith(".py"):
             why = _shadowed(top)

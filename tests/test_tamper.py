@@ -29,6 +29,8 @@ from conftest import write
     (["xml/__init__.py"], "standard library module `xml`"),
     (["pytest_evil.py"], "pytest plugin"),
     (["pyproject.toml"], "could not be checked"),
+    ([".gitattributes"], "may not have seen the change"),
+    (["src/.gitattributes"], "can make code diff as binary"),
 ])
 def test_files_that_change_how_tests_run_are_flagged(files, expect):
     reasons = detect_tampering(files)
