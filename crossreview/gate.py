@@ -250,10 +250,17 @@ def _snapshot(repo, commit: str, dest: Path) -> Path:
 
 
 def _task_path(opts: GateOptions, cfg: GateConfig, pr: PullRequest) -> str | None:
+    """The task folder to verify with: --task, else the base's `[gate] task`, else the one the body names.
+
+    The base's configuration outranks the pull request's body: a pull request
+    must not pick an easier task than the one its repository gates with.
+    """
     if opts.task:
         return opts.task
+    if cfg.task:
+        return cfg.task
     m = _TASK_LINE.search(pr.body or "")
-    return m.group(1) if m else cfg.task
+    return m.group(1) if m else None
 
 
 def _load_gate_task(path_text: str, base_dir: Path, repo_root: Path, merge_base: str, where: str) -> Task:
@@ -333,7 +340,7 @@ def run_gate(opts: GateOptions, pm: pluggy.PluginManager | None = None) -> GateR
 
     task_text = _task_path(opts, cfg, pr)
     if task_text:
-        where = "--task" if opts.task else ("the pull request's body" if _TASK_LINE.search(pr.body or "") else "[gate] task")
+        where = "--task" if opts.task else ("[gate] task" if cfg.task else "the pull request's body")
         task = _load_gate_task(task_text, base_dir, repo_root, merge_base, where)
         if pr.title or pr.body:
             task = task.model_copy(update={"metadata": {**task.metadata, "pull_request": pr.number, "head": head}})

@@ -281,6 +281,24 @@ def test_a_task_folder_the_pr_names_comes_from_the_base(tmp_path, cli):
     assert report["task"] == "sub" and report["candidates"][0]["failing_tests"] == ["test_sub::test_sub"]
 
 
+def test_the_body_cannot_swap_the_configured_task_for_an_easier_one(tmp_path, cli):
+    repo = make_repo(tmp_path, config=STRICT + 'task = "tasks/sub"\n')
+    for name, test in (("sub", "assert sub(5, 3) == 2"), ("easy", "assert True")):
+        write(repo / "tasks" / name / "task.toml", 'version = "1.0"\n[verifier]\ncommand = "python -m pytest -q {tests}"\n')
+        write(repo / "tasks" / name / "instruction.md", "Add sub(a, b) to src/calc.py.\n")
+        write(repo / "tasks" / name / "tests" / f"test_{name}.py",
+              f"import sys\nsys.path.insert(0, 'src')\nfrom calc import sub\n\n\ndef test_{name}():\n    {test}\n")
+        write(repo / "tasks" / name / "repo" / "placeholder.txt", "\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "two tasks")
+    head = pr_branch(repo, "feature", {"src/calc.py": CALC + "\n\ndef sub(a, b):\n    return 0  # TODO\n"})
+    r = cli("gate", "--base", "main", "--head", head, "--json", "--body", "Easy.\n\ncrossreview-task: tasks/easy",
+            cwd=repo)
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["task"] == "sub" and report["candidates"][0]["failing_tests"] == ["test_sub::test_sub"]
+
+
 # --- GitHub: one comment, updated in place; labels; the token ---------------------------
 
 
