@@ -292,6 +292,7 @@ def _synth_task(gate_dir: Path, pr: PullRequest, cfg: GateConfig, repo_root: Pat
         id=task_id,
         path=folder,
         instruction=instruction,
+        instruction_trusted=False,  # the pull request's author wrote it, like the diff
         tags=["gate"],
         metadata={"base": base, "head": head, "merge_base": merge_base,
                   **({"pull_request": pr.number} if pr.number else {}), **({"url": pr.url} if pr.url else {})},

@@ -77,6 +77,10 @@ class Task(BaseModel):
     repo_is_folder: bool = True
     """True when the repository is a plain folder of files (repo/), False when
     it is an existing git repository."""
+    instruction_trusted: bool = True
+    """False when the instruction was written by the author of the change
+    under review (a pull request's title and body): model reviewers then get
+    it fenced as untrusted data and scanned for injection, like the diff."""
 
     @property
     def instruction_file(self) -> Path:

@@ -28,7 +28,7 @@ from ..budget import BudgetExceeded
 from ..hookspecs import hookimpl
 from ..llm.client import ModelCallError, ModelClient, Reply, load_litellm, prewarm
 from ..llm.injection import concerns as injection_concerns
-from ..llm.injection import scan_diff
+from ..llm.injection import scan_diff, scan_text
 from ..llm.prompts import json_schema_format, new_nonce, repair_message, review_messages
 from ..llm.secrets import Redactor
 from ..llm.settings import LLMSettings, ResolvedModel
@@ -136,6 +136,9 @@ class LLMReviewer:
         transcript = Transcript(path, redact)
 
         findings = scan_diff(request.diff)
+        trusted = request.task.instruction_trusted
+        if not trusted:
+            findings = scan_text(request.instruction, "(the pull request's description)") + findings
         flagged = injection_concerns(findings)
         nonce = new_nonce()
         messages = review_messages(
@@ -147,6 +150,7 @@ class LLMReviewer:
             rules=[*settings.review_rules, *_task_rules(request)],
             flagged=[f"{f.path}:{f.line if f.line is not None else '(file name)'} ({f.pattern})" for f in findings[:20]],
             nonce=nonce,
+            instruction_trusted=trusted,
         )
         # Test output can echo the environment: no key goes to the provider or the transcript.
         messages = redact.deep(messages)

@@ -75,6 +75,21 @@ def _unquote_path(raw: str) -> str:
     return raw
 
 
+def scan_text(text: str, where: str) -> list[Finding]:
+    """Every line (or pair of lines) of untrusted prose ``text`` that addresses a reviewer or a model."""
+    lines = text.splitlines()
+    findings: list[Finding] = []
+    for i, line in enumerate(lines, start=1):
+        name = match(line)
+        if name:
+            findings.append(Finding(where, i, name, line))
+        elif i < len(lines) and not match(lines[i]):
+            name = match(line + " " + lines[i])
+            if name:
+                findings.append(Finding(where, i, name, f"{line.strip()} / {lines[i].strip()}"))
+    return findings
+
+
 def scan_diff(diff: str) -> list[Finding]:
     """Every added line and new file name in ``diff`` that addresses a reviewer or a model."""
     findings: list[Finding] = []
