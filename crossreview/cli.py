@@ -423,6 +423,8 @@ def runs(ledger, state_dir, json_mode):
     """Every suite run in the ledger, newest first, with its decisions."""
     from rich.table import Table
 
+    from .runner import run_is_live
+
     led = _ledger(state_dir, ledger)
     rows = []
     for r in led.runs():
@@ -430,6 +432,8 @@ def runs(ledger, state_dir, json_mode):
         for tr in led.task_runs(r["id"]):
             key = tr["decision"] or tr["status"]
             counts[key] = counts.get(key, 0) + 1
+        if r["status"] == "running" and not run_is_live((r.get("config") or {}).get("state_dir") or state_dir, r["id"]):
+            r = {**r, "status": "interrupted"}  # killed (kill -9, a reboot): no process holds it any more
         rows.append({**r, "decisions": counts})
     if json_mode:
         click.echo(json.dumps({"runs": rows}, indent=2))

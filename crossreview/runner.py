@@ -137,6 +137,51 @@ def open_session(state_dir: Path, ledger_path: Path | None = None, pm: pluggy.Pl
         conn.close()
 
 
+@contextmanager
+def run_lock(state_dir: Path, run: str) -> Iterator[None]:
+    """Hold ``run`` for this process: a second process resuming it (or resuming it while
+    it still runs) gets a UsageError instead of both running every task and removing
+    each other's worktrees. An flock: it dies with the process, so a killed run is free."""
+    import fcntl
+
+    path = ensure_state_dir(state_dir) / "locks" / f"{run}.lock"
+    path.parent.mkdir(exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise UsageError(f"run {run} is being worked on right now by {holder}; wait for it to finish "
+                         f"(or stop it), then `crossreview resume {run}`") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def run_is_live(state_dir: Path, run: str) -> bool:
+    """Whether some process holds ``run`` now (see ``run_lock``)."""
+    import fcntl
+
+    path = Path(state_dir) / "locks" / f"{run}.lock"
+    try:
+        fh = open(path)
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
 def new_run_id() -> str:
     """A short id people can type: r-<8 hex>."""
     return "r-" + secrets.token_hex(4)
@@ -322,7 +367,7 @@ def run_suite(opts: RunOptions, pm: pluggy.PluginManager | None = None) -> Suite
                              suite.errors)
     run = opts.run_id or new_run_id()
     jobs = res.jobs
-    with open_session(opts.state_dir, res.ledger, pm) as session:
+    with run_lock(opts.state_dir, run), open_session(opts.state_dir, res.ledger, pm) as session:
         session.ledger.start_run(run, config)
         try:
             results = _run_tasks(session, run, suite.tasks, config, jobs, opts.interactive, fresh=True)
@@ -622,7 +667,7 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
         else:
             tasks.append(loaded)
     todo = [t for t in tasks if t.id not in done]
-    with open_session(Path(config["state_dir"]), led.path, pm) as session:
+    with run_lock(Path(config["state_dir"]), run), open_session(Path(config["state_dir"]), led.path, pm) as session:
         configure_sandbox(config, session.state_dir, session.ledger.path)
         _seed_budget(session, run, config)
         session.ledger.set_run_status(run, "running", finished=False)

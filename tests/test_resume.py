@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -229,3 +230,35 @@ def test_resume_reports_kept_task_runs_as_their_run_did(cli, suite, tmp_path):
         assert [c["cost"] for c in after[name]["candidates"]] == [0.0, None]
     human = cli("resume", first.json()["run"])
     assert "unknown" in human.stdout
+
+
+def test_a_run_is_worked_on_by_one_process_at_a_time(cli, suite, tmp_path):
+    make_task(suite)
+    make_task(suite, "add2")
+    # The first run is killed before its reviews; resuming it then takes a few seconds (a slow reviewer).
+    slow = write(tmp_path / "slow_review.py", "import json, time\ntime.sleep(4)\n"
+                 "print(json.dumps({'verdict': 'approve', 'confidence': 0.9}))\n")
+    args = ["--agent", "oracle", "--agent", "b=oracle", "--reviewer", f"command:{{python}} {slow}"]
+    killed = cli("run", str(suite), *args, "--jobs", "1", env={"CROSSREVIEW_TEST_CRASH_AT": "review:a:before"})
+    assert killed.returncode == -signal.SIGKILL
+    [run] = ledger_rows(tmp_path / ".crossreview", "SELECT id, status FROM runs")
+    assert run["status"] == "running"
+    # No process holds it: `runs` says what happened to it.
+    assert cli("runs", "--json").json()["runs"][0]["status"] == "interrupted"
+    first = subprocess.Popen([sys.executable, "-m", "crossreview", "resume", run["id"], "--json"], cwd=tmp_path,
+                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: cli("runs", "--json").json()["runs"][0]["status"] == "running", timeout=60,
+                  what="the first resume to take the run")
+        second = cli("resume", run["id"])
+        assert second.returncode == 2 and f"run {run['id']} is being worked on right now by process" in \
+            " ".join(second.stderr.split())
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err
+    assert {t["decision"] for t in json.loads(out)["tasks"]} == {"accepted"}
+    rows = ledger_rows(tmp_path / ".crossreview", "SELECT task, status, decision FROM task_runs ORDER BY task")
+    assert [(r["task"], r["status"], r["decision"]) for r in rows] == [("add", "done", "accepted"),
+                                                                       ("add2", "done", "accepted")]
