@@ -580,7 +580,7 @@ def bench_costs(quick: bool) -> dict:
         if bwrap:
             out["bwrap_cpu_ms"] = _median_cpu_ms([bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
                                                   "--unshare-all", "--die-with-parent", "--new-session", "true"], root)
-        from crossreview.verify import CANARY_ASSERTS, CANARY_MUST_FAIL, CANARY_SOURCE
+        from crossreview.verify import new_canary
 
         shutil.copytree(root / "suite" / "t" / "solution", tree, dirs_exist_ok=True)
         shutil.copytree(root / "suite" / "t" / "tests", tree / ".crossreview-tests")
@@ -588,8 +588,8 @@ def bench_costs(quick: bool) -> dict:
                   f"--junitxml={root / 'j.xml'}", "--rootdir=."]
         venv = {**VERIFIER_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
         bare = _median_cpu_ms(pytest, tree, venv)
-        write(tree / ".crossreview-tests" / "test_zzz_canary.py",
-              CANARY_SOURCE.format(must_fail=CANARY_MUST_FAIL, asserts=CANARY_ASSERTS))
+        canary = new_canary()
+        write(tree / ".crossreview-tests" / f"{canary.module}.py", canary.source())
         out["pytest_cpu_ms"] = bare
         out["canary_cpu_ms"] = round(_median_cpu_ms(pytest, tree, venv) - bare, 2)
     return out

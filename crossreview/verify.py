@@ -27,6 +27,7 @@ import secrets
 import shlex
 import tempfile
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import tamper
@@ -41,20 +42,12 @@ VERIFIER_ENV = {
     # seconds per run; a task that needs one loads it with `-p NAME`.
     "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
 }
-CANARY_PREFIX = "test_zzz_crossreview_canary_"
-CANARY_MUST_FAIL = "test_this_must_fail"
-CANARY_ASSERTS = "test_assertions_still_raise"
+_CANARY_WORDS = ("inputs", "edges", "values", "behaviour", "cases", "basics", "extras", "limits", "parsing",
+                 "results", "errors", "formats", "regressions", "types", "examples", "corner_cases", "outputs")
 CANARY_SOURCE = '''\
-"""Written by crossreview beside the task's tests; not one of them and not counted.
-
-It checks that this test run reports outcomes truthfully: the first test must
-fail, the second must pass (assertions raise as they should).
-"""
-
-
 def {must_fail}():
-    __tracebackhide__ = True  # the failure is expected: its report needs no traceback (saves pytest ~20 ms)
-    assert 1 + 1 == 3, "crossreview canary: this test must fail"
+    __tracebackhide__ = True
+    assert {a} + {b} == {c}
 
 
 def {asserts}():
@@ -62,25 +55,59 @@ def {asserts}():
 
     case = unittest.TestCase()
     checks = [
-        lambda: case.assertEqual(1, 2),
+        lambda: case.assertEqual({a}, {b}),
         lambda: case.assertTrue(False),
-        lambda: case.assertIn(1, []),
+        lambda: case.assertIn({a}, []),
         lambda: case.assertRaises(ValueError, lambda: None),
-        lambda: case.fail("canary"),
+        lambda: case.fail("x"),
     ]
     for i, check in enumerate(checks):
         try:
             check()
         except AssertionError:
             continue
-        raise RuntimeError("unittest assertion %d does not raise: assertions are patched" % i)
+        raise RuntimeError("unittest assertion %d did not raise" % i)
     try:
-        assert 1 == 2
+        assert {a} == {b}
     except AssertionError:
         pass
     else:
-        raise RuntimeError("assert statements do not raise")
+        raise RuntimeError("an assert statement did not raise")
 '''
+
+
+@dataclass(frozen=True)
+class Canary:
+    """The canary test file of one test run, its names drawn at random.
+
+    Nothing in its names or text says what it is: a candidate that rewrites
+    every outcome but the canary's would first have to tell it from the
+    task's own tests, which it was not shown.
+    """
+
+    module: str
+    must_fail: str
+    asserts: str
+    a: int
+    b: int
+
+    def source(self) -> str:
+        """The test file's text."""
+        return CANARY_SOURCE.format(must_fail=self.must_fail, asserts=self.asserts, a=self.a, b=self.b,
+                                    c=self.a + self.b + 1 + secrets.randbelow(9))
+
+
+def new_canary(taken: set[str] = frozenset()) -> Canary:
+    """A canary with names like a task's tests, none of them in ``taken`` (the tests folder's modules)."""
+    pick = secrets.choice
+    while True:
+        module = f"test_{pick(_CANARY_WORDS)}_{10 + secrets.randbelow(90)}"
+        first, second = pick(_CANARY_WORDS), pick(_CANARY_WORDS)
+        if module not in taken and first != second:
+            return Canary(module, f"test_{first}", f"test_{second}", 10 + secrets.randbelow(90),
+                          10 + secrets.randbelow(90))
+
+
 _NO_CANARY_FLAGS = re.compile(r"(^|\s)(-x|--exitfirst|--maxfail|-k|-m|--lf|--last-failed|--ff|--sw|--stepwise|--deselect|--co|--collect-only|-p\s*no:python)\b")
 
 
@@ -138,18 +165,22 @@ def parse_junit(xml_text: str, prefix: str = "") -> list[TestOutcome]:
     return outcomes
 
 
-def check_canary(outcomes: list[TestOutcome], token: str) -> tuple[list[TestOutcome], list[str]]:
+def _in_module(name: str, module: str) -> bool:
+    # JUnit names the test "<folder>.<module>::<test>" or "<module>.<test>", by pytest's flavour.
+    return re.search(rf"(^|[./:]){re.escape(module)}([.:]|$)", name) is not None
+
+
+def check_canary(outcomes: list[TestOutcome], canary: Canary) -> tuple[list[TestOutcome], list[str]]:
     """Split the canary's outcomes off; return (the task's outcomes, tampering found)."""
-    marker = CANARY_PREFIX + token
-    mine = [o for o in outcomes if marker in o.name]
-    rest = [o for o in outcomes if marker not in o.name]
+    mine = [o for o in outcomes if _in_module(o.name, canary.module)]
+    rest = [o for o in outcomes if not _in_module(o.name, canary.module)]
     found = {}
     for o in mine:
-        for test in (CANARY_MUST_FAIL, CANARY_ASSERTS):
+        for test in (canary.must_fail, canary.asserts):
             if o.name.endswith("::" + test) or o.name.endswith("." + test):
                 found[test] = o
     problems = []
-    must_fail, asserts = found.get(CANARY_MUST_FAIL), found.get(CANARY_ASSERTS)
+    must_fail, asserts = found.get(canary.must_fail), found.get(canary.asserts)
     if must_fail is None and asserts is None:
         if any(o.outcome == "error" for o in rest) and not mine:
             # pytest stops before running anything when a test module fails to
@@ -181,10 +212,10 @@ def run_tests(
     """Copy ``source`` (default: the task's tests/) into ``worktree`` and run the verifier."""
     source = source or task.tests_dir
     dest = copy_tests(source, worktree, dirname)
-    token = secrets.token_hex(4)
-    canary = dest / f"{CANARY_PREFIX}{token}.py" if canary_applies(task.verifier_command) else None
+    spec = new_canary({p.stem for p in dest.rglob("*.py")}) if canary_applies(task.verifier_command) else None
+    canary = dest / f"{spec.module}.py" if spec is not None else None
     if canary is not None:
-        canary.write_text(CANARY_SOURCE.format(must_fail=CANARY_MUST_FAIL, asserts=CANARY_ASSERTS))
+        canary.write_text(spec.source())
     tampering: list[str] = []
     pointer = tamper.git_pointer(worktree)
     try:
@@ -205,7 +236,7 @@ def run_tests(
                     tampering.append(f"pytest's JUnit XML is unreadable ({exc}): the report was damaged")
                 else:
                     if canary is not None:
-                        outcomes, tampering = check_canary(outcomes, token)
+                        outcomes, tampering = check_canary(outcomes, spec)
                         real_failures = any(o.outcome in ("failed", "error") for o in outcomes)
                         if not tampering and exit_code == 1 and not real_failures:
                             exit_code = 0  # the one failure was the canary's, as it must be

@@ -8,7 +8,7 @@ from crossreview.models import Candidate, Decision, Task, TestOutcome, TestRepor
 from crossreview.packet import build_packet
 from crossreview.policy import MAJORITY, UNANIMOUS
 from crossreview.tamper import detect_tampering, pytest_section_changed, restore_git_pointer, visible_test_edits
-from crossreview.verify import CANARY_ASSERTS, CANARY_MUST_FAIL, CANARY_PREFIX, canary_applies, check_canary
+from crossreview.verify import Canary, canary_applies, check_canary, new_canary
 
 from conftest import write
 
@@ -87,25 +87,40 @@ def test_visible_test_edits_and_git_pointer(tmp_path):
 # --- the canary ---------------------------------------------------------------------
 
 
-def _canary(token: str, must_fail: str = "failed", asserts: str = "passed") -> list[TestOutcome]:
-    mod = f"{CANARY_PREFIX}{token}"
-    return [TestOutcome(name=f"{mod}::{CANARY_MUST_FAIL}", outcome=must_fail),
-            TestOutcome(name=f"{mod}::{CANARY_ASSERTS}", outcome=asserts, message="RuntimeError: patched")]
+CANARY = Canary("test_values_42", "test_inputs", "test_limits", 12, 30)
+
+
+def _canary(c: Canary = CANARY, must_fail: str = "failed", asserts: str = "passed") -> list[TestOutcome]:
+    mod = f".crossreview-tests.{c.module}"
+    return [TestOutcome(name=f"{mod}::{c.must_fail}", outcome=must_fail),
+            TestOutcome(name=f"{mod}::{c.asserts}", outcome=asserts, message="RuntimeError: patched")]
 
 
 def test_canary_outcomes_reveal_rewritten_results():
-    real = [TestOutcome(name="test_add::test_small", outcome="passed")]
-    rest, problems = check_canary(real + _canary("ab12"), "ab12")
+    real = [TestOutcome(name="test_add::test_small", outcome="passed"),
+            TestOutcome(name="test_values_4::test_inputs", outcome="passed")]  # a look-alike of the task's own
+    rest, problems = check_canary(real + _canary(), CANARY)
     assert rest == real and problems == []
-    _, problems = check_canary(real + _canary("ab12", must_fail="passed"), "ab12")
+    _, problems = check_canary(real + _canary(must_fail="passed"), CANARY)
     assert problems and "rewrites test outcomes" in problems[0]
-    _, problems = check_canary(real + _canary("ab12", asserts="failed"), "ab12")
+    _, problems = check_canary(real + _canary(asserts="failed"), CANARY)
     assert problems and "assertions do not work" in problems[0] and "patched" in problems[0]
-    _, problems = check_canary(real, "ab12")
+    _, problems = check_canary(real, CANARY)
     assert problems and "did not run" in problems[0]
     # a module of the task that fails to import stops pytest before the canary: an ordinary failure
     broken = [TestOutcome(name="test_add", outcome="error", message="collection failure")]
-    assert check_canary(broken, "ab12") == (broken, [])
+    assert check_canary(broken, CANARY) == (broken, [])
+
+
+def test_the_canary_names_nothing_that_gives_it_away():
+    drawn = [new_canary({"test_add"}) for _ in range(200)]
+    assert len({c.module for c in drawn}) > 20  # not one fixed name to whitelist
+    for c in drawn[:20]:
+        text = (c.module + c.source()).lower()
+        assert "canary" not in text and "crossreview" not in text
+        assert c.module.startswith("test_") and c.must_fail != c.asserts
+        compile(c.source(), c.module, "exec")
+    assert all(new_canary({c.module}).module != c.module for c in drawn[:50])
 
 
 def test_canary_applies_only_to_plain_whole_folder_pytest_runs():
@@ -218,6 +233,7 @@ HACKS = {
     "pytest_ini_plugin": ("pytest", "pytest.ini"),
     "pyproject_pytest": ("pytest", "pyproject.toml: changes the pytest configuration"),
     "startup_hooks": ("unittest", "sitecustomize"),
+    "patch_reports_spare_canary": ("pytest", "must fail was reported passed"),
     "ignored_conftest": ("pytest", None),
     "stale_pyc": ("pytest", None),
 }
