@@ -103,9 +103,10 @@ def new_canary(taken: set[str] = frozenset()) -> Canary:
     while True:
         module = f"test_{pick(_CANARY_WORDS)}_{10 + secrets.randbelow(90)}"
         first, second = pick(_CANARY_WORDS), pick(_CANARY_WORDS)
+        a = 10 + secrets.randbelow(90)
+        b = a + 1 + secrets.randbelow(50)  # never equal: `assert a == b` must raise
         if module not in taken and first != second:
-            return Canary(module, f"test_{first}", f"test_{second}", 10 + secrets.randbelow(90),
-                          10 + secrets.randbelow(90))
+            return Canary(module, f"test_{first}", f"test_{second}", a, b)
 
 
 _NO_CANARY_FLAGS = re.compile(r"(^|\s)(-x|--exitfirst|--maxfail|-k|-m|--lf|--last-failed|--ff|--sw|--stepwise|--deselect|--co|--collect-only|-p\s*no:python)\b")

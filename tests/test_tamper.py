@@ -120,6 +120,7 @@ def test_the_canary_names_nothing_that_gives_it_away():
         assert "canary" not in text and "crossreview" not in text
         assert c.module.startswith("test_") and c.must_fail != c.asserts
         compile(c.source(), c.module, "exec")
+    assert all(c.a != c.b for c in drawn)  # equal numbers would make `assertEqual(a, b)` pass: a false alarm
     assert all(new_canary({c.module}).module != c.module for c in drawn[:50])
 
 
