@@ -558,10 +558,17 @@ def effective_policy(policy: SandboxPolicy, settings: SandboxSettings) -> Sandbo
     )
 
 
+DAEMON_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd", "/run/podman", "/run/dbus",
+                  "/run/user", "/var/run/dbus")
+"""Unix sockets of daemons that hand out power (Docker's is root on the host), hidden from every
+command: a network namespace stops TCP and UDP, not a connect() to a socket file."""
+
+
 def hidden_paths(settings: SandboxSettings, environ: Mapping[str, str] | None = None) -> list[Path]:
-    """What every sandbox hides: /tmp (and $TMPDIR), $HOME, crossreview's state folder."""
+    """What every sandbox hides: /tmp (and $TMPDIR), $HOME, crossreview's state folder, daemons' sockets."""
     environ = os.environ if environ is None else environ
     hidden = [Path("/tmp"), _real(tempfile.gettempdir()), Path("/var/tmp"), Path("/dev/shm")]
+    hidden += [_real(p) for p in DAEMON_SOCKETS]
     home = environ.get("HOME")
     if home and _real(home) != Path("/"):
         hidden.append(_real(home))

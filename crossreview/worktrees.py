@@ -109,9 +109,14 @@ def _git_executable(path_var: str | None) -> str:
     return shutil.which("git", path=path_var) or "git"
 
 
+_NO_REPO_CODE = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null")
+"""A repository's own config may name programs git runs on its own (an fsmonitor, hooks);
+crossreview's git commands run neither, whoever wrote that config."""
+
+
 def _run(g: _GitCmd, *args: str, env: dict[str, str] | None = None, **kw) -> str:
     try:
-        return g.git.execute([_git_executable(os.environ.get("PATH")), *args],
+        return g.git.execute([_git_executable(os.environ.get("PATH")), *_NO_REPO_CODE, *args],
                              env={**_ENV, **g.env, **(env or {})}, **kw)
     except git.GitCommandError as exc:
         raise WorktreeError(f"git {' '.join(args)} failed: {str(exc.stderr).strip() or exc}") from None

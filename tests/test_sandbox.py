@@ -613,3 +613,29 @@ def test_wait_for_exit_without_pidfd_falls_back_to_popen(monkeypatch):
     finally:
         slow.kill()
         slow.wait()
+
+
+@needs_bwrap
+def test_a_daemons_unix_socket_is_out_of_reach(tmp_path, monkeypatch):
+    # Stand-in for /run/docker.sock: a listening socket at a path the sandbox hides.
+    sock_path = tmp_path / "docker.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    listener.listen(1)
+    monkeypatch.setattr(sandbox, "DAEMON_SOCKETS", (str(sock_path),))
+    work = tmp_path / "work"
+    work.mkdir()
+    script = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"try:\n    s.connect({str(sock_path)!r}); print('connected')\n"
+        "except OSError as e: print('refused', e.errno)\n"
+    )
+    policy = sandbox.base_policy(work).allow_read(tmp_path)  # readable: only the hiding keeps it out
+    try:
+        res = sandbox.run_confined([sys.executable, "-c", script], cwd=work, timeout=30, policy=policy)
+    finally:
+        listener.close()
+    assert res.sandboxed and res.returncode == 0, res.stderr
+    assert res.stdout.startswith("refused"), res.stdout
+    assert [str(p) for p in sandbox.hidden_paths(sandbox.current_settings(), {}) if p.name == "docker.sock"]

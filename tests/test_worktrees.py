@@ -835,7 +835,7 @@ def test_git_is_started_by_its_path_and_a_changed_path_is_honoured(tmp_path, sta
     shim.mkdir()
     log = tmp_path / "git-calls.log"
     real = _shutil.which("git")
-    (shim / "git").write_text(f'#!/bin/sh\necho "$1" >> {log}\nexec {real} "$@"\n')
+    (shim / "git").write_text(f'#!/bin/sh\necho "$5" >> {log}\nexec {real} "$@"\n')  # $1-$4: the -c guards
     (shim / "git").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
     assert wt._git_executable(os.environ["PATH"]) == str(shim / "git")
@@ -848,3 +848,27 @@ def test_git_is_started_by_its_path_and_a_changed_path_is_honoured(tmp_path, sta
     log.unlink()
     new_wt(state, base, agent="b")
     assert not log.exists()
+
+
+def test_a_repositorys_own_fsmonitor_and_hooks_never_run(tmp_path, state):
+    # A task pointing at a repository it brought along (its .git/config from elsewhere).
+    repo = tmp_path / "theirs"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "one")
+    ran = tmp_path / "ran"
+    git(repo, "config", "core.fsmonitor", f"touch {ran}-fsmonitor; false")
+    hooks = repo / ".git" / "hooks"
+    for hook in ("reference-transaction", "post-checkout", "pre-commit"):
+        (hooks / hook).write_text(f"#!/bin/sh\ntouch {ran}-{hook}\n")
+        (hooks / hook).chmod(0o755)
+    task = Task(id="theirs", path=tmp_path, instruction="x", repo_path=repo, repo_is_folder=False)
+    base = prepare_base(task, state)
+    wt = new_wt(state, base, task_id="theirs")
+    (wt / "a.py").write_text("x = 2\n")
+    diff = take_diff(wt, base.commit)
+    keep_branch(state, base, "crossreview/r-1/theirs", diff.text, "kept", worktree=wt)
+    assert "+x = 2" in diff.text
+    assert not list(tmp_path.glob("ran-*")), list(tmp_path.glob("ran-*"))
