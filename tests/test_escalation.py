@@ -214,3 +214,19 @@ def test_show_never_passes_terminal_escapes_from_a_packet_through():
     out = buf.getvalue()
     assert "\x1b" not in out and "\x07" not in out and "\r" not in out
     assert "\\x1b[2K" in out and "All checks passed" in out  # shown, harmlessly
+
+
+def test_an_escalation_still_waiting_is_scored_against_holdout(cli, suite, tmp_path):
+    # Holdout that a - b happens to pass: the pick x's reviewer made (y) passes it.
+    make_task(suite, holdout={"test_more.py": "from calc import add\n\n\ndef test_zero():\n    assert add(5, 0) == 5\n"})
+    watch_agents(suite, tmp_path / "counts")
+    wrong = counting_agent(tmp_path / "agent.py", solution="def add(a, b):\n    return a - b\n")
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    res = cli("run", str(suite), "--agent", f"x=command:{{python}} {wrong}", "--agent", f"y=command:{{python}} {wrong}",
+              "--reviewer", f"x={approve}", "--reviewer", "y=tests", "--json",
+              env={"CROSSREVIEW_COUNT_DIR": str(tmp_path / "counts")})
+    assert res.returncode == 3, res.stderr
+    # Nobody has decided yet, and the figure is there already.
+    q = cli("stats", "--json").json()["quality"]
+    assert q["task_runs_with_holdout"] == 1
+    assert (q["needless_escalations"]["count"], q["needless_escalations"]["of"]) == (1, 1)

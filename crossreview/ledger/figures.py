@@ -769,6 +769,19 @@ def quality_sets(d: Data) -> dict[str, tuple[list[str], list[str]]]:
     wrong_rej, rejected = [], []
     needless, escalated = [], []
     human_err, human = [], []
+    # An escalation still waiting counts too: its candidates were written with
+    # their holdout results as it parked, and the morning's report should say
+    # whether the night's escalations were needed before anyone decides them.
+    for t in d.task_runs:
+        if not t.escalations or not (t.recorded or t.status == "parked"):
+            continue
+        first = min(t.escalations, key=lambda e: e["round"])
+        cands = t.round_candidates(first["round"])
+        if any(holdout_known(c) for c in cands):
+            escalated.append(t.id)
+            pick = majority_pick(cands, t.round_verdicts(first["round"]))
+            if pick is not None and holdout_passes(pick):
+                needless.append(t.id)
     for t in d.recorded:
         final = t.round_candidates(t.last_round)
         if t.decided_by == "consensus" and any(holdout_known(c) for c in final):
@@ -782,14 +795,6 @@ def quality_sets(d: Data) -> dict[str, tuple[list[str], list[str]]]:
                 rejected.append(t.id)
                 if any(holdout_passes(c) for c in final):
                     wrong_rej.append(t.id)
-        if t.escalations:
-            first = min(t.escalations, key=lambda e: e["round"])
-            cands = t.round_candidates(first["round"])
-            if any(holdout_known(c) for c in cands):
-                escalated.append(t.id)
-                pick = majority_pick(cands, t.round_verdicts(first["round"]))
-                if pick is not None and holdout_passes(pick):
-                    needless.append(t.id)
         for e in t.escalations:
             if e["action"] not in ("pick", "reject"):
                 continue
@@ -816,7 +821,8 @@ def quality(d: Data) -> dict[str, Any]:
     """Decision quality (see quality_sets): count, of how many scored, rate, which."""
     sets = quality_sets(d)
     out: dict[str, Any] = {
-        "task_runs_with_holdout": sum(1 for t in d.recorded if any(holdout_known(c) for c in t.candidates)),
+        "task_runs_with_holdout": sum(1 for t in d.task_runs if (t.recorded or t.status == "parked")
+                                      and any(holdout_known(c) for c in t.candidates)),
     }
     for name, (hits, scored) in sets.items():
         out[name] = _quality_entry(hits, scored, key="escalations" if name == "human_errors" else "task_runs")
