@@ -181,6 +181,21 @@ def expand_template(template: str, values: dict[str, str]) -> str:
     return out
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object that gives one key twice: unusable, and never to be read past for an earlier one."""
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    # {"verdict": "reject", ..., "verdict": "approve"} must not read as whichever came last:
+    # a reviewer that says two things has said nothing usable.
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKeyError(f"the key {key!r} appears twice")
+        seen[key] = value
+    return seen
+
+
 def load_json_object(text: str) -> dict:
     """Parse ``text`` as one JSON object, or raise ValueError saying what is wrong with it.
 
@@ -189,9 +204,11 @@ def load_json_object(text: str) -> dict:
     nesting are errors like any other, never a crash.
     """
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except DuplicateKeyError:
+        raise
     except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting 50,000 deep
         raise ValueError(f"not usable JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not isinstance(data, dict):

@@ -434,3 +434,13 @@ def test_pair_reviewers_two_unnamed():
     agents = parse_agents(["oracle", "noop"])
     with pytest.raises(SpecError, match="more than one unnamed --reviewer"):
         pair_reviewers(agents, ["tests", "command:./r.sh"])
+
+
+@pytest.mark.parametrize("stdout", [
+    '{"verdict": "reject", "confidence": 0.9, "verdict": "approve"}',
+    '{"verdict": "approve", "confidence": 0.2}\n{"verdict": "reject", "verdict": "approve"}\n',
+])
+def test_parse_verdict_refuses_a_verdict_given_twice(stdout):
+    # Whichever came last would win in a plain json.loads: a reviewer that says two things is unusable.
+    with pytest.raises(ReviewerOutputError, match="appears twice"):
+        parse_verdict(stdout)

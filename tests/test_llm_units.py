@@ -108,3 +108,12 @@ def test_prices_and_models_from_pyproject(tmp_path):
     m = s.resolve("openai/in-house")
     assert cfg.max_cost == 2.5 and m.api_key_env == "IN_HOUSE_KEY" and m.price.cost(10, 10) == pytest.approx(4e-5)
     assert s.resolve("openai/other").price is None
+
+
+def test_a_model_verdict_that_gives_a_key_twice_is_not_parsed():
+    import pytest as _pytest
+
+    from crossreview.default_plugins.llm_reviewer import VerdictParseError, parse_model_verdict
+
+    with _pytest.raises(VerdictParseError, match="appears twice"):
+        parse_model_verdict('{"verdict": "reject", "confidence": 0.9, "concerns": [], "verdict": "approve"}')

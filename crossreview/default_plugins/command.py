@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..agents import ReviewRequest, SpecError, Workspace, expand_template, load_json_object, validation_problems
+from ..agents import DuplicateKeyError, ReviewRequest, SpecError, Workspace, expand_template, load_json_object, validation_problems
 from ..hookspecs import hookimpl
 from ..models import AgentSpec, ReviewVerdictOutput, SolveResult, Usage
 from ..sandbox import agent_policy, command_paths, reviewer_policy, run_confined
@@ -102,6 +102,8 @@ def parse_verdict(stdout: str) -> ReviewVerdictOutput:
             continue
         try:
             data = load_json_object(chunk)
+        except DuplicateKeyError as exc:  # not a line to skip for an earlier verdict: the reviewer contradicts itself
+            raise ReviewerOutputError(f"verdict JSON is not usable: {exc}") from None
         except ValueError as exc:
             last_error = str(exc)
             continue
