@@ -151,6 +151,11 @@ _SHARED = ("run", "task_run", "task", "suite_dir", "base_git_dir", "base_commit"
            "llm", "limits")
 
 
+MAX_DIFF_CHARS = 2_000_000
+"""The largest diff a candidate may have; a larger one makes the candidate an error."""
+_DIFF_KEPT_OF_TOO_LARGE = 20_000
+
+
 def _artifacts_dir(ctx: Context, p: dict, task: Task) -> Path:
     """Where transcripts of this round's agents and reviewers are kept."""
     rnd = p.get("round") or 0
@@ -291,6 +296,12 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
     shown = tamper.visible_test_edits(task.tests_dir, path / TESTS_DIRNAME) if task.tests_visible else []
     diff = take_diff(path, p["base_commit"])
     tampering += tamper.detect_tampering(diff.files, tamper.config_texts(path, p["base_commit"], diff.files), shown)
+    if len(diff.text) > MAX_DIFF_CHARS and result.status == "ok":
+        # Every checkpoint, the ledger and each reviewer would carry it: an error, never reviewed or accepted.
+        result = SolveResult(status="error", usage=result.usage, calls=result.calls, log=result.log,
+                             error=f"the diff is {len(diff.text):,} characters; crossreview takes at most "
+                                   f"{MAX_DIFF_CHARS:,} (files: {', '.join(diff.files[:10])})")
+        diff.text = diff.text[:_DIFF_KEPT_OF_TOO_LARGE] + "\n... (cut: the diff was too large to review)\n"
     cand = Candidate(
         agent=spec.name,
         spec=spec.spec,

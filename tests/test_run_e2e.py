@@ -305,3 +305,17 @@ def test_a_task_without_holdout_skips_the_holdout_step(tmp_path, suite, cli):
     held = ledger_rows(tmp_path / ".crossreview", "SELECT c.holdout_total FROM candidates c JOIN task_runs t "
                        "ON t.id = c.task_run WHERE t.task = 'held'")
     assert held and all(row["holdout_total"] == 1 for row in held)
+
+
+def test_a_diff_too_large_to_review_makes_an_error_candidate_not_a_huge_checkpoint(cli, suite, tmp_path):
+    from conftest import ledger_rows, make_task, write
+
+    make_task(suite)
+    big = write(tmp_path / "big.py", "import pathlib\npathlib.Path('data.txt').write_text(('y' * 79 + '\\n') * 40_000)\n")
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", f"big=command:{{python}} {big}", "--json")
+    assert res.returncode == 0, res.stderr
+    [task] = res.json()["tasks"]
+    assert (task["decision"], task["winner"]) == ("accepted", "a")
+    cands = {c["agent"]: c for c in ledger_rows(tmp_path / ".crossreview", "SELECT agent, status, error, diff FROM candidates")}
+    assert cands["big"]["status"] == "error" and "the diff is 3,2" in cands["big"]["error"]
+    assert len(cands["big"]["diff"]) < 30_000 and "too large to review" in cands["big"]["diff"]
