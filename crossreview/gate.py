@@ -387,8 +387,8 @@ def run_gate(opts: GateOptions, pm: pluggy.PluginManager | None = None) -> GateR
         except KeyboardInterrupt:
             session.ledger.set_run_status(run, "interrupted")
             raise
+        decision = _last_decision(session, outcome.result.task_run)  # from the checkpoint: before it is forgotten
         _finish_run(session, run, [outcome.result])
-        decision = _last_decision(session, outcome.result.task_run)
     pm.hook.crossreview_run_finished(run=run, results=[outcome.result])
     if outcome.result.decision != "escalated":
         shutil.rmtree(gate_dir, ignore_errors=True)  # a parked run keeps it: a later `decide --guide` reviews from it

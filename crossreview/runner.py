@@ -393,7 +393,19 @@ def cap_warnings(config: dict, results: list[TaskResult]) -> list[str]:
             "(write it to $CROSSREVIEW_USAGE_FILE to have it counted)"]
 
 
+def forget_checkpoints(session: Session, task_runs: list[str]) -> None:
+    """Delete the checkpoints of task runs the ledger holds as done: nothing resumes them any more.
+
+    A parked or failed task run keeps its own (decide and resume continue it
+    from there). Without this, checkpoints.db grows by ~150 KB per task run.
+    """
+    done = {tr["id"] for tr in (session.ledger.get_task_run(t) for t in task_runs) if tr and tr["status"] == "done"}
+    for task_run in sorted(done):
+        session.graph.checkpointer.delete_thread(task_run)
+
+
 def _finish_run(session: Session, run: str, results: list[TaskResult]) -> None:
+    forget_checkpoints(session, [r.task_run for r in results])
     waiting = any(r.decision == "escalated" for r in results)
     failed = any(r.decision == "error" for r in results)
     status = "error" if failed else ("waiting" if waiting else "finished")
@@ -629,6 +641,7 @@ def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAU
             result = _drive(session, gconf, Command(resume=human.model_dump(mode="json")), interactive)
         finally:
             cleanup_task_run(session, gconf, esc["run"], task.id, [a["name"] for a in snap.values["agents"]])
+        forget_checkpoints(session, [esc["task_run"]])
         pm.hook.crossreview_task_finished(result=result)
         if run:
             results = _latest_results(session, esc["run"])

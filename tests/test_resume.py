@@ -262,3 +262,36 @@ def test_a_run_is_worked_on_by_one_process_at_a_time(cli, suite, tmp_path):
     rows = ledger_rows(tmp_path / ".crossreview", "SELECT task, status, decision FROM task_runs ORDER BY task")
     assert [(r["task"], r["status"], r["decision"]) for r in rows] == [("add", "done", "accepted"),
                                                                        ("add2", "done", "accepted")]
+
+
+def test_checkpoints_of_recorded_task_runs_are_forgotten_parked_ones_kept(cli, suite, tmp_path):
+    from conftest import approve_all_reviewer
+
+    make_task(suite, "done1")
+    make_task(suite, "split")
+    watch_agents(suite, tmp_path / "counts")
+    wrong = counting_agent(tmp_path / "agent.py", solution="def add(a, b):\n    return a - b\n")
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    # done1 is accepted (oracle + oracle); split escalates (two wrong agents, one approving everything).
+    first = cli("run", str(suite / "done1"), "--agent", "oracle", "--agent", "b=oracle", "--json")
+    assert first.returncode == 0, first.stderr
+    env = {"CROSSREVIEW_COUNT_DIR": str(tmp_path / "counts")}
+    second = cli("run", str(suite / "split"), "--agent", f"x=command:{{python}} {wrong}",
+                 "--agent", f"y=command:{{python}} {wrong}", "--reviewer", f"x={approve}", "--reviewer", "y=tests",
+                 "--json", env=env)
+    assert second.returncode == 3, second.stderr
+
+    def threads() -> set[str]:
+        db = sqlite3.connect(tmp_path / ".crossreview" / "checkpoints.db")
+        try:
+            return {r[0] for r in db.execute("SELECT DISTINCT thread_id FROM checkpoints")}
+        finally:
+            db.close()
+
+    done_tr = first.json()["tasks"][0]["task_run"]
+    parked = second.json()["tasks"][0]
+    assert threads() == {parked["task_run"]}  # the parked one must stay: decide continues it
+    assert cli("resume", first.json()["run"], "--json").json()["tasks"][0]["task_run"] == done_tr  # from the ledger
+    decided = cli("decide", parked["escalation"], "--reject", env=env)
+    assert decided.returncode == 1, decided.stderr
+    assert threads() == set()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import subprocess
 
 import pytest
@@ -292,16 +291,16 @@ def test_agents_on_the_command_line_drop_the_configs_reviewer_pairing(cli, suite
 
 
 def test_a_task_without_holdout_skips_the_holdout_step(tmp_path, suite, cli):
-    # One checkpoint less per task run: the holdout step runs only where there is a holdout.
+    # One step (and checkpoint) less per task run: the holdout step runs only where there is a holdout.
     make_task(suite, "plain")
     make_task(suite, "held", holdout={"test_more.py": "from calc import add\n\ndef test_big():\n    assert add(10**6, 1) == 10**6 + 1\n"})
     r = cli("run", str(suite), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
-    runs = {t["task"]: t["task_run"] for t in r.json()["tasks"]}
-    db = sqlite3.connect(tmp_path / ".crossreview" / "checkpoints.db")
-    count = {task: db.execute("SELECT count(*) FROM checkpoints WHERE thread_id = ?", (tr,)).fetchone()[0]
-             for task, tr in runs.items()}
-    assert count["held"] == count["plain"] + 1
+    steps = ledger_rows(tmp_path / ".crossreview", "SELECT t.task, e.node FROM events e JOIN task_runs t ON t.id = e.task_run")
+    held_steps = [row["node"] for row in steps if row["task"] == "held"]
+    plain_steps = [row["node"] for row in steps if row["task"] == "plain"]
+    assert "holdout" in held_steps and "holdout" not in plain_steps
+    assert len(held_steps) == len(plain_steps) + 1
     held = ledger_rows(tmp_path / ".crossreview", "SELECT c.holdout_total FROM candidates c JOIN task_runs t "
                        "ON t.id = c.task_run WHERE t.task = 'held'")
     assert held and all(row["holdout_total"] == 1 for row in held)
