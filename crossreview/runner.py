@@ -714,7 +714,9 @@ def _result_from_row(ledger: Ledger, tr: dict) -> TaskResult:
     return TaskResult(
         task=tr["task"], task_run=tr["id"], run=tr["run"], decision=tr["decision"] or "error",
         winner=tr["winner"], escalation=escs[-1]["id"] if escs else None, reason=tr["reason"] or "",
-        branch=tr["branch"], seconds=tr["seconds"] or 0.0, candidates=_summaries_from_rows(ledger, tr["id"]),
+        branch=tr["branch"], candidates=_summaries_from_rows(ledger, tr["id"]),
+        # A parked task run has no seconds of its own yet: until it parked, as its run reported it.
+        seconds=tr["seconds"] if tr["seconds"] is not None else (ledger.steps_seconds(tr["id"]) or 0.0),
         **_spend_from_rows(ledger, tr["id"]),
     )
 

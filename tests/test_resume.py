@@ -9,6 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+
+import pytest
 from pathlib import Path
 
 from conftest import cli_env, counting_agent, git_branches, invocations, ledger_rows, make_task, watch_agents, write
@@ -292,6 +294,10 @@ def test_checkpoints_of_recorded_task_runs_are_forgotten_parked_ones_kept(cli, s
     parked = second.json()["tasks"][0]
     assert threads() == {parked["task_run"]}  # the parked one must stay: decide continues it
     assert cli("resume", first.json()["run"], "--json").json()["tasks"][0]["task_run"] == done_tr  # from the ledger
+    # A parked task run, kept by a resume, reports the seconds its run did (until it parked), not 0.
+    kept = cli("resume", second.json()["run"], "--json", env=env).json()["tasks"][0]
+    assert kept["decision"] == "escalated" and kept["seconds"] == pytest.approx(parked["seconds"], abs=0.5)
+    assert kept["seconds"] > 0
     decided = cli("decide", parked["escalation"], "--reject", env=env)
     assert decided.returncode == 1, decided.stderr
     assert threads() == set()

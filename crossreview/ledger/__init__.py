@@ -128,6 +128,15 @@ class Ledger:
         with self.connect(write=False) as db:
             return db.execute("SELECT * FROM task_runs WHERE id=?", (task_run,)).fetchone()
 
+    def steps_seconds(self, task_run: str) -> float | None:
+        """Seconds from a task run's first recorded step's start to its last one's end (None: no step)."""
+        with self.connect(write=False) as db:
+            row = db.execute("SELECT min(started) AS a, max(finished) AS b FROM events WHERE task_run=?",
+                             (task_run,)).fetchone()
+        if not row or not row["a"] or not row["b"]:
+            return None
+        return max(0.0, (datetime.fromisoformat(row["b"]) - datetime.fromisoformat(row["a"])).total_seconds())
+
     def set_task_run_status(self, task_run: str, status: str, decision: str | None = None, error: str | None = None) -> None:
         """Mark a task run parked (waiting for a human) or failed."""
         with self.connect() as db:
