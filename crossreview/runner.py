@@ -722,10 +722,11 @@ def _result_from_row(ledger: Ledger, tr: dict) -> TaskResult:
 
 
 def _spend_from_rows(ledger: Ledger, task_run: str) -> dict:
+    from .graph import spend
+    from .models import Usage
+
     rows = ledger.candidate_rows(task_run) + ledger.verdict_rows(task_run)
-    costs = [r["cost"] for r in rows]
-    return {"tokens": sum((r["tokens_in"] or 0) + (r["tokens_out"] or 0) for r in rows),
-            "cost": None if any(c is None for c in costs) else round(sum(costs), 10)}
+    return spend([Usage(tokens_in=r["tokens_in"] or 0, tokens_out=r["tokens_out"] or 0, cost=r["cost"]) for r in rows])
 
 
 def _summaries_from_rows(ledger: Ledger, task_run: str) -> list:
