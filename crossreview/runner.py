@@ -16,15 +16,15 @@ import shutil
 import sqlite3
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import pluggy
 
 from . import agents as agents_mod
-from . import plugins
+from . import locks, plugins
 from .ledger import Ledger
 from .models import AgentSpec, HumanDecision, Task, TaskError, TaskResult
 from .tasks import ConfigError, LoadedConfig, load_suite, load_suite_config
@@ -142,44 +142,18 @@ def run_lock(state_dir: Path, run: str) -> Iterator[None]:
     """Hold ``run`` for this process: a second process resuming it (or resuming it while
     it still runs) gets a UsageError instead of both running every task and removing
     each other's worktrees. An flock: it dies with the process, so a killed run is free."""
-    import fcntl
-
-    path = ensure_state_dir(state_dir) / "locks" / f"{run}.lock"
-    path.parent.mkdir(exist_ok=True)
-    fh = open(path, "a+")
+    ensure_state_dir(state_dir)
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "another process"
-        fh.close()
-        raise UsageError(f"run {run} is being worked on right now by {holder}; wait for it to finish "
+        with locks.hold(locks.run_lock_path(state_dir, run)):
+            yield
+    except locks.Busy as busy:
+        raise UsageError(f"run {run} is being worked on right now by {busy.holder}; wait for it to finish "
                          f"(or stop it), then `crossreview resume {run}`") from None
-    try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"process {os.getpid()}")
-        fh.flush()
-        yield
-    finally:
-        fh.close()
 
 
 def run_is_live(state_dir: Path, run: str) -> bool:
-    """Whether some process holds ``run`` now (see ``run_lock``)."""
-    import fcntl
-
-    path = Path(state_dir) / "locks" / f"{run}.lock"
-    try:
-        fh = open(path)
-    except OSError:
-        return False
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False
+    """Whether some process works on ``run`` now (see crossreview.locks)."""
+    return locks.run_is_live(state_dir, run)
 
 
 def new_run_id() -> str:
@@ -404,29 +378,34 @@ def forget_checkpoints(session: Session, task_runs: list[str]) -> None:
         session.graph.checkpointer.delete_thread(task_run)
 
 
+def run_status(decisions: list[str]) -> str:
+    """A run's status from its task runs' decisions: error, waiting (for a human) or finished."""
+    if "error" in decisions:
+        return "error"
+    return "waiting" if "escalated" in decisions else "finished"
+
+
 def _finish_run(session: Session, run: str, results: list[TaskResult]) -> None:
     forget_checkpoints(session, [r.task_run for r in results])
-    waiting = any(r.decision == "escalated" for r in results)
-    failed = any(r.decision == "error" for r in results)
-    status = "error" if failed else ("waiting" if waiting else "finished")
-    session.ledger.set_run_status(run, status)
+    session.ledger.set_run_status(run, run_status([r.decision for r in results]))
 
 
-def _run_tasks(session: Session, run: str, tasks: list[Task], config: dict, jobs: int, interactive: bool, fresh: bool) -> list[TaskResult]:
-    """Run ``tasks``, ``jobs`` at once, in worker threads while this thread waits.
+T = TypeVar("T")
+
+
+def _in_workers(session: Session, calls: list[Callable[[], T]], jobs: int) -> list[T]:
+    """Run ``calls``, ``jobs`` at once, in worker threads while this thread waits; their results in order.
 
     Waiting here, never inside a graph, keeps Ctrl-C prompt: LangGraph lets an
     interrupt through only once its running branches end, and a branch in a
     model call ends when the model answers. On Ctrl-C this thread stops the
-    agents, removes the worktrees of the task runs under way and re-raises,
-    without waiting for those threads (the caller exits the process).
+    agents, removes the worktrees of the task runs under way
+    (``session.in_flight``) and re-raises, without waiting for those threads
+    (the caller exits the process).
     """
-    def one(task: Task) -> TaskResult:
-        return run_task(session, run, task, config, interactive, fresh)
-
-    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(tasks))), thread_name_prefix="crossreview-task")
+    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(calls))), thread_name_prefix="crossreview-task")
     try:
-        results = list(pool.map(one, tasks))
+        results = list(pool.map(lambda call: call(), calls))
     except KeyboardInterrupt:
         kill_all_children()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -440,6 +419,15 @@ def _run_tasks(session: Session, run: str, tasks: list[Task], config: dict, jobs
     return results
 
 
+def _run_tasks(session: Session, run: str, tasks: list[Task], config: dict, jobs: int, interactive: bool, fresh: bool) -> list[TaskResult]:
+    """Run ``tasks``, ``jobs`` at once, in worker threads (see ``_in_workers``)."""
+    return _in_workers(
+        session,
+        [lambda task=task: run_task(session, run, task, config, interactive, fresh) for task in tasks],
+        jobs,
+    )
+
+
 def task_run_id(run: str, task_id: str) -> str:
     """The id of one task's run inside a suite run; also its LangGraph thread id."""
     return f"{run}/{task_id}"
@@ -448,10 +436,21 @@ def task_run_id(run: str, task_id: str) -> str:
 def run_task(session: Session, run: str, task: Task, config: dict, interactive: bool, fresh: bool = True) -> TaskResult:
     """Run (or continue) one task through the graph, then clean its worktrees up."""
     tr = task_run_id(run, task.id)
+    held = ExitStack()
+    try:
+        held.enter_context(locks.hold(locks.task_run_lock_path(session.state_dir, tr)))
+    except locks.Busy as busy:
+        # Only a `crossreview decide` carrying out a human's decision can hold it
+        # (this process holds the run): its result is the one that counts.
+        row = session.ledger.get_task_run(tr)
+        kept = _result_from_row(session.ledger, row) if row else TaskResult(
+            task=task.id, task_run=tr, run=run, decision="error", error="not started")
+        return kept.model_copy(update={"reason": f"being decided right now by {busy.holder} (crossreview decide)"})
     gconf = _thread_config(tr, len(config["agents"]), len(config.get("panel") or []))
     session.in_flight[tr] = (gconf, run, task.id, [a["name"] for a in config["agents"]])
     try:
-        return _run_task(session, run, task, config, interactive, fresh, tr, gconf)
+        with held:
+            return _run_task(session, run, task, config, interactive, fresh, tr, gconf)
     finally:
         session.in_flight.pop(tr, None)
 
@@ -516,6 +515,13 @@ def _drive(session: Session, gconf: dict, payload: Any, interactive: bool) -> Ta
         value = out["__interrupt__"][0].value
         state = session.graph.get_state(gconf).values
         esc = escalation_from_interrupt(value, state)
+        human = recorded_decision(session.ledger, esc.id)
+        if human is not None:
+            # A human decided it, but the process carrying the decision out
+            # stopped before the graph took it (whoever drives this graph holds
+            # its lock, so that process is gone): carry it out now, not ask again.
+            out = session.graph.invoke(Command(resume=human.model_dump(mode="json")), gconf, context=session.context)
+            continue
         session.pm.hook.crossreview_escalation_opened(escalation=esc, ledger=session.ledger)
         human = session.pm.hook.crossreview_ask_human(escalation=esc, interactive=interactive)
         decided_elsewhere = human is not None and not session.ledger.decide_escalation(esc.id, human)
@@ -540,6 +546,23 @@ def _drive(session: Session, gconf: dict, payload: Any, interactive: bool) -> Ta
             )
         out = session.graph.invoke(Command(resume=human.model_dump(mode="json")), gconf, context=session.context)
     return TaskResult.model_validate(out["result"])
+
+
+def recorded_decision(ledger: Ledger, esc_id: str) -> HumanDecision | None:
+    """The decision the ledger holds for escalation ``esc_id`` (None while it waits for a human)."""
+    row = ledger.get_escalation(esc_id)
+    if not row or not row["decided"] or not row["action"]:
+        return None
+    return HumanDecision(action=row["action"], pick=row["pick"], guide=row["guide"], by=row["decided_by"] or "",
+                         decided_at=row["decided"], shown_at=row["first_shown"])
+
+
+def decided_but_unfinished(ledger: Ledger, task_run: dict) -> bool:
+    """A task run parked at an escalation a human decided, whose run stopped before carrying it out."""
+    if task_run["status"] != "parked":
+        return False
+    escs = ledger.escalations_of(task_run["id"])
+    return bool(escs) and bool(escs[-1]["decided"])
 
 
 def _elapsed(state: dict) -> float:
@@ -606,22 +629,33 @@ class NotFound(UsageError):
 
 
 def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | None = None, interactive: bool = False, pm: pluggy.PluginManager | None = None, sandbox: str | None = None) -> TaskResult:
-    """Resume the run parked at escalation ``esc_id`` with the human's decision."""
+    """Resume the run parked at escalation ``esc_id`` with the human's decision.
+
+    The decision is recorded before the graph resumes. If this process stops
+    before the graph has carried it out (Ctrl-C, a crash, a kill during a
+    guided round), ``resume_run`` carries it out: nothing asks the human again.
+    """
     pm = pm or plugins.get_plugin_manager()
     led = Ledger(ledger or state_dir / "ledger.db")
     esc = led.get_escalation(esc_id)
     if esc is None:
         raise NotFound(f"no escalation {esc_id!r} in {led.path}; `crossreview inbox` lists the open ones")
+    run = led.get_run(esc["run"])
+    state_dir = Path(run["config"]["state_dir"]) if run else state_dir
     if esc["decided"]:
-        raise UsageError(f"escalation {esc_id} was already decided ({esc['action']} by {esc['decided_by']} at {esc['decided']})")
+        raise UsageError(_already_decided(led, esc, state_dir))
     names = [c["agent"] for c in esc["packet"]["candidates"]]
     if human.action == "pick" and human.pick not in names:
         raise UsageError(f"--pick {human.pick!r}: escalation {esc_id} has candidates {', '.join(names)}")
     if human.action == "guide" and not (human.guide or "").strip():
         raise UsageError("--guide needs the guidance text, e.g. --guide 'handle negative numbers'")
-    run = led.get_run(esc["run"])
-    state_dir = Path(run["config"]["state_dir"]) if run else state_dir
-    with open_session(state_dir, led.path, pm) as session:
+    held = ExitStack()
+    try:
+        held.enter_context(locks.hold(locks.task_run_lock_path(ensure_state_dir(state_dir), esc["task_run"])))
+    except locks.Busy as busy:
+        raise UsageError(f"escalation {esc_id}'s task run is being worked on right now by {busy.holder}; "
+                         f"wait for it to finish, then look again (`crossreview inbox`)") from None
+    with held, open_session(state_dir, led.path, pm) as session:
         gconf = _thread_config(esc["task_run"], len(run["config"]["agents"]) if run else 2)
         snap = session.graph.get_state(gconf)
         if not snap.interrupts:
@@ -632,22 +666,60 @@ def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAU
         if not session.ledger.decide_escalation(esc_id, human):
             # Someone decided it between our check above and now: theirs stands, the graph is theirs to resume.
             raise UsageError(f"escalation {esc_id} was already decided ({_decided_by(session.ledger, esc_id)})")
-        from langgraph.types import Command
-
-        task = Task.model_validate(snap.values["task"])
-        pm.hook.crossreview_task_started(task=task, task_run=esc["task_run"])
-        try:
-            # A guided round may disagree again: _drive parks it as a new escalation.
-            result = _drive(session, gconf, Command(resume=human.model_dump(mode="json")), interactive)
-        finally:
-            cleanup_task_run(session, gconf, esc["run"], task.id, [a["name"] for a in snap.values["agents"]])
+        # This process now owns the run's status unless a run or resume holds the run.
+        owns_run = run is not None and not locks.is_held(locks.run_lock_path(session.state_dir, esc["run"]))
+        if owns_run:
+            # Set before the graph goes on: if this process dies, `runs` shows the run interrupted.
+            session.ledger.set_run_status(esc["run"], "running", finished=False)
+        result = _carry_out(session, esc, snap.values, gconf, human, interactive)
         forget_checkpoints(session, [esc["task_run"]])
         pm.hook.crossreview_task_finished(result=result)
-        if run:
-            results = _latest_results(session, esc["run"])
-            if not any(r == "escalated" for r in results):
-                session.ledger.set_run_status(esc["run"], "finished")
+        if owns_run:
+            session.ledger.set_run_status(esc["run"], run_status(_latest_results(session, esc["run"])))
         return result
+
+
+def _carry_out(session: Session, esc: dict, values: dict, gconf: dict, human: HumanDecision,
+               interactive: bool) -> TaskResult:
+    """Resume the parked graph with ``human``'s decision in a worker thread (Ctrl-C stays prompt)."""
+    from langgraph.types import Command
+
+    task = Task.model_validate(values["task"])
+    agents = [a["name"] for a in values["agents"]]
+    session.pm.hook.crossreview_task_started(task=task, task_run=esc["task_run"])
+    session.in_flight[esc["task_run"]] = (gconf, esc["run"], task.id, agents)
+
+    def drive() -> TaskResult:
+        try:
+            # A guided round may disagree again: _drive parks it as a new escalation.
+            return _drive(session, gconf, Command(resume=human.model_dump(mode="json")), interactive)
+        except Exception as exc:  # noqa: BLE001 - recorded; `crossreview resume` carries the decision out
+            session.ledger.set_task_run_status(esc["task_run"], "error", "error", f"{type(exc).__name__}: {exc}")
+            return TaskResult(task=task.id, task_run=esc["task_run"], run=esc["run"], decision="error",
+                              escalation=esc["id"], error=f"{type(exc).__name__}: {exc}", cost=None)
+        finally:
+            cleanup_task_run(session, gconf, esc["run"], task.id, agents)
+            session.in_flight.pop(esc["task_run"], None)
+
+    try:
+        [result] = _in_workers(session, [drive], 1)
+    except KeyboardInterrupt:
+        if not locks.is_held(locks.run_lock_path(session.state_dir, esc["run"])):
+            session.ledger.set_run_status(esc["run"], "interrupted")
+        raise
+    return result
+
+
+def _already_decided(ledger: Ledger, esc: dict, state_dir: Path) -> str:
+    """Why an escalation cannot be decided again, and what to do instead."""
+    said = f"escalation {esc['id']} was already decided ({esc['action']} by {esc['decided_by']} at {esc['decided']})"
+    tr = ledger.get_task_run(esc["task_run"])
+    if tr is None or not decided_but_unfinished(ledger, tr):
+        return said
+    if locks.is_held(locks.task_run_lock_path(state_dir, esc["task_run"])):
+        return f"{said}; it is being carried out right now"
+    return (f"{said}, but the process carrying it out stopped before it finished; "
+            f"`crossreview resume {esc['run']}` finishes it")
 
 
 def _decided_by(ledger: Ledger, esc_id: str) -> str:
@@ -656,6 +728,7 @@ def _decided_by(ledger: Ledger, esc_id: str) -> str:
 
 
 def _latest_results(session: Session, run: str) -> list[str]:
+    """The decision of every task run of ``run`` the ledger holds."""
     return [tr["decision"] for tr in session.ledger.task_runs(run)]
 
 
@@ -669,7 +742,10 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
     config = row["config"]
     if sandbox:
         config = {**config, "sandbox": {**(config.get("sandbox") or {}), "mode": sandbox}}
-    done = {tr["task"]: tr for tr in led.task_runs(run) if tr["status"] in ("done", "parked")}
+    # Kept as they are: finished task runs, and those waiting for a human. A
+    # decision a human made whose carrying out was cut short is finished here.
+    done = {tr["task"]: tr for tr in led.task_runs(run)
+            if tr["status"] == "done" or (tr["status"] == "parked" and not decided_but_unfinished(led, tr))}
     from .tasks import load_task
 
     tasks, errors = [], []

@@ -301,3 +301,137 @@ def test_checkpoints_of_recorded_task_runs_are_forgotten_parked_ones_kept(cli, s
     decided = cli("decide", parked["escalation"], "--reject", env=env)
     assert decided.returncode == 1, decided.stderr
     assert threads() == set()
+
+
+# --- a human's decision cut short is carried out by resume, never lost ---------------
+
+
+def _parked(cli, suite, tmp_path, reviewer_x: str, env: dict | None = None) -> dict:
+    """A run parked at an escalation: x approves y, whose tests fail; y goes by the tests."""
+    make_task(suite)
+    counter = tmp_path / "counts"
+    watch_agents(suite, counter)
+    agent = counting_agent(tmp_path / "agent.py", solution="def add(a, b):\n    return a - b\n")
+    env = {"CROSSREVIEW_COUNT_DIR": str(counter), **(env or {})}
+    res = cli("run", str(suite), "--agent", f"x=command:{{python}} {agent}", "--agent", f"y=command:{{python}} {agent}",
+              "--reviewer", f"x={reviewer_x}", "--reviewer", "y=tests", "--json", env=env)
+    assert res.returncode == 3, res.stderr
+    [task] = res.json()["tasks"]
+    return {"esc": task["escalation"], "run": res.json()["run"], "env": env, "counter": counter,
+            "state": tmp_path / ".crossreview"}
+
+
+def test_a_guided_round_cut_short_is_finished_by_resume(cli, suite, tmp_path):
+    from conftest import approve_all_reviewer
+
+    p = _parked(cli, suite, tmp_path, approve_all_reviewer(tmp_path / "approve.py"))
+    killed = cli("decide", p["esc"], "--guide", "add, do not subtract",
+                 env={**p["env"], "CROSSREVIEW_TEST_CRASH_AT": "review:x:before"})
+    assert killed.returncode == -signal.SIGKILL
+    assert invocations(p["counter"], "x") == 2  # the guided round's agents ran before the kill
+    # The decision is recorded, so nobody is asked again; `runs` and `decide` say how to go on.
+    assert cli("inbox", "--json").json() == {"escalations": []}
+    assert cli("runs", "--json").json()["runs"][0]["status"] == "interrupted"
+    again = cli("decide", p["esc"], "--reject")
+    assert again.returncode == 2
+    assert f"stopped before it finished; `crossreview resume {p['run']}` finishes it" in " ".join(again.stderr.split())
+
+    res = cli("resume", p["run"], "--json", env=p["env"])
+    assert res.returncode == 3, res.stderr
+    [task] = res.json()["tasks"]
+    # The guided round ran to its end (same agents, same behaviour: a new escalation)...
+    assert task["decision"] == "escalated" and task["escalation"] not in (None, p["esc"])
+    # ... keeping the round's finished solves.
+    assert invocations(p["counter"], "x") == 2 and invocations(p["counter"], "y") == 2
+    escs = ledger_rows(p["state"], "SELECT id, round, action, guide FROM escalations ORDER BY round")
+    assert [(e["round"], e["action"], e["guide"]) for e in escs] == [(0, "guide", "add, do not subtract"),
+                                                                     (1, None, None)]
+    assert [e["id"] for e in cli("inbox", "--json").json()["escalations"]] == [task["escalation"]]
+    assert cli("runs", "--json").json()["runs"][0]["status"] == "waiting"
+
+
+def test_a_pick_cut_short_is_kept_by_resume(cli, suite, tmp_path):
+    from conftest import approve_all_reviewer
+
+    p = _parked(cli, suite, tmp_path, approve_all_reviewer(tmp_path / "approve.py"))
+    killed = cli("decide", p["esc"], "--pick", "y", "--by", "ann",
+                 env={**p["env"], "CROSSREVIEW_TEST_CRASH_AT": "record:before-ledger"})
+    assert killed.returncode == -signal.SIGKILL
+    res = cli("resume", p["run"], "--json", env=p["env"])
+    assert res.returncode == 0, res.stderr
+    [task] = res.json()["tasks"]
+    assert (task["decision"], task["winner"], task["escalation"]) == ("accepted", "y", p["esc"])
+    [tr] = ledger_rows(p["state"], "SELECT status, decision, winner, reason FROM task_runs")
+    assert (tr["status"], tr["decision"], tr["winner"]) == ("done", "accepted", "y")
+    assert "a human picked y" in tr["reason"]
+    [esc] = ledger_rows(p["state"], "SELECT action, pick, decided_by FROM escalations")
+    assert (esc["action"], esc["pick"], esc["decided_by"]) == ("pick", "y", "ann")
+    assert f"crossreview/{p['run']}/add" in git_branches(p["state"] / "repos" / "add.git")
+    assert invocations(p["counter"], "x") == 1  # nothing ran again
+    assert cli("runs", "--json").json()["runs"][0]["status"] == "finished"
+
+
+def test_ctrl_c_during_a_guided_rounds_model_call_exits_at_once(cli, suite, tmp_path):
+    from fake_openai import FakeOpenAI, llm_env, verdict
+
+    server = FakeOpenAI().start()
+    try:
+        calls = {"n": 0}
+
+        def reviewer(req):
+            calls["n"] += 1
+            # Round 1 approves (y fails its tests: an escalation); round 2's first call hangs.
+            return verdict("approve", delay=60.0 if calls["n"] == 2 else 0.0)
+
+        server.on("rev", reviewer)
+        p = _parked(cli, suite, tmp_path, "llm:openai/rev", env=llm_env(server))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "crossreview", "decide", p["esc"], "--guide", "add"],
+            cwd=tmp_path, env=cli_env(p["env"]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )
+        try:
+            _wait_for(lambda: len(server.requests_for("rev")) >= 2, timeout=60, what="round 2's model call")
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+            waited = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 130, err
+        assert waited < 20, f"exit took {waited:.1f}s: it waited for the model's reply"
+        assert "interrupted" in err and "Traceback" not in err
+        assert cli("runs", "--json").json()["runs"][0]["status"] == "interrupted"
+        assert not any((p["state"] / "worktrees").glob("r-*/add/*"))
+        # The decision stands; resume carries it out (the model answers at once now).
+        res = cli("resume", p["run"], "--json", env=p["env"])
+        assert res.returncode == 3, res.stderr
+        assert res.json()["tasks"][0]["escalation"] != p["esc"]
+        rounds = ledger_rows(p["state"], "SELECT rounds FROM task_runs")
+        assert rounds[0]["rounds"] == 2
+    finally:
+        server.stop()
+
+
+def test_one_process_drives_a_task_run_at_a_time(cli, suite, tmp_path):
+    from conftest import approve_all_reviewer
+
+    from crossreview import locks
+
+    p = _parked(cli, suite, tmp_path, approve_all_reviewer(tmp_path / "approve.py"))
+    [tr] = ledger_rows(p["state"], "SELECT id FROM task_runs")
+    with locks.hold(locks.task_run_lock_path(p["state"], tr["id"])):
+        # As if another `decide` were carrying out a decision on it right now.
+        busy = cli("decide", p["esc"], "--pick", "y")
+        assert busy.returncode == 2
+        assert f"is being worked on right now by process {os.getpid()}" in " ".join(busy.stderr.split())
+        with pytest.raises(locks.Busy) as held:
+            with locks.hold(locks.task_run_lock_path(p["state"], tr["id"])):
+                pass
+        assert held.value.holder == f"process {os.getpid()}"
+        assert locks.run_is_live(p["state"], p["run"])
+    assert not locks.run_is_live(p["state"], p["run"])
+    # Free again: nothing was decided meanwhile.
+    res = cli("decide", p["esc"], "--pick", "y", "--json")
+    assert res.returncode == 0, res.stderr
