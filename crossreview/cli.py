@@ -410,7 +410,8 @@ def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
         click.echo(json.dumps({"run": outcome.run, "tasks": [result_json(r) for r in outcome.results]}, indent=2))
     else:
         print_results_table(out, outcome.results)
-        out.print(summary_line(outcome.results, outcome.errors, time.monotonic() - started), highlight=False)
+        out.print(summary_line(outcome.results, outcome.errors, time.monotonic() - started,
+                               wall_of="this resume" if outcome.kept else ""), highlight=False)
         _footer(out, outcome.run, outcome.results, state_dir, ledger)
     sys.exit(outcome.exit_code)
 

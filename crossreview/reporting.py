@@ -171,8 +171,12 @@ def _fmt_cost(cost: float | None) -> str:
     return "unknown" if cost is None else f"${cost:.4f}"
 
 
-def summary_line(results: list[TaskResult], errors: list[TaskError], wall: float) -> str:
-    """Counts next to what they cost: wall-clock, agent-seconds, tokens, money."""
+def summary_line(results: list[TaskResult], errors: list[TaskError], wall: float, wall_of: str = "") -> str:
+    """Counts next to what they cost: wall-clock, agent-seconds, tokens, money.
+
+    ``wall_of`` names whose wall-clock it is when that is not the whole run's
+    (a resume's own, beside task runs kept from before).
+    """
     counts: dict[str, int] = {}
     for r in results:
         counts[r.decision] = counts.get(r.decision, 0) + 1
@@ -186,7 +190,7 @@ def summary_line(results: list[TaskResult], errors: list[TaskError], wall: float
     cost = _sum_cost(r.cost for r in results)
     return (
         f"{len(results)} task run{'s' if len(results) != 1 else ''}: " + ", ".join(parts)
-        + f" · wall {wall:.1f}s · agent-seconds {agent_seconds:.1f} · tokens {tokens} · cost {_fmt_cost(cost)}"
+        + f" · wall {wall:.1f}s{f' ({wall_of})' if wall_of else ''} · agent-seconds {agent_seconds:.1f} · tokens {tokens} · cost {_fmt_cost(cost)}"
     )
 
 

@@ -83,6 +83,8 @@ class SuiteOutcome:
     errors: list[TaskError]
     warnings: list[str] = field(default_factory=list)
     """What the user should know about the run that no single task says (printed after the table)."""
+    kept: int = 0
+    """Task runs a resume kept from before (finished or waiting): their seconds are not this process's."""
 
     @property
     def exit_code(self) -> int:
@@ -773,7 +775,7 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
         all_results = finished + results
         _finish_run(session, run, all_results)
     pm.hook.crossreview_run_finished(run=run, results=results)
-    return SuiteOutcome(run, all_results, errors)
+    return SuiteOutcome(run, all_results, errors, kept=len(finished))
 
 
 def _seed_budget(session: Session, run: str, config: dict) -> None:

@@ -232,6 +232,8 @@ def test_resume_reports_kept_task_runs_as_their_run_did(cli, suite, tmp_path):
         assert [c["cost"] for c in after[name]["candidates"]] == [0.0, None]
     human = cli("resume", first.json()["run"])
     assert "unknown" in human.stdout
+    # Its wall-clock is this resume's, not the run's: the summary says whose.
+    assert "(this resume)" in human.stdout
 
 
 def test_a_run_is_worked_on_by_one_process_at_a_time(cli, suite, tmp_path):
