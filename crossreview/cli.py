@@ -97,7 +97,21 @@ state_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group; an installed plugin that cannot be used is a usage error (2), not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from .plugins import PluginError
+
+            if isinstance(exc, PluginError):
+                _fail(str(exc))
+            raise
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="crossreview")
 def main() -> None:
     """Give one coding task to several agents, have them review each other,

@@ -30,16 +30,108 @@ DEFAULT_PLUGINS = (
 _pm: pluggy.PluginManager | None = None
 
 
+class PluginError(Exception):
+    """An installed plugin cannot be used. The message names the plugin, its package and what to fix."""
+
+
+_REGISTER_HOOKS = {
+    "crossreview_register_agents": "agent kind",
+    "crossreview_register_reviewers": "reviewer kind",
+    "crossreview_register_policies": "policy",
+}
+
+
 def new_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
-    """A fresh manager with the built-ins (and, by default, installed plugins)."""
+    """A fresh manager with the built-ins (and, by default, installed plugins).
+
+    Raises PluginError for an installed plugin that cannot be imported,
+    implements a hook that does not exist (or with arguments the hook does not
+    pass), or registers a name another plugin registered already.
+    """
     pm = pluggy.PluginManager("crossreview")
     pm.add_hookspecs(hookspecs)
     for name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
     if load_entrypoints:
-        pm.load_setuptools_entrypoints("crossreview")
-    pm.check_pending()
+        _load_entrypoints(pm)
+    _check_hooks(pm)
+    for hook_name in _REGISTER_HOOKS:
+        _collect(pm, hook_name)  # a name registered twice fails now, not at the first run
     return pm
+
+
+def _load_entrypoints(pm: pluggy.PluginManager) -> None:
+    """pm.load_setuptools_entrypoints("crossreview"), saying which plugin broke and how."""
+    from importlib import metadata
+
+    loaded: dict[str, tuple[str, str]] = {}  # entry point name -> (value, package)
+    for dist in list(metadata.distributions()):
+        for ep in dist.entry_points:
+            if ep.group != "crossreview" or pm.is_blocked(ep.name):
+                continue
+            package = dist.metadata["Name"] or "?"
+            where = f"plugin {ep.name!r} (entry point `{ep.name} = {ep.value}` of the package {package})"
+            if ep.name in loaded:
+                if loaded[ep.name][0] == ep.value:
+                    continue  # the same package found twice on sys.path
+                raise PluginError(
+                    f"{where}: the package {loaded[ep.name][1]} declares a crossreview plugin "
+                    f"{ep.name!r} too (`{ep.name} = {loaded[ep.name][0]}`); rename one of the entry points "
+                    "or uninstall one of the packages")
+            if pm.has_plugin(ep.name):
+                raise PluginError(f"{where}: the name {ep.name!r} is a built-in plugin's; rename the entry point")
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
+                raise PluginError(
+                    f"{where} cannot be imported: {type(exc).__name__}: {exc}; fix the module "
+                    f"(python -c 'import {ep.module}' shows the traceback) or `pip uninstall {package}`"
+                ) from exc
+            _check_unmarked(plugin, where)
+            try:
+                pm.register(plugin, name=ep.name)
+            except pluggy.PluginValidationError as exc:
+                raise PluginError(f"{where}: {_validation_message(pm, exc)}") from exc
+            loaded[ep.name] = (ep.value, package)
+
+
+def _check_unmarked(plugin: Any, where: str) -> None:
+    """A function named like a hook but without @hookimpl would be silently ignored."""
+    for attr in dir(plugin):
+        fn = getattr(plugin, attr, None)
+        if (attr.startswith("crossreview_") and callable(fn) and hasattr(hookspecs, attr)
+                and not hasattr(fn, "crossreview_impl")):
+            raise PluginError(f"{where}: {attr} is not marked as a hook; put "
+                              "`@hookimpl` (from crossreview.hookspecs import hookimpl) above it")
+
+
+def _validation_message(pm: pluggy.PluginManager, exc: pluggy.PluginValidationError) -> str:
+    text = str(exc)
+    for hook_name in dir(hookspecs):
+        if hook_name.startswith("crossreview_") and f"hook {hook_name!r}" in text:
+            caller = getattr(pm.hook, hook_name)
+            wanted = ", ".join(caller.spec.argnames) if caller.spec else ""
+            return (f"{hook_name} takes arguments the hook does not pass ({text.splitlines()[-1]}); "
+                    f"write it as `def {hook_name}({wanted})` (any subset of those names)")
+    return text
+
+
+def _check_hooks(pm: pluggy.PluginManager) -> None:
+    """pm.check_pending(), naming the plugin and the hook it probably meant."""
+    import difflib
+
+    known = sorted(n for n in dir(hookspecs) if n.startswith("crossreview_"))
+    for hook_name, caller in vars(pm.hook).items():
+        if hook_name.startswith("_") or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            guess = difflib.get_close_matches(hook_name, known, n=1)
+            hint = f"did you mean {guess[0]}?" if guess else f"the hooks are {', '.join(known)}"
+            raise PluginError(f"plugin {impl.plugin_name!r} implements {hook_name}, which is no crossreview "
+                              f"hook; {hint} (see crossreview/hookspecs.py)")
+    pm.check_pending()
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -62,14 +154,39 @@ class Registration:
 
 def _collect(pm: pluggy.PluginManager, hook_name: str) -> dict[str, Registration]:
     found: dict[str, Registration] = {}
+    what = _REGISTER_HOOKS[hook_name]
     hook = getattr(pm.hook, hook_name)
     for impl in hook.get_hookimpls():
         plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
 
         def register(name: str, factory: Any, help: str = "", _plugin: str = plugin_name) -> None:
+            if not isinstance(name, str) or not name or any(c in name for c in ":= \t\n"):
+                raise PluginError(f"plugin {_plugin!r} registers the {what} {name!r}: a name is a non-empty "
+                                  "string without ':', '=' or spaces")
+            if what == "policy":
+                if not callable(getattr(factory, "decide", None)):
+                    raise PluginError(f"plugin {_plugin!r} registers the policy {name!r} as "
+                                      f"{type(factory).__name__}, which has no decide(candidates, verdicts) "
+                                      "method; register an object (not a class) that has one")
+            elif not callable(factory):
+                raise PluginError(f"plugin {_plugin!r} registers the {what} {name!r} with a factory that is "
+                                  f"not callable ({type(factory).__name__}); pass a class or a function of the spec")
+            if name in found:
+                other = found[name].plugin
+                raise PluginError(
+                    f"plugin {_plugin!r} registers the {what} {name!r}, which "
+                    + ("it registers already" if other == _plugin else f"the plugin {other!r} registers already")
+                    + "; give it another name")
             found[name] = Registration(name, factory, help, _plugin)
 
-        impl.function(register=register)
+        try:
+            impl.function(register=register)
+        except PluginError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the plugin's bug, said so
+            hint = "; call register(name, factory, help=...)" if isinstance(exc, TypeError) else ""
+            raise PluginError(f"plugin {plugin_name!r}: its {hook_name} hook raised "
+                              f"{type(exc).__name__}: {exc}{hint}") from exc
     return found
 
 

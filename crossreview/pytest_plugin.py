@@ -258,7 +258,10 @@ class CrossreviewPlugin:
 
         from . import plugins
 
-        pm = plugins.get_plugin_manager()
+        try:
+            pm = plugins.get_plugin_manager()
+        except plugins.PluginError as exc:
+            raise pytest.UsageError(f"crossreview: {exc}") from None
         seen: set[Path] = set()
         for arg in self.config.args or ["."]:
             path = (self.config.invocation_params.dir / str(arg).split("::", 1)[0]).resolve()
