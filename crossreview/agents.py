@@ -156,7 +156,7 @@ def build_agent(spec: AgentSpec, pm: pluggy.PluginManager | None = None) -> Any:
             f"unknown agent {spec.spec!r} (agent {spec.name}); known kinds: {', '.join(sorted(kinds))}"
             " (see `crossreview plugins`)"
         )
-    return reg.factory(spec)
+    return _build(reg, spec, "agent")
 
 
 def build_reviewer(spec: AgentSpec, pm: pluggy.PluginManager | None = None) -> Any:
@@ -167,7 +167,18 @@ def build_reviewer(spec: AgentSpec, pm: pluggy.PluginManager | None = None) -> A
         raise SpecError(
             f"unknown reviewer {spec.spec!r} (for agent {spec.name}); known kinds: {', '.join(sorted(kinds))}"
         )
-    return reg.factory(spec)
+    return _build(reg, spec, "reviewer")
+
+
+def _build(reg: plugins.Registration, spec: AgentSpec, what: str) -> Any:
+    """``reg.factory(spec)``; anything but a SpecError it raises is the plugin's bug, and says so."""
+    try:
+        return reg.factory(spec)
+    except SpecError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - shown to the user with the plugin's name
+        raise SpecError(f"{what} {spec.name} ({spec.spec}): the plugin {reg.plugin!r} could not build "
+                        f"its {reg.name!r} {what}: {type(exc).__name__}: {exc}") from exc
 
 
 def expand_template(template: str, values: dict[str, str]) -> str:

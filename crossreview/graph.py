@@ -48,6 +48,7 @@ from .models import (
     Decision,
     Escalation,
     HumanDecision,
+    ReviewVerdictOutput,
     SolveResult,
     Task,
     TaskResult,
@@ -283,6 +284,9 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
             result = SolveResult(status="error", error=f"not started: {spent}")
         else:
             result = agent.solve(workspace)
+            if not isinstance(result, SolveResult):
+                raise TypeError(f"{_plugin_of(ctx.pm, 'agent', spec.kind)} solve() returned "
+                                f"{type(result).__name__}, not a crossreview.models.SolveResult")
             if not getattr(agent, "charges_budget", False):
                 workspace.budget.charge(result.usage.tokens, result.usage.cost)
     except Stopping:
@@ -428,6 +432,9 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
         if spent:
             raise RuntimeError(f"not started: {spent}")
         out = reviewer.review(request)
+        if not isinstance(out, ReviewVerdictOutput):
+            raise TypeError(f"{_plugin_of(ctx.pm, 'reviewer', rspec.kind)} review() returned "
+                            f"{type(out).__name__}, not a crossreview.models.ReviewVerdictOutput")
         if out.usage is not None and not getattr(reviewer, "charges_budget", False):
             request.budget.charge(out.usage.tokens, out.usage.cost)
         verdict = Verdict(
@@ -480,6 +487,7 @@ def decide(state: TaskRunState, runtime: Runtime[Context]) -> dict:
             decision.reason = f"{decision.reason}; independent attempts: {'; '.join(others)}"
     else:
         decision = policy.decide(cands, verdicts)
+    _check_decision(runtime.context.pm, decision, state, focus, cands)
     win = next((c for c in cands if c.agent == decision.winner), None) if decision.kind == "accepted" else None
     if win is not None and win.tampering:
         # Whatever a plugin policy says: a candidate that may fake its results goes to a human.
@@ -517,6 +525,29 @@ def decide(state: TaskRunState, runtime: Runtime[Context]) -> dict:
         "escalation": escalation,
         "events": [_event("decide", started, None, rnd)],
     }
+
+
+def _plugin_of(pm: pluggy.PluginManager, what: str, kind: str) -> str:
+    """``the plugin 'mycli''s agent 'mycli':`` -- who to blame for a broken return value."""
+    regs = plugins.agent_kinds(pm) if what == "agent" else plugins.reviewer_kinds(pm)
+    reg = regs.get(kind)
+    return f"{what} {kind!r} of the plugin {reg.plugin!r}:" if reg else f"{what} {kind!r}:"
+
+
+def _check_decision(pm: pluggy.PluginManager, decision: Any, state: dict, focus: str | None, cands: list[Candidate]) -> None:
+    """A policy plugin's answer must be a Decision that names a winner it may name; else say whose bug it is."""
+    name = state["policy"]
+    reg = plugins.policies(pm).get(name)
+    who = f"policy {name!r}" + (f" (plugin {reg.plugin!r})" if reg else "")
+    fix = f"; fix the plugin, then `crossreview resume {state['run']}` decides again (the candidates are kept)"
+    if not isinstance(decision, Decision):
+        raise TypeError(f"{who} returned {type(decision).__name__} from decide(), "
+                        f"not a crossreview.models.Decision{fix}")
+    if decision.kind == "accepted":
+        names = [c.agent for c in cands if (not focus or c.agent == focus) and c.status == "ok"]
+        if decision.winner not in names:
+            raise ValueError(f"{who} accepted with winner {decision.winner!r}, which is not one of this "
+                             f"round's candidates that finished ({', '.join(names) or 'none'}){fix}")
 
 
 def _attempt_line(c: Candidate, verdicts: list[Verdict]) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from crossreview import hookspecs, plugins
 from crossreview.hookspecs import hookimpl
-from crossreview.models import HumanDecision
+from crossreview.models import Decision, HumanDecision
 from crossreview.runner import RunOptions, run_suite
 
 from conftest import make_task
@@ -249,3 +249,106 @@ def test_a_broken_installed_plugin_under_pytest_is_a_usage_error_not_an_internal
     assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error; 3 would read "waits for a human"
     assert "INTERNALERROR" not in proc.stdout + proc.stderr
     assert "plugin 'boom'" in proc.stderr and "cannot be imported" in proc.stderr
+
+
+class Misbehaving:
+    """Plugin kinds that break the return-value contract."""
+
+    class NoneAgent:
+        def __init__(self, spec):
+            pass
+
+        def solve(self, workspace):
+            return None
+
+    class DictReviewer:
+        def __init__(self, spec):
+            pass
+
+        def review(self, request):
+            return {"verdict": "approve"}
+
+    class BrokenFactory:
+        def __init__(self, spec):
+            raise ValueError("needs MYCLI_HOME")
+
+    class StrPolicy:
+        def decide(self, candidates, verdicts):
+            return "accepted"
+
+    class GhostWinner:
+        def decide(self, candidates, verdicts):
+            return Decision(kind="accepted", winner="zed", reason="zed is great")
+
+    @hookimpl
+    def crossreview_register_agents(self, register):
+        register("none-agent", self.NoneAgent)
+        register("broken-factory", self.BrokenFactory)
+
+    @hookimpl
+    def crossreview_register_reviewers(self, register):
+        register("dict-reviewer", self.DictReviewer)
+
+    @hookimpl
+    def crossreview_register_policies(self, register):
+        register("str-policy", self.StrPolicy())
+        register("ghost-winner", self.GhostWinner())
+
+
+def _misbehaving_pm():
+    pm = plugins.new_plugin_manager(load_entrypoints=False)
+    pm.register(Misbehaving(), name="misbehaving")
+    return pm
+
+
+def test_an_agent_or_reviewer_returning_the_wrong_type_is_named_and_the_run_goes_on(tmp_path, suite):
+    make_task(suite)
+    opts = RunOptions(paths=[suite], agents=["none-agent", "oracle"], reviewers=["b=dict-reviewer", "a=tests"],
+                      state_dir=tmp_path / "state", interactive=False)
+    [result] = run_suite(opts, _misbehaving_pm()).results
+    by = {c.agent: c for c in result.candidates}
+    assert by["a"].status == "error"
+    assert by["b"].tests_passed == by["b"].tests_total > 0  # the other candidate's work is there
+    from crossreview.ledger import Ledger
+
+    rows = {r["agent"]: r for r in Ledger(tmp_path / "state" / "ledger.db").candidate_rows(result.task_run)}
+    assert "agent 'none-agent' of the plugin 'misbehaving'" in rows["a"]["error"]
+    assert "returned NoneType, not a crossreview.models.SolveResult" in rows["a"]["error"]
+
+
+def test_a_reviewer_returning_a_dict_abstains_with_a_clear_error(tmp_path, suite):
+    from crossreview.ledger import Ledger
+
+    make_task(suite)
+    opts = RunOptions(paths=[suite], agents=["oracle", "noop"], reviewers=["b=dict-reviewer", "a=tests"],
+                      state_dir=tmp_path / "state", interactive=False)
+    outcome = run_suite(opts, _misbehaving_pm())
+    [result] = outcome.results
+    rows = Ledger(tmp_path / "state" / "ledger.db").verdict_rows(result.task_run)
+    [on_a] = [v for v in rows if v["candidate"] == "a"]
+    assert on_a["verdict"] == "abstain"
+    assert "reviewer 'dict-reviewer' of the plugin 'misbehaving': review() returned dict" in on_a["error"]
+
+
+def test_a_factory_that_raises_is_a_usage_error_naming_the_plugin(tmp_path, suite):
+    from crossreview.runner import UsageError
+
+    make_task(suite)
+    opts = RunOptions(paths=[suite], agents=["broken-factory", "noop"], state_dir=tmp_path / "state")
+    with pytest.raises(UsageError, match=r"the plugin 'misbehaving' could not build its 'broken-factory' agent: "
+                                         r"ValueError: needs MYCLI_HOME"):
+        run_suite(opts, _misbehaving_pm())
+
+
+@pytest.mark.parametrize("policy, said", [
+    ("str-policy", "returned str from decide(), not a crossreview.models.Decision"),
+    ("ghost-winner", "accepted with winner 'zed', which is not one of this round's candidates"),
+])
+def test_a_policy_returning_garbage_errors_by_name_and_resume_keeps_the_candidates(tmp_path, suite, policy, said):
+    make_task(suite)
+    opts = RunOptions(paths=[suite], agents=["oracle", "noop"], policy=policy,
+                      state_dir=tmp_path / "state", interactive=False)
+    [result] = run_suite(opts, _misbehaving_pm()).results
+    assert result.decision == "error"
+    assert f"policy {policy!r} (plugin 'misbehaving')" in result.error and said in result.error
+    assert f"crossreview resume {result.run}" in result.error
