@@ -343,10 +343,12 @@ class CrossreviewPlugin:
                 plan[id(i)] = (run, config, ledger)
         return plan
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, session, config, items) -> None:
-        # After -k, -m and --deselect: the selection the runs are made of.
-        self._items = [i for i in items if isinstance(i, TaskItem)]
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # The final selection the runs are made of: after -k, -m, --deselect, and
+        # after the plugins that filter in a hook wrapper once every
+        # pytest_collection_modifyitems has run (--lf, --sw), which a trylast
+        # modifyitems would see before they filter.
+        self._items = [i for i in session.items if isinstance(i, TaskItem)]
 
     def _session_for(self, ledger: Any):
         key = str(getattr(ledger, "url", ledger))

@@ -344,3 +344,19 @@ def test_with_s_in_a_terminal_the_escalation_is_asked_on_the_spot(project):
     assert proc.returncode == 0, buf.decode(errors="replace")[-2000:]
     [tr] = ledger_rows(project.path / ".crossreview", "SELECT decision, winner FROM task_runs")
     assert (tr["decision"], tr["winner"]) == ("accepted", "b")
+
+
+def test_lf_reruns_the_failed_task_and_the_run_is_finished_not_interrupted(project):
+    """--lf deselects in a hook wrapper after every modifyitems: the run is the one task rerun."""
+    examples(project)
+    res = project.runpytest_subprocess("-p", "no:langsmith_plugin", "--crossreview", "tasks/", "-k",
+                                       "parse_duration or fizzbuzz", timeout=240)
+    assert res.ret == 1 and outcomes(res) == {"failed": 1, "passed": 1, "deselected": 3}
+    res = project.runpytest_subprocess("-p", "no:langsmith_plugin", "--crossreview", "tasks/", "--lf", timeout=240)
+    assert res.ret == 1 and outcomes(res) == {"failed": 1, "deselected": 4}, res.stdout.str()
+    state = project.path / ".crossreview"
+    rows = ledger_rows(state, "SELECT id, status, config FROM runs ORDER BY started")
+    assert len(rows) == 2
+    last = rows[-1]
+    assert json.loads(last["config"])["tasks"] == [str(project.path / "tasks" / "parse_duration")]
+    assert last["status"] == "finished"  # not "interrupted": nothing is left to resume
