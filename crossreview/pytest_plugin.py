@@ -474,6 +474,11 @@ class CrossreviewPlugin:
         if self.is_worker:
             return
         self._finish_runs(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+        if session.exitstatus == pytest.ExitCode.INTERRUPTED and _xdist_stopped_at_maxfail(self.config):
+            # -x / --maxfail under xdist: xdist stops by raising an interrupt, which
+            # pytest reports as 2 -- crossreview's "usage error, nothing ran". It is
+            # a failure, as -x is without xdist.
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         waiting = any(r.get("decision") == ESCALATED for r in self.reports)
         if waiting and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = EXIT_WAITING
@@ -539,6 +544,12 @@ class _KillChildrenOnInterrupt:
 
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def _xdist_stopped_at_maxfail(config: pytest.Config) -> bool:
+    """Whether pytest-xdist's controller stopped the session because --maxfail (-x) failures were reached."""
+    dsession = config.pluginmanager.get_plugin("dsession")
+    return str(getattr(dsession, "shouldstop", "") or "").startswith("stopping after ")
 
 
 def _run_status(ledger: Any, run: str, interrupted: bool) -> str:

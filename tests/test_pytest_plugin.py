@@ -360,3 +360,15 @@ def test_lf_reruns_the_failed_task_and_the_run_is_finished_not_interrupted(proje
     last = rows[-1]
     assert json.loads(last["config"])["tasks"] == [str(project.path / "tasks" / "parse_duration")]
     assert last["status"] == "finished"  # not "interrupted": nothing is left to resume
+
+
+def test_x_under_xdist_exits_1_not_2(project):
+    """xdist stops at --maxfail by raising an interrupt (pytest's 2, crossreview's "usage error"): it is a failure."""
+    suite = project.path / "suite"
+    make_task(suite, "one")
+    make_task(suite, "two")
+    res = run(project, "--crossreview", "suite", "--crossreview-agent", "noop", "-n", "2", "-x")
+    assert "stopping after 1 failures" in res.stdout.str()
+    assert res.ret == 1, res.stdout.str()
+    [row] = ledger_rows(project.path / ".crossreview", "SELECT status FROM runs")
+    assert row["status"] == "interrupted"
