@@ -517,6 +517,31 @@ def test_a_guided_round_counts_as_an_intervention_decided_by_consensus(tmp_path)
     assert led.get_task_run("r-g/t")["agreement"] == approx(1.0)  # round 1: a passes 2/2, approved at 1.0
 
 
+def test_cost_multiplier_baseline_is_an_agent_that_solved_every_task_run(tmp_path):
+    """Under --policy cascade the third agent solves only the task runs the first two did not
+    settle. Its solve over those few is no single-agent baseline: the cheapest agent that solved
+    every task run of the suite run is (here a, not c, which solved only X2)."""
+    led = Ledger(tmp_path / "cascade.db")
+    led.start_run("r-cas", {"suite_dir": "/suites/cas"})
+    ab = {"a": ((3, 3), (2, 2), [("b", "approve", .9)]), "b": ((3, 3), (2, 2), [("a", "approve", .9)])}
+    abc = {"a": ((3, 3), (2, 2), [("b", "approve", .9), ("c", "approve", .9)]),
+           "b": ((0, 3), (0, 2), [("a", "reject", .9), ("c", "reject", .9)]),
+           "c": ((3, 3), (2, 2), [("a", "approve", .9), ("b", "approve", .9)])}
+    _build_one(led, "X1", dict(run="r-cas", start=R1, tags=[], cands=ab, decision=("accepted", "a")))
+    _build_one(led, "X2", dict(run="r-cas", start=R1 + timedelta(minutes=1), tags=[], cands=abc,
+                               decision=("accepted", "a")))
+    f = compute(led)
+    # whole run: X1 = a 1000 + b 2000 + 2 reviews x 150; X2 = a 1000 + b 2000 + c 500 + 6 x 150 -> 7,700
+    # tokens, $0.093, 81 agent-seconds; a's solve on both: 2,000 tokens, $0.020, 20 s (c's: 500, $0.005, 5 s).
+    m = f["cost"]["multiplier"]
+    assert f["cost"]["tokens"] == 7700
+    assert m["tokens"] == approx(7700 / 2000)
+    assert m["cost"] == approx(0.093 / 0.020)
+    assert m["agent_seconds"] == approx(81 / 20)
+    assert f["runs"][0]["multiplier_tokens"] == approx(7700 / 2000)
+    assert f["runs"][0]["multiplier_agent_seconds"] == approx(81 / 20)
+
+
 def test_a_ledger_without_runs_has_empty_figures(tmp_path):
     f = compute(Ledger(tmp_path / "empty.db"))
     assert f["counts"]["task_runs"] == 0

@@ -586,8 +586,21 @@ def _usage(trs: list[TR]) -> tuple[Usage, Usage, dict[str, Usage], dict[str, Usa
     return solve, review, solve_by, review_by
 
 
-def _baseline(solve_by: dict[str, Usage]) -> dict[str, Any]:
-    """The cheapest single agent's solve: by tokens, by money (all known), by agent-seconds."""
+def _baseline(solve_by: dict[str, Usage], trs: list[TR] | None = None) -> dict[str, Any]:
+    """The cheapest single agent's solve: by tokens, by money (all known), by agent-seconds.
+
+    Only agents that solved every costed task run of ``trs`` qualify: under
+    ``--policy cascade`` a later agent solves only the task runs the first two
+    did not settle, and its solve over those few is not what one agent alone
+    would have cost on all of them. (When no agent solved them all, every agent
+    is considered, as before.)
+    """
+    if trs is not None:
+        costed = [t for t in trs if t.costed]
+        every = [a for a in solve_by
+                 if all(any(c["agent"] == a for c in t.candidates) for t in costed)]
+        if every:
+            solve_by = {a: solve_by[a] for a in every}
     if not solve_by:
         return {"tokens": None, "cost": None, "agent_seconds": None, "agent": None}
     cheapest = min(sorted(solve_by), key=lambda a: solve_by[a].tokens)
@@ -618,7 +631,7 @@ def cost(d: Data) -> dict[str, Any]:
             runs[t.row["run"]].append(t)
     for trs in runs.values():
         s, r, sb, _ = _usage(trs)
-        b = _baseline(sb)
+        b = _baseline(sb, trs)
         whole_tok += s.tokens + r.tokens
         base_tok += b["tokens"] or 0
         whole_sec += s.seconds + r.seconds
@@ -917,7 +930,7 @@ def per_run(d: Data) -> list[dict[str, Any]]:
         run = d.runs[run_id]
         counted = [t for t in trs if t.counted]
         s, r, sb, _ = _usage(trs)
-        b = _baseline(sb)
+        b = _baseline(sb, trs)
         money = Money()
         money += s.money
         money += r.money
