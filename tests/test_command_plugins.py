@@ -317,21 +317,26 @@ def test_command_reviewer_untested_candidate(task, tmp_path, reviewer):
 
 def test_command_reviewer_printing_garbage(task, tmp_path):
     r = CommandReviewer(AgentSpec(name="b", spec="command:echo 'Looks good to me!'"))
-    with pytest.raises(ReviewerOutputError, match="printed no verdict"):
+    with pytest.raises(ReviewerOutputError, match="printed no verdict") as failed:
         r.review(review_request(task, tmp_path, GOOD_DIFF, passed_report()))
+    assert failed.value.usage is not None and failed.value.usage.cost is None  # ran: cost unknown, not $0
 
 
 def test_command_reviewer_failing_command(task, tmp_path):
     r = CommandReviewer(AgentSpec(name="b", spec='command:echo \'{"verdict": "approve"}\'; echo "quota exceeded" >&2; exit 2'))
-    with pytest.raises(ReviewerOutputError, match="exited 2: quota exceeded"):
+    with pytest.raises(ReviewerOutputError, match="exited 2: quota exceeded") as failed:
         r.review(review_request(task, tmp_path, GOOD_DIFF, passed_report()))
+    # It may have called a model before failing (the "quota exceeded"): its abstention's cost is
+    # unknown, as for a command agent that reports nothing, never recorded as free.
+    assert failed.value.usage is not None and failed.value.usage.cost is None
 
 
 def test_command_reviewer_timeout(task, tmp_path):
     r = CommandReviewer(AgentSpec(name="b", spec="command:sleep 30"))
     started = time.monotonic()
-    with pytest.raises(ReviewerOutputError, match="timed out"):
+    with pytest.raises(ReviewerOutputError, match="timed out") as failed:
         r.review(review_request(task, tmp_path, GOOD_DIFF, passed_report(), timeout=1))
+    assert failed.value.usage is not None and failed.value.usage.cost is None
     assert time.monotonic() - started < 10
 
 

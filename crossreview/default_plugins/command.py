@@ -22,7 +22,16 @@ _TAIL = 4000
 
 
 class ReviewerOutputError(Exception):
-    """A reviewer's output that is not a verdict; recorded as an abstention, never an approval."""
+    """A reviewer's output that is not a verdict; recorded as an abstention, never an approval.
+
+    ``usage`` is what the failed review spent, as the review node records it: a
+    command that ran may have called a model we cannot see, so its cost is
+    unknown, never 0 (as for a command agent that reports nothing).
+    """
+
+    def __init__(self, message: str, usage: Usage | None = None):
+        super().__init__(message)
+        self.usage = usage
 
 
 def _template(spec: AgentSpec, what: str) -> str:
@@ -154,12 +163,16 @@ class CommandReviewer:
         }
         cmd = expand_template(self.template, values)
         proc = run_confined(cmd, cwd=work, timeout=request.timeout, env=env, shell=True, policy=reviewer_policy(request).allow_read(*command_paths(cmd)))
-        if proc.timed_out:
-            raise ReviewerOutputError(f"timed out after {request.timeout:g}s")
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or [""])[-1][:300]
-            raise ReviewerOutputError(f"exited {proc.returncode}: {tail}")
-        verdict = parse_verdict(proc.stdout)
+        try:
+            if proc.timed_out:
+                raise ReviewerOutputError(f"timed out after {request.timeout:g}s")
+            if proc.returncode != 0:
+                tail = (proc.stderr.strip().splitlines() or [""])[-1][:300]
+                raise ReviewerOutputError(f"exited {proc.returncode}: {tail}")
+            verdict = parse_verdict(proc.stdout)
+        except ReviewerOutputError as exc:
+            exc.usage = Usage(cost=None)  # it ran: what it spent is unknown, not free
+            raise
         if verdict.usage is None:
             verdict.usage = Usage(cost=None)  # the command did not say what it spent
         return verdict
