@@ -542,6 +542,21 @@ def test_cost_multiplier_baseline_is_an_agent_that_solved_every_task_run(tmp_pat
     assert f["runs"][0]["multiplier_agent_seconds"] == approx(81 / 20)
 
 
+def test_an_abstention_is_no_majority_for_needless_escalations(tmp_path):
+    """The majority's pick needs more than half of its reviewers, abstaining ones included (as the
+    majority policy's quorum): a's one approval beside c's abstention is no majority, so an escalation
+    caused by a crashing reviewer is not needless even though a passes holdout."""
+    led = Ledger(tmp_path / "abstain.db")
+    led.start_run("r-ab", {"suite_dir": "/suites/ab"})
+    cands = {"a": ((3, 3), (2, 2), [("b", "approve", .9), ("c", "abstain", 0.0)]),
+             "b": ((0, 3), (0, 2), [("a", "reject", .9), ("c", "abstain", 0.0)]),
+             "c": ((0, 3), (0, 2), [("a", "reject", .9), ("b", "reject", .9)])}
+    _build_one(led, "Y1", dict(run="r-ab", start=R1, tags=[], cands=cands, decision=("escalated", None),
+                               human=dict(action="pick", pick="a", shown=R1 + timedelta(minutes=1), minutes=2)))
+    q = compute(led)["quality"]["needless_escalations"]
+    assert (q["count"], q["of"]) == (0, 1)
+
+
 def test_a_ledger_without_runs_has_empty_figures(tmp_path):
     f = compute(Ledger(tmp_path / "empty.db"))
     assert f["counts"]["task_runs"] == 0

@@ -750,12 +750,16 @@ def parallel(d: Data) -> dict[str, Any]:
 
 def majority_pick(cands: list[dict], verdicts: list[dict]) -> dict | None:
     """The candidate a majority of its reviewers approved (most approvals, then the highest
-    agreement score, then the first agent), or None when no candidate has one."""
+    agreement score, then the first agent), or None when no candidate has one.
+
+    A reviewer that abstained is still one of its reviewers, as in the majority
+    policy's quorum: one approval and one abstention is no majority.
+    """
     best, best_key = None, None
     for i, c in enumerate(cands):
-        on = [v["verdict"] for v in verdicts if v["candidate"] == c["agent"] and v["verdict"] != "abstain"]
-        yes, no = on.count("approve"), on.count("reject")
-        if yes <= no:
+        on = [v["verdict"] for v in verdicts if v["candidate"] == c["agent"]]
+        yes = on.count("approve")
+        if yes * 2 <= len(on):
             continue
         key = (yes, c.get("agreement") or 0.0, -i)
         if best_key is None or key > best_key:
