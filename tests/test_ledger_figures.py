@@ -557,6 +557,24 @@ def test_an_abstention_is_no_majority_for_needless_escalations(tmp_path):
     assert (q["count"], q["of"]) == (0, 1)
 
 
+def test_minutes_between_interventions_are_never_negative_with_overlapping_task_runs(tmp_path):
+    """With --jobs 2, Z2 starts a second after Z1 but escalates 10 minutes before it: the wall-clock
+    between the two interventions is 10 minutes, not -10."""
+    led = Ledger(tmp_path / "jobs.db")
+    led.start_run("r-j", {"suite_dir": "/suites/j"})
+    split = {"a": ((3, 3), None, [("b", "reject", .9)]), "b": ((3, 3), None, [("a", "reject", .9)])}
+    for name, start in (("Z1", R1), ("Z2", R1 + timedelta(seconds=1))):
+        _build_one(led, name, dict(run="r-j", start=start, tags=[], cands=split, decision=("escalated", None),
+                                   parked=True))
+    with led.connect() as db:
+        db.execute("UPDATE escalations SET created=? WHERE id='e-z1'", (_iso(R1 + timedelta(minutes=30)),))
+        db.execute("UPDATE escalations SET created=? WHERE id='e-z2'", (_iso(R1 + timedelta(minutes=20)),))
+    au = compute(led)["autonomy"]
+    assert au["interventions"] == 2 and au["mean_task_runs_between"] == 0
+    assert au["mean_minutes_between"] == approx(10.0)
+    assert au["median_minutes_between"] == approx(10.0)
+
+
 def test_a_ledger_without_runs_has_empty_figures(tmp_path):
     f = compute(Ledger(tmp_path / "empty.db"))
     assert f["counts"]["task_runs"] == 0

@@ -367,12 +367,16 @@ def autonomy(d: Data) -> dict[str, Any]:
 
     An intervention is an escalated task run, placed in time at its first
     escalation; task runs are ordered by start. "Between" counts the task
-    runs strictly between the two escalated ones.
+    runs strictly between the two escalated ones; the minutes are between
+    interventions consecutive in time (with --jobs a task run started later
+    may escalate first).
     """
     ts = d.counted
     idx = [i for i, t in enumerate(ts) if t.escalated]
     gaps = [b - a - 1 for a, b in zip(idx, idx[1:])]
-    times = [min(parse_ts(e["created"]) for e in ts[i].escalations) for i in idx]
+    # Minutes between consecutive interventions in time: with --jobs, task runs overlap, and
+    # one started later may escalate first (ordered by start, the gap would come out negative).
+    times = sorted(min(parse_ts(e["created"]) for e in ts[i].escalations) for i in idx)
     minutes = [(b - a).total_seconds() / 60.0 for a, b in zip(times, times[1:])]
     out = {
         "interventions": len(idx),
