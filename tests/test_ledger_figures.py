@@ -383,6 +383,16 @@ def test_filters_since_and_suite(known):
     assert f["counts"]["task_runs"] == 0 and f["interventions"]["rate"] is None
 
 
+def test_suite_filter_takes_the_folder_as_typed_for_run(known, monkeypatch):
+    """`crossreview run tasks/` is how a suite is run: `--suite tasks/` (tab completion's trailing
+    slash) or a relative path must select it, not silently give figures of zero task runs."""
+    assert compute(known, suite="alpha/")["counts"]["task_runs"] == 3
+    monkeypatch.chdir("/")
+    assert compute(known, suite="suites/beta")["counts"]["task_runs"] == 3
+    assert compute(known, suite="./suites/beta/")["counts"]["task_runs"] == 3
+    assert compute(known, suite="suites/gamma")["counts"]["task_runs"] == 0
+
+
 def test_kappa_and_percentile_definitions():
     # Fleiss' textbook example shape: 3 subjects x 2 raters.
     assert fleiss_kappa([["approve", "approve"], ["reject", "reject"], ["approve", "reject"]])["kappa"] == approx(1 / 3)

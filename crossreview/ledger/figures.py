@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -209,10 +210,18 @@ class Data:
 
 
 def _suite_matches(run: dict, suite: str) -> bool:
-    if run.get("suite") == suite:
+    """``suite`` is the suite folder's name or its path, as typed for `run` (`tasks/`, `./tasks`, absolute)."""
+    want = suite.rstrip("/") or suite
+    if run.get("suite") == want:
         return True
     cfg = run.get("config") or {}
-    return str(cfg.get("suite_dir", "")).rstrip("/") == suite.rstrip("/")
+    suite_dir = str(cfg.get("suite_dir", "")).rstrip("/")
+    if not suite_dir:
+        return False
+    if suite_dir == want:
+        return True
+    # A relative path is taken from the current folder, as `crossreview run` takes it.
+    return os.path.realpath(os.path.abspath(os.path.expanduser(want))) == os.path.realpath(suite_dir)
 
 
 def load(ledger, since: datetime | None = None, suite: str | None = None) -> Data:
