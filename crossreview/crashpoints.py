@@ -21,6 +21,7 @@ finished. The points:
     record:before-ledger             the branch is kept, the ledger not written
     record:after-ledger              the ledger is written, the graph not finished
     task:before-cleanup              the task run finished, its worktrees not removed
+    human:recorded                   `decide` wrote the human's decision, the graph has not taken it
 
 Not for anything but tests: nothing reads it unless it is set.
 """

@@ -668,6 +668,7 @@ def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAU
         if not session.ledger.decide_escalation(esc_id, human):
             # Someone decided it between our check above and now: theirs stands, the graph is theirs to resume.
             raise UsageError(f"escalation {esc_id} was already decided ({_decided_by(session.ledger, esc_id)})")
+        crash_point("human", "recorded")
         # This process now owns the run's status unless a run or resume holds the run.
         owns_run = run is not None and not locks.is_held(locks.run_lock_path(session.state_dir, esc["run"]))
         if owns_run:

@@ -437,3 +437,39 @@ def test_one_process_drives_a_task_run_at_a_time(cli, suite, tmp_path):
     # Free again: nothing was decided meanwhile.
     res = cli("decide", p["esc"], "--pick", "y", "--json")
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("point, action", [
+    ("human:recorded", ("--pick", "x")),      # the graph still waits at the interrupt
+    ("solve:x:before", ("--guide", "add, do not subtract")),  # killed inside the guided round
+])
+def test_decide_killed_after_recording_the_decision_is_finished_by_resume(cli, suite, tmp_path, point, action):
+    """`decide` records the human's answer, then resumes the graph. Killed in between, the task run
+    stayed parked with its escalation decided — out of the inbox, `decide` refusing it, `resume`
+    keeping it as a wait — so it never finished and stats counted it waiting forever."""
+    from conftest import approve_all_reviewer
+
+    make_task(suite, "split")
+    watch_agents(suite, tmp_path / "counts")
+    wrong = counting_agent(tmp_path / "agent.py", solution="def add(a, b):\n    return a - b\n")
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    env = {"CROSSREVIEW_COUNT_DIR": str(tmp_path / "counts")}
+    first = cli("run", str(suite), "--agent", f"x=command:{{python}} {wrong}", "--agent", f"y=command:{{python}} {wrong}",
+                "--reviewer", f"x={approve}", "--reviewer", "y=tests", "--json", env=env)
+    assert first.returncode == 3, first.stderr
+    parked = first.json()["tasks"][0]
+    killed = cli("decide", parked["escalation"], *action, env={**env, "CROSSREVIEW_TEST_CRASH_AT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    resumed = cli("resume", first.json()["run"], "--json", env=env)
+    [t] = resumed.json()["tasks"]
+    state = tmp_path / ".crossreview"
+    [row] = ledger_rows(state, "SELECT status, decision, winner, rounds FROM task_runs")
+    if action[0] == "--pick":
+        assert (t["decision"], t["winner"]) == ("accepted", "x"), resumed.stderr
+        assert tuple(row) == ("done", "accepted", "x", 1)
+    else:  # the guided round's agents are as wrong as before, and y's reviewer still rejects: a new escalation
+        assert t["decision"] == "escalated" and t["escalation"] != parked["escalation"], resumed.stderr
+        assert row["rounds"] == 2 and row["status"] == "parked"
+    stats = cli("stats", "--json").json()
+    assert stats["counts"]["escalations_decided"] == 1 and stats["counts"]["guided"] == (action[0] == "--guide")
