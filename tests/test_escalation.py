@@ -230,3 +230,13 @@ def test_an_escalation_still_waiting_is_scored_against_holdout(cli, suite, tmp_p
     q = cli("stats", "--json").json()["quality"]
     assert q["task_runs_with_holdout"] == 1
     assert (q["needless_escalations"]["count"], q["needless_escalations"]["of"]) == (1, 1)
+
+
+def test_a_decision_made_without_show_has_unknown_minutes_not_zero(cli, parked):
+    res = cli("decide", parked["id"], "--pick", "y", env=parked["env"])
+    assert res.returncode == 0, res.stderr
+    [esc] = ledger_rows(parked["state"], "SELECT first_shown, decided FROM escalations")
+    assert esc["first_shown"] is None and esc["decided"]
+    human = cli("stats", "--json").json()["human_time"]
+    assert (human["decided"], human["unseen"], human["median_minutes"]) == (0, 1, None)
+    assert "1 decided unseen: time unknown" in " ".join(cli("stats").stdout.split())

@@ -351,7 +351,10 @@ class Ledger:
                 "UPDATE escalations SET first_shown=COALESCE(first_shown, ?), decided=?, decided_by=?,"
                 " action=?, pick=?, guide=? WHERE id=? AND decided IS NULL",
                 (
-                    _ts(human.shown_at or human.decided_at), _ts(human.decided_at), human.by, human.action,
+                    # Never shown through crossreview (`decide` straight from the inbox, or
+                    # after reading the diff elsewhere): how long the human looked is unknown,
+                    # not zero minutes.
+                    _ts(human.shown_at) if human.shown_at else None, _ts(human.decided_at), human.by, human.action,
                     human.pick, human.guide, esc_id,
                 ),
             )

@@ -352,7 +352,11 @@ def _minutes(a: str | None, b: str | None) -> float | None:
 
 
 def human_time(d: Data) -> dict[str, Any]:
-    """Minutes a human spent per escalation: first shown -> decided (decided ones only)."""
+    """Minutes a human spent per escalation: first shown -> decided (decided ones only).
+
+    An escalation decided without ever being shown (``decide`` without
+    ``show``) has no such minutes: it is counted in ``unseen``, not as 0.
+    """
     n = len(d.counted)
     escs = [e for t in d.counted for e in t.escalations]
     spent = [m for e in escs if e["decided"] and (m := _minutes(e["first_shown"], e["decided"])) is not None]
@@ -360,6 +364,7 @@ def human_time(d: Data) -> dict[str, Any]:
     total = sum(spent)
     return {
         "decided": len(spent),
+        "unseen": sum(1 for e in escs if e["decided"] and not e["first_shown"]),
         "waiting": sum(1 for e in escs if not e["decided"]),
         "median_minutes": percentile(spent, 50),
         "p90_minutes": percentile(spent, 90),

@@ -131,7 +131,8 @@ def print_stats(console, f: dict[str, Any]) -> None:
         ("escalations per 100 task runs", num(ht["escalations_per_100_task_runs"])),
         ("human minutes per escalation (shown → decided)",
          f"median {minutes(ht['median_minutes'])}, p90 {minutes(ht['p90_minutes'])} ({ht['decided']} decided, "
-         f"{ht['waiting']} waiting)"),
+         + (f"{ht['unseen']} decided unseen: time unknown, " if ht["unseen"] else "")
+         + f"{ht['waiting']} waiting)"),
         ("human minutes per 100 task runs", minutes(ht["minutes_per_100_task_runs"])),
         ("human minutes in all", minutes(ht["total_minutes"])),
         ("task runs per intervention", num(au["task_runs_per_intervention"])),

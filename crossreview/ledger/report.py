@@ -402,7 +402,8 @@ def build_html(ledger, f: dict[str, Any]) -> str:
     out.append("<div class='cards'>")
     out.append(_card("intervention rate", R.pct(iv["rate"]), f"{iv['escalated']} of {iv['task_runs']} task runs escalated"))
     out.append(_card("human minutes per escalation", R.num(ht["median_minutes"]),
-                     f"median; p90 {R.num(ht['p90_minutes'])}; {R.num(ht['minutes_per_100_task_runs'])} per 100 task runs"))
+                     f"median; p90 {R.num(ht['p90_minutes'])}; {R.num(ht['minutes_per_100_task_runs'])} per 100 task runs"
+                     + (f"; {ht['unseen']} decided without being shown (time unknown, left out)" if ht["unseen"] else "")))
     if m["tokens"] is not None:
         out.append(_card("cost multiplier (tokens)", R.times(m["tokens"]),
                          f"money {R.times(m['cost'])} · agent-seconds {R.times(m['agent_seconds'])}"))
