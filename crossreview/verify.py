@@ -18,6 +18,10 @@ could try to change what pytest reports. Two checks make that visible:
   still raise. If the must-fail test is reported passed, an assertion does
   not raise, or the canary never ran, the outcomes were tampered with and the
   report says so (``TestReport.tampering``). The canary is not counted.
+  A verifier that names no ``{tests}`` (the gate's default ``python -m
+  pytest -q``, which collects the repository's own tests) gets the canary
+  too: a small plugin (``-p``, from the JUnit folder) adds its tests after
+  the ones pytest collected from the configured paths or ``testpaths``.
 """
 
 from __future__ import annotations
@@ -112,13 +116,18 @@ def new_canary(taken: set[str] = frozenset()) -> Canary:
 _NO_CANARY_FLAGS = re.compile(r"(^|\s)(-x|--exitfirst|--maxfail|-k|-m|--lf|--last-failed|--ff|--sw|--stepwise|--deselect|--co|--collect-only|-p\s*no:python)\b")
 
 
-def build_command(template: str, tests_rel: str, junit_path: Path) -> str:
-    """The verifier command with {tests} filled in and JUnit XML requested from pytest."""
+def build_command(template: str, tests_rel: str, junit_path: Path, plugin: str | None = None) -> str:
+    """The verifier command with {tests} filled in and JUnit XML requested from pytest.
+
+    ``plugin``: a module pytest loads with ``-p`` (the canary's, for a verifier without {tests}).
+    """
     cmd = template.replace("{tests}", shlex.quote(tests_rel))
     if wants_junit(template):
         # --rootdir: test names relative to the worktree, not to the fence
         # config crossreview puts above all worktrees.
         cmd += f" --junitxml={shlex.quote(str(junit_path))} -p no:cacheprovider --rootdir=."
+        if plugin:
+            cmd += f" -p {shlex.quote(plugin)}"
     return cmd
 
 
@@ -134,6 +143,46 @@ def canary_applies(template: str) -> bool:
         and re.search(r"(^|\s)\{tests\}/?(\s|$)", template) is not None
         and not _NO_CANARY_FLAGS.search(template.split("pytest", 1)[1])  # pytest's flags, not python's -m
     )
+
+
+def canary_by_plugin(template: str) -> bool:
+    """A pytest run that names no {tests} (it collects the repository's own tests, as the gate's default
+    verifier does) gets the canary through a plugin, when nothing deselects or stops early."""
+    return (
+        wants_junit(template)
+        and "{tests}" not in template
+        and not _NO_CANARY_FLAGS.search(template.split("pytest", 1)[1])
+    )
+
+
+CANARY_PLUGIN_SOURCE = '''\
+from pathlib import Path
+
+import pytest
+
+_PATH = {path!r}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    # the test that must fail goes last: a configured -x / --maxfail then stops after it, not before the other
+    items.extend(reversed(pytest.Module.from_parent(session, path=Path(_PATH)).collect()))
+'''
+"""Adds the canary's tests after everything collected and selected. (Appending its path to the
+collection arguments does not work: under the rootdir, a dot-folder, it is merged away.)"""
+
+
+def _module_stems(root: Path, limit: int = 200_000) -> set[str]:
+    """Names of the Python modules under ``root`` (not .git), so the canary's name collides with none."""
+    import os
+
+    stems: set[str] = set()
+    for n, (folder, dirs, files) in enumerate(os.walk(root)):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        stems.update(f[:-3] for f in files if f.endswith(".py"))
+        if n > limit:
+            break
+    return stems
 
 
 def parse_junit(xml_text: str, prefix: str = "") -> list[TestOutcome]:
@@ -183,9 +232,10 @@ def check_canary(outcomes: list[TestOutcome], canary: Canary) -> tuple[list[Test
     problems = []
     must_fail, asserts = found.get(canary.must_fail), found.get(canary.asserts)
     if must_fail is None and asserts is None:
-        if any(o.outcome == "error" for o in rest) and not mine:
+        if any(o.outcome in ("error", "failed") for o in rest) and not mine:
             # pytest stops before running anything when a test module fails to
-            # import: the candidate's tests fail anyway; nothing to hide here.
+            # import, and a configured -x / --maxfail stops at a failure before
+            # the canary: the candidate's tests fail anyway; nothing to hide here.
             return rest, []
         if any(o.outcome == "error" for o in mine):
             problems.append("crossreview's canary test could not even be imported: something in the candidate "
@@ -213,7 +263,14 @@ def run_tests(
     """Copy ``source`` (default: the task's tests/) into ``worktree`` and run the verifier."""
     source = source or task.tests_dir
     dest = copy_tests(source, worktree, dirname)
-    spec = new_canary({p.stem for p in dest.rglob("*.py")}) if canary_applies(task.verifier_command) else None
+    by_plugin = canary_by_plugin(task.verifier_command)
+    if canary_applies(task.verifier_command):
+        spec = new_canary({p.stem for p in dest.rglob("*.py")})
+    elif by_plugin:
+        # pytest collects the repository's own tests: the canary's module name must be none of theirs
+        spec = new_canary(_module_stems(worktree))
+    else:
+        spec = None
     canary = dest / f"{spec.module}.py" if spec is not None else None
     if canary is not None:
         canary.write_text(spec.source())
@@ -222,9 +279,14 @@ def run_tests(
     try:
         with tempfile.TemporaryDirectory(prefix="crossreview-junit-") as tmp:
             junit = Path(tmp) / "junit.xml"
-            cmd = build_command(task.verifier_command, dirname, junit)
+            env, plugin = dict(VERIFIER_ENV), None
+            if by_plugin and canary is not None:
+                plugin = f"{spec.module}_{secrets.token_hex(4)}"
+                Path(tmp, plugin + ".py").write_text(CANARY_PLUGIN_SOURCE.format(path=str(canary.resolve())))
+                env["PYTHONPATH"] = str(Path(tmp).resolve())
+            cmd = build_command(task.verifier_command, dirname, junit, plugin)
             proc = run_confined(
-                cmd, cwd=worktree, timeout=task.verifier_timeout, shell=True, env=VERIFIER_ENV,
+                cmd, cwd=worktree, timeout=task.verifier_timeout, shell=True, env=env,
                 policy=verifier_policy(task, worktree, Path(tmp)),
             )
             exit_code = proc.returncode

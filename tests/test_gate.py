@@ -635,3 +635,58 @@ def test_a_pr_that_changes_how_tests_run_is_escalated_not_accepted(tmp_path, cli
     assert r.returncode == 3, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert "conftest.py" in report["reason"] and report["candidates"][0]["tampering"]
+
+
+# A module the tests import rewrites every outcome as "passed": no conftest.py, no pytest config.
+REWRITES_OUTCOMES = '''\
+import _pytest.reports as _r
+
+_orig = _r.TestReport.from_item_and_call.__func__
+
+
+def _quiet(cls, item, call):
+    rep = _orig(cls, item, call)
+    rep.outcome, rep.longrepr = "passed", None
+    return rep
+
+
+_r.TestReport.from_item_and_call = classmethod(_quiet)
+
+
+def add(a, b):
+    return a - b
+'''
+
+
+@pytest.mark.parametrize("config", [None, STRICT], ids=["default-verifier", "verifier-without-tests-placeholder"])
+def test_a_pr_rewriting_outcomes_from_its_code_is_caught_by_the_canary(tmp_path, cli, config):
+    """The gate's verifier names no {tests} (it runs the repository's own tests): the canary still runs."""
+    repo = make_repo(tmp_path, config=config)  # STRICT's reviewers approve whatever passes and has no TODO
+    head = pr_branch(repo, "feature", {"src/calc.py": REWRITES_OUTCOMES})
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
+    assert r.returncode == 3, r.stdout + r.stderr  # never 0: add is broken
+    report = json.loads(r.stdout)
+    assert report["decision"] == "escalated"
+    assert "must fail was reported passed" in report["reason"], report["reason"]
+    # and an honest PR still passes, with the canary not counted among its tests
+    good = pr_branch(repo, "good", GOOD)
+    r = cli("gate", "--base", "main", "--head", good, "--json", cwd=repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pr = json.loads(r.stdout)["candidates"][0]
+    assert (pr["tests_passed"], pr["tests_total"], pr["tampering"]) == (1, 1, [])
+
+
+def test_the_canary_lives_with_a_base_that_stops_at_the_first_failure(tmp_path, cli):
+    """`addopts = "-x"` on the base: the canary's failing test must not stop the run early, nor look like
+    tampering when a real failure stopped pytest before the canary."""
+    repo = make_repo(tmp_path, config=None)
+    write(repo / "pytest.ini", "[pytest]\naddopts = -x\n")
+    write(repo / "tests" / "test_more.py", TEST_CALC.replace("def test_add", "def test_add_again"))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "stop at the first failure")
+    good, bad = pr_branch(repo, "good", GOOD), pr_branch(repo, "bad", FAILING)
+    r = cli("gate", "--base", "main", "--head", good, "--json", cwd=repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli("gate", "--base", "main", "--head", bad, "--json", cwd=repo)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert json.loads(r.stdout)["candidates"][0]["tampering"] == []

@@ -8,7 +8,7 @@ from crossreview.models import Candidate, Decision, Task, TestOutcome, TestRepor
 from crossreview.packet import build_packet
 from crossreview.policy import MAJORITY, UNANIMOUS
 from crossreview.tamper import detect_tampering, pytest_section_changed, restore_git_pointer, visible_test_edits
-from crossreview.verify import Canary, canary_applies, check_canary, new_canary
+from crossreview.verify import Canary, canary_applies, canary_by_plugin, check_canary, new_canary
 
 from conftest import write
 
@@ -131,6 +131,12 @@ def test_canary_applies_only_to_plain_whole_folder_pytest_runs():
     assert not canary_applies("python -m pytest -x {tests}")
     assert not canary_applies("python -m pytest -k fast {tests}")
     assert not canary_applies("bash {tests}/run.sh")
+
+
+def test_a_pytest_run_without_tests_placeholder_gets_the_canary_by_plugin():
+    assert canary_by_plugin("python -m pytest -q") and canary_by_plugin("pytest tests/unit")
+    assert not canary_by_plugin("python -m pytest -q {tests}")  # the canary goes beside the tests instead
+    assert not canary_by_plugin("python -m pytest -x") and not canary_by_plugin("make test")
 
 
 # --- the policy -------------------------------------------------------------------------
