@@ -300,6 +300,10 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
     shown = tamper.visible_test_edits(task.tests_dir, path / TESTS_DIRNAME) if task.tests_visible else []
     diff = take_diff(path, p["base_commit"])
     tampering += tamper.detect_tampering(diff.files, tamper.config_texts(path, p["base_commit"], diff.files), shown)
+    if "{tests}" not in task.verifier_command:
+        # The verifier runs the repository's own tests (the gate's default): editing them is editing the judge.
+        texts = tamper.repo_test_texts(path, p["base_commit"], diff.files)
+        tampering += [t for t in tamper.repo_test_edits(diff.files, texts) if t not in tampering]
     if len(diff.text) > MAX_DIFF_CHARS and result.status == "ok":
         # Every checkpoint, the ledger and each reviewer would carry it: an error, never reviewed or accepted.
         result = SolveResult(status="error", usage=result.usage, calls=result.calls, log=result.log,

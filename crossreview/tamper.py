@@ -126,6 +126,124 @@ def detect_tampering(
     return [r for r in reasons if not (r in seen or seen.add(r))]
 
 
+TEST_DIR_NAMES = {"tests", "test", "testing"}
+
+
+def looks_like_test(raw: str) -> bool:
+    """A test module by pytest's default names (``test_*.py``, ``*_test.py``), or any file in a tests folder."""
+    path = PurePosixPath(raw)
+    name = path.name
+    if name.endswith(".py") and (name.startswith("test_") or name[:-3].endswith("_test")):
+        return True
+    return any(part in TEST_DIR_NAMES for part in path.parts[:-1])
+
+
+def _top_level_bindings(tree) -> dict[str, int]:
+    """How often each name is bound at a module's top level (def, class, assignment, import)."""
+    import ast
+
+    counts: dict[str, int] = {}
+
+    def bind(name: str) -> None:
+        counts[name] = counts.get(name, 0) + 1
+
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bind(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name):
+                        bind(n.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                bind((alias.asname or alias.name).split(".")[0])
+        else:
+            bind("<statement>")  # anything else at the top (if, for, with...) may rebind anything
+    return counts
+
+
+def only_adds_tests(before: str, after: str) -> bool:
+    """True when ``after`` is ``before`` with lines added and nothing it had changed, removed or shadowed.
+
+    Added test functions are new tests, as a new test file is; an added
+    definition that re-binds a name the file already had (a second
+    ``def test_x``) silently replaces the old test, so it is an edit.
+    """
+    import ast
+    import difflib
+
+    old, new = before.splitlines(), after.splitlines()
+    ops = difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
+    if any(tag in ("replace", "delete") for tag, *_ in ops):
+        return False
+    try:
+        tree = ast.parse(after)
+        a, b = _top_level_bindings(ast.parse(before)), _top_level_bindings(tree)
+    except (SyntaxError, ValueError):
+        return False
+    if b.get("<statement>", 0) > a.get("<statement>", 0):
+        return False  # an added if/for/exec... at the top may rebind an existing test
+    if any(b.get(name, 0) > a.get(name, 0) for name in _APPLIES_TO_EVERY_TEST):
+        return False  # a new pytestmark (skip?) or setup_module acts on the old tests too
+    for node in tree.body:  # an autouse fixture, new or not, wraps every test of the file
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and b.get(node.name, 0) > a.get(node.name, 0):
+            if any("autouse" in ast.dump(d) for d in node.decorator_list):
+                return False
+    return all(b.get(name, 0) == n for name, n in a.items())
+
+
+_APPLIES_TO_EVERY_TEST = {"pytestmark", "setup_module", "teardown_module", "setup_function", "teardown_function",
+                          "setUpModule", "tearDownModule", "setup", "teardown", "load_tests"}
+
+
+def repo_test_edits(files: list[str], texts: Mapping[str, tuple[str | None, str | None]]) -> list[str]:
+    """Reasons for the repository's own tests a candidate changed or deleted.
+
+    ``texts`` maps each changed test file to its (before, after) text (None:
+    absent). Where the verifier runs the repository's own tests (no
+    ``{tests}``: the gate's default), those tests are the judge: a change
+    that edits, deletes or shadows one can make itself pass. New tests (a new
+    file, or test functions added to a Python test file without touching or
+    shadowing what it had) are fine.
+    """
+    reasons = []
+    for raw in files:
+        if not looks_like_test(raw) or raw not in texts:
+            continue
+        before, after = texts[raw]
+        if before is None:
+            continue  # a new file: new tests
+        if after is None:
+            reasons.append(f"{raw}: deletes a test of the repository, whose own tests the verifier runs")
+        elif not (raw.endswith(".py") and only_adds_tests(before, after)):
+            reasons.append(f"{raw}: changes a test of the repository, whose own tests the verifier runs "
+                           "(adding tests is fine; changing or shadowing existing ones is for a human to check)")
+    return reasons
+
+
+def repo_test_texts(worktree: Path, base_commit: str, files: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    """(before, after) text of each changed file that looks like a test (None where absent)."""
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for rel in files:
+        if not looks_like_test(rel):
+            continue
+        proc = subprocess.run(
+            ["git", "cat-file", "blob", f"{base_commit}:{rel}"], cwd=worktree, capture_output=True,
+            env={"GIT_CONFIG_NOSYSTEM": "1", "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent"},
+        )
+        before = proc.stdout.decode("utf-8", "replace") if proc.returncode == 0 else None
+        target = worktree / rel
+        try:
+            after = (target.read_text(encoding="utf-8", errors="replace")
+                     if target.is_file() and not target.is_symlink() else ("" if target.is_symlink() else None))
+        except OSError:
+            after = ""
+        out[rel] = (before, after)
+    return out
+
+
 # --- reading what the pure function needs (used by the graph) -------------------
 
 

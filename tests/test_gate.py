@@ -690,3 +690,39 @@ def test_the_canary_lives_with_a_base_that_stops_at_the_first_failure(tmp_path, 
     r = cli("gate", "--base", "main", "--head", bad, "--json", cwd=repo)
     assert r.returncode == 1, r.stdout + r.stderr
     assert json.loads(r.stdout)["candidates"][0]["tampering"] == []
+
+
+@pytest.mark.parametrize("tests_change", ["edit", "delete", "shadow", "data"])
+def test_a_pr_that_edits_the_repositorys_own_tests_is_never_accepted(tmp_path, cli, tests_change):
+    """The gate's verifier runs the repository's own tests: a PR that weakens them must not pass itself."""
+    repo = make_repo(tmp_path, config=None)  # the tests alone decide
+    write(repo / "tests" / "data" / "expected.txt", "3\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "expected data")
+    files: dict[str, str | None] = dict(FAILING)  # add(1, 2) is now -1
+    if tests_change == "edit":
+        files["tests/test_calc.py"] = TEST_CALC.replace("== 3", "== -1")
+    elif tests_change == "delete":
+        files["tests/test_calc.py"] = None
+        files["tests/test_other.py"] = "def test_ok():\n    assert True\n"
+    elif tests_change == "shadow":  # lines only added, but the second definition replaces the first
+        files["tests/test_calc.py"] = TEST_CALC + "\n\ndef test_add():\n    assert True\n"
+    else:
+        files["tests/data/expected.txt"] = "-1\n"
+        files["tests/test_calc.py"] = TEST_CALC.replace(
+            "assert add(1, 2) == 3", "assert add(1, 2) == int((pathlib.Path(__file__).parent / 'data' / "
+                                     "'expected.txt').read_text())")
+    head = pr_branch(repo, "feature", files)
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
+    assert r.returncode == 3, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert "a test of the repository" in report["reason"], report["reason"]
+
+
+def test_a_pr_that_only_adds_tests_is_judged_as_usual(tmp_path, cli):
+    repo = make_repo(tmp_path, config=None)
+    more = TEST_CALC + "\n\ndef test_add_negative():\n    assert add(-1, -1) == -2\n"
+    head = pr_branch(repo, "feature", {**GOOD, "tests/test_calc.py": more, "tests/test_new.py": TEST_CALC})
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["candidates"][0]["tampering"] == []

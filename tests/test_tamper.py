@@ -286,3 +286,21 @@ def test_reward_hack_is_never_accepted(hack, tmp_path, restore_sandbox_settings)
     assert kept == {c.agent: c.tampering for c in out.candidates}
     caught = sorted({t for c in out.candidates for t in c.tampering}) or ["its tests fail"]
     print(f"\n{hack}: {out.decision}; caught by: {'; '.join(caught)}")
+
+
+def test_only_adding_tests_to_a_test_file_is_not_an_edit():
+    from crossreview.tamper import looks_like_test, only_adds_tests, repo_test_edits
+
+    base = "import pytest\n\n\ndef test_a():\n    assert f() == 1\n"
+    assert only_adds_tests(base, base + "\n\ndef test_b():\n    assert f() > 0\n")
+    assert not only_adds_tests(base, base.replace("== 1", "== 2"))  # changed
+    assert not only_adds_tests(base, base + "\n\ndef test_a():\n    pass\n")  # shadows test_a
+    assert not only_adds_tests(base, base + "\ntest_a = None\n")
+    assert not only_adds_tests(base, base + "\nif True:\n    def test_a():\n        pass\n")
+    assert not only_adds_tests(base, base + "\npytestmark = pytest.mark.skip\n")
+    assert not only_adds_tests(base, base + "\n@pytest.fixture(autouse=True)\ndef _patch():\n    pass\n")
+    assert only_adds_tests(base, base + "\n@pytest.mark.parametrize('x', [1])\ndef test_c(x):\n    pass\n")
+    assert looks_like_test("tests/data/x.json") and looks_like_test("pkg/foo_test.py")
+    assert not looks_like_test("src/calc.py") and not looks_like_test("testsuite.py")
+    texts = {"tests/test_x.py": (base, None), "tests/test_new.py": (None, base), "src/a.py": ("", "x")}
+    assert [r.split(":")[0] for r in repo_test_edits(list(texts), texts)] == ["tests/test_x.py"]
