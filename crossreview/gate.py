@@ -424,9 +424,14 @@ def _report(run: str, outcome, decision: dict, pr: PullRequest, base: str, head:
                     line=int(m.group("line")), title=f"crossreview: {v.reviewer} ({v.verdict})",
                     message=m.group("msg").strip()[:1000],
                 ))
+    decision_, reason = result.decision, result.reason or (result.error or "")
+    if decision_ == "rejected" and pr_cand is not None and pr_cand.status != "ok":
+        # Nobody reviewed the pull request (its diff is too large, its tree could not be written):
+        # not "the reviewers agree: reject" but "the gate could not judge it", still a failing check.
+        decision_, reason = "error", f"the pull request could not be judged: {pr_cand.error or pr_cand.status}"
     return GateReport(
-        run=run, task_run=result.task_run, task=result.task, decision=result.decision, winner=result.winner,
-        escalation=result.escalation, reason=result.reason or (result.error or ""), base=base, head=head,
+        run=run, task_run=result.task_run, task=result.task, decision=decision_, winner=result.winner,
+        escalation=result.escalation, reason=reason, base=base, head=head,
         merge_base=merge_base, config_source=source, pull_request=pr if pr.number else None,
         candidates=[_candidate_row(c) for c in outcome.candidates],
         verdicts=[{"reviewer": v.reviewer, "candidate": v.candidate, "verdict": v.verdict,

@@ -726,3 +726,16 @@ def test_a_pr_that_only_adds_tests_is_judged_as_usual(tmp_path, cli):
     r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["candidates"][0]["tampering"] == []
+
+
+def test_a_pr_too_large_to_review_is_an_error_not_a_reviewers_rejection(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", {**GOOD, "data/table.py": "T = [\n" + "    123456789012,\n" * 130_000 + "]\n"})
+    env = gh_env(tmp_path, api=fake_github.url)
+    r = cli("gate", "--base", "main", "--head", head, cwd=repo, env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert outputs(tmp_path)["decision"] == "error"
+    summary = (tmp_path / "summary.md").read_text()
+    assert "the gate could not run" in summary and "reviewers agree" not in summary
+    assert "could not be judged: the diff is" in summary
+    assert fake_github.labels.get(7, []) == []  # neither a split nor an agreement
