@@ -324,6 +324,10 @@ def run_gate(opts: GateOptions, pm: pluggy.PluginManager | None = None) -> GateR
     base, head = _commit(repo, base_rev, "--base"), _commit(repo, head_rev, "--head")
     bases = repo.merge_base(base, head)
     if not bases:
+        if repo.git.rev_parse("--is-shallow-repository").strip() == "true":
+            raise UsageError(f"--base {base_rev} and --head {head_rev}: their merge base is not in this shallow "
+                             "clone. In GitHub Actions, check out with `fetch-depth: 0` (actions/checkout fetches "
+                             "one commit by default), or `git fetch --unshallow` first")
         raise UsageError(f"--base {base_rev} and --head {head_rev} have no common ancestor")
     merge_base = bases[0].hexsha
 

@@ -739,3 +739,22 @@ def test_a_pr_too_large_to_review_is_an_error_not_a_reviewers_rejection(tmp_path
     assert "the gate could not run" in summary and "reviewers agree" not in summary
     assert "could not be judged: the diff is" in summary
     assert fake_github.labels.get(7, []) == []  # neither a split nor an agreement
+
+
+def test_a_shallow_clone_is_told_to_fetch_the_history(tmp_path, cli):
+    """actions/checkout fetches one commit unless told otherwise; with a few more the merge base is still cut off."""
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", GOOD)
+    write(repo / "NEWS.md", "news\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "main moves on")
+    base = git(repo, "rev-parse", "main")
+    git(repo, "checkout", "-q", "-b", "pull-merge", "main")
+    git(repo, "merge", "-q", "--no-ff", "--no-edit", head)  # what refs/pull/N/merge is
+    git(repo, "checkout", "-q", "main")
+    clone = tmp_path / "ws"
+    subprocess.run(["git", "clone", "-q", "--depth", "2", "--branch", "pull-merge", f"file://{repo}", str(clone)],
+                   check=True, capture_output=True, timeout=60)
+    r = cli("gate", "--base", base, "--head", head, cwd=clone)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "shallow" in r.stderr and "fetch-depth: 0" in r.stderr and "no common ancestor" not in r.stderr
