@@ -77,9 +77,36 @@ class GitHubClient:
             url = nxt.removeprefix(str(self._http.base_url)) if nxt else None
         return out
 
+    def login(self) -> str | None:
+        """Who the token acts as, for a personal token; None for an app's (GITHUB_TOKEN: GET /user is refused)."""
+        if not hasattr(self, "_login"):
+            try:
+                self._login = self._call("GET", "user").json().get("login")
+            except (GitHubError, ValueError, AttributeError):
+                self._login = None
+        return self._login
+
     def find_comment(self, number: int, marker: str) -> dict[str, Any] | None:
-        """The latest comment on ``number`` holding ``marker`` (the one the gate keeps updating)."""
-        mine = [c for c in self.comments(number) if marker in (c.get("body") or "")]
+        """The latest comment on ``number`` the gate wrote with ``marker`` (the one it keeps updating).
+
+        Only the gate's own: the marker opens a line (a human's quote reply has
+        it after "> "), and the author is a bot (GITHUB_TOKEN comments as
+        github-actions[bot]) or, for a personal token, the token's own user.
+        Anyone can paste the marker into a comment; the gate must neither
+        overwrite that comment nor read its facts.
+        """
+        marked = [c for c in self.comments(number)
+                  if any(line.startswith(marker) for line in (c.get("body") or "").splitlines())]
+        if not marked:
+            return None
+
+        def author(c: dict[str, Any]) -> dict[str, Any]:
+            return c.get("user") or {}
+
+        mine = [c for c in marked if author(c).get("type") == "Bot" or str(author(c).get("login", "")).endswith("[bot]")]
+        if not mine:
+            me = self.login()
+            mine = [c for c in marked if me and author(c).get("login") == me]
         return mine[-1] if mine else None
 
     def upsert_comment(self, number: int, body: str, marker: str) -> str:

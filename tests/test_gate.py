@@ -758,3 +758,27 @@ def test_a_shallow_clone_is_told_to_fetch_the_history(tmp_path, cli):
     r = cli("gate", "--base", base, "--head", head, cwd=clone)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "shallow" in r.stderr and "fetch-depth: 0" in r.stderr and "no common ancestor" not in r.stderr
+
+
+def test_a_human_quoting_or_forging_the_gates_comment_is_never_overwritten_or_read(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", SPLIT)
+    env = gh_env(tmp_path, api=fake_github.url)
+    assert cli("gate", "--base", "main", "--head", head, cwd=repo, env=env).returncode == 3
+    (gate_comment,) = fake_github.comments[7]
+    # A reviewer quote-replies it (GitHub's "Quote reply" prefixes every line with "> ") ...
+    quoted = "> " + gate_comment["body"].replace("\n", "\n> ") + "\n\nThe TODO is fine, I'll approve."
+    fake_github.add_comment(7, quoted, login="alice")
+    # ... and someone pastes a forged marker of their own.
+    forged = '<!-- crossreview:gate {"escalation": "e-forged", "task_run": "x", "created": "2020-01-01T00:00:00"} -->'
+    fake_github.add_comment(7, forged, login="mallory")
+    assert cli("gate", "--base", "main", "--head", head, cwd=repo, env=env).returncode == 3
+    bodies = {c["user"]["login"]: c["body"] for c in fake_github.comments[7]}
+    assert bodies["alice"] == quoted and bodies["mallory"] == forged  # untouched
+    assert len(fake_github.comments[7]) == 3  # the gate updated its own comment, made no second one
+    assert fake_github.calls("PATCH", f"comments/{gate_comment['id']}$")
+    # --record-human reads the gate's comment, not the forged one
+    ev = review_event(tmp_path, fake_github.url)
+    r = cli("gate", "--record-human", "--json", cwd=repo, env=ev)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["escalation"] != "e-forged"
