@@ -486,7 +486,8 @@ def gc(ledger, state_dir):
                    "(default: [gate] attempts in the base's config, else 0).")
 @click.option("--task", "task", default=None, metavar="DIR",
               help="A task folder (relative to the repository root, read from the base) the pull request solves. "
-                   "Default: a `crossreview-task: DIR` line in the PR body, else [gate] task, else the PR's "
+                   "Default: [gate] task, else (with [gate] task_from_body) a `crossreview-task: DIR` line in the "
+                   "PR body, else the PR's "
                    "title and body with the base's [gate] verifier.")
 @click.option("--title", default=None, help="The pull request's title (default: from the event).")
 @click.option("--body", default=None, help="The pull request's body (default: from the event).")

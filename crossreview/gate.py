@@ -253,12 +253,17 @@ def _task_path(opts: GateOptions, cfg: GateConfig, pr: PullRequest) -> str | Non
     """The task folder to verify with: --task, else the base's `[gate] task`, else the one the body names.
 
     The base's configuration outranks the pull request's body: a pull request
-    must not pick an easier task than the one its repository gates with.
+    must not pick an easier task than the one its repository gates with. The
+    body is read only when the base allows it (``[gate] task_from_body``):
+    otherwise a pull request could swap the repository's own tests (the
+    default verifier) for any task folder whose tests it passes.
     """
     if opts.task:
         return opts.task
     if cfg.task:
         return cfg.task
+    if not cfg.task_from_body:
+        return None
     m = _TASK_LINE.search(pr.body or "")
     return m.group(1) if m else None
 

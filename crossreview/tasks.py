@@ -284,6 +284,9 @@ class GateConfig(BaseModel):
     """How many of the agents also solve the task themselves from the base (their attempts are reviewed alongside)."""
     task: str | None = None
     """A task folder (relative to the repository root) whose instruction and tests stand for the pull request's task."""
+    task_from_body: bool = False
+    """Let a `crossreview-task: DIR` line in the pull request's body pick the task folder (when ``task`` is unset).
+    Off by default: the task's tests then replace the verifier, so a pull request could pick an easy one."""
     label: str = Field(default="crossreview:needs-human", min_length=1, max_length=50)
     """The label put on a pull request that needs a human, and taken off when the agents agree."""
     comment: bool = True

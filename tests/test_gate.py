@@ -263,7 +263,7 @@ def test_too_many_attempts_is_a_usage_error(tmp_path, cli):
 
 
 def test_a_task_folder_the_pr_names_comes_from_the_base(tmp_path, cli):
-    repo = make_repo(tmp_path)
+    repo = make_repo(tmp_path, config=STRICT + "task_from_body = true\n")
     write(repo / "tasks" / "sub" / "task.toml", 'version = "1.0"\n[verifier]\ncommand = "python -m pytest -q {tests}"\n')
     write(repo / "tasks" / "sub" / "instruction.md", "Add sub(a, b) to src/calc.py.\n")
     write(repo / "tasks" / "sub" / "tests" / "test_sub.py",
@@ -782,3 +782,20 @@ def test_a_human_quoting_or_forging_the_gates_comment_is_never_overwritten_or_re
     r = cli("gate", "--record-human", "--json", cwd=repo, env=ev)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["escalation"] != "e-forged"
+
+
+def test_the_body_cannot_trade_the_repositorys_tests_for_a_task_unless_the_base_allows_it(tmp_path, cli):
+    """No [gate] task: the repository's tests judge; a body naming an easy task folder must not replace them."""
+    repo = make_repo(tmp_path, config=None)
+    write(repo / "tasks" / "easy" / "task.toml", 'version = "1.0"\n')
+    write(repo / "tasks" / "easy" / "instruction.md", "Keep it importable.\n")
+    write(repo / "tasks" / "easy" / "tests" / "test_easy.py", "def test_easy():\n    assert True\n")
+    write(repo / "tasks" / "easy" / "repo" / "placeholder.txt", "\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "an example task")
+    head = pr_branch(repo, "feature", {"src/calc.py": "def add(a, b):\n    return a - b\n"})
+    r = cli("gate", "--base", "main", "--head", head, "--json", "--body", "Faster.\n\ncrossreview-task: tasks/easy",
+            cwd=repo)
+    assert r.returncode == 1, r.stdout + r.stderr  # judged by tests/test_calc.py, which fails
+    report = json.loads(r.stdout)
+    assert report["task"] != "easy" and report["candidates"][0]["failing_tests"] == ["tests.test_calc::test_add"]
