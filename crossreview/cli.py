@@ -594,7 +594,8 @@ def _print_gate(out: Console, report) -> None:
         tests = f"{c['tests_passed']}/{c['tests_total']}" if c["status"] == "ok" else c["status"]
         table.add_row(c["agent"], tests, f"{len(c['files'])} files +{c['lines_added']} -{c['lines_removed']}",
                       ", ".join(f"{v['reviewer']}: {v['verdict']}" for v in on_it) or "-")
-    out.print(table)
+    if report.candidates:  # none when a review settled or kept an earlier decision
+        out.print(table)
     for line in report.github:
         out.print(f"github: {line}", highlight=False, markup=False)
     where = f" · escalation {report.escalation} (`crossreview show {report.escalation}`)" if report.escalation else ""

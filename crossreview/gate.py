@@ -198,6 +198,8 @@ class GateReport(BaseModel):
     created: datetime = Field(default_factory=utcnow)
     github: list[str] = Field(default_factory=list)
     """What was done on GitHub (or why not), one line each."""
+    human: str | None = None
+    """Who settled an escalation of this head on GitHub ("github:login"), when a review did."""
 
     @property
     def exit_code(self) -> int:
@@ -208,7 +210,7 @@ class GateReport(BaseModel):
         """The facts `--record-human` needs later, kept (hidden) in the pull request comment."""
         return {"run": self.run, "task_run": self.task_run, "task": self.task, "decision": self.decision,
                 "escalation": self.escalation, "created": self.created.isoformat(), "head": self.head,
-                "reason": self.reason[:500], "label": self.label}
+                "reason": self.reason[:500], "label": self.label, "human": self.human}
 
 
 # --- running the gate ----------------------------------------------------------
@@ -335,6 +337,13 @@ def run_gate(opts: GateOptions, pm: pluggy.PluginManager | None = None) -> GateR
                              "one commit by default), or `git fetch --unshallow` first")
         raise UsageError(f"--base {base_rev} and --head {head_rev} have no common ancestor")
     merge_base = bases[0].hexsha
+    if gh.active and gh.event_name == "pull_request_review":
+        report = review_outcome(gh, pr, head, opts.ledger or opts.state_dir / "ledger.db")
+        if report is not None:
+            report = report.model_copy(update={"base": base, "merge_base": merge_base})
+            if opts.publish:
+                publish(report, gh, opts.commands)
+            return report
 
     run = new_run_id()
     state_dir = opts.state_dir if opts.state_dir.is_absolute() else (Path.cwd() / opts.state_dir)
@@ -492,7 +501,8 @@ def render_markdown(report: GateReport) -> str:
                  f"{_code(report.config_source) if report.config_source else 'built-in defaults'}; "
                  f"run {_code(report.run)}" + (f", escalation {_code(report.escalation)}" if report.escalation else "")
                  + ".")
-    lines += ["", "| candidate | tests | change | reviews |", "|---|---|---|---|"]
+    if report.candidates:
+        lines += ["", "| candidate | tests | change | reviews |", "|---|---|---|---|"]
     for c in report.candidates:
         on_it = [v for v in report.verdicts if v["candidate"] == c["agent"]]
         reviews = ", ".join(f"{_md_escape(v['reviewer'])}: **{_md_escape(v['verdict'])}**" for v in on_it) or "—"
@@ -676,8 +686,16 @@ class HumanEvent(BaseModel):
     what: str
 
 
+MAINTAINERS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+"""Review authors (GitHub's ``author_association``) whose review decides an escalation. On a public
+repository anyone may submit an approving review; only these people's reviews count."""
+
+
 def human_event(gh: GitHubEnv) -> HumanEvent | None:
-    """The decision in a pull_request_review (submitted) or pull_request (closed) event; None if it is none."""
+    """The decision in a pull_request_review (submitted) or pull_request (closed) event; None if it is none.
+
+    A review decides only when its author is a maintainer (:data:`MAINTAINERS`).
+    """
     ev, pr = gh.event, gh.event.get("pull_request") or {}
     number = pr.get("number")
     if number is None:
@@ -689,6 +707,8 @@ def human_event(gh: GitHubEnv) -> HumanEvent | None:
         action = {"approved": "pick", "changes_requested": "reject"}.get(state)
         if action is None:
             return None  # a comment-only review decides nothing
+        if (review.get("author_association") or "").upper() not in MAINTAINERS:
+            return None  # anyone can review a public repository's pull request
         return HumanEvent(number=number, action=action, by=(review.get("user") or {}).get("login") or "?",
                           at=review.get("submitted_at") or utcnow(), what=f"review: {state}")
     if gh.event_name in ("pull_request", "pull_request_target") and ev.get("action") == "closed":
@@ -697,6 +717,17 @@ def human_event(gh: GitHubEnv) -> HumanEvent | None:
         return HumanEvent(number=number, action="pick" if merged else "reject", by=who or "?",
                           at=pr.get("closed_at") or utcnow(), what="merged" if merged else "closed unmerged")
     return None
+
+
+def _not_a_maintainer(gh: GitHubEnv) -> str | None:
+    """Why a deciding review does not count, if its author is no maintainer (else None)."""
+    review = gh.event.get("review") or {}
+    state = (review.get("state") or "").lower()
+    assoc = (review.get("author_association") or "NONE").upper()
+    if gh.event_name != "pull_request_review" or state not in ("approved", "changes_requested") or assoc in MAINTAINERS:
+        return None
+    who = (review.get("user") or {}).get("login") or "?"
+    return f"{who} is no maintainer here ({assoc}): only a review by an owner, member or collaborator decides"
 
 
 def parse_marker(body: str) -> dict[str, Any] | None:
@@ -730,16 +761,16 @@ def record_human(ledger_location: Path | str, environ: Mapping[str, str] | None 
     is written from those facts, so `crossreview merge` can fold the gate's
     ledger and this one together later.
     """
-    from .ledger import Ledger
-
     gh = GitHubEnv.from_environ(environ if environ is not None else os.environ)
     if not gh.active:
         raise UsageError("--record-human reads a GitHub Actions event; run it in a workflow on "
                          "pull_request_review and pull_request (closed) events")
     event = human_event(gh)
     if event is None:
-        return RecordOutcome(False, f"event {gh.event_name}/{gh.event.get('action')}: not a decision (approve, "
-                             "request changes, merge or close); nothing recorded")
+        untrusted = _not_a_maintainer(gh)
+        why = (f"review: {untrusted}" if untrusted else f"event {gh.event_name}/{gh.event.get('action')}: not a "
+               "decision (approve, request changes, merge or close)")
+        return RecordOutcome(False, f"{why}; nothing recorded")
     client = _client_or_fail(gh, "--record-human")
     from .github import GitHubError
 
@@ -750,28 +781,106 @@ def record_human(ledger_location: Path | str, environ: Mapping[str, str] | None 
             if not meta or not meta.get("escalation"):
                 return RecordOutcome(False, f"pull request #{event.number}: the last gate run needed no human; "
                                      "nothing recorded")
-            esc_id = meta["escalation"]
-            ledger = Ledger(ledger_location)
-            row = ledger.get_escalation(esc_id)
-            if row and row["decided"]:
-                return RecordOutcome(False, f"escalation {esc_id} was already decided ({row['action']} by "
-                                     f"{row['decided_by']})", esc_id)
-            if row is None:
-                ledger.import_escalation(esc_id, meta)
-            human = HumanDecision(action=event.action, pick=PR_AGENT if event.action == "pick" else None,
-                                  by=f"github:{event.by}", decided_at=event.at,
-                                  shown_at=datetime.fromisoformat(meta["created"]))
-            if not ledger.decide_escalation(esc_id, human):  # another job recorded it just now
-                row = ledger.get_escalation(esc_id) or {}
-                return RecordOutcome(False, f"escalation {esc_id} was already decided ({row.get('action')} by "
-                                     f"{row.get('decided_by')})", esc_id)
-            ledger.finish_by_human(meta["task_run"], human, f"{event.what} by {event.by} on GitHub ({esc_id})")
+            if meta.get("human"):
+                return RecordOutcome(False, f"escalation {meta['escalation']} was already decided on GitHub "
+                                     f"({meta['human']}, by a review the gate took)", meta["escalation"])
+            outcome = record_decision(ledger_location, meta, event)
+            if not outcome.recorded:
+                return outcome
             try:
                 client.remove_label(event.number, (meta.get("label") or GateConfig().label))
             except GitHubError:
                 pass  # the decision is recorded; a label left behind is cosmetic
     except GitHubError as exc:
         raise UsageError(f"reading pull request #{event.number}'s comments failed: {exc}") from None
+    return outcome
+
+
+def record_decision(ledger_location: Path | str, meta: dict[str, Any], event: HumanEvent) -> RecordOutcome:
+    """Write a human's decision on GitHub into the ledger, for the escalation the gate's comment names.
+
+    If this ledger does not hold the escalation (each CI run has its own), a
+    row for it is written from the comment's facts first.
+    """
+    from .ledger import Ledger
+
+    esc_id = meta["escalation"]
+    ledger = Ledger(ledger_location)
+    row = ledger.get_escalation(esc_id)
+    if row and row["decided"]:
+        return RecordOutcome(False, f"escalation {esc_id} was already decided ({row['action']} by "
+                             f"{row['decided_by']})", esc_id)
+    if row is None:
+        ledger.import_escalation(esc_id, meta)
+    human = HumanDecision(action=event.action, pick=PR_AGENT if event.action == "pick" else None,
+                          by=f"github:{event.by}", decided_at=event.at,
+                          shown_at=datetime.fromisoformat(meta["created"]))
+    if not ledger.decide_escalation(esc_id, human):  # another job recorded it just now
+        row = ledger.get_escalation(esc_id) or {}
+        return RecordOutcome(False, f"escalation {esc_id} was already decided ({row.get('action')} by "
+                             f"{row.get('decided_by')})", esc_id)
+    ledger.finish_by_human(meta["task_run"], human, f"{event.what} by {event.by} on GitHub ({esc_id})")
     minutes = (event.at - datetime.fromisoformat(meta["created"])).total_seconds() / 60
     return RecordOutcome(True, f"recorded: {event.what} by {event.by}, {minutes:.1f} minutes after escalation "
                          f"{esc_id}", esc_id)
+
+
+def review_outcome(gh: GitHubEnv, pr: PullRequest, head: str, ledger_location: Path | str) -> GateReport | None:
+    """On a pull_request_review event: the gate's decision for ``head``, settled by the review if it can be.
+
+    Without this, an escalated pull request's check stayed red whatever a
+    human said, and re-running the gate only escalated it again. The gate's
+    comment holds its last decision and the head it judged. When that head is
+    ``head``:
+
+    - an escalation is settled by a maintainer's review of exactly ``head``:
+      approved -> accepted (the check turns green), changes requested ->
+      rejected; the decision goes to the ledger as `--record-human` records it;
+    - any other review (a comment, an older commit, someone who is not a
+      maintainer) leaves the decision as it was, without judging again.
+
+    None when the gate never judged ``head`` (or GitHub cannot be read): judge it as usual.
+    """
+    client = gh.client()
+    if client is None or pr.number is None:
+        return None
+    from .github import GitHubError
+
+    try:
+        with client:
+            comment = client.find_comment(pr.number, MARKER)
+    except GitHubError:
+        return None
+    meta = parse_marker(comment["body"]) if comment else None
+    if not meta or meta.get("head") != head or not meta.get("run") or not meta.get("task_run"):
+        return None
+    review = gh.event.get("review") or {}
+    who = (review.get("user") or {}).get("login") or "?"
+    report = GateReport(
+        run=meta["run"], task_run=meta["task_run"], task=meta.get("task") or "", decision=meta.get("decision") or "error",
+        winner=PR_AGENT if meta.get("decision") == "accepted" else None, escalation=meta.get("escalation"),
+        reason=meta.get("reason") or "", base="", head=head, merge_base="", pull_request=pr,
+        label=meta.get("label") or GateConfig().label, comment=False, human=meta.get("human"),
+    )
+    event = human_event(gh)
+    settles = (meta.get("decision") == "escalated" and meta.get("escalation") and not meta.get("human")
+               and event is not None and review.get("commit_id") == head)
+    if not settles:
+        if event is None:
+            why = _not_a_maintainer(gh) or "it decides nothing"
+        elif review.get("commit_id") != head:
+            why = f"it reviews {str(review.get('commit_id') or '?')[:12]}, not this head"
+        else:
+            why = f"the gate's decision was {meta.get('decision')}, nothing waits for a human"
+        report.github.append(f"review by {who} ({(review.get('state') or '?').lower()}): the gate's decision on "
+                             f"{head[:12]} stands, {why}")
+        return report
+    recorded = record_decision(ledger_location, meta, event)
+    report.decision = "accepted" if event.action == "pick" else "rejected"
+    report.winner = PR_AGENT if event.action == "pick" else None
+    report.human = f"github:{event.by}"
+    report.reason = (f"{'approved' if event.action == 'pick' else 'changes requested'} by {event.by} in a review of "
+                     f"{head[:12]}, settling escalation {meta['escalation']} ({meta.get('reason') or 'split'})")
+    report.comment = True
+    report.github.append(recorded.message)
+    return report

@@ -383,9 +383,12 @@ def test_broken_config_on_the_base_names_the_key(tmp_path, cli):
 # --- humans who decide on GitHub ---------------------------------------------------------
 
 
-def review_event(tmp: Path, api: str, state: str = "approved", at: str = "2030-01-01T10:00:00Z") -> dict[str, str]:
-    ev = {"action": "submitted", "review": {"state": state, "user": {"login": "lead"}, "submitted_at": at},
-          "pull_request": {"number": 7}}
+def review_event(tmp: Path, api: str, state: str = "approved", at: str = "2030-01-01T10:00:00Z",
+                 association: str = "MEMBER", head: str = "", commit: str | None = None) -> dict[str, str]:
+    ev = {"action": "submitted",
+          "review": {"state": state, "user": {"login": "lead"}, "submitted_at": at, "author_association": association,
+                     "commit_id": head if commit is None else commit},
+          "pull_request": {"number": 7, "head": {"sha": head}, "base": {"sha": ""}}}
     return gh_env(tmp, api=api, event_name="pull_request_review", event=ev)
 
 
@@ -435,6 +438,9 @@ def test_record_human_ignores_events_that_decide_nothing(tmp_path, cli, fake_git
     env = review_event(tmp_path, fake_github.url, state="commented")
     r = cli("gate", "--record-human", cwd=tmp_path, env=env)
     assert r.returncode == 0 and "not a decision" in r.stdout
+    env = review_event(tmp_path, fake_github.url, association="NONE")  # anyone may review a public repository
+    r = cli("gate", "--record-human", cwd=tmp_path, env=env)
+    assert r.returncode == 0 and "nothing recorded" in r.stdout and "lead is no maintainer here" in " ".join(r.stdout.split())
     env = review_event(tmp_path, fake_github.url)  # approved, but the gate never escalated this PR
     r = cli("gate", "--record-human", cwd=tmp_path, env=env)
     assert r.returncode == 0 and "needed no human" in r.stdout
@@ -444,6 +450,73 @@ def test_record_human_ignores_events_that_decide_nothing(tmp_path, cli, fake_git
     env["GITHUB_TOKEN"] = ""
     r = cli("gate", "--record-human", cwd=tmp_path, env=env)
     assert r.returncode == 2 and "needs GITHUB_TOKEN" in r.stderr
+
+
+def test_a_maintainers_review_settles_an_escalated_gate_and_turns_it_green(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", SPLIT)
+    assert cli("gate", "--base", "main", "--head", head, cwd=repo, env=gh_env(tmp_path, api=fake_github.url)).returncode == 3
+    esc = outputs(tmp_path)["escalation"]
+    assert fake_github.labels[7] == ["crossreview:needs-human"]
+    # The gate workflow runs again on the review, in a new job with its own state.
+    job = tmp_path / "review-job"
+    job.mkdir()
+    r = cli("gate", "--base", "main", "--head", head, "--state-dir", str(job / "state"), cwd=repo,
+            env=review_event(job, fake_github.url, head=head))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (outputs(job)["decision"], outputs(job)["escalation"]) == ("accepted", esc)
+    assert fake_github.labels[7] == []
+    [comment] = fake_github.comments[7]  # the one comment, updated in place
+    from crossreview.gate import parse_marker
+
+    assert "approved by lead in a review of" in comment["body"] and esc in comment["body"]
+    assert parse_marker(comment["body"])["human"] == "github:lead"
+    # Nothing was judged again: the job's ledger holds the human's decision and no candidate.
+    db = sqlite3.connect(job / "state" / "ledger.db")
+    assert db.execute("SELECT action, pick, decided_by FROM escalations").fetchall() == [("pick", "pr", "github:lead")]
+    assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == 0
+    # Merging it later records nothing twice.
+    merged = {"action": "closed", "pull_request": {"number": 7, "merged": True, "merged_by": {"login": "lead"},
+                                                   "closed_at": "2030-01-01T11:00:00Z"}}
+    r = cli("gate", "--record-human", cwd=job, env=gh_env(job, api=fake_github.url, event=merged))
+    assert r.returncode == 0 and "already decided on GitHub (github:lead" in r.stdout
+
+
+@pytest.mark.parametrize("review, why", [
+    ({"state": "commented"}, "it decides nothing"),
+    ({"association": "NONE"}, "lead is no maintainer here (NONE): only a review by an owner, member or collaborator"),
+    ({"commit": "0" * 40}, "it reviews 000000000000, not this head"),
+])
+def test_a_review_that_settles_nothing_leaves_the_escalation_as_it_was(tmp_path, cli, fake_github, review, why):
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", SPLIT)
+    assert cli("gate", "--base", "main", "--head", head, cwd=repo, env=gh_env(tmp_path, api=fake_github.url)).returncode == 3
+    before = [c["body"] for c in fake_github.comments[7]]
+    job = tmp_path / "review-job"
+    job.mkdir()
+    r = cli("gate", "--base", "main", "--head", head, "--state-dir", str(job / "state"), "--json", cwd=repo,
+            env=review_event(job, fake_github.url, head=head, **review))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert why in " ".join(json.loads(r.stdout)["github"])
+    assert [c["body"] for c in fake_github.comments[7]] == before  # nothing rewritten
+    assert fake_github.labels[7] == ["crossreview:needs-human"]
+    assert not (job / "state" / "ledger.db").exists() or sqlite3.connect(job / "state" / "ledger.db").execute(
+        "SELECT COUNT(*) FROM candidates").fetchone()[0] == 0
+
+
+def test_a_review_of_a_head_the_gate_never_judged_judges_it(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    old = pr_branch(repo, "feature", SPLIT)
+    assert cli("gate", "--base", "main", "--head", old, cwd=repo, env=gh_env(tmp_path, api=fake_github.url)).returncode == 3
+    new = pr_branch(repo, "feature2", GOOD)  # pushed since; the push's own gate run was cancelled
+    job = tmp_path / "review-job"
+    job.mkdir()
+    r = cli("gate", "--base", "main", "--head", new, "--state-dir", str(job / "state"), cwd=repo,
+            env=review_event(job, fake_github.url, head=new))
+    assert r.returncode == 0, r.stdout + r.stderr
+    db = sqlite3.connect(job / "state" / "ledger.db")
+    assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] >= 1  # judged, not taken from the comment
+    assert db.execute("SELECT COUNT(*) FROM escalations").fetchone()[0] == 0
 
 
 def test_record_human_on_a_closed_unmerged_pr_is_a_rejection(tmp_path, cli, fake_github):
