@@ -14,6 +14,26 @@ from urllib.parse import quote
 import httpx
 
 _MAX_PAGES = 50  # 5,000 comments: a pull request with more is not one the gate commented on first
+RETRIES = 3
+"""Retries of one call (see GitHubClient._call); waits of 1, 2, 4 s, or what Retry-After says, at most 20 s."""
+_MAX_WAIT = 20.0
+
+
+def _retryable(method: str, resp: httpx.Response) -> bool:
+    if resp.status_code == 429:
+        return True
+    if resp.status_code == 403:
+        text = resp.text.lower()
+        return "rate limit" in text or resp.headers.get("x-ratelimit-remaining") == "0"
+    return resp.status_code in (500, 502, 503, 504) and method != "POST"
+
+
+def _backoff(attempt: int, retry_after: str | None) -> float:
+    try:
+        wait = float(retry_after) if retry_after is not None else 2.0 ** attempt
+    except ValueError:
+        wait = 2.0 ** attempt
+    return max(0.0, min(wait, _MAX_WAIT))
 
 
 class GitHubError(Exception):
@@ -42,6 +62,11 @@ class GitHubClient:
             timeout=timeout,
         )
 
+    def _sleep(self, seconds: float) -> None:
+        import time
+
+        time.sleep(seconds)
+
     def __enter__(self) -> "GitHubClient":
         return self
 
@@ -49,17 +74,34 @@ class GitHubClient:
         self._http.close()
 
     def _call(self, method: str, path: str, ok: tuple[int, ...] = (200, 201), **kw) -> httpx.Response:
-        try:
-            resp = self._http.request(method, path.lstrip("/"), **kw)
-        except httpx.HTTPError as exc:
-            raise GitHubError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-        if resp.status_code not in ok:
+        """One API call, retried a few times where GitHub asks for it or a retry cannot do harm.
+
+        Without retries one rate-limited or failed update left the pull
+        request's comment as it was, still showing an earlier head's verdict.
+        A 429 (or a 403 that says it is a rate limit) is retried for every
+        method, since GitHub did nothing; a 5xx or a lost connection only for
+        calls that are safe to repeat (not POST, which could comment twice).
+        """
+        for attempt in range(RETRIES + 1):
+            last = attempt == RETRIES
+            try:
+                resp = self._http.request(method, path.lstrip("/"), **kw)
+            except httpx.HTTPError as exc:
+                if last or method == "POST" or not isinstance(exc, httpx.TransportError):
+                    raise GitHubError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+                self._sleep(_backoff(attempt, None))
+                continue
+            if resp.status_code in ok:
+                return resp
+            if not last and _retryable(method, resp):
+                self._sleep(_backoff(attempt, resp.headers.get("Retry-After")))
+                continue
             try:
                 message = resp.json().get("message", "")
             except ValueError:
                 message = resp.text[:200]
             raise GitHubError(f"{method} {path}: HTTP {resp.status_code} {message}".rstrip(), resp.status_code)
-        return resp
+        raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
 
     def _repo(self, rest: str) -> str:
         return f"repos/{self.repository}/{rest}"

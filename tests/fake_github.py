@@ -43,6 +43,8 @@ class FakeGitHub:
     requests: list[Seen] = field(default_factory=list)
     fail: dict[tuple[str, str], int] = field(default_factory=dict)
     """(method, path regex) -> HTTP status to answer with instead."""
+    flaky: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    """(method, path regex) -> statuses to answer the next matching calls with, one each (then normal)."""
     _next_id: int = 1000
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -80,6 +82,11 @@ def _handler(state: FakeGitHub):
             for (m, pat), status in state.fail.items():
                 if m == method and re.search(pat, self.path):
                     return self._reply(status, {"message": f"scripted failure {status}"})
+            for (m, pat), statuses in state.flaky.items():
+                if m == method and re.search(pat, self.path) and statuses:
+                    status = statuses.pop(0)
+                    message = "API rate limit exceeded" if status == 429 else f"scripted failure {status}"
+                    return self._reply(status, {"message": message}, {"Retry-After": "0"})
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return self._reply(401, {"message": "Bad credentials"})
             path, _, query = self.path.partition("?")

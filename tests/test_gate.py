@@ -344,6 +344,28 @@ def test_github_failures_are_reported_and_do_not_change_the_decision(tmp_path, c
     assert TOKEN not in r.stdout + r.stderr
 
 
+def test_rate_limits_and_transient_errors_are_retried_but_a_comment_is_never_posted_twice(tmp_path, cli, fake_github):
+    repo = make_repo(tmp_path)
+    first = pr_branch(repo, "feature", GOOD)
+    assert cli("gate", "--base", "main", "--head", first, cwd=repo, env=gh_env(tmp_path, api=fake_github.url)).returncode == 0
+    # The next push: GitHub rate-limits the comment update, then fails once.
+    fake_github.flaky[("PATCH", r"/issues/comments/")] = [429, 502]
+    fake_github.flaky[("GET", r"/issues/7/comments")] = [503]
+    second = pr_branch(repo, "feature2", GOOD)
+    r = cli("gate", "--base", "main", "--head", second, cwd=repo, env=gh_env(tmp_path, api=fake_github.url))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "::warning" not in r.stdout
+    [comment] = fake_github.comments[7]
+    assert second[:12] in comment["body"]  # not left showing the earlier head
+    assert len(fake_github.calls("PATCH", r"/issues/comments/")) == 3
+    # A POST that failed with a 5xx may have been carried out: it is not repeated.
+    fake_github.comments[7] = []
+    fake_github.flaky[("POST", r"/issues/7/comments")] = [502]
+    r = cli("gate", "--base", "main", "--head", second, cwd=repo, env=gh_env(tmp_path, api=fake_github.url))
+    assert r.returncode == 0 and "could not update the pull request's comment" in r.stdout
+    assert len(fake_github.calls("POST", r"/issues/7/comments")) == 2  # the first run's and this one's single try
+
+
 def test_reviewer_text_cannot_inject_markup_or_mentions(tmp_path, cli, fake_github):
     repo = make_repo(tmp_path)
     head = pr_branch(repo, "feature", {"src/calc.py": CALC + "\n# TODO <img src=x onerror=alert(1)> @octocat -->\n"})
