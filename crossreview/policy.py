@@ -51,7 +51,13 @@ def _tests_line(c: Candidate) -> str:
         return f"{c.agent} failed to produce a candidate ({c.status}: {c.error})"
     if c.tests is None:
         return f"{c.agent} was not tested"
-    return f"{c.agent} passes {c.tests.passed}/{c.tests.total} tests"
+    line = f"{c.agent} passes {c.tests.passed}/{c.tests.total} tests"
+    if c.tests.tampering:
+        # "approves pr, but pr passes 2/2 tests" reads as a contradiction: say why they do not count.
+        line += ", as reported by a test run caught faking its results"
+    elif c.tests.passed == c.tests.total and not c.tests.all_passed:
+        line += (" but its test run failed" if not c.tests.timed_out else " but its test run timed out")
+    return line
 
 
 @dataclass(frozen=True)

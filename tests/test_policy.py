@@ -242,3 +242,12 @@ def test_summary_dict_shape():
     s = report(passed=2, failed=1).summary_dict()
     assert s["passed"] == 2 and s["total"] == 3 and s["all_passed"] is False and s["timed_out"] is False
     assert [o["outcome"] for o in s["outcomes"]] == ["passed", "passed", "failed"]
+
+
+@BOTH
+def test_a_test_run_caught_faking_is_named_in_the_disagreement(policy):
+    faked = Candidate(agent="pr", spec="x", tests=report(passed=2, tampering=["the canary test passed"]))
+    d = policy.decide([faked], [v("tester", "pr", "approve")])
+    assert d.kind == "escalated"
+    assert any("tester approves pr, but pr passes 2/2 tests, as reported by a test run caught faking its results" in x
+               for x in d.disagreements), d.disagreements
