@@ -784,6 +784,11 @@ def record_human(ledger_location: Path | str, environ: Mapping[str, str] | None 
             if meta.get("human"):
                 return RecordOutcome(False, f"escalation {meta['escalation']} was already decided on GitHub "
                                      f"({meta['human']}, by a review the gate took)", meta["escalation"])
+            reviewed = (gh.event.get("review") or {}).get("commit_id")
+            if gh.event_name == "pull_request_review" and reviewed and meta.get("head") and reviewed != meta["head"]:
+                return RecordOutcome(False, f"review of {reviewed[:12]}, but the gate escalated {meta['head'][:12]}: "
+                                     "an approval of another commit decides nothing; nothing recorded",
+                                     meta["escalation"])
             outcome = record_decision(ledger_location, meta, event)
             if not outcome.recorded:
                 return outcome

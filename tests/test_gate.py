@@ -427,7 +427,10 @@ def test_record_human_folds_into_the_ledger_with_merge(tmp_path, cli, fake_githu
     # Another job, another machine: its own ledger.
     human_dir = tmp_path / "human-job"
     human_dir.mkdir()
-    env = review_event(human_dir, fake_github.url)
+    stale = review_event(human_dir, fake_github.url, commit="0" * 40)  # a review of an older commit
+    r = cli("gate", "--record-human", "--ledger", str(human_dir / "ledger.db"), cwd=human_dir, env=stale)
+    assert r.returncode == 0 and "an approval of another commit decides nothing" in r.stdout
+    env = review_event(human_dir, fake_github.url, head=head)
     r = cli("gate", "--record-human", "--ledger", str(human_dir / "ledger.db"), cwd=human_dir, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "recorded: review: approved by lead" in r.stdout and esc in r.stdout
