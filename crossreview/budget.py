@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 EXHAUSTED = "budget exhausted"
 """Every message about a spent budget starts with this, so decisions can say why."""
@@ -64,6 +64,10 @@ class Budget:
     max_cost: float | None = None
     max_tokens: int | None = None
     parent: "Budget | None" = None
+    key: str | None = None
+    """The task run a task run's budget belongs to (None for a suite run's)."""
+    on_charge: "Callable[[str, int, float | None], None] | None" = field(default=None, repr=False)
+    """Told of every charge of real work here (see Budgets), as it happens."""
     cost: float = 0.0
     tokens: int = 0
     unpriced_charges: int = 0
@@ -99,8 +103,12 @@ class Budget:
         if reason:
             raise BudgetExceeded(reason)
 
-    def charge(self, tokens: int, cost: float | None) -> None:
-        """Count work already done, here and in every enclosing scope."""
+    def charge(self, tokens: int, cost: float | None, journal: bool = True) -> None:
+        """Count work already done, here and in every enclosing scope.
+
+        ``journal=False``: spend counted again from the ledger (a resumed run
+        seeding its budget), not new work, so ``on_charge`` is not told.
+        """
         for b in self._chain():
             with b._lock:
                 b.tokens += int(tokens or 0)
@@ -108,15 +116,21 @@ class Budget:
                     b.unpriced_charges += 1
                 else:
                     b.cost += float(cost)
+        # Free work (offline agents, the tests reviewer) is not worth a ledger write.
+        if journal and self.on_charge is not None and self.key is not None and (tokens or cost is None or cost):
+            self.on_charge(self.key, int(tokens or 0), cost)
 
 
 class Budgets:
     """The budgets of every run this process works on, created on first use (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_charge: Callable[[str, int, float | None], None] | None = None) -> None:
+        """``on_charge(task_run, tokens, cost)`` hears of every charge to a task run's budget as it happens
+        (the runner writes it to the ledger's spend journal, so work a crash cuts short stays counted)."""
         self._lock = threading.Lock()
         self._suites: dict[str, Budget] = {}
         self._tasks: dict[str, Budget] = {}
+        self.on_charge = on_charge
 
     def suite(self, run: str, limits: Limits | dict | None) -> Budget:
         """The budget of suite run ``run``."""
@@ -132,5 +146,6 @@ class Budgets:
         parent = self.suite(run, lim)
         with self._lock:
             if task_run not in self._tasks:
-                self._tasks[task_run] = Budget("task run", lim.max_task_cost, lim.max_task_tokens, parent=parent)
+                self._tasks[task_run] = Budget("task run", lim.max_task_cost, lim.max_task_tokens, parent=parent,
+                                               key=task_run, on_charge=self.on_charge)
             return self._tasks[task_run]

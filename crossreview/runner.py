@@ -25,7 +25,8 @@ import pluggy
 
 from . import agents as agents_mod
 from . import locks, plugins
-from .ledger import Ledger
+from .budget import Budgets
+from .ledger import Ledger, LedgerError
 from .models import AgentSpec, HumanDecision, Task, TaskError, TaskResult
 from .tasks import ConfigError, LoadedConfig, load_suite, load_suite_config
 from . import sandbox as sandbox_mod
@@ -134,9 +135,20 @@ def open_session(state_dir: Path, ledger_path: Path | None = None, pm: pluggy.Pl
     try:
         saver = SqliteSaver(conn)
         graph = build_graph().compile(checkpointer=saver)
-        yield Session(pm, state_dir, ledger, graph, Context(pm=pm, state_dir=state_dir, ledger=ledger))
+        budgets = Budgets(on_charge=_spend_journal(ledger))
+        yield Session(pm, state_dir, ledger, graph, Context(pm=pm, state_dir=state_dir, ledger=ledger, budgets=budgets))
     finally:
         conn.close()
+
+
+def _spend_journal(ledger: Ledger) -> Callable[[str, int, float | None], None]:
+    """Budgets' on_charge: each charge goes to the ledger's spend journal at once."""
+    def journal(task_run: str, tokens: int, cost: float | None) -> None:
+        try:
+            ledger.record_spend(task_run, tokens, cost)
+        except LedgerError as exc:  # the work is done and charged in memory; losing its journal row is no reason to fail it
+            print(f"crossreview: could not journal spend of {task_run}: {exc}", file=sys.stderr)
+    return journal
 
 
 @contextmanager
@@ -780,12 +792,26 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
 
 
 def _seed_budget(session: Session, run: str, config: dict) -> None:
-    """A run continued in a new process starts its suite budget from what the ledger says it spent."""
-    budget = session.context.budgets.suite(run, config.get("limits"))
-    for tr in session.ledger.task_runs(run):
-        for row in session.ledger.candidate_rows(tr["id"]) + session.ledger.verdict_rows(tr["id"]):
-            budget.charge((row.get("tokens_in") or 0) + (row.get("tokens_out") or 0), row.get("cost"))
+    """A run continued in a new process starts its budgets from what its task runs spent.
 
+    That is the spend journal (``Ledger.record_spend``), which also holds what
+    work a kill cut short had spent; for task runs older than the journal, what
+    their candidates and verdicts record.
+    """
+    limits = config.get("limits")
+    budgets = session.context.budgets
+    budgets.suite(run, limits)
+    journal = session.ledger.spend_by_task_run(run)
+    for tr in session.ledger.task_runs(run):
+        budget = budgets.task(run, tr["id"], limits)
+        spent = journal.get(tr["id"])
+        if spent is not None:
+            budget.charge(spent.tokens, spent.cost, journal=False)
+            for _ in range(spent.unpriced):
+                budget.charge(0, None, journal=False)
+            continue
+        for row in session.ledger.candidate_rows(tr["id"]) + session.ledger.verdict_rows(tr["id"]):
+            budget.charge((row.get("tokens_in") or 0) + (row.get("tokens_out") or 0), row.get("cost"), journal=False)
 
 def _result_from_row(ledger: Ledger, tr: dict) -> TaskResult:
     """A task run finished earlier (kept by a resume), as its own run reported it, from the ledger."""

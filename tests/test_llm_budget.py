@@ -139,3 +139,18 @@ def test_a_money_cap_over_work_of_unknown_price_says_so(cli, suite, tmp_path):
     # Without a cap there is nothing to warn about.
     assert cli("run", str(suite), "--agent", "a=oracle", "--agent", f"b=command:{{python}} {silent}",
                "--json").json()["warnings"] == []
+
+
+def test_every_charge_of_real_work_is_told_as_it_happens_and_seeding_is_not():
+    from crossreview.budget import Budgets
+
+    heard = []
+    budgets = Budgets(on_charge=lambda tr, tokens, cost: heard.append((tr, tokens, cost)))
+    task = budgets.task("r-1", "r-1/t", {"max_task_cost": 1.0})
+    task.charge(120, 0.02)
+    task.charge(0, None)       # a command that did not say what it spent: unknown, journaled
+    task.charge(0, 0.0)        # free work (oracle, the tests reviewer): not worth a ledger write
+    task.charge(500, 0.5, journal=False)  # counted again from the ledger on resume
+    budgets.suite("r-1", None).charge(7, 0.001)  # a suite's own charge has no task run to journal under
+    assert heard == [("r-1/t", 120, 0.02), ("r-1/t", 0, None)]
+    assert (task.tokens, round(task.cost, 6), task.unpriced_charges) == (620, 0.52, 1)

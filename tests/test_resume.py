@@ -473,3 +473,48 @@ def test_decide_killed_after_recording_the_decision_is_finished_by_resume(cli, s
         assert row["rounds"] == 2 and row["status"] == "parked"
     stats = cli("stats", "--json").json()
     assert stats["counts"]["escalations_decided"] == 1 and stats["counts"]["guided"] == (action[0] == "--guide")
+
+
+def test_spend_of_work_a_kill_cut_short_is_counted_and_seeds_the_resumed_budget(cli, suite, tmp_path):
+    """A solve that finished and spent, killed before it was checkpointed, is run again by resume: its
+    first spend never becomes a candidate, so only the spend journal still knows it."""
+    make_task(suite)
+    watch_agents(suite, tmp_path / "counts")
+    paid = write(tmp_path / "paid.py", """
+import json, os, pathlib
+count = pathlib.Path(os.environ["CROSSREVIEW_COUNT_DIR"]) / "paid.count"
+count.parent.mkdir(parents=True, exist_ok=True)
+with open(count, "a") as fh:
+    fh.write("run\\n")
+pathlib.Path("calc.py").write_text("def add(a, b):\\n    return a + b\\n")
+pathlib.Path(os.environ["CROSSREVIEW_USAGE_FILE"]).write_text(
+    json.dumps({"tokens_in": 100, "tokens_out": 50, "cost": 0.01, "calls": 1}))
+""")
+    env = {"CROSSREVIEW_COUNT_DIR": str(tmp_path / "counts")}
+    args = ["--agent", f"paid=command:{{python}} {paid}", "--agent", "noop", "--json"]
+    killed = cli("run", str(suite), *args, env={**env, "CROSSREVIEW_TEST_CRASH_AT": "solve:paid:after"})
+    assert killed.returncode == -signal.SIGKILL
+    [run] = ledger_rows(tmp_path / ".crossreview", "SELECT id FROM runs")
+    res = cli("resume", run["id"], "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert invocations(tmp_path / "counts", "paid") == 2
+    # The task run records the solve that finished (150 tokens, $0.01); the journal both.
+    [task] = res.json()["tasks"]
+    assert (task["tokens"], task["cost"]) == (150, 0.01)
+    spend = ledger_rows(tmp_path / ".crossreview", "SELECT tokens, cost FROM spend")
+    assert [(r["tokens"], r["cost"]) for r in spend] == [(150, 0.01), (150, 0.01)]
+    figures = cli("stats", "--json").json()["cost"]
+    assert figures["cut_short"] == {"task_runs": 1, "tokens": 150, "cost": 0.01}
+    assert "spent on work cut short" in cli("stats").stdout
+
+    # A later resume starts its budget from the journal: both solves count against --max-cost.
+    from crossreview.runner import _seed_budget, open_session
+
+    from crossreview.ledger import Ledger
+
+    state = tmp_path / ".crossreview"
+    with open_session(state, state / "ledger.db") as session:
+        _seed_budget(session, run["id"], {"limits": {"max_cost": 1.0}})
+        budget = session.context.budgets.suite(run["id"], {"max_cost": 1.0})
+        assert (budget.tokens, round(budget.cost, 6)) == (300, 0.02)
+    assert len(Ledger(state / "ledger.db").spend_by_task_run()) == 1  # seeding journaled nothing

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,11 +38,20 @@ from . import score
 from .db import LedgerError, LedgerURL, Tx, is_url, open_backend, parse_location
 from .schema import SCHEMA_VERSION, migrate, suite_name
 
-__all__ = ["Ledger", "LedgerError", "LedgerURL", "SCHEMA_VERSION", "is_url", "parse_location"]
+__all__ = ["Ledger", "LedgerError", "LedgerURL", "SCHEMA_VERSION", "Spent", "is_url", "parse_location"]
 
 
 def _ts(dt: datetime | None) -> str | None:
     return dt.isoformat() if dt else None
+
+
+@dataclass(frozen=True)
+class Spent:
+    """A task run's journaled spend: tokens, the money of priced charges, and how many charges had no price."""
+
+    tokens: int
+    cost: float
+    unpriced: int
 
 
 class Ledger:
@@ -272,6 +282,29 @@ class Ledger:
                 _ts(started) if isinstance(started, datetime) else started, c.get("seconds"), c.get("error"),
             ))
         db.insert_many("calls", self._CALL_COLUMNS, rows)
+
+    def record_spend(self, task_run: str, tokens: int, cost: float | None) -> None:
+        """Journal one charge of a task run's budget (a model call's, or an agent's or reviewer's
+        whole usage) the moment it happens.
+
+        Candidates and verdicts carry what finished work spent, and are written
+        when their task run is recorded; a run killed before that would lose the
+        spend of what it had done. This journal keeps it: ``spend_by_task_run``.
+        """
+        run = task_run.split("/", 1)[0]
+        with self.connect() as db:
+            db.insert("spend", {"task_run": task_run, "run": run, "at": _ts(utcnow()), "tokens": int(tokens or 0),
+                                "cost": cost})
+
+    def spend_by_task_run(self, run: str | None = None) -> dict[str, Spent]:
+        """What the journal holds per task run (of ``run``, or every run)."""
+        where, args = ("WHERE run=?", (run,)) if run else ("", ())
+        with self.connect(write=False) as db:
+            rows = db.execute(
+                "SELECT task_run, SUM(tokens) AS tokens, SUM(cost) AS cost, COUNT(cost) AS priced, COUNT(*) AS n"
+                f" FROM spend {where} GROUP BY task_run", args).fetchall()
+        return {r["task_run"]: Spent(int(r["tokens"] or 0), float(r["cost"] or 0.0), int(r["n"]) - int(r["priced"]))
+                for r in rows}
 
     def record_calls(self, task_run: str, calls: list[dict[str, Any]]) -> None:
         """Itemize model calls of a task run: one dict per call with ``phase`` ("solve" or

@@ -131,6 +131,8 @@ class TR:
     events: list[dict] = field(default_factory=list)
     pending: bool = False
     """Parked: candidates and verdicts come from the open escalation's packet."""
+    journal: dict | None = None
+    """The spend journal's sums for this task run (tokens, cost, priced, n), if it has any."""
 
     @property
     def id(self) -> str:
@@ -247,6 +249,9 @@ def load(ledger, since: datetime | None = None, suite: str | None = None) -> Dat
             " guide FROM escalations ORDER BY created, id"
         ).fetchall()
         events = db.execute("SELECT task_run, node, agent, round, started, finished FROM events").fetchall()
+        journal = {r["task_run"]: r for r in db.execute(
+            "SELECT task_run, SUM(tokens) AS tokens, SUM(cost) AS cost, COUNT(cost) AS priced, COUNT(*) AS n"
+            " FROM spend GROUP BY task_run")} if "spend" in db.tables() else {}
         with_cands = {c["task_run"] for c in cands}
         parked = [t["id"] for t in trs if t["status"] == "parked" and t["id"] not in with_cands]
         packets: dict[str, tuple[int, dict]] = {}
@@ -280,6 +285,10 @@ def load(ledger, since: datetime | None = None, suite: str | None = None) -> Dat
             tr = by_id.get(r["task_run"])
             if tr is not None:
                 getattr(tr, attr).append(r)
+    for tr_id, sums in journal.items():
+        tr = by_id.get(tr_id)
+        if tr is not None:
+            tr.journal = sums
     for tr_id, (rnd, packet) in packets.items():
         tr = by_id.get(tr_id)
         if tr is not None:
@@ -631,6 +640,31 @@ def _baseline(solve_by: dict[str, Usage], trs: list[TR] | None = None) -> dict[s
     }
 
 
+def cut_short(d: Data) -> dict[str, Any]:
+    """Spend of work a kill or crash cut short: the spend journal beyond what candidates and verdicts record.
+
+    Such work never became a candidate or a verdict (``resume`` ran it again,
+    and its second spend is in them), so only the journal, written as each
+    charge happened, still knows it. Parked task runs are left out: their
+    candidates are not written yet.
+    """
+    tokens, money, runs = 0, Money(), 0
+    for t in d.task_runs:
+        j = t.journal
+        if j is None or t.pending:
+            continue
+        rows = t.candidates + t.verdicts
+        recorded_tokens = sum((r.get("tokens_in") or 0) + (r.get("tokens_out") or 0) for r in rows)
+        recorded_cost = sum(r.get("cost") or 0.0 for r in rows)
+        extra_tokens = max(0, int(j["tokens"] or 0) - recorded_tokens)
+        extra_cost = max(0.0, float(j["cost"] or 0.0) - recorded_cost)
+        if extra_tokens or extra_cost > 1e-12:
+            runs += 1
+            tokens += extra_tokens
+            money.add(extra_cost)
+    return {"task_runs": runs, "tokens": tokens, "cost": money.known}
+
+
 def cost(d: Data) -> dict[str, Any]:
     """Tokens and money per call, per agent, per phase; the cost multiplier; review share."""
     solve, review, solve_by, review_by = _usage(d.task_runs)
@@ -688,6 +722,7 @@ def cost(d: Data) -> dict[str, Any]:
         "by_phase": {"solve": solve.json(), "review": review.json()},
         "by_agent": agents_out,
         "multiplier": multiplier,
+        "cut_short": cut_short(d),
         "review_share": {
             "tokens": ratio(review.tokens, total.tokens),
             "cost": ratio(review.money.total, total.money.total)

@@ -2,7 +2,7 @@
 
 Rows are copied by their keys, so merging the same ledger twice changes
 nothing. A task run is taken whole (its candidates, outcomes, verdicts,
-decisions, events, calls) when the destination lacks it, or holds it
+decisions, events, calls, spend) when the destination lacks it, or holds it
 unfinished while the source has it finished. An escalation decided in one
 ledger and open in the other (the gate parked it; `gate --record-human`
 recorded the human on another machine) ends decided, and its parked task
@@ -19,7 +19,7 @@ from .db import Tx
 if TYPE_CHECKING:
     from . import Ledger
 
-_CHILDREN = ("candidates", "test_outcomes", "verdicts", "decisions", "events", "calls")
+_CHILDREN = ("candidates", "test_outcomes", "verdicts", "decisions", "events", "calls", "spend")
 _DECISION_COLS = ("first_shown", "decided", "decided_by", "action", "pick", "guide")
 
 

@@ -194,6 +194,9 @@ def print_stats(console, f: dict[str, Any]) -> None:
          f"tokens {times(m['tokens'])}, money {times(m['cost'])}, agent-seconds {times(m['agent_seconds'])}"),
         ("review share of the total", f"tokens {pct(rs['tokens'])}, money {pct(rs['cost'])}, "
                                       f"agent-seconds {pct(rs['agent_seconds'])}"),
+        *([("spent on work cut short (killed or crashed, redone by resume; not in the table)",
+            f"tokens {tokens(co['cut_short']['tokens'])}, money {dollars(co['cut_short']['cost'], 4)} "
+            f"in {co['cut_short']['task_runs']} task run(s)")] if co["cut_short"]["task_runs"] else []),
         ("parallel efficiency (busy / (wall-clock × agents))", pct(f["parallel"]["efficiency"])),
         ("mean agents running at once (while any runs)",
          f"{num(f['parallel']['mean_agents_running'], 2)} (peak {f['parallel']['peak_agents_running']})"),

@@ -176,7 +176,17 @@ def m4_tampering(tx: Tx) -> None:
     _ddl(tx, "ALTER TABLE candidates ADD COLUMN tampering TEXT NOT NULL DEFAULT '[]'")
 
 
-MIGRATIONS: list[Callable[[Tx], None]] = [m1_core, m2_figures, m3_agents_used, m4_tampering]
+def m5_spend(tx: Tx) -> None:
+    """spend: every charge of a task run's budget as it happened (work a crash cut short included)"""
+    _ddl(tx, """
+CREATE TABLE IF NOT EXISTS spend (
+    task_run TEXT NOT NULL, run TEXT NOT NULL, at TEXT NOT NULL, tokens {BIGINT} NOT NULL, cost {REAL}
+);
+CREATE INDEX IF NOT EXISTS spend_task_run ON spend(task_run)
+""")
+
+
+MIGRATIONS: list[Callable[[Tx], None]] = [m1_core, m2_figures, m3_agents_used, m4_tampering, m5_spend]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
