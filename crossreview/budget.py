@@ -116,8 +116,10 @@ class Budget:
                     b.unpriced_charges += 1
                 else:
                     b.cost += float(cost)
-        # Free work (offline agents, the tests reviewer) is not worth a ledger write.
-        if journal and self.on_charge is not None and self.key is not None and (tokens or cost is None or cost):
+        # Only charges that carry tokens or money: free work (offline agents, the tests
+        # reviewer) and a command's "spent something, unknown" tell the journal nothing
+        # it counts, and at 8 agents their 56 reviews would queue 56 ledger writes at once.
+        if journal and self.on_charge is not None and self.key is not None and (tokens or cost):
             self.on_charge(self.key, int(tokens or 0), cost)
 
 

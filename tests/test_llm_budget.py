@@ -148,9 +148,10 @@ def test_every_charge_of_real_work_is_told_as_it_happens_and_seeding_is_not():
     budgets = Budgets(on_charge=lambda tr, tokens, cost: heard.append((tr, tokens, cost)))
     task = budgets.task("r-1", "r-1/t", {"max_task_cost": 1.0})
     task.charge(120, 0.02)
-    task.charge(0, None)       # a command that did not say what it spent: unknown, journaled
+    task.charge(0, None)       # a command that did not say what it spent: nothing the journal counts
     task.charge(0, 0.0)        # free work (oracle, the tests reviewer): not worth a ledger write
     task.charge(500, 0.5, journal=False)  # counted again from the ledger on resume
     budgets.suite("r-1", None).charge(7, 0.001)  # a suite's own charge has no task run to journal under
-    assert heard == [("r-1/t", 120, 0.02), ("r-1/t", 0, None)]
-    assert (task.tokens, round(task.cost, 6), task.unpriced_charges) == (620, 0.52, 1)
+    task.charge(40, None)      # tokens of an unpriced model: journaled
+    assert heard == [("r-1/t", 120, 0.02), ("r-1/t", 40, None)]
+    assert (task.tokens, round(task.cost, 6), task.unpriced_charges) == (660, 0.52, 2)
