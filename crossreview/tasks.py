@@ -7,6 +7,7 @@ stops the others from loading.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tomllib
@@ -160,8 +161,23 @@ def load_task(task_dir: Path) -> Task | list[TaskError]:
             if not instruction.strip():
                 err(instruction_file, "is empty: write the prompt every agent gets")
 
+    outside = []
+    for name in ("tests", "solution", "holdout"):
+        sub = task_dir / name
+        if not sub.is_symlink():
+            continue
+        try:
+            where = "outside the task folder" if task_dir not in sub.resolve(strict=True).parents else None
+        except (OSError, RuntimeError):  # dangling, or a loop of links
+            where = "which leads nowhere"
+        if where:
+            outside.append(sub)
+            err(sub, f"is a link to {os.readlink(sub)!r}, {where}: crossreview copies {name}/ into worktrees "
+                "and reads nothing of the host through a task folder; put the files in the task folder")
     tests_dir = task_dir / "tests"
-    if not tests_dir.is_dir():
+    if tests_dir in outside:
+        pass  # reported above
+    elif not tests_dir.is_dir():
         err(tests_dir, "missing: add the acceptance tests the candidates must pass in tests/")
     elif not _has_tests(tests_dir, spec.verifier.command):
         err(

@@ -569,15 +569,83 @@ def keep_branch(state_dir: Path, base: BaseRepo, branch: str, diff: str, message
     return commit
 
 
-def copy_tests(src: Path, worktree: Path, dirname: str = TESTS_DIRNAME) -> Path:
-    """Copy a task's tests (from the task folder, never the worktree) into ``worktree``."""
+def copy_tests(src: Path, worktree: Path, dirname: str = TESTS_DIRNAME, within: Path | None = None) -> Path:
+    """Copy a task's tests (from the task folder, never the worktree) into ``worktree``.
+
+    Links in ``src`` are copied as links unless they lead inside ``within``
+    (default: the task folder around ``src``): a task folder cannot have
+    crossreview read a host file (a key, /etc) into the worktree.
+    """
     dest = worktree / dirname
     if dest.is_symlink() or dest.is_file():
         dest.unlink()
     elif dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    lay_over(src, dest, within if within is not None else src.parent)
     return dest
+
+
+def _skipped(name: str) -> bool:
+    return name == "__pycache__" or name.endswith(".pyc")
+
+
+def lay_over(src: Path, dest: Path, within: Path) -> None:
+    """Copy the folder ``src`` over ``dest`` (created if missing), reading and writing nothing outside.
+
+    What a task folder (solution/, tests/, holdout/) gives is laid over a
+    worktree the way a checkout would: a link already at a destination path
+    is replaced, never written through (a repository's ``out -> /home/me/x``
+    must not let solution/out overwrite the host's file), and a link in
+    ``src`` is followed only when it leads inside ``within`` (the task folder);
+    any other is copied as the link it is, its target never read.
+    """
+    within_real = os.path.realpath(within)
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == within_real or real.startswith(within_real.rstrip(os.sep) + os.sep)
+
+    def clear(target: str, keep_dir: bool) -> None:
+        # Whatever is at target and is not what we are about to write goes, links unfollowed.
+        if os.path.islink(target):
+            os.unlink(target)
+        elif keep_dir and os.path.isdir(target):
+            return
+        elif os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            os.unlink(target)
+
+    def copy_dir(s: str, d: str, stack: frozenset[str]) -> None:
+        clear(d, keep_dir=True)
+        os.makedirs(d, exist_ok=True)
+        with os.scandir(s) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            if _skipped(entry.name):
+                continue
+            sp, dp = entry.path, os.path.join(d, entry.name)
+            if entry.is_symlink() and not inside(sp):
+                clear(dp, keep_dir=False)
+                os.symlink(os.readlink(sp), dp)
+            elif entry.is_dir():  # follows a link that stays inside the task folder
+                real = os.path.realpath(sp)
+                if real in stack:  # a link back up the tree: copy it as the link it is
+                    clear(dp, keep_dir=False)
+                    os.symlink(os.readlink(sp), dp)
+                else:
+                    copy_dir(sp, dp, stack | {real})
+            elif entry.is_file():
+                clear(dp, keep_dir=False)
+                shutil.copy2(sp, dp)
+            elif entry.is_symlink():  # a dangling link inside the task folder
+                clear(dp, keep_dir=False)
+                os.symlink(os.readlink(sp), dp)
+            # sockets, FIFOs, devices: not files a task can give
+
+    if os.path.islink(src) and not inside(src):
+        raise OSError(f"{src} is a link leading outside {within}: not copied")
+    copy_dir(str(src), str(dest), frozenset({os.path.realpath(src)}))
 
 
 def worktrees_root(state_dir: Path) -> Path:

@@ -318,3 +318,23 @@ def test_a_diff_too_large_to_review_makes_an_error_candidate_not_a_huge_checkpoi
     cands = {c["agent"]: c for c in ledger_rows(tmp_path / ".crossreview", "SELECT agent, status, error, diff FROM candidates")}
     assert cands["big"]["status"] == "error" and "the diff is 3,2" in cands["big"]["error"]
     assert len(cands["big"]["diff"]) < 30_000 and "too large to review" in cands["big"]["diff"]
+
+
+def test_oracle_neither_writes_through_nor_reads_links_out_of_the_task_folder(cli, suite, tmp_path):
+    victim = write(tmp_path / "victim.txt", "original\n")
+    (tmp_path / "victim_dir").mkdir()
+    secret = write(tmp_path / "secret.txt", "the host's private key\n")
+    d = make_task(suite)
+    (d / "repo" / "out.txt").symlink_to(victim)
+    (d / "repo" / "pkg").symlink_to(tmp_path / "victim_dir")
+    write(d / "solution" / "out.txt", "from the solution\n")
+    write(d / "solution" / "pkg" / "planted.py", "X = 1\n")
+    (d / "solution" / "leak.txt").symlink_to(secret)
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", "--json")
+    t = _only(res.json())
+    assert (t["decision"], t["winner"]) == ("accepted", "a"), res.stderr
+    assert victim.read_text() == "original\n"
+    assert list((tmp_path / "victim_dir").iterdir()) == []
+    log = subprocess.run(["git", "--git-dir", str(tmp_path / ".crossreview" / "repos" / "add.git"), "log", "-p",
+                          "--all"], capture_output=True, text=True).stdout
+    assert "+from the solution" in log and "private key" not in log

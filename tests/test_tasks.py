@@ -449,3 +449,21 @@ def test_a_symlink_loop_beside_the_tasks_is_walked_once(tmp_path):
     (suite / "notes" / "loop").symlink_to(suite / "notes")
     (suite / "back").symlink_to(suite)
     assert find_task_dirs([suite]) == [(suite / "add").resolve()]
+
+
+@pytest.mark.parametrize("name", ["tests", "solution", "holdout"])
+def test_task_folders_linked_out_of_the_task_are_reported(tmp_path, name):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "test_x.py").write_text("def test_x():\n    pass\n")
+    d = make_task(tmp_path / "suite", "t", tests=None if name == "tests" else DEFAULT_TESTS)
+    (d / name).symlink_to(elsewhere)
+    e = only_error(d)
+    assert e.file == d.resolve() / name
+    assert "outside the task folder" in e.message
+
+
+def test_task_folder_linked_inside_the_task_is_fine(tmp_path):
+    d = make_task(tmp_path / "suite", "t")
+    (d / "holdout").symlink_to("tests")
+    assert isinstance(load_task(d), Task)

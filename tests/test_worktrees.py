@@ -15,10 +15,12 @@ from crossreview.worktrees import (
     TESTS_DIRNAME,
     WorktreeError,
     apply_diff,
+    copy_tests,
     create_worktree,
     find_orphans,
     gc,
     keep_branch,
+    lay_over,
     prepare_base,
     remove_worktree,
     reset_to,
@@ -872,3 +874,48 @@ def test_a_repositorys_own_fsmonitor_and_hooks_never_run(tmp_path, state):
     keep_branch(state, base, "crossreview/r-1/theirs", diff.text, "kept", worktree=wt)
     assert "+x = 2" in diff.text
     assert not list(tmp_path.glob("ran-*")), list(tmp_path.glob("ran-*"))
+
+
+# --- task files laid over a worktree: links never lead crossreview out -------
+
+
+def test_copy_tests_copies_links_out_of_the_task_folder_as_links_never_their_content(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the host's key\n")
+    task = tmp_path / "task"
+    (task / "tests").mkdir(parents=True)
+    (task / "helpers").mkdir()
+    (task / "helpers" / "shared.py").write_text("HELP = 1\n")
+    (task / "tests" / "test_a.py").write_text("def test_a():\n    pass\n")
+    os.symlink(secret, task / "tests" / "leak.txt")
+    os.symlink("/etc", task / "tests" / "etc")
+    os.symlink("../helpers/shared.py", task / "tests" / "shared.py")  # inside the task folder: followed
+    os.symlink(".", task / "tests" / "loop")
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    dest = copy_tests(task / "tests", wt)
+    assert (dest / "leak.txt").is_symlink() and os.readlink(dest / "leak.txt") == str(secret)
+    assert (dest / "etc").is_symlink()
+    assert not (dest / "shared.py").is_symlink() and (dest / "shared.py").read_text() == "HELP = 1\n"
+    assert (dest / "loop").is_symlink()
+    assert (dest / "test_a.py").read_text().startswith("def test_a")
+
+
+def test_lay_over_replaces_links_in_the_worktree_instead_of_writing_through(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("original\n")
+    victim_dir = tmp_path / "victim_dir"
+    victim_dir.mkdir()
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    os.symlink(victim, wt / "out.txt")
+    os.symlink(victim_dir, wt / "pkg")
+    sol = tmp_path / "task" / "solution"
+    (sol / "pkg").mkdir(parents=True)
+    (sol / "out.txt").write_text("from the solution\n")
+    (sol / "pkg" / "planted.py").write_text("X = 1\n")
+    lay_over(sol, wt, sol.parent)
+    assert victim.read_text() == "original\n"
+    assert list(victim_dir.iterdir()) == []
+    assert not (wt / "out.txt").is_symlink() and (wt / "out.txt").read_text() == "from the solution\n"
+    assert not (wt / "pkg").is_symlink() and (wt / "pkg" / "planted.py").read_text() == "X = 1\n"

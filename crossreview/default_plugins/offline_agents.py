@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 from ..agents import SpecError, Workspace
 from ..hookspecs import hookimpl
 from ..models import AgentSpec, SolveResult
@@ -38,9 +36,14 @@ class OracleAgent:
                     status="error", error=f"solve.sh exited {proc.returncode}", log=(proc.stdout + proc.stderr)[-4000:]
                 )
             return SolveResult(log=(proc.stdout + proc.stderr)[-4000:])
-        shutil.copytree(
-            solution, workspace.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-        )
+        from ..worktrees import lay_over  # GitPython: not at plugin load
+
+        try:
+            # Links in solution/ leading out of the task folder are copied as links, and a
+            # link in the worktree is replaced, not written through: nothing outside is touched.
+            lay_over(solution, workspace.path, workspace.task.path)
+        except OSError as exc:
+            return SolveResult(status="error", error=f"cannot lay solution/ over the worktree: {exc}")
         return SolveResult()
 
 
