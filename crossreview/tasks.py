@@ -241,10 +241,28 @@ def _resolve_repo_path(task_dir: Path, spec: TaskFile, toml_path: Path, err) -> 
     if not repo_path.is_dir():
         err(toml_path, f"{spec.repo.path!r} is not a folder", "repo.path")
         return repo_path, True
+    inside = repo_path == task_dir or task_dir in repo_path.parents
     is_git = (repo_path / ".git").exists()
+    if not is_git and not inside:
+        # A task folder must not have crossreview snapshot a folder of the host (a home, ~/.ssh,
+        # /etc) into its worktrees: a plain folder is the task's own, or a repository the user names.
+        err(
+            toml_path,
+            f"{spec.repo.path!r} leads to {repo_path}, outside the task folder, and is not a git repository: "
+            "put the starting files in the task's repo/ folder, or point [repo] path at a git repository",
+            "repo.path",
+        )
+        return repo_path, True
+    if inside and is_git:
+        # A repository that came with the task folder is not one the user runs git in: its
+        # config (filters, fsmonitor) must not run. It is snapshotted as files, its .git left out.
+        is_git = False
     if not is_git:
         if spec.repo.ref != "HEAD":
-            err(toml_path, f"ref {spec.repo.ref!r} needs [repo] path to be a git repository", "repo.ref")
+            why = ("a git repository inside the task folder is used as plain files (its .git is left out)"
+                   if inside and (repo_path / ".git").exists() else "it is a plain folder")
+            err(toml_path, f"ref {spec.repo.ref!r} needs [repo] path to be a git repository outside the task "
+                f"folder; {why}: remove ref, or point [repo] path at the repository", "repo.ref")
         return repo_path, True
     if spec.repo.ref.startswith("-") or "\0" in spec.repo.ref:
         err(toml_path, f"ref {spec.repo.ref!r} is not a commit name (it must not start with '-')", "repo.ref")

@@ -338,3 +338,25 @@ def test_oracle_neither_writes_through_nor_reads_links_out_of_the_task_folder(cl
     log = subprocess.run(["git", "--git-dir", str(tmp_path / ".crossreview" / "repos" / "add.git"), "log", "-p",
                           "--all"], capture_output=True, text=True).stdout
     assert "+from the solution" in log and "private key" not in log
+
+
+def test_a_task_folders_own_repo_git_config_runs_nothing(cli, suite, tmp_path):
+    # repo/.git came with the task folder: its filters must not run on the host (README: use repo/
+    # folders for tasks from elsewhere; they are snapshotted without their .git).
+    d = make_task(suite)
+    repo = d / "repo"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    marker = tmp_path / "ran"
+    subprocess.run([*git, "config", "filter.x.clean", f"sh -c 'touch {marker}-clean; cat'"], check=True)
+    subprocess.run([*git, "config", "filter.x.smudge", f"sh -c 'touch {marker}-smudge; cat'"], check=True)
+    write(repo / ".gitattributes", "* filter=x\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    for f in tmp_path.glob("ran-*"):
+        f.unlink()
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", "--json")
+    t = _only(res.json())
+    assert (t["decision"], t["winner"]) == ("accepted", "a"), res.stderr
+    assert not list(tmp_path.glob("ran-*"))
+    assert (tmp_path / ".crossreview" / "repos" / "add.git").is_dir()

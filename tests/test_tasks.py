@@ -467,3 +467,27 @@ def test_task_folder_linked_inside_the_task_is_fine(tmp_path):
     d = make_task(tmp_path / "suite", "t")
     (d / "holdout").symlink_to("tests")
     assert isinstance(load_task(d), Task)
+
+
+def test_a_git_repository_inside_the_task_folder_is_used_as_plain_files(tmp_path):
+    # A task from elsewhere may ship repo/.git: its config (filters, fsmonitor) is not the user's to run.
+    d = make_task(tmp_path / "suite", "t")
+    make_git_repo(d / "repo")
+    task = load_task(d)
+    assert isinstance(task, Task) and task.repo_is_folder is True
+    d2 = make_task(tmp_path / "suite", "t2", toml='[repo]\nref = "HEAD~1"\n')
+    make_git_repo(d2 / "repo")
+    e = only_error(d2)
+    assert e.field == "repo.ref" and "inside the task folder" in e.message
+
+
+def test_a_plain_folder_outside_the_task_folder_is_refused(tmp_path):
+    (tmp_path / "home" / ".ssh").mkdir(parents=True)
+    (tmp_path / "home" / ".ssh" / "id_rsa").write_text("key\n")
+    d = make_task(tmp_path / "suite", "t", toml='[repo]\npath = "../../home/.ssh"\n')
+    e = only_error(d)
+    assert e.file == d.resolve() / "task.toml" and e.field == "repo.path"
+    assert "outside the task folder" in e.message and "not a git repository" in e.message
+    d2 = make_task(tmp_path / "suite", "t2", with_repo=False)
+    (d2 / "repo").symlink_to(tmp_path / "home")
+    assert only_error(d2).field == "repo.path"
