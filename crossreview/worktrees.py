@@ -166,12 +166,15 @@ def prepare_base(task: Task, state_dir: Path) -> BaseRepo:
             and cache.get("fingerprint") == fingerprint
             and cache.get("repo") == str(task.repo_path.resolve())
             and cache.get("commit") == head
+            and cache.get("snapshot") == _SNAPSHOT_KIND
         ):
             return BaseRepo(git_dir, head)
         g = _git(git_dir=git_dir, work_tree=task.repo_path)
         index = git_dir / "snapshot-index"
         env = {"GIT_INDEX_FILE": str(index)}
-        _run(g, "add", "-A", "--", ".", env=env)
+        # --force: every file of repo/ is a starting file, whatever the folder's own .gitignore says
+        # (a task's data/ or *.csv must not silently go missing); only compiled leftovers stay out.
+        _run(g, "add", "-A", "--force", "--", ".", *_SNAPSHOT_EXCLUDE_PATHSPECS, env=env)
         if fresh:
             commit = _first_snapshot_commit(g, git_dir, env, task.id)
             _write_snapshot_cache(git_dir, task.repo_path, fingerprint, commit, _loose_commit_tree(git_dir, commit))
@@ -228,6 +231,12 @@ def _loose_commit_tree(git_dir: Path, commit: str) -> str | None:
 
 
 _SNAPSHOT_EXCLUDE = "__pycache__/\n*.pyc\n.pytest_cache/\n"
+_SNAPSHOT_EXCLUDE_PATHSPECS = (
+    ":(exclude,glob)**/__pycache__/**", ":(exclude,glob)**/*.pyc", ":(exclude,glob)**/.pytest_cache/**",
+)
+"""What ``_SNAPSHOT_EXCLUDE`` leaves out, for ``git add --force`` (which ignores exclude files)."""
+_SNAPSHOT_KIND = "force"
+"""How snapshots are taken; a cached snapshot taken otherwise (before .gitignore'd files were included) is redone."""
 _SNAPSHOT_CACHE = "crossreview-snapshot.json"
 RACY_SECONDS = 2.0
 """A folder with a file changed less than this long before its fingerprint is taken is not cached.
@@ -299,7 +308,8 @@ def _write_snapshot_cache(git_dir: Path, repo: Path, fingerprint: str | None, co
         path.unlink(missing_ok=True)
         return
     tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps({"repo": str(repo.resolve()), "fingerprint": fingerprint, "commit": commit, "tree": tree}))
+    tmp.write_text(json.dumps({"repo": str(repo.resolve()), "fingerprint": fingerprint, "commit": commit, "tree": tree,
+                               "snapshot": _SNAPSHOT_KIND}))
     os.replace(tmp, path)
 
 

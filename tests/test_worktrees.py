@@ -919,3 +919,16 @@ def test_lay_over_replaces_links_in_the_worktree_instead_of_writing_through(tmp_
     assert list(victim_dir.iterdir()) == []
     assert not (wt / "out.txt").is_symlink() and (wt / "out.txt").read_text() == "from the solution\n"
     assert not (wt / "pkg").is_symlink() and (wt / "pkg" / "planted.py").read_text() == "X = 1\n"
+
+
+def test_snapshot_keeps_the_files_repo_s_own_gitignore_names(tmp_path, state):
+    # Every file of repo/ is a starting file: a task's data must not vanish because its .gitignore names it.
+    task = folder_task(tmp_path, files={".gitignore": "build/\n*.log\n", "main.py": "X = 1\n",
+                                        "build/data.txt": "data\n", "run.log": "log\n",
+                                        "__pycache__/main.cpython-311.pyc": "junk", "pkg/old.pyc": "junk"})
+    base = prepare_base(task, state)
+    names = git(tmp_path, "--git-dir", str(base.git_dir), "ls-tree", "-r", "--name-only", base.commit).splitlines()
+    assert sorted(names) == [".gitignore", "build/data.txt", "main.py", "run.log"]
+    wt = new_wt(state, base)
+    assert (wt / "build" / "data.txt").read_text() == "data\n"
+    assert take_diff(wt, base.commit).files == []
