@@ -263,6 +263,11 @@ def _resolve_repo_path(task_dir: Path, spec: TaskFile, toml_path: Path, err) -> 
                    if inside and (repo_path / ".git").exists() else "it is a plain folder")
             err(toml_path, f"ref {spec.repo.ref!r} needs [repo] path to be a git repository outside the task "
                 f"folder; {why}: remove ref, or point [repo] path at the repository", "repo.ref")
+        nested = _nested_git(repo_path)
+        if nested is not None:
+            err(nested, "is a git repository inside the task's starting files: git snapshots it as a bare "
+                "submodule pointer, so its files would be missing from every worktree; delete this .git "
+                "(keep the files)")
         return repo_path, True
     if spec.repo.ref.startswith("-") or "\0" in spec.repo.ref:
         err(toml_path, f"ref {spec.repo.ref!r} is not a commit name (it must not start with '-')", "repo.ref")
@@ -276,6 +281,15 @@ def _resolve_repo_path(task_dir: Path, spec: TaskFile, toml_path: Path, err) -> 
     if proc.returncode != 0:
         err(toml_path, f"ref {spec.repo.ref!r} is not a commit in {repo_path}", "repo.ref")
     return repo_path, False
+
+
+def _nested_git(root: Path) -> Path | None:
+    """The first ``.git`` below (not at) ``root``, links not followed; None when there is none."""
+    for folder, dirs, files in os.walk(root):
+        if folder != str(root) and (".git" in dirs or ".git" in files):
+            return Path(folder) / ".git"
+        dirs[:] = [d for d in dirs if d != ".git"]
+    return None
 
 
 def load_suite(paths: list[Path]) -> Suite:

@@ -491,3 +491,12 @@ def test_a_plain_folder_outside_the_task_folder_is_refused(tmp_path):
     d2 = make_task(tmp_path / "suite", "t2", with_repo=False)
     (d2 / "repo").symlink_to(tmp_path / "home")
     assert only_error(d2).field == "repo.path"
+
+
+def test_a_git_repository_nested_in_repo_is_reported(tmp_path):
+    # git would snapshot vendor/lib as a submodule pointer: its files would silently be missing.
+    d = make_task(tmp_path / "suite", "t", repo={"main.py": "X = 1\n"})
+    make_git_repo(d / "repo" / "vendor" / "lib", {"v.py": "V = 1\n"})
+    e = only_error(d)
+    assert e.file == d.resolve() / "repo" / "vendor" / "lib" / ".git"
+    assert "missing from every worktree" in e.message
