@@ -706,7 +706,9 @@ def wait_for_exit(proc: subprocess.Popen, timeout: float) -> bool:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            poller.poll(max(1, int(left * 1000) + 1))
+            # At most an hour per wait: poll() takes a C int of milliseconds, and a task may well
+            # say timeout_sec = 1e300 (or inf, from a config) for "no limit".
+            poller.poll(int(min(left, 3600.0) * 1000) + 1)
         return True
     finally:
         os.close(fd)

@@ -639,3 +639,10 @@ def test_a_daemons_unix_socket_is_out_of_reach(tmp_path, monkeypatch):
     assert res.sandboxed and res.returncode == 0, res.stderr
     assert res.stdout.startswith("refused"), res.stdout
     assert [str(p) for p in sandbox.hidden_paths(sandbox.current_settings(), {}) if p.name == "docker.sock"]
+
+
+@pytest.mark.parametrize("timeout", [1e300, float("inf")])
+def test_a_huge_timeout_means_no_limit_not_a_crash(tmp_path, timeout):
+    # task.toml accepts timeout_sec = 1e300 ("never"): poll() once overflowed on it and crashed the suite.
+    proc = sandbox.run_confined([sys.executable, "-c", "print('done')"], cwd=tmp_path, timeout=timeout)
+    assert proc.returncode == 0 and not proc.timed_out and "done" in proc.stdout
