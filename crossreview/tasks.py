@@ -140,6 +140,11 @@ def load_task(task_dir: Path) -> Task | list[TaskError]:
             err(toml_path, msg, loc)
         return errors
 
+    if not re.fullmatch(r"1(\.[0-9]+){0,2}", spec.version.strip()):
+        # A later format may give the same keys other meanings: reading it as 1.x would run the task wrongly.
+        err(toml_path, f"version {spec.version!r} is not a task.toml format crossreview reads; "
+            "write version = \"1.0\" (the format in the README)", "version")
+
     task_id = spec.task.id or task_dir.name
     if not TASK_ID_RE.match(task_id):
         err(

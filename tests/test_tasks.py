@@ -500,3 +500,14 @@ def test_a_git_repository_nested_in_repo_is_reported(tmp_path):
     e = only_error(d)
     assert e.file == d.resolve() / "repo" / "vendor" / "lib" / ".git"
     assert "missing from every worktree" in e.message
+
+
+@pytest.mark.parametrize("version, ok", [("1.0", True), ("1", True), ("1.1", True), ("2.0", False), ("0.9", False),
+                                         ("latest", False)])
+def test_task_toml_version_other_than_1_x_is_reported(tmp_path, version, ok):
+    d = make_task(tmp_path, "t", toml=f'version = "{version}"\n')
+    if ok:
+        assert isinstance(load_task(d), Task)
+    else:
+        e = only_error(d)
+        assert e.field == "version" and repr(version) in e.message and e.file == d.resolve() / "task.toml"
