@@ -419,11 +419,22 @@ def load_config_at(d: Path) -> LoadedConfig:
         try:
             tool = _read_toml(pp).get("tool")
             section = tool.get("crossreview") if isinstance(tool, dict) else None
-        except (tomllib.TOMLDecodeError, OSError):
+        except (tomllib.TOMLDecodeError, OSError) as exc:
             section = None
+            # Someone else's broken pyproject is not ours to judge; one that holds our settings
+            # must not be skipped silently (the run would go on with the defaults instead).
+            if _mentions_crossreview(pp):
+                raise ConfigError(f"{pp}: not valid TOML, so its [tool.crossreview] settings cannot be read: {exc}") from None
         if section is not None:
             return LoadedConfig(_parse_config(pp, section), pp, d)
     return LoadedConfig(SuiteConfig(), None, d)
+
+
+def _mentions_crossreview(path: Path) -> bool:
+    try:
+        return re.search(rb"^\s*\[+\s*tool\s*\.\s*[\"']?crossreview", path.read_bytes(), re.M) is not None
+    except OSError:
+        return False
 
 
 def _parse_config(path: Path, section: dict | None) -> SuiteConfig:

@@ -511,3 +511,14 @@ def test_task_toml_version_other_than_1_x_is_reported(tmp_path, version, ok):
     else:
         e = only_error(d)
         assert e.field == "version" and repr(version) in e.message and e.file == d.resolve() / "task.toml"
+
+
+def test_a_broken_pyproject_holding_our_settings_is_an_error_not_skipped(tmp_path):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "pyproject.toml").write_text('[tool.crossreview\nagents = ["noop", "noop"]\n')
+    with pytest.raises(ConfigError, match=r"pyproject\.toml: not valid TOML.*\[tool\.crossreview\]"):
+        load_suite_config([suite])
+    # Someone else's broken pyproject is not ours to judge.
+    (suite / "pyproject.toml").write_text("[tool.black\nline-length = 99\n")
+    assert load_suite_config([suite]).source is None
