@@ -247,7 +247,7 @@ def _resolve_repo_path(task_dir: Path, spec: TaskFile, toml_path: Path, err) -> 
         err(toml_path, f"{spec.repo.path!r} is not a folder", "repo.path")
         return repo_path, True
     inside = repo_path == task_dir or task_dir in repo_path.parents
-    is_git = (repo_path / ".git").exists()
+    is_git = (repo_path / ".git").exists() or _is_bare_repository(repo_path)
     if not is_git and not inside:
         # A task folder must not have crossreview snapshot a folder of the host (a home, ~/.ssh,
         # /etc) into its worktrees: a plain folder is the task's own, or a repository the user names.
@@ -286,6 +286,11 @@ def _resolve_repo_path(task_dir: Path, spec: TaskFile, toml_path: Path, err) -> 
     if proc.returncode != 0:
         err(toml_path, f"ref {spec.repo.ref!r} is not a commit in {repo_path}", "repo.ref")
     return repo_path, False
+
+
+def _is_bare_repository(path: Path) -> bool:
+    """A bare repository (``git clone --bare``): worktrees can be made from it like from any other."""
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
 
 
 def _nested_git(root: Path) -> Path | None:

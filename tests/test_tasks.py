@@ -522,3 +522,13 @@ def test_a_broken_pyproject_holding_our_settings_is_an_error_not_skipped(tmp_pat
     # Someone else's broken pyproject is not ours to judge.
     (suite / "pyproject.toml").write_text("[tool.black\nline-length = 99\n")
     assert load_suite_config([suite]).source is None
+
+
+def test_a_bare_repository_is_used_as_a_git_repository(tmp_path):
+    # It was taken for a plain folder, and the snapshot would have held git's own files (HEAD, objects/...).
+    make_git_repo(tmp_path / "project")
+    git(tmp_path, "clone", "-q", "--bare", "project", "project.git")
+    d = make_task(tmp_path / "suite", "t", toml='[repo]\npath = "../../project.git"\n')
+    task = load_task(d)
+    assert isinstance(task, Task), [str(e) for e in task]
+    assert task.repo_is_folder is False and task.repo_path == (tmp_path / "project.git").resolve()
