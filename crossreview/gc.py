@@ -31,7 +31,8 @@ def collect(state_dir: Path, ledger_path: Path | None = None) -> tuple[int, int]
             for path in config.get("tasks", []):
                 task = load_task(Path(path))
                 if not isinstance(task, list) and not task.repo_is_folder:
-                    repos.append(task.repo_path / ".git")
+                    dot_git = task.repo_path / ".git"
+                    repos.append(dot_git if dot_git.exists() else task.repo_path)  # a bare repository
             extra += [g for g in repos if g not in extra]
     _drop_gate_snapshots(state_dir, keep=live | waiting)
     return gc(state_dir, repos_with_work_branches(state_dir, extra), keep_runs=live)

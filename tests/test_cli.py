@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import heavy_imports, EXAMPLE_TASKS, make_task
+from conftest import heavy_imports, EXAMPLE_TASKS, make_task, write
 
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["plugins"], ["decide", "--help"]])
 def test_help_and_plugins_import_no_heavy_modules(args):
@@ -116,3 +117,22 @@ def test_run_json_with_every_task_broken_still_prints_one_document(cli, suite):
     assert doc["run"] is None and doc["tasks"] == []
     [err] = doc["errors"]
     assert err["file"].endswith("broken/instruction.md")
+
+
+def test_gc_prunes_worktree_records_of_a_killed_run_in_a_bare_repository(cli, tmp_path):
+    project = tmp_path / "project"
+    write(project / "calc.py", "def add(a, b):\n    raise NotImplementedError\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    subprocess.run([*git, "-C", str(project), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(project), "commit", "-qm", "stub"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(project), str(tmp_path / "project.git")], check=True)
+    suite = tmp_path / "suite"
+    make_task(suite, toml=f'[repo]\npath = "{tmp_path / "project.git"}"\n', repo={})
+    killed = cli("run", str(suite), "--agent", "oracle", "--agent", "noop",
+                 env={"CROSSREVIEW_TEST_CRASH_AT": "verify:a:before"})
+    assert killed.returncode == -9, killed.stderr
+    assert cli("gc").returncode == 0
+    listed = subprocess.run(["git", "--git-dir", str(tmp_path / "project.git"), "worktree", "list", "--porcelain"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "worktree " + str(tmp_path / "project.git") in listed and listed.count("worktree ") == 1, listed
