@@ -158,7 +158,8 @@ class Scan(BaseModel):
     labeled: int
     min_labeled: int
     needed_more: int
-    """More labeled task runs (scoring ≥ the grid's loosest threshold, none wrong) before any threshold can pass."""
+    """The fewest more labeled task runs (none wrong, scoring at the top) after which a threshold can pass; 0 when
+    one passed, or when a threshold with enough task runs failed (too many errors: more alone may not fix it)."""
     steps: list[Step]
 
 
@@ -192,7 +193,6 @@ def scan(samples: Iterable[Sample], max_escaped: float, confidence: float,
         steps.append(step)
         if outcome == "passed":
             best = step
-    loosest = [s for s in data if at_or_above(s.score, grid[-1])] if grid else []
     return Scan(
         threshold=best.threshold if best else None,
         accepted=best.accepted if best else 0,
@@ -200,9 +200,28 @@ def scan(samples: Iterable[Sample], max_escaped: float, confidence: float,
         bound=best.bound if best else None,
         labeled=len(data),
         min_labeled=need,
-        needed_more=0 if best else max(0, need - len(loosest)),
+        needed_more=0 if best or stopped else _needed_more(steps, need, max_escaped, confidence),
         steps=steps,
     )
+
+
+def _needed_more(steps: list[Step], need: int, max_escaped: float, confidence: float) -> int:
+    """The fewest more labeled task runs, none wrong, after which a threshold can pass (every step was passed over).
+
+    It is not ``need`` minus the task runs at the loosest threshold: errors already among them
+    stay there, so that many more can still certify nothing (76 at ≥ 0.50 with 2 wrong, plus 38
+    right, is 114 with 2 wrong: bound 4.6% > 2%). Counted at their best for the scan — new task
+    runs scoring at the top raise every threshold's n and none's errors — the first threshold
+    that would then have enough task runs must pass; the smallest such count is returned.
+    """
+    if not steps:
+        return need
+    m = max(0, need - max(s.accepted for s in steps))
+    while True:
+        first = next(s for s in steps if s.accepted + m >= need)  # the strictest one has n + m ≥ need once m ≥ need
+        if clopper_pearson_upper(first.errors, first.accepted + m, confidence) <= max_escaped:
+            return m
+        m += 1
 
 
 # --- the policy file ----------------------------------------------------------------

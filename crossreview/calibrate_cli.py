@@ -115,7 +115,8 @@ def calibrate(max_escaped, confidence, output, since, suite, ledger, state_dir, 
         out.print(f"[bold yellow]no threshold passes[/bold yellow]: everything that is not a clear rejection "
                   f"escalates to a human. Certifying ≤{max_escaped:.1%} at {confidence:.0%} needs at least "
                   f"{c.min_labeled} labeled task runs at or above a threshold with no error among them; "
-                  + (f"{c.needed_more} more labeled task runs are needed (if none of them is wrong)."
+                  + (f"at least {c.needed_more} more labeled task runs are needed (if none of them is wrong and they "
+                        f"score at or above the threshold that then passes; errors already in the history count)."
                      if c.needed_more else
                      "there are enough, but the first threshold with enough of them has too many errors "
                      "among them, which ends the scan (fixed-sequence testing): better agents or reviewers, "

@@ -124,6 +124,20 @@ def test_scan_too_little_history_certifies_nothing_and_says_how_many_more():
     assert low.threshold is None and low.needed_more == 114
 
 
+def test_needed_more_counts_the_errors_already_in_the_history():
+    # 50 right at 0.95, 20 at 0.55 of which 2 wrong: every threshold is passed over (70 < 114).
+    # 114 − 70 = 44 more right ones would make 0.55 accept 114 with 2 wrong (bound 4.6% > 2%):
+    # nothing passes. The fewest that can certify: 64 more, all right and scoring at the top,
+    # make 0.95 .. 0.56 accept 114 with none wrong (bound 1.998%).
+    data = samples(0.95, 50) + samples(0.55, 20, wrong=2)
+    res = scan(data, 0.02, 0.9)
+    assert res.threshold is None and all(s.outcome == "passed over" for s in res.steps)
+    assert clopper_pearson_upper(2, 114, 0.9) > 0.02
+    assert res.needed_more == 64
+    assert scan(data + samples(1.0, 64), 0.02, 0.9).threshold == 0.56  # the loosest with those 114 alone
+    assert scan(data + samples(1.0, 63), 0.02, 0.9).threshold is None
+
+
 def test_scan_stops_at_the_first_failure_even_if_a_looser_threshold_would_pass():
     # 40 right at 0.85, then 20 at 0.80 of which 10 wrong, then 400 right at 0.60.
     # Target 10% at 90% (min 22 labeled). 0.85 .. 0.81: n=40, k=0, bound 5.6%: pass.
