@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 GRID: tuple[float, ...] = tuple(round(1.0 - i / 100.0, 2) for i in range(51))
 """The thresholds tried, strictest first: 1.00, 0.99, … 0.50. Fixed in advance (never fitted to the data)."""
@@ -277,6 +277,54 @@ class Calibration(BaseModel):
     """Auto-accept task runs whose agreement score is at or above this; None: auto-accept nothing."""
     certificate: Certificate
     steps: list[Step] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Calibration":
+        """A file whose threshold or certificate was edited by hand must not claim a guarantee it does not have.
+
+        A threshold of one's own is allowed only as what it is: ``certificate.bound`` null
+        ("set by hand, not certified"). Otherwise the threshold, the certificate and the scan's
+        steps must say what `crossreview calibrate` wrote: the bound recomputed from n, errors and
+        the confidence, the loosest passed step, and min_labeled from the target.
+        """
+        c = self.certificate
+        hand = "; to use a threshold of your own, set certificate.bound to null (it is then not certified)"
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold {self.threshold} is not an agreement score between 0 and 1{hand}")
+        for name, value in (("max_escaped", c.max_escaped), ("confidence", c.confidence)):
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"certificate.{name} {value} is not a rate strictly between 0 and 1")
+        if c.bound is None:
+            return self
+        if self.threshold is None:
+            raise ValueError(f"certificate.bound is {c.bound} but threshold is null: a certificate needs its threshold")
+        if not 0 <= c.errors <= c.n:
+            raise ValueError(f"certificate.errors {c.errors} is not between 0 and certificate.n {c.n}")
+        if c.min_labeled != min_labeled(c.max_escaped, c.confidence):
+            raise ValueError(f"certificate.min_labeled {c.min_labeled} is not the {min_labeled(c.max_escaped, c.confidence)} "
+                             f"that ≤{c.max_escaped:.1%} at {c.confidence:.0%} needs: max_escaped, confidence or "
+                             f"min_labeled was edited{hand}")
+        bound = clopper_pearson_upper(c.errors, c.n, c.confidence)
+        if abs(bound - c.bound) > 1e-9 + 1e-6 * bound:
+            raise ValueError(f"certificate.bound {c.bound} is not the Clopper-Pearson bound of {c.errors} errors in "
+                             f"{c.n} at {c.confidence:.0%} confidence ({bound}): the certificate was edited{hand}")
+        if bound > c.max_escaped:
+            raise ValueError(f"certificate.bound {bound:.4%} is above certificate.max_escaped {c.max_escaped:.4%}: "
+                             f"the threshold is not certified{hand}")
+        if self.steps and [round(st.threshold, 2) for st in self.steps] != list(GRID):
+            raise ValueError(f"steps do not follow the fixed grid {GRID[0]:.2f} → {GRID[-1]:.2f} in steps of 0.01: "
+                             f"the file was edited{hand}")
+        passed = [st for st in self.steps if st.outcome == "passed"]
+        if passed:
+            last = passed[-1]
+            if abs(last.threshold - self.threshold) > EPS or (last.accepted, last.errors) != (c.n, c.errors):
+                raise ValueError(f"threshold {self.threshold} (n={c.n}, {c.errors} errors) is not what the scan in "
+                                 f"steps certified ({last.threshold:.2f}, n={last.accepted}, {last.errors} errors): "
+                                 f"the file was edited{hand}")
+        elif self.steps:
+            raise ValueError(f"threshold {self.threshold} is certified in certificate.bound, but no step passed in "
+                             f"steps: the file was edited{hand}")
+        return self
 
     def summary(self) -> str:
         """One line: the threshold and what it guarantees."""

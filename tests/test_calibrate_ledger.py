@@ -108,6 +108,37 @@ def test_policy_file_round_trips_through_disk_and_bad_files_say_how_to_fix(tmp_p
         load_calibration(tmp_path / "junk.json")
 
 
+def test_a_hand_edited_policy_file_does_not_claim_a_guarantee_it_lacks(tmp_path):
+    cal = calibrate_ledger(planted(tmp_path / "ledger.db"), 0.1, 0.9)  # certified 0.81: n=40, bound 5.59%
+    path = save_calibration(cal, tmp_path / "calibration.json")
+    doc = json.loads(path.read_text())
+
+    def edited(change) -> str:
+        d = json.loads(json.dumps(doc))
+        change(d)
+        write(tmp_path / "edited.json", json.dumps(d))
+        with pytest.raises(CalibrationError) as err:
+            load_calibration(tmp_path / "edited.json")
+        assert "edited.json" in str(err.value) and "crossreview calibrate" in str(err.value)
+        return str(err.value)
+
+    # the threshold loosened by hand: the certificate (n=40 at 0.81) says nothing about 0.30
+    assert "threshold 0.3" in edited(lambda d: d.update(threshold=0.3)) and "certificate.bound to null" in \
+        edited(lambda d: d.update(threshold=0.3))
+    assert "between 0 and 1" in edited(lambda d: d.update(threshold=7))
+    assert "certificate.bound" in edited(lambda d: d["certificate"].update(bound=0.001))
+    assert "certificate.min_labeled" in edited(lambda d: d["certificate"].update(max_escaped=0.5))
+    assert "certificate.max_escaped" in edited(lambda d: d["certificate"].update(max_escaped=1.5))
+    assert "steps" in edited(lambda d: [st.update(threshold=0.3) for st in d["steps"] if st["threshold"] == 0.81]
+                             and d.update(threshold=0.3))
+    assert "has version 0; this crossreview reads version 1" in edited(lambda d: d.update(version=0))
+    # a threshold of one's own, declared as such, is allowed and says so
+    own = json.loads(json.dumps(doc))
+    own["threshold"], own["certificate"]["bound"] = 0.3, None
+    write(tmp_path / "own.json", json.dumps(own))
+    assert load_calibration(tmp_path / "own.json").summary() == "threshold 0.30: set by hand, not certified"
+
+
 def test_calibrate_command_writes_the_file_and_stats_shows_certificate_and_drift(cli, tmp_path):
     led = planted(tmp_path / "ledger.db")
     out = tmp_path / "cal.json"

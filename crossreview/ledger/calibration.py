@@ -111,14 +111,25 @@ def load_calibration(path: Path) -> Calibration:
         raise CalibrationError(f"no calibration file at {path}: {FIX}")
     try:
         text = path.read_text(encoding="utf-8")
-        return Calibration.model_validate_json(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise CalibrationError(f"cannot read calibration file {path}: {exc}; {FIX}") from None
+    try:
+        head = json.loads(text)
+    except ValueError:
+        head = None
+    if isinstance(head, dict) and head.get("format") == "crossreview-calibration" \
+            and head.get("version") != Calibration.model_fields["version"].default:
+        raise CalibrationError(
+            f"calibration file {path} has version {head.get('version')!r}; this crossreview reads version "
+            f"{Calibration.model_fields['version'].default}: {FIX}")
+    try:
+        return Calibration.model_validate_json(text)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ())) or "(the document)"
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        msg = str(first.get("msg", "")).removeprefix("Value error, ")
         raise CalibrationError(
-            f"calibration file {path} is malformed ({where}: {first.get('msg')}); {FIX}") from None
+            f"calibration file {path} is malformed ({where + ': ' if where else ''}{msg}); {FIX}") from None
 
 
 def save_calibration(cal: Calibration, path: Path) -> Path:
