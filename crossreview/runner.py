@@ -232,6 +232,13 @@ def resolve_options(opts: RunOptions, pm: pluggy.PluginManager, loaded: LoadedCo
     if policy not in known:
         where = from_file if not opts.policy and cfg.policy else ""
         raise UsageError(f"unknown policy {policy!r}{where}; known: {', '.join(sorted(known))}")
+    initial = getattr(known[policy].factory, "initial_agents", None)
+    if initial and len(specs) <= initial:
+        raise UsageError(
+            f"--policy {policy} starts {initial} agents and adds the next only when they give no clear decision, "
+            f"so it needs at least {initial + 1}; the run has {len(specs)} "
+            f"({', '.join(s.name for s in specs)}){agents_where}: give another --agent, "
+            f"or use --policy calibrated (the same threshold, every agent at once)")
     llm, limits = _models_and_limits(opts, cfg, specs, pairing, loaded.source)
     box = _sandbox_config(opts, cfg, loaded, specs)
     calibration = _calibration(opts, cfg, loaded, policy, known[policy].factory)

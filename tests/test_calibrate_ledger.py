@@ -215,7 +215,7 @@ def test_run_with_calibrated_policy_accepts_exactly_the_tasks_at_or_above_the_th
     assert json.loads(run["config"])["calibration"]["threshold"] == 0.81  # resume decides with the same file
 
     # no policy file where it is looked for: a usage error naming it and the fix, nothing runs
-    missing = cli(*args, "--policy", "cascade", "--calibration", str(tmp_path / "none.json"))
+    missing = cli(*args, "--agent", "oracle", "--policy", "cascade", "--calibration", str(tmp_path / "none.json"))
     assert missing.returncode == 2
     assert "none.json" in missing.stderr and "crossreview calibrate" in missing.stderr
     write(tmp_path / "broken.json", "{}")

@@ -144,3 +144,14 @@ def test_crash_between_the_stages_resumes_without_rerunning_the_first_two(suite,
     [tr] = ledger_rows(state, "SELECT agents_used, agents_configured, status FROM task_runs")
     assert (tr["agents_used"], tr["agents_configured"], tr["status"]) == (3, 3, "done")
     assert len(ledger_rows(state, "SELECT * FROM verdicts")) == 6
+
+
+def test_cascade_with_two_agents_is_a_usage_error_not_a_silent_calibrated_run(cli, suite, tmp_path):
+    # Two agents: nothing to cascade to. It used to run as `calibrated` without a word.
+    args, counts = _setup(tmp_path, suite, {"a": GOOD, "b": BAD})
+    res = cli("run", str(suite), *args, "--policy", "cascade", "--json", env=_env(counts))
+    assert res.returncode == 2, res.stdout + res.stderr
+    err = " ".join(res.stderr.split())
+    assert "--policy cascade" in err and "at least 3" in err and "has 2 (a, b)" in err
+    assert "--policy calibrated" in err
+    assert [invocations(counts, n) for n in "ab"] == [0, 0]  # nothing ran
