@@ -598,3 +598,37 @@ def test_sqlite_file_is_wal(known, tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         db.close()
+
+
+def test_agents_per_task_counts_task_runs_parked_after_the_cascade_started_every_agent(tmp_path):
+    """Under the cascade a task run parks at an escalation only after every agent ran, and it is
+    written to the ledger as far as it got. Leaving it out (it used to count only recorded task
+    runs) showed 2 agents per task run and a 2/3 agent-run ratio where the run started 5 of 6."""
+    led = Ledger(tmp_path / "cascade-parked.db")
+    led.start_run("r-cp", {"suite_dir": "/suites/cp"})
+
+    def cands(names):
+        return [Candidate(agent=n, spec="x", tests=TestReport(outcomes=[TestOutcome(name="t", outcome="passed")],
+                                                                exit_code=0), lines_added=1) for n in names]
+
+    def verdicts(names, verdict):
+        return [Verdict(reviewer=r, candidate=c, verdict=verdict, confidence=0.9, seconds=2.0)
+                for r in names for c in names if r != c]
+
+    led.start_task_run("r-cp/agree", "r-cp", "agree", "/suites/cp/agree", [], {})
+    led.record_task_run(TaskResult(task="agree", task_run="r-cp/agree", run="r-cp", decision="accepted", winner="a",
+                                   reason="x"), cands("ab"), verdicts("ab", "approve"),
+                        [(0, Decision(kind="accepted", winner="a", reason="x", policy="cascade"))], [], rounds=1,
+                        agents_used=2, agents_configured=3)
+    led.start_task_run("r-cp/split", "r-cp", "split", "/suites/cp/split", [], {})
+    led.open_escalation(Escalation(id="e-cp", run="r-cp", task_run="r-cp/split", task="split", reason="x",
+                                   packet={"candidates": [], "verdicts": []}))
+    led.record_parked("r-cp/split", cands("abc"), verdicts("abc", "reject"),
+                      [(0, Decision(kind="escalated", reason="x", policy="cascade"))], [], rounds=1,
+                      agents_used=3, agents_configured=3)
+    ap = compute(led)["agents_per_task"]
+    assert (ap["task_runs"], ap["agents_used"], ap["agents_configured"]) == (2, 5, 6)
+    assert ap["agent_runs_ratio"] == approx(5 / 6) and ap["mean_agents_used"] == approx(2.5)
+    assert (ap["stopped_early"], ap["solves_saved"], ap["reviews_saved"]) == (1, 1, 4)
+    # agent-seconds: 2 + 6 reviews of 2 s actually run; 4 more not started, at the mean review (2 s)
+    assert 8.0 <= ap["agent_seconds"]["saved"] < 8.01  # + 1 solve of ~0 s

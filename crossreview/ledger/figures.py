@@ -935,13 +935,15 @@ def agreement_scores(d: Data) -> dict[str, Any]:
 def agents_per_task(d: Data) -> dict[str, Any]:
     """Agents started per task run, and what the cascade saved against starting every configured agent.
 
-    Over recorded task runs that say both numbers (ledger schema 3 on). The
+    Over task runs whose spending is in the ledger (recorded, or parked and written as far as
+    they got) that say both numbers (ledger schema 3 on): a task run parked at an escalation
+    under the cascade started every agent, so leaving it out overstates the saving. The
     saving is an estimate: each agent not started would have cost one solve
     (the mean solve of the same task runs) and the reviews it adds — with m
     agents every agent reviews every other, m(m−1) reviews — at the mean
     review's cost. Money is estimated only when every known cost is known.
     """
-    trs = [t for t in d.recorded if t.row.get("agents_used") and t.row.get("agents_configured")]
+    trs = [t for t in d.task_runs if t.costed and t.row.get("agents_used") and t.row.get("agents_configured")]
     used = sum(t.row["agents_used"] for t in trs)
     configured = sum(t.row["agents_configured"] for t in trs)
     solves_saved = configured - used
