@@ -362,6 +362,8 @@ class Drift(BaseModel):
     """Two-proportion z statistic of the at-or-above share, recent vs window."""
     recent_labeled_accepted: int = 0
     recent_errors: int = 0
+    other_ledger: str | None = None
+    """The ledger the policy file was computed on, when it is not the one read."""
     warning: str | None = None
 
 

@@ -139,6 +139,23 @@ def test_a_hand_edited_policy_file_does_not_claim_a_guarantee_it_lacks(tmp_path)
     assert load_calibration(tmp_path / "own.json").summary() == "threshold 0.30: set by hand, not certified"
 
 
+def test_a_policy_file_from_another_ledger_is_named_as_such(tmp_path, monkeypatch):
+    from crossreview.ledger.calibration import drift_for
+
+    planted(tmp_path / "a" / "ledger.db")
+    other = planted(tmp_path / "b" / "ledger.db")
+    # the ledger is named by its absolute path, even when given relative (it was "a/ledger.db")
+    monkeypatch.chdir(tmp_path)
+    cal = calibrate_ledger(Ledger(Path("a") / "ledger.db"), 0.1, 0.9)
+    assert cal.certificate.window.ledger == str((tmp_path / "a" / "ledger.db").resolve())
+    same = drift_for(Ledger(tmp_path / "a" / "ledger.db"), cal)
+    assert same.other_ledger is None and same.warning is None
+    moved = drift_for(other, cal)
+    assert moved.other_ledger == cal.certificate.window.ledger
+    assert "computed on another ledger" in moved.warning and str(tmp_path / "b" / "ledger.db") in moved.warning
+    assert "crossreview calibrate" in moved.warning
+
+
 def test_calibrate_command_writes_the_file_and_stats_shows_certificate_and_drift(cli, tmp_path):
     led = planted(tmp_path / "ledger.db")
     out = tmp_path / "cal.json"

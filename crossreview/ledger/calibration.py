@@ -62,6 +62,13 @@ def labeled(d: Data) -> list[tuple[TR, Sample]]:
     return out
 
 
+def ledger_id(ledger) -> str:
+    """The ledger as the policy file names it: a SQLite file by its absolute path (a relative one means
+    nothing from another folder), a PostgreSQL one by its redacted URL."""
+    path = getattr(ledger.backend, "path", None)
+    return str(Path(path).resolve()) if path is not None else str(ledger.backend.describe())
+
+
 def calibrate_ledger(ledger, max_escaped: float, confidence: float, since: datetime | None = None,
                      suite: str | None = None, now: datetime | None = None) -> Calibration:
     """Scan the ledger's labeled history (optionally since ``since``, of suite ``suite``) for a certified threshold."""
@@ -71,7 +78,7 @@ def calibrate_ledger(ledger, max_escaped: float, confidence: float, since: datet
     scored = [t for t in d.counted if t.row.get("agreement") is not None]
     scores = [float(t.row["agreement"]) for t in scored]
     window = Window(
-        ledger=d.ledger, since=since, suite=suite,
+        ledger=ledger_id(ledger), since=since, suite=suite,
         # The window spans every scored task run read (labeled or not), so "recent" means new since.
         first=min((t.started for t in scored), default=None),
         last=max((t.started for t in scored), default=None),
@@ -92,7 +99,19 @@ def drift_for(ledger, cal: Calibration) -> Drift:
     after = [t for t in d.counted if w.last is None or t.started > w.last]
     scores = [float(t.row["agreement"]) for t in after if t.row.get("agreement") is not None]
     recent_labeled = [s for t in after if (s := sample_of(t)) is not None]
-    return drift(cal, scores, recent_labeled)
+    out = drift(cal, scores, recent_labeled)
+    here = ledger_id(ledger)
+    there = w.ledger
+    if there and not Path(there).is_absolute() and "://" not in there:
+        there = None  # files written before the path was made absolute: cannot tell
+    if there is not None and there != here:
+        other = (f"the policy file was computed on another ledger ({w.ledger}), not this one ({here}): "
+                 f"its certificate says nothing about this ledger's task runs, and 'recent' here means started "
+                 f"after that ledger's last one; run `crossreview calibrate` on this ledger, or pass its own "
+                 f"policy file with --calibration")
+        out.other_ledger = w.ledger
+        out.warning = other + ("; " + out.warning if out.warning else "")
+    return out
 
 
 def default_path(state_dir: Path) -> Path:
