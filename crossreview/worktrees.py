@@ -688,6 +688,8 @@ class Orphan:
 
 
 def _pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` still runs. A zombie does not: it was killed (kill -9) and only
+    waits for its parent (a shell, a test harness) to read its exit status."""
     if not pid:
         return False
     try:
@@ -696,7 +698,12 @@ def _pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            # "pid (comm) S ...": the state follows the last ')' (comm may hold anything).
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def find_orphans(state_dir: Path) -> list[Orphan]:

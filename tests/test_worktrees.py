@@ -932,3 +932,28 @@ def test_snapshot_keeps_the_files_repo_s_own_gitignore_names(tmp_path, state):
     wt = new_wt(state, base)
     assert (wt / "build" / "data.txt").read_text() == "data\n"
     assert take_diff(wt, base.commit).files == []
+
+
+def test_a_killed_process_that_is_still_a_zombie_counts_as_gone():
+    import signal
+    import subprocess
+    import sys
+
+    from crossreview.worktrees import _pid_alive
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _pid_alive(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        for _ in range(200):  # bounded: the kernel makes it a zombie within moments
+            with open(f"/proc/{proc.pid}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            import time
+
+            time.sleep(0.01)
+        assert not _pid_alive(proc.pid)  # not reaped yet, but it will never run again
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not _pid_alive(proc.pid)
