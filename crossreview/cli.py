@@ -249,7 +249,7 @@ def validate(paths, state_dir, json_mode):
     """Check each task under PATHS: well formed, oracle passes, noop fails."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .tasks import load_suite
+    from .tasks import ConfigError, load_suite, load_suite_config
     from .validate import validate_task
     from .worktrees import ensure_state_dir
 
@@ -258,16 +258,25 @@ def validate(paths, state_dir, json_mode):
     suite = load_suite(paths)
     if not suite.tasks and not suite.errors:
         _fail(f"no task folders (folders with task.toml) under {', '.join(map(str, paths))}")
+    from .plugins import get_plugin_manager
+    from .runner import RunOptions, UsageError, resolve_options
+
+    try:  # what `run` would stop at (exit 2): a broken config, an unknown policy, agent or reviewer
+        resolve_options(RunOptions(paths=paths, state_dir=state_dir), get_plugin_manager(), load_suite_config(paths))
+        config_error = None
+    except (ConfigError, UsageError) as exc:
+        config_error = str(exc)
     ensure_state_dir(state_dir)
     with ThreadPoolExecutor(max_workers=4) as pool:
         reports = list(pool.map(lambda t: validate_task(t, state_dir.resolve()), suite.tasks))
-    ok = all(r.ok for r in reports) and not suite.errors
+    ok = all(r.ok for r in reports) and not suite.errors and config_error is None
     if json_mode:
         click.echo(json.dumps({
             "ok": ok,
             "tasks": [{"task": r.task, "path": str(r.path), "ok": r.ok,
                        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in r.checks]} for r in reports],
             "errors": [_error_json(e) for e in suite.errors],
+            "config_error": config_error,
         }, indent=2))
     else:
         from rich.markup import escape
@@ -283,6 +292,9 @@ def validate(paths, state_dir, json_mode):
             out.print(f"[bold red]✗[/bold red] {escape(str(e))}", highlight=False)
         broken = len({e.path for e in suite.errors})  # folders, not problems: one folder may have several
         out.print(f"{sum(r.ok for r in reports)}/{len(reports) + broken} tasks valid")
+        if config_error:
+            out.print(f"[bold red]✗[/bold red] suite config: {escape(config_error)} (`crossreview run` stops at it)",
+                      highlight=False)
     sys.exit(EXIT_OK if ok else EXIT_REJECTED)
 
 

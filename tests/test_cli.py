@@ -40,6 +40,20 @@ def test_validate_example_suite(cli, tmp_path):
     assert not any((tmp_path / ".crossreview" / "worktrees").glob("validate-*"))
 
 
+def test_validate_reports_a_broken_suite_config_that_run_would_stop_at(cli, suite):
+    make_task(suite, "good")
+    (suite / "crossreview.toml").write_text('polcy = "unanimous"\n')
+    res = cli("validate", str(suite))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "suite config:" in res.stdout and "crossreview.toml" in res.stdout and "polcy" in res.stdout
+    doc = cli("validate", str(suite), "--json").json()
+    assert not doc["ok"] and "polcy" in doc["config_error"]
+    assert cli("run", str(suite)).returncode == 2
+    (suite / "crossreview.toml").write_text('policy = "unanimus"\n')  # well formed, but no such policy
+    res = cli("validate", str(suite))
+    assert res.returncode == 1 and "unanimus" in res.stdout
+
+
 def test_validate_reports_each_problem_and_checks_the_rest(cli, suite):
     make_task(suite, "good")
     make_task(suite, "trivial", repo={"calc.py": "def add(a, b):\n    return a + b\n"})  # noop passes
