@@ -150,3 +150,12 @@ def test_gc_prunes_worktree_records_of_a_killed_run_in_a_bare_repository(cli, tm
     listed = subprocess.run(["git", "--git-dir", str(tmp_path / "project.git"), "worktree", "list", "--porcelain"],
                             capture_output=True, text=True, check=True).stdout
     assert "worktree " + str(tmp_path / "project.git") in listed and listed.count("worktree ") == 1, listed
+
+
+def test_validate_says_what_a_failing_solve_sh_printed_last(cli, suite):
+    make_task(suite, "scripted", solution={"solve.sh": "echo working\necho 'pip: no such package foo' >&2\nexit 3\n"})
+    res = cli("validate", str(suite), "--json")
+    assert res.returncode == 1
+    [task] = res.json()["tasks"]
+    [check] = [c for c in task["checks"] if not c["ok"]][:1]
+    assert "solve.sh exited 3: pip: no such package foo" in check["detail"]

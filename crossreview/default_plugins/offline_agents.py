@@ -32,8 +32,12 @@ class OracleAgent:
             if proc.timed_out:
                 return SolveResult(status="timeout", error=f"solve.sh killed after {workspace.timeout:g}s")
             if proc.returncode != 0:
+                # The error names what it said last: "exited 3" alone sends the author to guess.
+                said = [line for line in (proc.stderr or proc.stdout).strip().splitlines() if line.strip()]
+                tail = f": {said[-1].strip()[:300]}" if said else ""
                 return SolveResult(
-                    status="error", error=f"solve.sh exited {proc.returncode}", log=(proc.stdout + proc.stderr)[-4000:]
+                    status="error", error=f"solve.sh exited {proc.returncode}{tail}",
+                    log=(proc.stdout + proc.stderr)[-4000:],
                 )
             return SolveResult(log=(proc.stdout + proc.stderr)[-4000:])
         from ..worktrees import lay_over  # GitPython: not at plugin load
