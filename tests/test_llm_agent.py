@@ -158,3 +158,38 @@ def test_llm_spec_needs_a_model(cli, suite):
     make_task(suite)
     res = cli("run", str(suite), "--agent", "llm:")
     assert res.returncode == 2 and "'llm:' needs a model" in res.stderr
+
+
+def test_odd_tool_arguments_are_tool_errors_not_the_end_of_the_session(cli, suite, tmp_path, fake_openai):
+    # A model's arguments are untrusted: a line number in words, JSON's "\ud800" (a lone surrogate,
+    # which no file, transcript or ledger row can hold), an unknown keyword. Each is answered as an
+    # error the model can correct; the session goes on and its tokens are kept.
+    make_task(suite)
+    fake_openai.on("coder", [
+        tools(("read_file", {"path": "calc.py", "start_line": "ten"}),
+              ("read_file", {"path": "calc.py", "start_line": 1.5}),
+              ("read_file", {"path": "calc.py", "start_line": "99999999999999999999999" * 300}),
+              ("read_file", {"path": "calc.py", "\ud800": 1})),
+        tools(("write_file", {"path": "notes\ud800.txt", "content": "x = '\udfff'\n"}),
+              ("write_file", {"path": "calc.py", "content": GOOD_SOLUTION})),
+        tools(("finish", {"summary": "done \ud800"})),
+    ])
+    res = cli("run", str(suite), "--agent", "a=llm:openai/coder", "--reviewer", "tests", "--json",
+              env=llm_env(fake_openai))
+    assert res.returncode == 0, res.stderr
+    [t] = res.json()["tasks"]
+    [c] = t["candidates"]
+    assert (t["decision"], c["status"]) == ("accepted", "ok"), t
+    reqs = fake_openai.requests_for("coder")
+    assert len(reqs) == 3
+    answers = [m["content"] for m in reqs[1].messages if m["role"] == "tool"]
+    assert answers[0].startswith("error:") and "start_line" in answers[0] and "whole number" in answers[0]
+    assert answers[1].startswith("error:") and "whole number" in answers[1]
+    assert answers[2].startswith("error:")
+    assert answers[3].startswith("error: bad arguments for read_file")
+    written = [m["content"] for m in reqs[2].messages if m["role"] == "tool"][-2:]
+    assert written[0].startswith("created notes\ufffd.txt"), written
+    [row] = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM candidates")
+    assert row["calls"] == 3 and row["tokens_in"] == sum(r.usage[0] for r in reqs)
+    events = transcript(tmp_path / ".crossreview", res.json()["run"], "add", "a")
+    assert events[-1]["kind"] == "end" and events[-1]["summary"] == "done \ufffd"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ MAX_READ_CHARS = 60_000
 MAX_WRITE_BYTES = 2_000_000
 MAX_LIST = 500
 MAX_RESULT_CHARS = 20_000
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules", ".venv", "venv", ".mypy_cache", ".tox"}
 
 
@@ -116,8 +118,8 @@ class Toolbox:
         text = data.decode("utf-8", errors="replace")
         if start_line or end_line:
             lines = text.splitlines(keepends=True)
-            lo = max(1, int(start_line or 1))
-            hi = min(len(lines), int(end_line or len(lines)))
+            lo = max(1, _line_number(start_line, "start_line", 1))
+            hi = min(len(lines), _line_number(end_line, "end_line", len(lines)))
             text = "".join(lines[lo - 1:hi])
         if len(text) > MAX_READ_CHARS:
             text = text[:MAX_READ_CHARS] + f"\n... (truncated; {len(text)} characters, read a line range)"
@@ -126,7 +128,7 @@ class Toolbox:
     def write_file(self, path: str, content: str) -> str:
         if not isinstance(content, str):
             raise ToolError("'content' must be a string")
-        if len(content.encode()) > MAX_WRITE_BYTES:
+        if len(content.encode("utf-8", "replace")) > MAX_WRITE_BYTES:
             raise ToolError(f"content too large (limit {MAX_WRITE_BYTES} bytes)")
         p = self.resolve(path, write=True)
         if p.is_dir():
@@ -172,9 +174,11 @@ class Toolbox:
     def call(self, name: str, arguments: str) -> tuple[str, bool]:
         """Run one tool call; returns (result text for the model, finished?)."""
         try:
-            args = json.loads(arguments or "{}")
+            args = parse_arguments(arguments)
         except json.JSONDecodeError as exc:
             return f"error: the arguments are not valid JSON ({exc.msg}); send a JSON object", False
+        except (ValueError, RecursionError) as exc:
+            return f"error: the arguments are not usable JSON ({type(exc).__name__}); send a JSON object", False
         if not isinstance(args, dict):
             return "error: the arguments must be a JSON object", False
         if name == "finish":
@@ -194,6 +198,8 @@ class Toolbox:
             return f"error: {exc}", False
         except OSError as exc:
             return f"error: {exc.strerror or exc}", False
+        except ValueError as exc:  # a model's odd argument must never end the session
+            return f"error: bad arguments for {name}: {exc}", False
         result = self.redact(result)
         if len(result) > MAX_RESULT_CHARS:
             result = result[:MAX_RESULT_CHARS] + "\n... (truncated)"
@@ -259,8 +265,8 @@ class LLMAgent:
                     if finished:
                         done = True
                         try:
-                            summary = str(json.loads(call.arguments or "{}").get("summary", ""))
-                        except (json.JSONDecodeError, AttributeError):
+                            summary = str(parse_arguments(call.arguments).get("summary", ""))
+                        except (ValueError, RecursionError, AttributeError):
                             summary = ""
                     messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
                     transcript.add("tool", turn=turns, name=call.name, arguments=_clip(call.arguments, 200_000), result=_clip(result))
@@ -278,6 +284,38 @@ class LLMAgent:
             f"cost {'unknown' if usage.cost is None else f'${usage.cost:.4f}'}\n"
         ) + (f"summary: {summary}\n" if summary else "") + (f"stopped: {error}\n" if error else "")
         return SolveResult(status=status, error=redact(error), usage=usage, log=redact(log)[-4000:], calls=client.calls)
+
+
+def _valid_text(obj: Any) -> Any:
+    """``obj`` with every string made encodable: JSON's "\\ud800" decodes to a lone surrogate, which no
+    file, transcript or ledger row can hold; it becomes U+FFFD."""
+    if isinstance(obj, str):
+        return _SURROGATE.sub("\ufffd", obj)
+    if isinstance(obj, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_valid_text(v) for v in obj]
+    return obj
+
+
+def parse_arguments(arguments: str | None) -> Any:
+    """A tool call's arguments as JSON, every string valid Unicode text."""
+    return _valid_text(json.loads(arguments or "{}"))
+
+
+def _line_number(value: Any, name: str, default: int) -> int:
+    """A 1-based line number from a model's argument (an int, or a string of digits)."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise ToolError(f"'{name}' must be a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ToolError(f"'{name}' must be a whole number, not {value!r:.40}")
 
 
 def _clip(text: str, limit: int = 4000) -> str:
