@@ -207,6 +207,22 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
     return seen
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(obj: Any) -> Any:
+    """``obj`` (a string, or the strings inside dicts and lists) made storable: JSON's "\\ud800"
+    decodes to a lone surrogate, which no file, transcript or ledger row can hold (UTF-8 refuses
+    it); each becomes U+FFFD. Untrusted output (a model's reply, a command's JSON) goes through here."""
+    if isinstance(obj, str):
+        return _SURROGATE.sub("\ufffd", obj)
+    if isinstance(obj, dict):
+        return {valid_text(k): valid_text(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [valid_text(v) for v in obj]
+    return obj
+
+
 def load_json_object(text: str) -> dict:
     """Parse ``text`` as one JSON object, or raise ValueError saying what is wrong with it.
 
@@ -224,7 +240,10 @@ def load_json_object(text: str) -> dict:
         raise ValueError(f"not usable JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-    return data
+    try:
+        return valid_text(data)
+    except RecursionError:
+        raise ValueError("not usable JSON (nested too deep)") from None
 
 
 def validation_problems(exc: ValidationError) -> str:

@@ -146,3 +146,24 @@ def test_verdict_parse_is_strict():
     ]:
         with pytest.raises(VerdictParseError, match=why):
             parse_model_verdict(bad)
+
+
+@pytest.mark.slow
+def test_a_lone_surrogate_in_a_reply_is_kept_as_text_not_an_abstention_that_loses_the_call(cli, suite, tmp_path, fake_openai):
+    # JSON's "\ud800" decodes to a lone surrogate, which UTF-8 (transcripts, the ledger) refuses.
+    make_task(suite)
+    fake_openai.on("odd", [text('{"verdict": "reject", "confidence": 0.8, "concerns": ["off by one \\ud800 here"], '
+                                '"prefers": null}')])
+    # ... and here the reply's text itself holds one (then, asked again, a verdict).
+    fake_openai.on("prose", [text("Looks \ud800 fine to me."), verdict("reject", 0.7, ("no \udfff tests",))])
+    res = cli("run", str(suite), "--json", "--agent", "a=oracle", "--agent", "b=noop",
+              "--reviewer", "a=llm:openai/odd", "--reviewer", "b=llm:openai/prose", env=llm_env(fake_openai))
+    assert res.returncode == 3, res.stderr  # a passes its tests, b's reviewer rejects it: a human decides
+    rows = {r["reviewer"]: r for r in ledger_rows(tmp_path / ".crossreview", "SELECT * FROM verdicts")}
+    assert {r["verdict"] for r in rows.values()} == {"reject"}, [dict(r) for r in rows.values()]
+    assert json.loads(rows["a"]["concerns"]) == ["off by one \ufffd here"]
+    assert json.loads(rows["b"]["concerns"]) == ["no \ufffd tests"]
+    assert (rows["a"]["calls"], rows["b"]["calls"]) == (1, 2) and len(fake_openai.requests) == 3
+    assert all(r["tokens_in"] > 0 for r in rows.values())
+    [log] = (tmp_path / ".crossreview" / "transcripts").rglob("review-b-*.jsonl")
+    assert "Looks \ufffd fine to me." in log.read_text(encoding="utf-8")

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
 
-from ..agents import SpecError, Workspace
+from ..agents import SpecError, Workspace, valid_text
 from ..budget import BudgetExceeded
 from ..hookspecs import hookimpl
 from ..llm.client import DeadlineReached, ModelCallError, ModelClient, prewarm
@@ -33,7 +32,6 @@ MAX_READ_CHARS = 60_000
 MAX_WRITE_BYTES = 2_000_000
 MAX_LIST = 500
 MAX_RESULT_CHARS = 20_000
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules", ".venv", "venv", ".mypy_cache", ".tox"}
 
 
@@ -286,21 +284,9 @@ class LLMAgent:
         return SolveResult(status=status, error=redact(error), usage=usage, log=redact(log)[-4000:], calls=client.calls)
 
 
-def _valid_text(obj: Any) -> Any:
-    """``obj`` with every string made encodable: JSON's "\\ud800" decodes to a lone surrogate, which no
-    file, transcript or ledger row can hold; it becomes U+FFFD."""
-    if isinstance(obj, str):
-        return _SURROGATE.sub("\ufffd", obj)
-    if isinstance(obj, dict):
-        return {_valid_text(k): _valid_text(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_valid_text(v) for v in obj]
-    return obj
-
-
 def parse_arguments(arguments: str | None) -> Any:
     """A tool call's arguments as JSON, every string valid Unicode text."""
-    return _valid_text(json.loads(arguments or "{}"))
+    return valid_text(json.loads(arguments or "{}"))
 
 
 def _line_number(value: Any, name: str, default: int) -> int:

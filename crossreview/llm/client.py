@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from ..agents import valid_text
 from ..budget import Budget, BudgetExceeded
 from ..models import Usage
 from .secrets import Redactor
@@ -349,9 +350,10 @@ class ModelClient:
         calls = []
         for i, tc in enumerate(getattr(msg, "tool_calls", None) or []):
             fn = tc.function
-            calls.append(ToolCall(id=tc.id or f"call_{i}", name=fn.name or "", arguments=fn.arguments or "{}"))
+            calls.append(ToolCall(id=valid_text(tc.id or f"call_{i}"), name=valid_text(fn.name or ""),
+                                  arguments=valid_text(fn.arguments or "{}")))
         reply = Reply(
-            content=getattr(msg, "content", None),
+            content=valid_text(getattr(msg, "content", None)),
             tool_calls=calls,
             finish_reason=getattr(choice, "finish_reason", None),
             tokens_in=tin,
