@@ -35,6 +35,8 @@ class Reply:
     delay: float = 0.0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    edit: Callable[[dict], None] | None = None
+    """Changes the finished response body in place: a broken provider (no choices, no usage, ...)."""
 
 
 def text(content: str, **kw: Any) -> Reply:
@@ -202,7 +204,7 @@ def _completion(req: Request, reply: Reply) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if calls:
         message["tool_calls"] = calls
-    return {
+    body = {
         "id": f"chatcmpl-{len(req.messages)}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -210,6 +212,11 @@ def _completion(req: Request, reply: Reply) -> dict[str, Any]:
         "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
     }
+    if reply.edit is not None:
+        reply.edit(body)
+        usage = body.get("usage")
+        req.usage = (usage.get("prompt_tokens"), usage.get("completion_tokens")) if isinstance(usage, dict) else None
+    return body
 
 
 def llm_env(server: FakeOpenAI, **extra: str) -> dict[str, str]:

@@ -193,3 +193,28 @@ def test_odd_tool_arguments_are_tool_errors_not_the_end_of_the_session(cli, suit
     assert row["calls"] == 3 and row["tokens_in"] == sum(r.usage[0] for r in reqs)
     events = transcript(tmp_path / ".crossreview", res.json()["run"], "add", "a")
     assert events[-1]["kind"] == "end" and events[-1]["summary"] == "done \ufffd"
+
+
+def test_a_reply_without_a_message_is_a_clear_error_and_its_tokens_are_kept(cli, suite, tmp_path, fake_openai):
+    # An OpenAI-compatible server that answers (and bills) but sends no choices: the candidate is an
+    # error that says so, and the call it paid for is in the ledger, not lost with an IndexError.
+    make_task(suite)
+    priced_config(suite, "openai/hollow")
+    fake_openai.on("hollow", [tools(("list_files", {})),
+                              tools(("list_files", {}), prompt_tokens=300, completion_tokens=20,
+                                    edit=lambda body: body.update(choices=[]))])
+    res = cli("run", str(suite), "--agent", "a=llm:openai/hollow", "--reviewer", "tests", "--json",
+              env=llm_env(fake_openai))
+    assert res.returncode == 1, res.stderr
+    [t] = res.json()["tasks"]
+    [c] = t["candidates"]
+    reqs = fake_openai.requests_for("hollow")
+    assert len(reqs) == 2
+    [row] = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM candidates")
+    assert row["status"] == "error" and "reply held no message" in row["error"], row["error"]
+    assert "IndexError" not in row["error"]
+    assert row["calls"] == 2 and row["tokens_in"] == reqs[0].usage[0] + 300 and row["tokens_out"] == reqs[0].usage[1] + 20
+    assert row["cost"] == pytest.approx(row["tokens_in"] * PRICE_IN + row["tokens_out"] * PRICE_OUT)
+    assert c["tokens"] == row["tokens_in"] + row["tokens_out"] and c["cost"] == pytest.approx(row["cost"])
+    calls = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM calls ORDER BY seq")
+    assert [(k["tokens_in"], k["tokens_out"]) for k in calls] == [r.usage for r in reqs]

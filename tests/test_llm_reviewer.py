@@ -167,3 +167,18 @@ def test_a_lone_surrogate_in_a_reply_is_kept_as_text_not_an_abstention_that_lose
     assert all(r["tokens_in"] > 0 for r in rows.values())
     [log] = (tmp_path / ".crossreview" / "transcripts").rglob("review-b-*.jsonl")
     assert "Looks \ufffd fine to me." in log.read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_a_reply_without_a_message_is_an_abstention_that_keeps_its_call(cli, suite, tmp_path, fake_openai):
+    make_task(suite)
+    fake_openai.on("hollow", [verdict("approve", prompt_tokens=400, completion_tokens=9,
+                                      edit=lambda body: body.update(choices=[]))])
+    res = cli("run", str(suite), "--json", "--agent", "a=oracle", "--agent", "b=noop",
+              "--reviewer", "llm:openai/hollow", env=llm_env(fake_openai))
+    assert res.returncode == 3, res.stderr
+    rows = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM verdicts")
+    assert {r["verdict"] for r in rows} == {"abstain"}
+    assert all("reply held no message" in r["error"] for r in rows), [r["error"] for r in rows]
+    assert sum(r["calls"] for r in rows) == len(fake_openai.requests) == 2
+    assert all((r["tokens_in"], r["tokens_out"]) == (400, 9) for r in rows)

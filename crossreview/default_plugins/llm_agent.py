@@ -27,6 +27,7 @@ from ..llm.secrets import Redactor
 from ..llm.settings import LLMSettings
 from ..llm.transcript import Transcript
 from ..models import AgentSpec, SolveResult
+from ..sandbox import Stopping
 
 MAX_READ_CHARS = 60_000
 MAX_WRITE_BYTES = 2_000_000
@@ -274,6 +275,10 @@ class LLMAgent:
             status, error = "timeout", f"the task's {workspace.timeout:g}s ran out: {exc}"
         except ModelCallError as exc:
             status, error = "error", f"model call failed: {exc}"
+        except Stopping:
+            raise  # shutting down: resume re-runs this solve
+        except Exception as exc:  # noqa: BLE001 - a bug or a reply nobody foresaw: keep what was spent
+            status, error = "error", f"the agent failed: {type(exc).__name__}: {exc}"
         usage = client.usage
         transcript.add("end", status=status, error=error, turns=turns, summary=summary, test_runs=tools.test_runs,
                        usage=usage.model_dump())

@@ -34,6 +34,7 @@ from ..llm.secrets import Redactor
 from ..llm.settings import LLMSettings, ResolvedModel
 from ..llm.transcript import Transcript
 from ..models import AgentSpec, ReviewVerdictOutput, Usage
+from ..sandbox import Stopping
 from .llm_agent import model_of
 
 _FENCED = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
@@ -172,8 +173,11 @@ class LLMReviewer:
                     out = parse_model_verdict(reply.content)
                 except VerdictParseError as exc2:
                     raise VerdictParseError(f"no usable verdict after one repair request: {exc2}") from None
-        except (ModelCallError, BudgetExceeded, VerdictParseError) as exc:
-            msg = redact(str(exc))
+        except Stopping:
+            raise  # shutting down: resume re-runs this review
+        except Exception as exc:  # noqa: BLE001 - ModelCallError, BudgetExceeded, VerdictParseError, or one nobody foresaw
+            msg = redact(str(exc) if isinstance(exc, (ModelCallError, BudgetExceeded, VerdictParseError))
+                         else f"the reviewer failed: {type(exc).__name__}: {exc}")
             transcript.add("abstain", error=msg, usage=client.usage.model_dump())
             raise ReviewAbstained(f"{msg} ({client.usage.calls} calls)", client.usage, client.calls) from None
 

@@ -345,8 +345,13 @@ class ModelClient:
             self.budget.charge(tin + tout, cost)
         self.calls.append({"model": self.model.name, "tokens_in": tin, "tokens_out": tout, "cost": cost,
                            "started": started_at, "seconds": seconds, "error": None})
-        choice = resp.choices[0]
-        msg = choice.message
+        choices = getattr(resp, "choices", None) or []
+        choice = choices[0] if choices else None
+        msg = getattr(choice, "message", None)
+        if msg is None:  # the request was answered (and billed) but holds no message
+            self._event(kind="call", attempt=attempt, status="ok", seconds=seconds, tokens_in=tin, tokens_out=tout,
+                        cost=cost, finish_reason=None, note="the reply held no message")
+            raise ModelCallError(f"{self.model.name}: the provider's reply held no message (no choices)")
         calls = []
         for i, tc in enumerate(getattr(msg, "tool_calls", None) or []):
             fn = tc.function
