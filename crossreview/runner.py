@@ -385,7 +385,7 @@ def cap_warnings(config: dict, results: list[TaskResult]) -> list[str]:
     shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
     return [f"the money cap could not count everything: {len(unknown)} task run(s) spent an unknown amount "
             f"({shown}) — command agents or reviewers that report no usage "
-            "(write it to $CROSSREVIEW_USAGE_FILE to have it counted)"]
+            "(write it to $CROSSREVIEW_USAGE_FILE to have it counted), or model replies without usable token counts"]
 
 
 def forget_checkpoints(session: Session, task_runs: list[str]) -> None:

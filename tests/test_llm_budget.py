@@ -155,3 +155,35 @@ def test_every_charge_of_real_work_is_told_as_it_happens_and_seeding_is_not():
     task.charge(40, None)      # tokens of an unpriced model: journaled
     assert heard == [("r-1/t", 120, 0.02), ("r-1/t", 40, None)]
     assert (task.tokens, round(task.cost, 6), task.unpriced_charges) == (660, 0.52, 2)
+
+
+def test_a_reply_reporting_no_usage_or_nonsense_is_an_unknown_cost_not_free_and_not_a_crash(cli, suite, tmp_path,
+                                                                                             fake_openai):
+    # litellm reads a reply without usage as 0 tokens, and passes negative or absurd counts on as they
+    # come. None of that is a price: the call's cost is unknown (the money cap says it could not count
+    # it), and a count no ledger column holds does not take the task run down with an OverflowError.
+    make_task(suite)
+    _priced(suite)
+    good = dict(prompt_tokens=TOKENS_IN, completion_tokens=TOKENS_OUT)
+    fake_openai.on("spender", [
+        tools(("list_files", {}), **good, edit=lambda b: b.pop("usage")),
+        tools(("list_files", {}), **good, edit=lambda b: b.update(usage={"prompt_tokens": -900, "completion_tokens": -9})),
+        tools(("list_files", {}), **good, edit=lambda b: b.update(usage={"prompt_tokens": 10**30, "completion_tokens": 1})),
+        tools(("write_file", {"path": "calc.py", "content": "def add(a, b):\n    return a + b\n"}), **good),
+        tools(("finish", {"summary": "done"}), **good),
+    ])
+    res = cli("run", str(suite), "--agent", "a=llm:openai/spender", "--reviewer", "tests", "--max-cost", "5",
+              "--json", env=llm_env(fake_openai))
+    assert res.returncode == 0, res.stderr
+    doc = res.json()
+    [t] = doc["tasks"]
+    assert t["decision"] == "accepted" and t["error"] is None
+    assert t["cost"] is None and t["candidates"][0]["cost"] is None  # unknown, not $0.024
+    assert any("money cap could not count everything" in w for w in doc["warnings"])
+    calls = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM calls ORDER BY seq")
+    assert len(calls) == len(fake_openai.requests) == 5
+    assert [c["cost"] is None for c in calls] == [True, True, True, False, False]
+    assert all(c["tokens_in"] >= 0 and c["tokens_out"] >= 0 for c in calls)
+    assert [(c["tokens_in"], c["tokens_out"]) for c in calls[3:]] == [(TOKENS_IN, TOKENS_OUT)] * 2
+    [cand] = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM candidates")
+    assert (cand["tokens_in"], cand["tokens_out"], cand["cost"], cand["calls"]) == (2 * TOKENS_IN, 2 * TOKENS_OUT, None, 5)

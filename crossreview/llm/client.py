@@ -330,10 +330,8 @@ class ModelClient:
             _check_stopping()
 
     def _account(self, resp: Any, attempt: int, seconds: float, started_at: str) -> Reply:
-        usage = getattr(resp, "usage", None)
-        tin = int(getattr(usage, "prompt_tokens", 0) or 0)
-        tout = int(getattr(usage, "completion_tokens", 0) or 0)
-        cost = self.cost_of(tin, tout)
+        tin, tout, note = reported_usage(getattr(resp, "usage", None))
+        cost = self.cost_of(tin, tout) if note is None else None  # unknown, never a guessed 0
         self.usage.calls += 1
         self.usage.tokens_in += tin
         self.usage.tokens_out += tout
@@ -366,8 +364,32 @@ class ModelClient:
             cost=cost,
         )
         self._event(kind="call", attempt=attempt, status="ok", seconds=seconds, tokens_in=tin, tokens_out=tout,
-                    cost=cost, finish_reason=reply.finish_reason)
+                    cost=cost, finish_reason=reply.finish_reason, **({"note": note} if note else {}))
         return reply
+
+
+MAX_CALL_TOKENS = 1_000_000_000
+"""More tokens than any model's context: a count above this in one reply is nonsense."""
+
+
+def reported_usage(usage: Any) -> tuple[int, int, str | None]:
+    """(tokens in, tokens out, None) from a reply's usage; (0, 0, why) when it reports none or nonsense.
+
+    litellm turns a reply without usage into 0 and 0, and passes on what the provider said, negative
+    or absurd: a request always has a prompt, so 0 tokens in means "not reported". Those calls are
+    recorded with no tokens and an unknown cost — never as free, and never as a number no ledger holds.
+    """
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = getattr(usage, name, None)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return 0, 0, f"the reply reported no usable {name} ({value!r:.40})"
+        if not 0 <= value <= MAX_CALL_TOKENS or int(value) != value:
+            return 0, 0, f"the reply reported {name} = {value!r:.40}, which cannot be"
+        counts.append(int(value))
+    if counts[0] == 0:
+        return 0, 0, "the reply reported no usage"
+    return counts[0], counts[1], None
 
 
 def dumps(obj: Any) -> str:
