@@ -95,6 +95,9 @@ def test_agent_is_confined_to_its_worktree_and_runs_visible_tests(cli, suite, tm
         ("write_file", {"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\n"}),
         ("read_file", {"path": "link/outside.txt"}),
         ("write_file", {"path": ".crossreview-tests/test_add.py", "content": "def test_ok(): pass\n"}),
+        # A repository nested in the worktree: `git add -A` refuses one with no commit, and with it
+        # the whole task run, every other agent's candidate included.
+        ("write_file", {"path": "sub/.git/HEAD", "content": "ref: refs/heads/main\n"}),
     ]
     fake_openai.on("coder", [
         tools(*attempts),
@@ -119,6 +122,7 @@ def test_agent_is_confined_to_its_worktree_and_runs_visible_tests(cli, suite, tm
     assert ".git is off limits" in answers[3]
     assert "outside the repository" in answers[4]
     assert "read-only" in answers[5]
+    assert ".git is off limits" in answers[6]
     assert "secret plans" not in json.dumps([r.body for r in reqs])
     assert not (tmp_path / "escape.py").exists() and not (suite / "add" / "escape.py").exists()
     # run_tests ran the task's visible tests: failing before the fix, passing after.

@@ -79,7 +79,7 @@ class Toolbox:
         if full != self.root and self.root not in full.parents:
             raise ToolError(f"{rel}: outside the repository")
         parts = full.relative_to(self.root).parts
-        if parts and parts[0] == ".git":
+        if ".git" in parts:  # the worktree's own, or a repository nested in it that git would trip over
             raise ToolError(f"{rel}: .git is off limits")
         if write and parts and parts[0] in self.read_only:
             raise ToolError(f"{rel}: the task's tests are read-only")
