@@ -67,6 +67,8 @@ from .worktrees import (
     HOLDOUT_DIRNAME,
     TESTS_DIRNAME,
     BaseRepo,
+    DiffInfo,
+    WorktreeError,
     copy_tests,
     create_worktree,
     keep_branch,
@@ -298,7 +300,14 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
     # could make git run its code here, outside the sandbox.
     tampering = [why for why in [pointer and tamper.restore_git_pointer(path, pointer)] if why]
     shown = tamper.visible_test_edits(task.tests_dir, path / TESTS_DIRNAME) if task.tests_visible else []
-    diff = take_diff(path, p["base_commit"])
+    try:
+        diff = take_diff(path, p["base_commit"])
+    except WorktreeError as exc:
+        # git cannot take this worktree's change (say, a repository nested in it with no commit):
+        # that candidate's error, not the whole task run's.
+        diff = DiffInfo(text="", files=[], added=0, removed=0)
+        result = SolveResult(status="error", usage=result.usage, calls=result.calls, log=result.log,
+                             error=f"its change could not be taken from the worktree: {exc}")
     tampering += tamper.detect_tampering(diff.files, tamper.config_texts(path, p["base_commit"], diff.files), shown)
     if "{tests}" not in task.verifier_command:
         # The verifier runs the repository's own tests (the gate's default): editing them is editing the judge.

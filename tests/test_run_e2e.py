@@ -360,3 +360,19 @@ def test_a_task_folders_own_repo_git_config_runs_nothing(cli, suite, tmp_path):
     assert (t["decision"], t["winner"]) == ("accepted", "a"), res.stderr
     assert not list(tmp_path.glob("ran-*"))
     assert (tmp_path / ".crossreview" / "repos" / "add.git").is_dir()
+
+
+def test_a_worktree_git_cannot_diff_is_that_candidates_error_not_the_task_runs(cli, suite, tmp_path):
+    # A repository nested in the worktree with no commit: `git add -A` refuses it. Only the agent that
+    # made it loses its candidate; the others are reviewed and decided as usual.
+    make_task(suite)
+    nest = write(tmp_path / "nest.py", "import os\nos.makedirs('sub/.git/objects', exist_ok=True)\n"
+                                       "os.makedirs('sub/.git/refs', exist_ok=True)\n"
+                                       "open('sub/.git/HEAD', 'w').write('ref: refs/heads/main\\n')\n")
+    res = cli("run", str(suite), "--agent", f"command:{{python}} {nest}", "--agent", "oracle", "--json")
+    t = _only(res.json())
+    assert (t["decision"], t["winner"], t["error"]) == ("accepted", "b", None), res.stderr
+    bad = next(c for c in t["candidates"] if c["agent"] == "a")
+    assert bad["status"] == "error" and bad["reviews"] == 0
+    [row] = ledger_rows(tmp_path / ".crossreview", "SELECT error FROM candidates WHERE agent = 'a'")
+    assert "could not be taken" in row["error"] and "does not have a commit checked out" in row["error"]
