@@ -7,6 +7,7 @@ Heavy imports (LangGraph, GitPython, litellm) happen inside commands, so
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -130,6 +131,13 @@ def main() -> None:
     """
 
 
+def _finite(ctx, param, value):
+    """A money cap must be a number: "nan" or "inf" would pass the range check and cap nothing."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite amount of USD")
+    return value
+
+
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--agent", "agents", multiple=True, metavar="SPEC",
@@ -150,11 +158,11 @@ def main() -> None:
 @click.option("--no-input", is_flag=True,
               help="Never prompt; escalations wait in the inbox. Default when stdin is not a terminal or CI=true.")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout, for machines.")
-@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD", callback=_finite,
               help="Stop starting model calls once the suite run has spent this much (default: config's max_cost).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None, metavar="N",
               help="The same for tokens (in + out) over the suite run.")
-@click.option("--max-task-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+@click.option("--max-task-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD", callback=_finite,
               help="The same, per task run.")
 @click.option("--max-task-tokens", type=click.IntRange(min=1), default=None, metavar="N",
               help="The same for tokens, per task run.")

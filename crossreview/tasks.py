@@ -370,9 +370,9 @@ class SuiteConfig(BaseModel):
     review_rules: list[str] = Field(default_factory=list)
     on_injection: Literal["reject", "concern"] = "reject"
     # Budgets: per suite run, and per task run.
-    max_cost: float | None = Field(default=None, gt=0)
+    max_cost: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, gt=0)
-    max_task_cost: float | None = Field(default=None, gt=0)
+    max_task_cost: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_task_tokens: int | None = Field(default=None, gt=0)
     # The sandbox (see crossreview/sandbox.py and docs/security.md).
     sandbox: Literal["auto", "required", "off"] | None = None

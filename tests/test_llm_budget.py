@@ -187,3 +187,22 @@ def test_a_reply_reporting_no_usage_or_nonsense_is_an_unknown_cost_not_free_and_
     assert [(c["tokens_in"], c["tokens_out"]) for c in calls[3:]] == [(TOKENS_IN, TOKENS_OUT)] * 2
     [cand] = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM candidates")
     assert (cand["tokens_in"], cand["tokens_out"], cand["cost"], cand["calls"]) == (2 * TOKENS_IN, 2 * TOKENS_OUT, None, 5)
+
+
+def test_a_cap_or_a_price_that_is_not_a_finite_number_is_refused_before_anything_runs(cli, suite, fake_openai):
+    # "--max-cost nan" passed the x>0 check and capped nothing (nan compares false); a price of inf
+    # made every cost inf and --json print the non-JSON word Infinity.
+    make_task(suite)
+    _priced(suite)
+    _spender(fake_openai)
+    for flag in ("--max-cost", "--max-task-cost"):
+        for value in ("nan", "inf"):
+            res = cli("run", str(suite), "--agent", "a=llm:openai/spender", flag, value, "--json", env=llm_env(fake_openai))
+            assert res.returncode == 2 and "is not a finite amount of USD" in res.stderr, (flag, value, res.stderr)
+    write(suite / "crossreview.toml", '[prices."openai/spender"]\ninput_cost_per_token = inf\noutput_cost_per_token = 0\n')
+    res = cli("run", str(suite), "--agent", "a=llm:openai/spender", "--json", env=llm_env(fake_openai))
+    assert res.returncode == 2 and "input_cost_per_token" in res.stderr, res.stderr
+    write(suite / "crossreview.toml", 'max_task_cost = inf\n')
+    res = cli("run", str(suite), "--agent", "a=llm:openai/spender", "--json", env=llm_env(fake_openai))
+    assert res.returncode == 2 and "max_task_cost" in res.stderr, res.stderr
+    assert fake_openai.requests == []

@@ -51,8 +51,8 @@ class _Strict(BaseModel):
 class Price(_Strict):
     """USD per token, in and out."""
 
-    input_cost_per_token: float = Field(ge=0)
-    output_cost_per_token: float = Field(ge=0)
+    input_cost_per_token: float = Field(ge=0, allow_inf_nan=False)
+    output_cost_per_token: float = Field(ge=0, allow_inf_nan=False)
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
         return tokens_in * self.input_cost_per_token + tokens_out * self.output_cost_per_token
@@ -64,8 +64,8 @@ class ModelSettings(_Strict):
     api_base: str | None = Field(default=None, description="endpoint, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = Field(default=None, description="name of the environment variable holding the key")
     temperature: float | None = Field(default=None, ge=0, le=2)
-    input_cost_per_token: float | None = Field(default=None, ge=0)
-    output_cost_per_token: float | None = Field(default=None, ge=0)
+    input_cost_per_token: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    output_cost_per_token: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     timeout: float | None = Field(default=None, gt=0, description="seconds per request")
     max_attempts: int | None = Field(default=None, ge=1, le=20, description="tries per call (429, 5xx, timeouts)")
     retry_backoff: float | None = Field(default=None, ge=0, description="first retry delay in seconds; doubles")
