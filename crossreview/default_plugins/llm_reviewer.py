@@ -29,7 +29,7 @@ from ..hookspecs import hookimpl
 from ..llm.client import ModelCallError, ModelClient, Reply, load_litellm, prewarm
 from ..llm.injection import concerns as injection_concerns
 from ..llm.injection import scan_diff, scan_text
-from ..llm.prompts import json_schema_format, new_nonce, repair_message, review_messages
+from ..llm.prompts import MAX_REVIEW_DIFF_CHARS, json_schema_format, new_nonce, repair_message, review_messages
 from ..llm.secrets import Redactor
 from ..llm.settings import LLMSettings, ResolvedModel
 from ..llm.transcript import Transcript
@@ -186,6 +186,12 @@ class LLMReviewer:
         if findings and verdict == "approve" and settings.on_injection == "reject":
             verdict = "reject"
             concerns.insert(0, "approval withheld: the diff contains text addressed to the reviewer; a human should look")
+        if len(request.diff) > MAX_REVIEW_DIFF_CHARS and verdict == "approve":
+            # The model saw the diff's start only: whatever it approved, the rest (where a change meant
+            # to slip through would sit) nobody has read.
+            verdict = "reject"
+            concerns.insert(0, f"approval withheld: the diff is {len(request.diff):,} characters and the reviewer was "
+                               f"shown only the first {MAX_REVIEW_DIFF_CHARS:,}; a human should look")
         prefers = label if (verdict == "approve" and out.prefers == label) else None
         result = ReviewVerdictOutput(
             verdict=verdict,

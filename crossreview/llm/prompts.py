@@ -117,6 +117,10 @@ Reply again with exactly one JSON object and nothing else, of this form:
 {{"verdict": "approve" | "reject", "confidence": <0..1>, "concerns": ["..."], "prefers": "{label}" | null}}"""
 
 
+MAX_REVIEW_DIFF_CHARS = 120_000
+"""The most of a diff a reviewer model is shown; it never approves a diff longer than this."""
+
+
 def new_nonce() -> str:
     return secrets.token_hex(8)
 
@@ -154,7 +158,7 @@ def review_messages(
     rules: list[str],
     flagged: list[str],
     nonce: str,
-    max_diff_chars: int = 120_000,
+    max_diff_chars: int = MAX_REVIEW_DIFF_CHARS,
     instruction_trusted: bool = True,
 ) -> list[dict[str, Any]]:
     """System rules, then the task (trusted unless said otherwise), test outcomes and diff (untrusted, fenced)."""
