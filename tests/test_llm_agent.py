@@ -222,3 +222,34 @@ def test_a_reply_without_a_message_is_a_clear_error_and_its_tokens_are_kept(cli,
     assert c["tokens"] == row["tokens_in"] + row["tokens_out"] and c["cost"] == pytest.approx(row["cost"])
     calls = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM calls ORDER BY seq")
     assert [(k["tokens_in"], k["tokens_out"]) for k in calls] == [r.usage for r in reqs]
+
+
+def test_reading_or_editing_a_huge_file_reads_a_bounded_part_of_it(tmp_path):
+    # With visible tests the agent's own code runs (run_tests), and may leave a file of many gigabytes
+    # in the worktree (a sparse one costs nothing): read_file and edit_file must not load it whole, or
+    # crossreview itself runs out of memory. Run under an address-space limit, in a child process.
+    (tmp_path / "wt").mkdir()
+    with open(tmp_path / "wt" / "huge.txt", "wb") as fh:
+        fh.write(b"line one\n" + b"".join(b"line %d\n" % i for i in range(2, 3000)))
+        fh.truncate(8 * 1024**3)  # 8 GiB, sparse
+    script = write(tmp_path / "probe.py", f"""
+import resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (3 * 1024**3, 3 * 1024**3))
+from crossreview.default_plugins.llm_agent import Toolbox
+from crossreview.llm.secrets import Redactor
+tools = Toolbox(Path({str(tmp_path / "wt")!r}), None, 0.0, Redactor())
+print(tools.read_file("huge.txt"))
+print(tools.read_file("huge.txt", start_line=2, end_line=2), end="")
+tools.edit_file("huge.txt", "line one", "line 1")
+""")
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert "MemoryError" not in proc.stderr, proc.stderr[-2000:]
+    first, ranged = proc.stdout.split("can be read)\n", 1)
+    assert first.startswith("line one\nline 2\n"), proc.stdout[:300]  # its start is text
+    assert first.endswith("(the file is 8589934592 bytes; only its first 16000000 ")
+    assert ranged.startswith("line 2\n\n... (the file is 8589934592 bytes")
+    assert "ToolError: huge.txt: too large to edit" in proc.stderr, proc.stderr[-2000:]

@@ -31,6 +31,8 @@ from ..sandbox import Stopping
 
 MAX_READ_CHARS = 60_000
 MAX_WRITE_BYTES = 2_000_000
+MAX_READ_FILE_BYTES = 16_000_000
+"""read_file reads at most this much of a file (a line range past it cannot be read)."""
 MAX_LIST = 500
 MAX_RESULT_CHARS = 20_000
 _SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules", ".venv", "venv", ".mypy_cache", ".tox"}
@@ -111,10 +113,16 @@ class Toolbox:
         p = self.resolve(path)
         if not p.is_file():
             raise ToolError(f"{path}: no such file")
-        data = p.read_bytes()
+        size = p.stat().st_size
+        with p.open("rb") as fh:  # never the whole of a file the agent's own code may have made huge
+            data = fh.read(MAX_READ_FILE_BYTES)
         if b"\x00" in data[:8192]:
-            return f"{path}: a binary file of {len(data)} bytes"
+            return f"{path}: a binary file of {size} bytes"
         text = data.decode("utf-8", errors="replace")
+        note = ""
+        if size > MAX_READ_FILE_BYTES:
+            text = text[:text.rfind("\n") + 1]  # no half line
+            note = f"\n... (the file is {size} bytes; only its first {MAX_READ_FILE_BYTES} can be read)"
         if start_line or end_line:
             lines = text.splitlines(keepends=True)
             lo = max(1, _line_number(start_line, "start_line", 1))
@@ -122,7 +130,7 @@ class Toolbox:
             text = "".join(lines[lo - 1:hi])
         if len(text) > MAX_READ_CHARS:
             text = text[:MAX_READ_CHARS] + f"\n... (truncated; {len(text)} characters, read a line range)"
-        return text
+        return text + note
 
     def write_file(self, path: str, content: str) -> str:
         if not isinstance(content, str):
@@ -143,6 +151,8 @@ class Toolbox:
             raise ToolError(f"{path}: no such file (use write_file to create it)")
         if not isinstance(old_text, str) or not isinstance(new_text, str) or not old_text:
             raise ToolError("'old_text' (non-empty) and 'new_text' must be strings")
+        if p.stat().st_size > MAX_WRITE_BYTES:
+            raise ToolError(f"{path}: too large to edit (limit {MAX_WRITE_BYTES} bytes)")
         text = p.read_text(encoding="utf-8", errors="replace")
         n = text.count(old_text)
         if n == 0:
