@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DecisionKind = Literal["accepted", "rejected", "escalated", "error"]
 VerdictKind = Literal["approve", "reject", "abstain"]
@@ -271,6 +271,20 @@ class ReviewVerdictOutput(_Strict):
     """What producing this verdict cost (a model reviewer fills it in)."""
     calls: list[dict[str, Any]] = Field(default_factory=list)
     """Its model calls, itemized (as SolveResult.calls)."""
+
+    @field_validator("concerns")
+    @classmethod
+    def _bounded_concerns(cls, concerns: list[str]) -> list[str]:
+        """At most MAX_CONCERNS concerns of MAX_CONCERN_CHARS each: a reviewer (a model talked into it,
+        or a hostile command) must not fill every checkpoint, the ledger and the packet with text."""
+        kept = [c if len(c) <= MAX_CONCERN_CHARS else c[:MAX_CONCERN_CHARS] + " … (cut)" for c in concerns[:MAX_CONCERNS]]
+        if len(concerns) > MAX_CONCERNS:
+            kept.append(f"… and {len(concerns) - MAX_CONCERNS} more concerns (cut)")
+        return kept
+
+
+MAX_CONCERNS = 50
+MAX_CONCERN_CHARS = 2000
 
 
 class Decision(BaseModel):

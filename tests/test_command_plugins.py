@@ -449,3 +449,13 @@ def test_parse_verdict_refuses_a_verdict_given_twice(stdout):
     # Whichever came last would win in a plain json.loads: a reviewer that says two things is unusable.
     with pytest.raises(ReviewerOutputError, match="appears twice"):
         parse_verdict(stdout)
+
+
+def test_a_reviewer_cannot_flood_the_ledger_with_concerns():
+    from crossreview.models import MAX_CONCERN_CHARS, MAX_CONCERNS, ReviewVerdictOutput
+
+    out = ReviewVerdictOutput(verdict="reject", concerns=["x" * 10_000_000] + ["y"] * 100_000)
+    assert len(out.concerns) == MAX_CONCERNS + 1
+    assert len(out.concerns[0]) < MAX_CONCERN_CHARS + 20 and out.concerns[0].endswith("(cut)")
+    assert out.concerns[-1] == f"… and {100_001 - MAX_CONCERNS} more concerns (cut)"
+    assert ReviewVerdictOutput(verdict="approve", concerns=["fine"]).concerns == ["fine"]
