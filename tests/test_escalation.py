@@ -239,4 +239,5 @@ def test_a_decision_made_without_show_has_unknown_minutes_not_zero(cli, parked):
     assert esc["first_shown"] is None and esc["decided"]
     human = cli("stats", "--json").json()["human_time"]
     assert (human["decided"], human["unseen"], human["median_minutes"]) == (0, 1, None)
+    assert (human["total_minutes"], human["minutes_per_100_task_runs"]) == (None, None)
     assert "1 decided unseen: time unknown" in " ".join(cli("stats").stdout.split())

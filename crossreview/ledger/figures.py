@@ -370,16 +370,18 @@ def human_time(d: Data) -> dict[str, Any]:
     escs = [e for t in d.counted for e in t.escalations]
     spent = [m for e in escs if e["decided"] and (m := _minutes(e["first_shown"], e["decided"])) is not None]
     turnaround = [m for e in escs if e["decided"] and (m := _minutes(e["created"], e["decided"])) is not None]
-    total = sum(spent)
+    unseen = sum(1 for e in escs if e["decided"] and not e["first_shown"])
+    # Humans decided, but none of it was timed: the minutes are unknown, not 0.
+    total = None if unseen and not spent else sum(spent)
     return {
         "decided": len(spent),
-        "unseen": sum(1 for e in escs if e["decided"] and not e["first_shown"]),
+        "unseen": unseen,
         "waiting": sum(1 for e in escs if not e["decided"]),
         "median_minutes": percentile(spent, 50),
         "p90_minutes": percentile(spent, 90),
         "mean_minutes": mean(spent),
         "total_minutes": total,
-        "minutes_per_100_task_runs": total / n * 100 if n else None,
+        "minutes_per_100_task_runs": total / n * 100 if n and total is not None else None,
         "escalations_per_100_task_runs": len(escs) / n * 100 if n else None,
         "turnaround_median_minutes": percentile(turnaround, 50),
     }
