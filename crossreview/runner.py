@@ -375,16 +375,22 @@ def run_suite(opts: RunOptions, pm: pluggy.PluginManager | None = None) -> Suite
 
 
 def cap_warnings(config: dict, results: list[TaskResult]) -> list[str]:
-    """A money cap cannot hold work whose price nobody reported: say so when it happened."""
+    """A money or token cap cannot hold work whose usage nobody reported: say so when it happened.
+
+    Unknown cost marks it: a command that wrote no usage, a model reply without
+    usable token counts. Either spent tokens no cap could count.
+    """
     from .budget import Limits
 
     limits = Limits.from_dict(config.get("limits"))
     unknown = [r.task for r in results if r.cost is None]
-    if not limits.caps_cost or not unknown:
+    caps = [name for name, on in (("money", limits.caps_cost),
+                                  ("token", limits.max_tokens is not None or limits.max_task_tokens is not None)) if on]
+    if not caps or not unknown:
         return []
     shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-    return [f"the money cap could not count everything: {len(unknown)} task run(s) spent an unknown amount "
-            f"({shown}) — command agents or reviewers that report no usage "
+    return [f"the {' and '.join(caps)} cap{'s' if len(caps) > 1 else ''} could not count everything: {len(unknown)} "
+            f"task run(s) spent an unknown amount ({shown}) — command agents or reviewers that report no usage "
             "(write it to $CROSSREVIEW_USAGE_FILE to have it counted), or model replies without usable token counts"]
 
 

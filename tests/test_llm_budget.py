@@ -136,6 +136,10 @@ def test_a_money_cap_over_work_of_unknown_price_says_so(cli, suite, tmp_path):
         " ".join(res.stderr.split())
     doc = cli(*args, "--json").json()
     assert doc["tasks"][0]["cost"] is None and len(doc["warnings"]) == 1
+    # A token cap is as blind to it.
+    tokens = cli("run", str(suite), "--agent", "a=oracle", "--agent", f"b=command:{{python}} {silent}",
+                 "--max-tokens", "1000", "--json").json()
+    assert any(w.startswith("the token cap could not count everything") for w in tokens["warnings"])
     # Without a cap there is nothing to warn about.
     assert cli("run", str(suite), "--agent", "a=oracle", "--agent", f"b=command:{{python}} {silent}",
                "--json").json()["warnings"] == []
