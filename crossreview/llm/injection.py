@@ -9,6 +9,7 @@ automatically. The patterns are data: crossreview/llm/injection_patterns.py.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -55,7 +56,10 @@ def normalize(text: str) -> str:
 
 def match(text: str) -> str | None:
     """The name of the first pattern ``text`` matches, or None."""
-    norm = normalize(text)
+    return _match_normalized(normalize(text))
+
+
+def _match_normalized(norm: str) -> str | None:
     for name, rx in _COMPILED:
         if rx.search(norm):
             return name
@@ -75,38 +79,60 @@ def _unquote_path(raw: str) -> str:
     return raw
 
 
-def scan_text(text: str, where: str) -> list[Finding]:
-    """Every line (or pair of lines) of untrusted prose ``text`` that addresses a reviewer or a model."""
-    lines = text.splitlines()
-    findings: list[Finding] = []
-    for i, line in enumerate(lines, start=1):
-        name = match(line)
-        if name:
-            findings.append(Finding(where, i, name, line))
-        elif i < len(lines) and not match(lines[i]):
-            name = match(line + " " + lines[i])
+SPLIT_LINES = 3
+"""A sentence addressed to the reviewer is also looked for across up to this many consecutive lines."""
+
+
+def _split_sentences(where: str, numbered: list[tuple[int, str]], hit: set[int]) -> list[Finding]:
+    """Sentences split over 2..SPLIT_LINES consecutive lines (``numbered``) that no single line gave away.
+
+    A window is skipped when one of its lines already hit, so one sentence is
+    reported once, at its first line.
+    """
+    found: list[Finding] = []
+    # Each line normalized once: normalizing a join is joining the normalized lines.
+    norms = [normalize(t) for _, t in numbered] if len(numbered) > 1 else []
+    for size in range(2, SPLIT_LINES + 1):
+        for i in range(len(numbered) - size + 1):
+            window = numbered[i:i + size]
+            if any(ln in hit for ln, _ in window):
+                continue
+            name = _match_normalized(" ".join(norms[i:i + size]))
             if name:
-                findings.append(Finding(where, i, name, f"{line.strip()} / {lines[i].strip()}"))
-    return findings
+                found.append(Finding(where, window[0][0], name, " / ".join(t.strip() for _, t in window)))
+                hit.update(ln for ln, _ in window)
+    return found
+
+
+def scan_text(text: str, where: str) -> list[Finding]:
+    """Every line (or run of up to SPLIT_LINES lines) of untrusted prose ``text`` that addresses a reviewer or a model."""
+    numbered = list(enumerate(text.splitlines(), start=1))
+    findings = [Finding(where, i, name, line) for i, line in numbered if (name := match(line))]
+    findings += _split_sentences(where, numbered, {f.line for f in findings})
+    return sorted(findings, key=lambda f: f.line or 0)
 
 
 def scan_diff(diff: str) -> list[Finding]:
     """Every added line and new file name in ``diff`` that addresses a reviewer or a model."""
+    return list(_scan_diff(diff))
+
+
+@functools.lru_cache(maxsize=32)
+def _scan_diff(diff: str) -> tuple[Finding, ...]:
+    # Cached: each of a task run's reviewers scans the same diff (7 times over at 8 agents), and
+    # a large diff takes seconds.
+    return tuple(_scan_diff_uncached(diff))
+
+
+def _scan_diff_uncached(diff: str) -> list[Finding]:
     findings: list[Finding] = []
     path = "?"
     new_line = 0
-    run: list[tuple[int, str]] = []  # consecutive added lines, for sentences split over two lines
+    run: list[tuple[int, str]] = []  # consecutive added lines, for sentences split over several
     seen_paths: set[str] = set()
 
     def flush_run() -> None:
-        hit_lines = {f.line for f in findings if f.path == path}
-        for (ln1, t1), (ln2, t2) in zip(run, run[1:]):
-            if ln1 in hit_lines or ln2 in hit_lines:
-                continue
-            name = match(t1 + " " + t2)
-            if name:
-                findings.append(Finding(path, ln1, name, f"{t1.strip()} / {t2.strip()}"))
-                hit_lines.add(ln1)
+        findings.extend(_split_sentences(path, run, {f.line for f in findings if f.path == path}))
         run.clear()
 
     def new_path(p: str) -> None:
