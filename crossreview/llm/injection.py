@@ -117,7 +117,7 @@ def scan_diff(diff: str) -> list[Finding]:
     return list(_scan_diff(diff))
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def _scan_diff(diff: str) -> tuple[Finding, ...]:
     # Cached: each of a task run's reviewers scans the same diff (7 times over at 8 agents), and
     # a large diff takes seconds.
