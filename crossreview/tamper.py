@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import configparser
 import filecmp
+import fnmatch
 import subprocess
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Mapping
 
@@ -129,13 +131,83 @@ def detect_tampering(
 TEST_DIR_NAMES = {"tests", "test", "testing"}
 
 
-def looks_like_test(raw: str) -> bool:
-    """A test module by pytest's default names (``test_*.py``, ``*_test.py``), or any file in a tests folder."""
+@dataclass(frozen=True)
+class PytestLayout:
+    """Where a repository's pytest configuration (on the base) says its tests are, beyond the defaults."""
+
+    python_files: tuple[str, ...] = ()
+    """Globs of test module names (pytest's ``python_files``)."""
+    testpaths: tuple[str, ...] = ()
+    """Folders pytest collects from (``testpaths``): every file in them belongs to the tests."""
+
+
+def looks_like_test(raw: str, layout: PytestLayout = PytestLayout()) -> bool:
+    """A test module by pytest's default names (``test_*.py``, ``*_test.py``) or the base's ``python_files``,
+    or any file in a tests folder or in one of the base's ``testpaths``."""
     path = PurePosixPath(raw)
     name = path.name
     if name.endswith(".py") and (name.startswith("test_") or name[:-3].endswith("_test")):
         return True
+    if any(fnmatch.fnmatch(name, glob) for glob in layout.python_files):
+        return True
+    if any(path.is_relative_to(PurePosixPath(d)) for d in layout.testpaths if d not in ("", ".")):
+        return True
     return any(part in TEST_DIR_NAMES for part in path.parts[:-1])
+
+
+def _words(value: object) -> tuple[str, ...]:
+    """An ini value (whitespace-separated) or a TOML list, as strings."""
+    if isinstance(value, str):
+        return tuple(value.split())
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    return ()
+
+
+def parse_test_layout(files: Mapping[str, str]) -> PytestLayout:
+    """The ``python_files`` and ``testpaths`` of pytest's configuration, from config file texts by name
+    (pytest.ini, pyproject.toml, tox.ini, setup.cfg; the first that configures pytest wins, as in pytest)."""
+    for name in ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"):
+        text = files.get(name)
+        if text is None:
+            continue
+        section: Mapping[str, object] | None = None
+        if name == "pyproject.toml":
+            try:
+                section = tomllib.loads(text).get("tool", {}).get("pytest", {}).get("ini_options")
+            except tomllib.TOMLDecodeError:
+                continue
+        else:
+            cp = configparser.ConfigParser(interpolation=None)
+            try:
+                cp.read_string(text)
+            except configparser.Error:
+                continue
+            key = "tool:pytest" if name == "setup.cfg" else "pytest"
+            section = dict(cp[key]) if cp.has_section(key) else None
+        if section is not None:
+            return PytestLayout(_words(section.get("python_files")),
+                              tuple(p.strip("/") for p in _words(section.get("testpaths"))))
+    return PytestLayout()
+
+
+def base_test_layout(worktree: Path, base_commit: str) -> PytestLayout:
+    """The test layout the base commit's pytest configuration gives (a change's own edits to it are
+    tampering already; the base says where the tests are)."""
+    texts = {}
+    for name in ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"):
+        text = _base_text(worktree, base_commit, name)
+        if text is not None:
+            texts[name] = text
+    return parse_test_layout(texts)
+
+
+def _base_text(worktree: Path, base_commit: str, rel: str) -> str | None:
+    proc = subprocess.run(
+        ["git", "cat-file", "blob", f"{base_commit}:{rel}"], cwd=worktree, capture_output=True,
+        env={"GIT_CONFIG_NOSYSTEM": "1", "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent"},
+    )
+    return proc.stdout.decode("utf-8", "replace") if proc.returncode == 0 else None
 
 
 def _top_level_bindings(tree) -> dict[str, int]:
@@ -210,7 +282,7 @@ def repo_test_edits(files: list[str], texts: Mapping[str, tuple[str | None, str 
     """
     reasons = []
     for raw in files:
-        if not looks_like_test(raw) or raw not in texts:
+        if raw not in texts:  # repo_test_texts holds exactly the changed files that belong to the tests
             continue
         before, after = texts[raw]
         if before is None:
@@ -224,16 +296,14 @@ def repo_test_edits(files: list[str], texts: Mapping[str, tuple[str | None, str 
 
 
 def repo_test_texts(worktree: Path, base_commit: str, files: list[str]) -> dict[str, tuple[str | None, str | None]]:
-    """(before, after) text of each changed file that looks like a test (None where absent)."""
+    """(before, after) text of each changed file that belongs to the tests (None where absent): by
+    pytest's default names, or as the base's pytest configuration lays them out."""
     out: dict[str, tuple[str | None, str | None]] = {}
+    layout = base_test_layout(worktree, base_commit) if files else PytestLayout()
     for rel in files:
-        if not looks_like_test(rel):
+        if not looks_like_test(rel, layout):
             continue
-        proc = subprocess.run(
-            ["git", "cat-file", "blob", f"{base_commit}:{rel}"], cwd=worktree, capture_output=True,
-            env={"GIT_CONFIG_NOSYSTEM": "1", "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent"},
-        )
-        before = proc.stdout.decode("utf-8", "replace") if proc.returncode == 0 else None
+        before = _base_text(worktree, base_commit, rel)
         target = worktree / rel
         try:
             after = (target.read_text(encoding="utf-8", errors="replace")

@@ -817,6 +817,25 @@ def test_a_pr_that_edits_the_repositorys_own_tests_is_never_accepted(tmp_path, c
     assert "a test of the repository" in report["reason"], report["reason"]
 
 
+def test_tests_where_the_bases_pytest_config_puts_them_are_the_repositorys_tests_too(tmp_path, cli):
+    """Tests named and placed by the base's pytest configuration (`check_*.py` under `qa/`), not by
+    pytest's defaults: editing them is editing the judge all the same."""
+    repo = make_repo(tmp_path, config=None)
+    git(repo, "rm", "-q", "-r", "tests")
+    write(repo / "pytest.ini", "[pytest]\npython_files = check_*.py\ntestpaths = qa\n")
+    write(repo / "qa" / "check_calc.py", TEST_CALC)
+    write(repo / "qa" / "helpers.py", "EXPECTED = 3\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tests in qa/")
+    weakened = pr_branch(repo, "weakened", {**FAILING, "qa/check_calc.py": TEST_CALC.replace("== 3", "== -1")})
+    r = cli("gate", "--base", "main", "--head", weakened, "--json", cwd=repo)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "qa/check_calc.py: changes a test of the repository" in json.loads(r.stdout)["reason"]
+    helper = pr_branch(repo, "helper", {**GOOD, "qa/helpers.py": "EXPECTED = -1\n"})
+    r = cli("gate", "--base", "main", "--head", helper, "--json", cwd=repo)
+    assert r.returncode == 3 and "qa/helpers.py" in json.loads(r.stdout)["reason"], r.stdout + r.stderr
+
+
 def test_a_pr_that_only_adds_tests_is_judged_as_usual(tmp_path, cli):
     repo = make_repo(tmp_path, config=None)
     more = TEST_CALC + "\n\ndef test_add_negative():\n    assert add(-1, -1) == -2\n"

@@ -302,5 +302,22 @@ def test_only_adding_tests_to_a_test_file_is_not_an_edit():
     assert only_adds_tests(base, base + "\n@pytest.mark.parametrize('x', [1])\ndef test_c(x):\n    pass\n")
     assert looks_like_test("tests/data/x.json") and looks_like_test("pkg/foo_test.py")
     assert not looks_like_test("src/calc.py") and not looks_like_test("testsuite.py")
-    texts = {"tests/test_x.py": (base, None), "tests/test_new.py": (None, base), "src/a.py": ("", "x")}
-    assert [r.split(":")[0] for r in repo_test_edits(list(texts), texts)] == ["tests/test_x.py"]
+    # repo_test_texts holds the changed files that belong to the tests; src/a.py changed but is none of them.
+    texts = {"tests/test_x.py": (base, None), "tests/test_new.py": (None, base)}
+    assert [r.split(":")[0] for r in repo_test_edits([*texts, "src/a.py"], texts)] == ["tests/test_x.py"]
+
+
+def test_the_bases_pytest_configuration_says_where_its_tests_are():
+    from crossreview.tamper import PytestLayout, looks_like_test, parse_test_layout
+
+    ini = "[pytest]\npython_files = check_*.py spec_*.py\ntestpaths = qa/ integration\n"
+    layout = parse_test_layout({"pytest.ini": ini, "pyproject.toml": "[tool.pytest.ini_options]\ntestpaths = ['x']\n"})
+    assert layout == PytestLayout(("check_*.py", "spec_*.py"), ("qa", "integration"))  # pytest.ini wins
+    assert looks_like_test("src/check_ops.py", layout) and not looks_like_test("src/check_ops.py")
+    assert looks_like_test("qa/helpers.py", layout) and looks_like_test("integration/data/in.json", layout)
+    assert not looks_like_test("src/qa.py", layout)
+    toml = "[tool.pytest.ini_options]\npython_files = ['verify_*.py']\ntestpaths = ['suite']\n"
+    assert parse_test_layout({"pyproject.toml": toml}) == PytestLayout(("verify_*.py",), ("suite",))
+    assert parse_test_layout({"setup.cfg": "[tool:pytest]\ntestpaths = t2\n"}) == PytestLayout((), ("t2",))
+    assert parse_test_layout({"pyproject.toml": "[tool.black]\n", "tox.ini": "[tox]\n"}) == PytestLayout()
+    assert parse_test_layout({"pyproject.toml": "not toml ["}) == PytestLayout()
