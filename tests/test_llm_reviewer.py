@@ -102,6 +102,10 @@ def test_reviewer_behaviours_and_attempt_counts(cli, suite, tmp_path, fake_opena
     calls = ledger_rows(tmp_path / ".crossreview", "SELECT * FROM calls")
     assert len(calls) == len(fake_openai.requests) and {c["phase"] for c in calls} == {"review"}
     assert sum(1 for c in calls if c["error"]) == N * 2 + N + N  # erin's timeouts, frank's 429s, grace's 400s
+    # A timed-out call may have been billed: unknown. An error answer was not: 0.
+    assert {c["cost"] for c in calls if c["error"] and "Timeout" in c["error"]} == {None}
+    assert {c["cost"] for c in calls if c["error"] and "Timeout" not in c["error"]} == {0.0}
+    assert {r["cost"] for r in by["erin"]} == {None}
     answered = [r for r in fake_openai.requests if r.usage and r.model != "slow"]  # slow answers after the timeout
     assert sorted(c["tokens_in"] for c in calls if not c["error"]) == sorted(r.usage[0] for r in answered)
     assert all(r.is_review for r in fake_openai.requests)  # oracle agents call no model

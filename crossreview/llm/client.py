@@ -160,6 +160,12 @@ def is_retryable(exc: BaseException) -> bool:
     return status is not None and (status in (408, 409, 429) or status >= 500)
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """The call timed out on our side: the request was sent, and no answer said what it cost."""
+    timeout_type = getattr(load_litellm(), "Timeout", None)
+    return isinstance(timeout_type, type) and isinstance(exc, timeout_type)
+
+
 def _retry_after(exc: BaseException) -> float | None:
     headers = getattr(exc, "litellm_response_headers", None) or getattr(getattr(exc, "response", None), "headers", None)
     if not headers:
@@ -304,9 +310,14 @@ class ModelClient:
                 seconds = round(time.monotonic() - started, 3)
                 retry = is_retryable(exc)
                 msg = self.redact(describe(exc))
+                # A provider that answered with an error bills nothing; one we stopped waiting for
+                # may have done the work and billed it: unknown, never a guessed 0.
+                cost = None if _timed_out(exc) else 0.0
+                if cost is None:
+                    self.usage.cost = None
                 self._event(kind="call", attempt=attempt, status="error", error=msg, retryable=retry, seconds=seconds,
-                            tokens_in=0, tokens_out=0, cost=0.0)
-                self.calls.append({"model": m.name, "tokens_in": 0, "tokens_out": 0, "cost": 0.0,
+                            tokens_in=0, tokens_out=0, cost=cost)
+                self.calls.append({"model": m.name, "tokens_in": 0, "tokens_out": 0, "cost": cost,
                                    "started": started_at, "seconds": seconds, "error": msg})
                 if not retry:
                     raise ModelCallError(f"{m.name}: {msg}", _status(exc), False) from None
