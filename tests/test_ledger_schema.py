@@ -185,3 +185,25 @@ def test_commands_without_a_ledger_say_what_to_do(cli):
     for args in (["stats"], ["report"], ["export"]):
         res = cli(*args)
         assert res.returncode == 2 and "no ledger" in res.stderr and "crossreview run" in res.stderr
+
+
+@pytest.mark.parametrize("role", ["source", "destination", "stats"])
+def test_a_sqlite_file_of_another_program_is_refused_and_left_untouched(tmp_path, role):
+    from crossreview.ledger.merge import merge_into
+
+    other = tmp_path / "app.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+    db.execute("INSERT INTO users VALUES (1, 'ada')")
+    db.commit()
+    db.close()
+    before = other.read_bytes()
+    with pytest.raises(LedgerError, match=r"app\.db is not a crossreview ledger .*users"):
+        if role == "source":
+            merge_into(Ledger(tmp_path / "team.db"), Ledger(other))
+        elif role == "destination":
+            merge_into(Ledger(other), Ledger(tmp_path / "a.db"))
+        else:
+            compute(Ledger(other))
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app")) == ["app.db"]

@@ -184,6 +184,7 @@ class SQLiteBackend:
     def __init__(self, path: Path):
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._checked = False
 
     def describe(self) -> str:
         return str(self.path)
@@ -196,11 +197,26 @@ class SQLiteBackend:
         db.row_factory = sqlite3.Row
         try:
             db.execute("PRAGMA busy_timeout=60000")
+            if not self._checked:
+                self._refuse_foreign(db)
+                self._checked = True
             self._wal(db)
         except sqlite3.DatabaseError as exc:
             db.close()
             raise LedgerError(f"cannot use ledger {self.path}: {exc}") from None
         return db
+
+    def _refuse_foreign(self, db: sqlite3.Connection) -> None:
+        """A SQLite file of another program (tables, none of them the ledger's) is refused before
+        anything is written to it: not even the switch to WAL, let alone the ledger's tables."""
+        tables = sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                        if not r[0].startswith("sqlite_"))
+        if tables and not {"runs", "meta", "schema_version"} & set(tables):
+            db.close()
+            raise LedgerError(
+                f"{self.path} is not a crossreview ledger (it holds other tables: {', '.join(tables[:5])}"
+                f"{', …' if len(tables) > 5 else ''}); it was left untouched: pass a ledger file, or a new path"
+            )
 
     @staticmethod
     def _wal(db: sqlite3.Connection) -> None:
