@@ -64,3 +64,52 @@ def test_export_to_stdout_and_report_default_name(cli, tmp_path):
     assert res.returncode == 0 and (tmp_path / "crossreview-report.html").exists()
     res = cli("stats")
     assert res.returncode == 0 and "no task runs in the ledger" in res.stdout
+
+
+def _killed_run(path: Path):
+    """A ledger holding suite run r-1, killed (kill -9) while its one task run was running."""
+    from crossreview.ledger import Ledger
+
+    led = Ledger(path)
+    led.start_run("r-1", {"suite_dir": "tasks"})
+    led.start_task_run("r-1/add", "r-1", "add", "tasks/add", [], {})
+    return led
+
+
+def test_merge_brings_a_killed_run_as_far_as_its_resumed_copy_got(tmp_path):
+    import shutil
+
+    from crossreview.ledger import Ledger
+    from crossreview.ledger.merge import merge_into
+
+    killed = _killed_run(tmp_path / "killed.db")
+    shutil.copy(tmp_path / "killed.db", tmp_path / "resumed.db")
+    resumed = Ledger(tmp_path / "resumed.db")
+    with resumed.connect() as db:  # `resume` finished it on another machine
+        db.execute("UPDATE task_runs SET status='done', decision='accepted', finished=started")
+    resumed.set_run_status("r-1", "finished")
+    merge_into(killed, resumed)
+    assert [(r["status"], r["finished"] is not None) for r in killed.runs()] == [("finished", True)]
+    merge_into(resumed, _killed_run(tmp_path / "killed-again.db"))  # and never back
+    assert [r["status"] for r in resumed.runs()] == ["finished"]
+
+
+def test_merge_ends_a_waiting_run_once_its_escalations_are_decided_elsewhere(tmp_path):
+    import shutil
+
+    from crossreview.ledger import Ledger
+    from crossreview.ledger.merge import merge_into
+
+    parked = _killed_run(tmp_path / "parked.db")
+    with parked.connect() as db:
+        db.execute("UPDATE task_runs SET status='parked', decision='escalated'")
+        db.insert("escalations", {"id": "e-1", "task_run": "r-1/add", "run": "r-1", "task": "add", "round": 0,
+                                  "reason": "split", "created": "2026-01-01T00:00:00+00:00", "packet": "{}"})
+    parked.set_run_status("r-1", "waiting")
+    shutil.copy(tmp_path / "parked.db", tmp_path / "decided.db")
+    decided = Ledger(tmp_path / "decided.db")
+    with decided.connect() as db:  # `gate --record-human` in another CI job: only the escalation changed
+        db.execute("UPDATE escalations SET decided='2026-01-01T01:00:00+00:00', decided_by='ada', action='reject'")
+    merge_into(parked, decided)
+    assert parked.get_task_run("r-1/add")["status"] == "done"
+    assert [r["status"] for r in parked.runs()] == ["finished"]

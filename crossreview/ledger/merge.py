@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from . import Ledger
 
 _CHILDREN = ("candidates", "test_outcomes", "verdicts", "decisions", "events", "calls", "spend")
+_RUN_RANK = {"running": 0, "interrupted": 0, "waiting": 1, "error": 2, "finished": 2}
+"""How far a suite run got: a merge keeps the furthest of two copies."""
 _DECISION_COLS = ("first_shown", "decided", "decided_by", "action", "pick", "guide")
 
 
@@ -57,11 +59,15 @@ def merge_into(dest: "Ledger", source: "Ledger") -> MergeStats:
             children[t].setdefault(r["task_run"], []).append(r)
     with dest.connect() as db:
         cols = {t: db.columns(t) for t in ("runs", "task_runs", "escalations", *_CHILDREN)}
-        have_runs = {r["id"] for r in db.execute("SELECT id FROM runs").fetchall()}
+        have_runs = {r["id"]: r["status"] for r in db.execute("SELECT id, status FROM runs").fetchall()}
         for r in data["runs"]:
             if r["id"] not in have_runs:
                 db.insert("runs", {c: r[c] for c in r if c in cols["runs"]})
                 stats.runs += 1
+            elif _RUN_RANK.get(r["status"], 0) > _RUN_RANK.get(have_runs[r["id"]], 0):
+                # Killed here, resumed (or decided) there: the run is as far as the furthest copy got.
+                db.execute("UPDATE runs SET status=?, finished=?, pid=? WHERE id=?",
+                           (r["status"], r["finished"], r["pid"], r["id"]))
         have_trs = {r["id"]: r["status"] for r in db.execute("SELECT id, status FROM task_runs").fetchall()}
         for r in data["task_runs"]:
             status = have_trs.get(r["id"])
@@ -97,4 +103,15 @@ def merge_into(dest: "Ledger", source: "Ledger") -> MergeStats:
                     ("accepted" if accepted else "rejected", mine["pick"] if accepted else None,
                      f"decided by {mine['decided_by']} ({mine['id']})", mine["decided"], mine["task_run"]),
                 )
+        # A run left waiting whose escalations are all decided now (here or by the source) is over.
+        for r in data["runs"]:
+            row = db.execute("SELECT status FROM runs WHERE id=?", (r["id"],)).fetchone()
+            if row is None or row["status"] != "waiting":
+                continue
+            trs = db.execute("SELECT status, decision, finished FROM task_runs WHERE run=?", (r["id"],)).fetchall()
+            if any(t["status"] in ("parked", "running") for t in trs):
+                continue
+            status = "error" if any(t["decision"] == "error" or t["status"] == "error" for t in trs) else "finished"
+            db.execute("UPDATE runs SET status=?, finished=? WHERE id=?",
+                       (status, max((t["finished"] for t in trs if t["finished"]), default=None), r["id"]))
     return stats
