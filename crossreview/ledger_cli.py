@@ -232,7 +232,9 @@ def merge(sources, ledger, state_dir):
     """
     from .ledger import Ledger, LedgerError
     from .ledger.db import LedgerURL
-    from .ledger.merge import merge_into
+    import tempfile
+
+    from .ledger.merge import merge_into, open_source
 
     dest = ledger if ledger is not None else state_dir / "ledger.db"
     for src in sources:
@@ -240,12 +242,13 @@ def merge(sources, ledger, state_dir):
             _fail(f"{src}: no such ledger file; give the ledger.db files to fold in")
     try:
         target = Ledger(dest)
-        for src in sources:
-            if not isinstance(src, LedgerURL) and not isinstance(dest, LedgerURL) and Path(src).resolve() == Path(dest).resolve():
-                _fail(f"{src} is the ledger being merged into; give the others")
-            got = merge_into(target, Ledger(src))
-            click.echo(f"{src}: +{got.runs} runs, +{got.task_runs} task runs, +{got.escalations} escalations, "
-                       f"{got.decisions} decisions filled in")
+        with tempfile.TemporaryDirectory(prefix="crossreview-merge-") as scratch:
+            for src in sources:
+                if not isinstance(src, LedgerURL) and not isinstance(dest, LedgerURL) and Path(src).resolve() == Path(dest).resolve():
+                    _fail(f"{src} is the ledger being merged into; give the others")
+                got = merge_into(target, open_source(src, scratch))
+                click.echo(f"{src}: +{got.runs} runs, +{got.task_runs} task runs, +{got.escalations} escalations, "
+                           f"{got.decisions} decisions filled in")
     except LedgerError as exc:
         _fail(str(exc))
     click.echo(f"merged {len(sources)} ledger(s) into {dest}")

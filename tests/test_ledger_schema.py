@@ -207,3 +207,21 @@ def test_a_sqlite_file_of_another_program_is_refused_and_left_untouched(tmp_path
             compute(Ledger(other))
     assert other.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app")) == ["app.db"]
+
+
+def test_merging_an_older_ledger_reads_it_without_upgrading_it(tmp_path, cli):
+    old = make_v1(tmp_path / "old.db")
+    before = old.read_bytes()
+    rows = snapshot(old)
+    res = cli("merge", "old.db", "--ledger", "team.db")
+    assert res.returncode == 0, res.stderr
+    # An older crossreview still writing old.db would refuse it once upgraded: it is only read.
+    assert old.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("old")) == ["old.db"]
+    assert snapshot(tmp_path / "team.db", v1_columns(old)) == {t: r for t, r in rows.items() if t != "meta"} | {
+        "meta": snapshot(tmp_path / "team.db", {"meta": ["key", "value"]})["meta"]}
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    res = cli("merge", "empty.db", "--ledger", "team.db")
+    assert res.returncode == 2 and "empty.db is empty, not a crossreview ledger" in res.stderr
+    assert empty.read_bytes() == b""

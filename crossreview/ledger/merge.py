@@ -14,7 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .db import Tx
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from .db import LedgerError, LedgerURL, SQLiteBackend, Tx, _SQLiteTx, parse_location
 
 if TYPE_CHECKING:
     from . import Ledger
@@ -35,6 +39,47 @@ class MergeStats:
     decisions: int = 0
     """Escalations the destination had open and the source had decided."""
     sources: list[str] = field(default_factory=list)
+
+
+def open_source(location, scratch: str | None = None) -> "Ledger":
+    """A ledger to merge from, opened without writing to it.
+
+    Opening a ledger upgrades an older one in place; a merge source is only read (a CI
+    artifact, a colleague's ledger an older crossreview still writes), so an older SQLite
+    source is upgraded in a copy under ``scratch`` (a temporary folder the caller removes).
+    An empty file is no ledger; a newer one is refused as everywhere.
+    """
+    from . import Ledger
+    from .schema import SCHEMA_VERSION, _refuse_newer, version_of
+
+    loc = parse_location(location)
+    if isinstance(loc, LedgerURL):
+        return Ledger(loc)
+    # Read the version as a plain reader: the backend would switch the file to WAL (a write).
+    src = sqlite3.connect(loc, timeout=60)
+    src.row_factory = sqlite3.Row
+    try:
+        SQLiteBackend(loc)._refuse_foreign(src)  # another program's database: says so, names its tables
+        found = version_of(_SQLiteTx(src))
+        if found == 0:
+            raise LedgerError(f"{loc} is empty, not a crossreview ledger: give the ledger.db files to fold in")
+        _refuse_newer(found, str(loc))
+        if found == SCHEMA_VERSION:
+            return Ledger(loc)
+        folder = Path(scratch) if scratch else Path(tempfile.mkdtemp(prefix="crossreview-merge-"))
+        copy = folder / f"{len(list(folder.iterdir()))}-{loc.name}"
+        dst = sqlite3.connect(copy)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(f"cannot use ledger {loc}: {exc}") from None
+    finally:
+        src.close()
+    led = Ledger(copy)
+    led.path = loc  # named as given, though read from the upgraded copy
+    return led
 
 
 def _cols(rows: list[dict], dest_cols: list[str]) -> list[str]:
