@@ -240,12 +240,12 @@ def merge(sources, ledger, state_dir):
     for src in sources:
         if not isinstance(src, LedgerURL) and not Path(src).is_file():
             _fail(f"{src}: no such ledger file; give the ledger.db files to fold in")
+        if not isinstance(src, LedgerURL) and not isinstance(dest, LedgerURL) and Path(src).resolve() == Path(dest).resolve():
+            _fail(f"{src} is the ledger being merged into; give the others")  # before anything is merged
     try:
         target = Ledger(dest)
         with tempfile.TemporaryDirectory(prefix="crossreview-merge-") as scratch:
             for src in sources:
-                if not isinstance(src, LedgerURL) and not isinstance(dest, LedgerURL) and Path(src).resolve() == Path(dest).resolve():
-                    _fail(f"{src} is the ledger being merged into; give the others")
                 got = merge_into(target, open_source(src, scratch))
                 click.echo(f"{src}: +{got.runs} runs, +{got.task_runs} task runs, +{got.escalations} escalations, "
                            f"{got.decisions} decisions filled in")

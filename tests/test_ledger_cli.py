@@ -113,3 +113,13 @@ def test_merge_ends_a_waiting_run_once_its_escalations_are_decided_elsewhere(tmp
     merge_into(parked, decided)
     assert parked.get_task_run("r-1/add")["status"] == "done"
     assert [r["status"] for r in parked.runs()] == ["finished"]
+
+
+def test_merging_a_ledger_into_itself_is_refused_before_any_other_source_is_merged(cli, tmp_path):
+    from crossreview.ledger import Ledger
+
+    _killed_run(tmp_path / "a.db")
+    Ledger(tmp_path / "team.db")
+    res = cli("merge", "a.db", "team.db", "--ledger", "team.db")
+    assert res.returncode == 2 and "team.db is the ledger being merged into" in res.stderr
+    assert Ledger(tmp_path / "team.db").runs() == []  # all or nothing: a.db was not half folded in
