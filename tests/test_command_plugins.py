@@ -315,6 +315,18 @@ def test_command_reviewer_untested_candidate(task, tmp_path, reviewer):
     assert json.loads((tmp_path / "review-work" / "tests.json").read_text()) is None
 
 
+def test_command_reviewer_reports_what_it_spent_as_agents_do(task, tmp_path):
+    paid = ("printf '{\"tokens_in\": 300, \"tokens_out\": 40, \"cost\": 0.002}' > \"$CROSSREVIEW_USAGE_FILE\"; "
+            "echo '{\"verdict\": \"approve\"}'")
+    out = CommandReviewer(AgentSpec(name="b", spec=f"command:{paid}")).review(
+        review_request(task, tmp_path, GOOD_DIFF, passed_report()))
+    assert (out.usage.tokens_in, out.usage.tokens_out, out.usage.cost) == (300, 40, 0.002)
+    # The next review in the same folder does not inherit that file.
+    silent = CommandReviewer(AgentSpec(name="b", spec="command:echo '{\"verdict\": \"approve\"}'")).review(
+        review_request(task, tmp_path, GOOD_DIFF, passed_report()))
+    assert silent.usage.cost is None and silent.usage.tokens == 0
+
+
 def test_command_reviewer_printing_garbage(task, tmp_path):
     r = CommandReviewer(AgentSpec(name="b", spec="command:echo 'Looks good to me!'"))
     with pytest.raises(ReviewerOutputError, match="printed no verdict") as failed:

@@ -146,7 +146,10 @@ class CommandReviewer:
         tests_file.write_text(json.dumps(request.tests.summary_dict() if request.tests else None, indent=1))
         instruction_file = work / "instruction.md"
         instruction_file.write_text(request.instruction)
+        usage_file = work / "usage.json"
+        usage_file.unlink(missing_ok=True)  # a file left by an earlier review must not be read as this one's
         env = {
+            "CROSSREVIEW_USAGE_FILE": str(usage_file),
             "CROSSREVIEW_DIFF_FILE": str(diff_file),
             "CROSSREVIEW_TESTS_FILE": str(tests_file),
             "CROSSREVIEW_INSTRUCTION_FILE": str(instruction_file),
@@ -171,10 +174,10 @@ class CommandReviewer:
                 raise ReviewerOutputError(f"exited {proc.returncode}: {tail}")
             verdict = parse_verdict(proc.stdout)
         except ReviewerOutputError as exc:
-            exc.usage = Usage(cost=None)  # it ran: what it spent is unknown, not free
+            exc.usage = read_usage(usage_file)  # it ran: what it says it spent, else unknown, not free
             raise
         if verdict.usage is None:
-            verdict.usage = Usage(cost=None)  # the command did not say what it spent
+            verdict.usage = read_usage(usage_file)  # unknown unless the command wrote it
         return verdict
 
 
