@@ -603,6 +603,8 @@ def gate(base, head, attempts, task, title, body, repo, record_human, report_fil
 def _print_gate(out: Console, report) -> None:
     from rich.table import Table
 
+    from .packet import files_phrase
+
     style = {"accepted": "green", "rejected": "red", "escalated": "magenta"}.get(report.decision, "yellow")
     out.print(f"[bold {style}]{report.decision}[/bold {style}]: ", end="")
     out.print(report.reason, highlight=False, markup=False)
@@ -612,7 +614,7 @@ def _print_gate(out: Console, report) -> None:
     for c in report.candidates:
         on_it = [v for v in report.verdicts if v["candidate"] == c["agent"]]
         tests = f"{c['tests_passed']}/{c['tests_total']}" if c["status"] == "ok" else c["status"]
-        table.add_row(c["agent"], tests, f"{len(c['files'])} files +{c['lines_added']} -{c['lines_removed']}",
+        table.add_row(c["agent"], tests, f"{files_phrase(len(c['files']))} +{c['lines_added']} -{c['lines_removed']}",
                       ", ".join(f"{v['reviewer']}: {v['verdict']}" for v in on_it) or "-")
     if report.candidates:  # none when a review settled or kept an earlier decision
         out.print(table)

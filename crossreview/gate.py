@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field
 
 from . import plugins
 from .models import AgentSpec, HumanDecision, Task, TaskResult, utcnow
+from .packet import files_phrase
 from .runner import (
     DEFAULT_STATE_DIR,
     RunOptions,
@@ -510,7 +511,7 @@ def render_markdown(report: GateReport) -> str:
         if c["tampering"]:
             tests += " ⚠️ may fake its results"
         who = "this pull request" if c["agent"] == PR_AGENT else f"attempt by {_code(c['agent'])}"
-        lines.append(f"| {who} | {tests} | {len(c['files'])} files +{c['lines_added']} -{c['lines_removed']} "
+        lines.append(f"| {who} | {tests} | {files_phrase(len(c['files']))} +{c['lines_added']} -{c['lines_removed']} "
                      f"| {reviews} |")
     if report.disagreements:
         lines += ["", "### Where they disagree", ""]

@@ -71,7 +71,8 @@ def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict
     }
 
 
-def _files(n: int) -> str:
+def files_phrase(n: int) -> str:
+    """"1 file", "3 files": how every face of crossreview counts a change's files."""
     return "1 file" if n == 1 else f"{n} files"
 
 
@@ -136,7 +137,7 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
         table.add_row(
             c["agent"],
             Text(tests, style=style),
-            f"{_files(len(c['files']))} +{c['lines_added']} -{c['lines_removed']}",
+            f"{files_phrase(len(c['files']))} +{c['lines_added']} -{c['lines_removed']}",
             f"{c['seconds']:.1f}",
             verdicts,
         )

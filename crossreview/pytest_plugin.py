@@ -608,6 +608,8 @@ def format_load_errors(path: Path, errors: "list[TaskError]") -> str:
 
 def format_outcome(outcome: "TaskOutcome") -> str:
     """The readable report of a task run: per candidate its tests, the verdicts on it and their concerns."""
+    from .packet import files_phrase
+
     r = outcome.result
     lines = [f"crossreview: {r.task} {r.decision} (task run {r.task_run})"]
     if r.reason:
@@ -620,7 +622,7 @@ def format_outcome(outcome: "TaskOutcome") -> str:
         passed = f"tests {tests.passed}/{tests.total} passed" if tests else "tests not run"
         if tests and tests.timed_out:
             passed += " (timed out)"
-        diff = (f"{len(c.files_changed)} file(s) +{c.lines_added} -{c.lines_removed}"
+        diff = (f"{files_phrase(len(c.files_changed))} +{c.lines_added} -{c.lines_removed}"
                 if c.files_changed else "no changes")
         status = "" if c.status == "ok" else f" [{c.status}: {c.error}]"
         lines.append(f"candidate {c.agent} ({c.spec}): {passed}; diff: {diff}; {c.seconds:.1f}s{status}")

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from .hookspecs import hookimpl
 from .models import Candidate, TaskError, TaskResult, Verdict
+from .packet import files_phrase
 
 DECISION_STYLE = {"accepted": "green", "rejected": "red", "escalated": "yellow", "error": "magenta"}
 
@@ -53,7 +54,7 @@ class TerminalReporter:
         status = "" if candidate.status == "ok" else f" [{candidate.status}: {candidate.error}]"
         self._line(
             task.id,
-            f"{candidate.agent} solved in {candidate.seconds:.1f}s: {_files(len(candidate.files_changed))} "
+            f"{candidate.agent} solved in {candidate.seconds:.1f}s: {files_phrase(len(candidate.files_changed))} "
             f"+{candidate.lines_added} -{candidate.lines_removed}{status}",
         )
 
@@ -95,8 +96,6 @@ class TerminalReporter:
         self._line(result.task, Text.assemble(counter, (result.decision, DECISION_STYLE.get(result.decision, "")), extra))
 
 
-def _files(n: int) -> str:
-    return "1 file" if n == 1 else f"{n} files"
 
 
 def print_errors(console: Console, errors: list[TaskError]) -> None:

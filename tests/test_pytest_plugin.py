@@ -86,7 +86,7 @@ def test_example_suite_outcomes_report_and_junit(project):
         "    failed test_durations::test_parses*NotImplementedError*",
         "  review by shortcut: reject (confidence 0.70)",
         "    - no change",
-        "candidate shortcut (command:*shortcut.py): tests 1/18 passed; diff: 1 file(s) +*",
+        "candidate shortcut (command:*shortcut.py): tests 1/18 passed; diff: 1 file +*",
         "  review by alice: reject (confidence 1.00)",
         "    - 1/18 tests pass",
     ])
