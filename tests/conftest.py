@@ -151,6 +151,18 @@ def ledger_rows(state_dir: Path, query: str, args: tuple = ()) -> list[sqlite3.R
         db.close()
 
 
+GIT_AS_TESTER = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+
+
+def stub_project(path: Path) -> Path:
+    """A git repository at ``path`` with one commit: calc.py whose add() is a stub."""
+    write(path / "calc.py", "def add(a, b):\n    raise NotImplementedError\n")
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    subprocess.run([*GIT_AS_TESTER, "-C", str(path), "add", "-A"], check=True)
+    subprocess.run([*GIT_AS_TESTER, "-C", str(path), "commit", "-qm", "stub"], check=True)
+    return path
+
+
 def git_branches(git_dir: Path) -> list[str]:
     """Every branch in a repository."""
     out = subprocess.run(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import heavy_imports, EXAMPLE_TASKS, make_task, write
+from conftest import heavy_imports, EXAMPLE_TASKS, make_task
 
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["plugins"], ["decide", "--help"]])
 def test_help_and_plugins_import_no_heavy_modules(args):
@@ -134,12 +134,9 @@ def test_run_json_with_every_task_broken_still_prints_one_document(cli, suite):
 
 
 def test_gc_prunes_worktree_records_of_a_killed_run_in_a_bare_repository(cli, tmp_path):
-    project = tmp_path / "project"
-    write(project / "calc.py", "def add(a, b):\n    raise NotImplementedError\n")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q", str(project)], check=True)
-    subprocess.run([*git, "-C", str(project), "add", "-A"], check=True)
-    subprocess.run([*git, "-C", str(project), "commit", "-qm", "stub"], check=True)
+    from conftest import stub_project
+
+    project = stub_project(tmp_path / "project")
     subprocess.run(["git", "clone", "-q", "--bare", str(project), str(tmp_path / "project.git")], check=True)
     suite = tmp_path / "suite"
     make_task(suite, toml=f'[repo]\npath = "{tmp_path / "project.git"}"\n', repo={})

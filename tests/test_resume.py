@@ -181,6 +181,25 @@ def test_ctrl_c_stops_agents_cleans_up_and_resume_finishes(cli, suite, tmp_path)
     assert invocations(counts, "slow") == 2
 
 
+def _ctrl_c_during_a_model_call(args: list[str], cwd: Path, env: dict, call_started) -> None:
+    """Start `crossreview ARGS`, press Ctrl-C once ``call_started()`` says its model call is under way,
+    and check it left at once (exit 130, no traceback), not when the model answered."""
+    proc = subprocess.Popen([sys.executable, "-m", "crossreview", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        _wait_for(call_started, timeout=60, what="the model call to start")
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        waited = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert waited < 20, f"exit took {waited:.1f}s: it waited for the model's reply"
+    assert "interrupted" in err and "Traceback" not in err
+
+
 def test_ctrl_c_during_a_slow_model_call_exits_at_once(suite, tmp_path):
     from fake_openai import FakeOpenAI, llm_env, text
 
@@ -188,26 +207,11 @@ def test_ctrl_c_during_a_slow_model_call_exits_at_once(suite, tmp_path):
     server = FakeOpenAI().start()
     try:
         server.on("slow", [text("never mind", delay=60.0)])
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "crossreview", "run", str(suite), "--agent", "x=llm:openai/slow",
-             "--agent", "noop", "--reviewer", "tests"],
-            cwd=tmp_path, env=cli_env(llm_env(server)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        )
-        try:
-            _wait_for(lambda: server.requests_for("slow"), timeout=60, what="the model call to start")
-            sent = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)
-            waited = time.monotonic() - sent
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        _ctrl_c_during_a_model_call(
+            ["run", str(suite), "--agent", "x=llm:openai/slow", "--agent", "noop", "--reviewer", "tests"],
+            tmp_path, cli_env(llm_env(server)), lambda: server.requests_for("slow"))
     finally:
         server.stop()
-    assert proc.returncode == 130, err
-    assert waited < 20, f"exit took {waited:.1f}s: it waited for the model's reply"
-    assert "interrupted" in err and "Traceback" not in err
     [run] = ledger_rows(tmp_path / ".crossreview", "SELECT id, status FROM runs")
     assert run["status"] == "interrupted"
     # The task run under way had its worktrees removed although its thread never came back.
@@ -387,23 +391,8 @@ def test_ctrl_c_during_a_guided_rounds_model_call_exits_at_once(cli, suite, tmp_
 
         server.on("rev", reviewer)
         p = _parked(cli, suite, tmp_path, "llm:openai/rev", env=llm_env(server))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "crossreview", "decide", p["esc"], "--guide", "add"],
-            cwd=tmp_path, env=cli_env(p["env"]),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        )
-        try:
-            _wait_for(lambda: len(server.requests_for("rev")) >= 2, timeout=60, what="round 2's model call")
-            sent = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)
-            waited = time.monotonic() - sent
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == 130, err
-        assert waited < 20, f"exit took {waited:.1f}s: it waited for the model's reply"
-        assert "interrupted" in err and "Traceback" not in err
+        _ctrl_c_during_a_model_call(["decide", p["esc"], "--guide", "add"], tmp_path, cli_env(p["env"]),
+                                    lambda: len(server.requests_for("rev")) >= 2)  # round 2's call
         assert cli("runs", "--json").json()["runs"][0]["status"] == "interrupted"
         assert not any((p["state"] / "worktrees").glob("r-*/add/*"))
         # The decision stands; resume carries it out (the model answers at once now).

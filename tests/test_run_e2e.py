@@ -224,12 +224,9 @@ def test_visible_tests_cannot_be_rewritten_by_the_agent(cli, suite, tmp_path):
 
 
 def test_task_from_an_existing_git_repository_and_ref(cli, suite, tmp_path):
-    repo = tmp_path / "project"
-    write(repo / "calc.py", "def add(a, b):\n    raise NotImplementedError\n")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run([*git, "-C", str(repo), "add", "-A"], check=True)
-    subprocess.run([*git, "-C", str(repo), "commit", "-qm", "stub"], check=True)
+    from conftest import GIT_AS_TESTER as git, stub_project
+
+    repo = stub_project(tmp_path / "project")
     first = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     write(repo / "calc.py", "def add(a, b):\n    return a + b\n")
     subprocess.run([*git, "-C", str(repo), "commit", "-qam", "solved already"], check=True)
