@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -150,8 +151,7 @@ def prepare_base(task: Task, state_dir: Path) -> BaseRepo:
         fresh = not (git_dir / "HEAD").exists()
         if fresh:
             git_dir.parent.mkdir(parents=True, exist_ok=True)
-            # No templates: sample hooks are never run and only cost time to copy.
-            _run(_git(cwd=git_dir.parent), "init", "--bare", "--quiet", "--template=", str(git_dir))
+            _init_snapshot_repo(git_dir)
             (git_dir / "info").mkdir(exist_ok=True)
             (git_dir / "info" / "exclude").write_text(_SNAPSHOT_EXCLUDE)
         # The fingerprint is taken before git reads the folder: a file changed
@@ -195,6 +195,37 @@ def prepare_base(task: Task, state_dir: Path) -> BaseRepo:
         _run(bare, "update-ref", "HEAD", commit)
         _write_snapshot_cache(git_dir, task.repo_path, fingerprint, commit, tree)
         return BaseRepo(git_dir, commit)
+
+
+_EMPTY_REPO = ".init-template"
+"""A bare repository ``git init`` made once per state folder; each task's snapshot repository starts as a copy."""
+
+
+def _init_snapshot_repo(git_dir: Path) -> None:
+    """Make the empty bare repository ``git_dir``: a copy of one ``git init`` made earlier in the same folder.
+
+    Every task of a first run needs one, and a copy of a dozen small files
+    costs a fraction of a git process. The copy is exactly what ``git init``
+    writes here (the user's ``init.*`` settings included), since git made it.
+    """
+    template = git_dir.parent / _EMPTY_REPO
+    if not (template / "HEAD").is_file():
+        tmp = git_dir.parent / f"{_EMPTY_REPO}.{os.getpid()}.{threading.get_ident()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        # No templates: sample hooks are never run and only cost time to copy.
+        _run(_git(cwd=git_dir.parent), "init", "--bare", "--quiet", "--template=", str(tmp))
+        try:
+            os.rename(tmp, template)
+        except OSError:  # another task run made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    # Copied aside and renamed into place: a crash mid-copy must not leave a
+    # folder with a HEAD (which says "a repository is here") but no config.
+    staging = git_dir.with_name(f"{git_dir.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(template, staging)
+    if git_dir.exists():  # a partial repository of an older version's crash (no HEAD: see the caller)
+        shutil.rmtree(git_dir)
+    os.rename(staging, git_dir)
 
 
 _QUIET_COMMIT = (
@@ -334,11 +365,13 @@ def create_worktree(state_dir: Path, base: BaseRepo, path: Path) -> Path:
                 break
             except FileNotFoundError:
                 continue
-        # Under the lock although no shared ref changes: git 2.39's `worktree add`
-        # reads every other worktree's record and dies on one half-written by a
-        # concurrent add ("failed to read .../commondir"). --force takes over a
-        # worktree record whose folder is gone.
-        _run(base.git(), "worktree", "add", "--force", "--quiet", "--detach", "--no-checkout", str(path), base.commit)
+        if not _add_worktree_record(state_dir, base, path):
+            # Under the lock although no shared ref changes: git 2.39's `worktree add`
+            # reads every other worktree's record and dies on one half-written by a
+            # concurrent add ("failed to read .../commondir"). --force takes over a
+            # worktree record whose folder is gone.
+            _run(base.git(), "worktree", "add", "--force", "--quiet", "--detach", "--no-checkout", str(path),
+                 base.commit)
         _write_owner(path)
     # The checkout (what `worktree add` would run as its own child process)
     # touches only this worktree, so the agents of a task check out at once
@@ -346,6 +379,60 @@ def create_worktree(state_dir: Path, base: BaseRepo, path: Path) -> Path:
     _run(_git(cwd=path), "reset", "--hard", "--quiet", "--no-recurse-submodules")
     _save_seed_index(path)
     return path
+
+
+def is_snapshot_repo(state_dir: Path, git_dir: Path) -> bool:
+    """True for a bare repository crossreview made itself (``repos/<task>.git``) in the plain layout git 2.x writes.
+
+    Only there does crossreview write worktree records, commits and refs
+    without a git process (see ``_add_worktree_record``, ``keep_branch``): it
+    knows such a repository's whole config. A user's own repository, or one
+    using newer storage (reftable, per-worktree config), always goes through git.
+    """
+    try:
+        if Path(git_dir).resolve().parent != (Path(state_dir) / "repos").resolve():
+            return False
+        config = (Path(git_dir) / "config").read_text().lower()
+    except OSError:
+        return False
+    return "refstorage" not in config and "worktreeconfig" not in config and "objectformat" not in config
+
+
+def _add_worktree_record(state_dir: Path, base: BaseRepo, path: Path) -> bool:
+    """Write what ``git worktree add --detach --no-checkout PATH COMMIT`` writes, without running git.
+
+    Two git processes fewer per agent (``worktree add`` starts ``update-ref``
+    as a child), and both were serialized under the repository lock, so a
+    task run of N agents waited for N of them in a row. The record is the
+    documented layout (gitrepository-layout(5), "worktrees/<id>"): ``gitdir``
+    naming the worktree's ``.git`` file, ``commondir``, and a detached
+    ``HEAD``; the reflog git would also start is left out (nobody reads it).
+    Written in the order a crash can leave harmlessly: a record whose
+    ``gitdir`` names no ``.git`` file yet is what ``git worktree prune``
+    removes. False (nothing written) where git must do it: not a snapshot
+    repository crossreview made, or the name is taken.
+    """
+    if not is_snapshot_repo(state_dir, base.git_dir):
+        return False
+    records = base.git_dir / "worktrees"
+    records.mkdir(exist_ok=True)
+    path.mkdir()
+    real = Path(os.path.realpath(path))
+    for n in range(100):  # git's own naming: the folder's name, then name1, name2, ...
+        record = records / f"{path.name}{n or ''}"
+        try:
+            record.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:
+        path.rmdir()
+        return False
+    (record / "commondir").write_text("../..\n")
+    (record / "HEAD").write_text(f"{base.commit}\n")
+    (record / "gitdir").write_text(f"{real / '.git'}\n")
+    (path / ".git").write_text(f"gitdir: {os.path.realpath(record)}\n")
+    return True
 
 
 def _seed_index(path: Path) -> Path:
@@ -573,10 +660,53 @@ def keep_branch(state_dir: Path, base: BaseRepo, branch: str, diff: str, message
                 patch.write_text(diff)
                 _run(g, "apply", "--cached", "--binary", str(patch), env=env)
             tree = _run(g, "write-tree", env=env)
-    commit = _run(g, "commit-tree", tree, "-p", base.commit, "-m", message)
+    own = is_snapshot_repo(state_dir, base.git_dir)
+    commit = _write_commit(base.git_dir, tree, base.commit, message) if own else None
+    commit = commit or _run(g, "commit-tree", tree, "-p", base.commit, "-m", message)
     with repo_lock(state_dir, base.git_dir):
-        _run(g, "update-ref", f"refs/heads/{branch}", commit)
+        if not (own and _write_ref(base.git_dir, f"refs/heads/{branch}", commit)):
+            _run(g, "update-ref", f"refs/heads/{branch}", commit)
     return commit
+
+
+def _write_commit(git_dir: Path, tree: str, parent: str, message: str) -> str | None:
+    """Store the commit ``git commit-tree TREE -p PARENT -m MESSAGE`` makes, as crossreview; its id (None on failure).
+
+    In a snapshot repository crossreview made (plain loose objects, SHA-1)
+    gitdb, GitPython's own object store, writes it without a git process.
+    """
+    from gitdb import IStream, LooseObjectDB
+
+    who = f"{_ENV['GIT_COMMITTER_NAME']} <{_ENV['GIT_COMMITTER_EMAIL']}> {int(time.time())} +0000"
+    body = f"tree {tree}\nparent {parent}\nauthor {who}\ncommitter {who}\n\n{message.rstrip(chr(10))}\n".encode()
+    try:
+        stored = LooseObjectDB(str(git_dir / "objects")).store(IStream(b"commit", len(body), io.BytesIO(body)))
+    except (OSError, ValueError):
+        return None
+    return stored.hexsha.decode() if isinstance(stored.hexsha, bytes) else stored.hexsha
+
+
+def _write_ref(git_dir: Path, ref: str, commit: str) -> bool:
+    """Point ``ref`` at ``commit`` as ``git update-ref`` does for a loose ref: a lock file renamed into place.
+
+    The caller holds the repository lock. False when git must do it (a name
+    clashing with another ref's folder, a lock git itself holds).
+    """
+    path = git_dir / ref
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError:
+        return False
+    try:
+        os.write(fd, f"{commit}\n".encode())
+        os.close(fd)
+        os.rename(lock, path)
+    except OSError:
+        lock.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def copy_tests(src: Path, worktree: Path, dirname: str = TESTS_DIRNAME, within: Path | None = None) -> Path:

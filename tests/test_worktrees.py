@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -558,6 +559,9 @@ def test_keep_branch_commits_the_diff_onto_a_branch(state, base_and_task):
     assert git_bytes(base.git_dir, "show", f"{commit}:blob.bin") == BINARY
     files = git_bytes(base.git_dir, "ls-tree", "-r", "--name-only", commit).decode().split()
     assert "README.md" not in files
+    assert git(base.git_dir, "log", "-1", "--format=%an <%ae>|%cn <%ce>", commit) == (
+        "crossreview <crossreview@localhost>|crossreview <crossreview@localhost>")
+    git(base.git_dir, "fsck", "--no-progress", "--strict")  # the commit object is one git itself would write
     # the worktree itself is not touched by keeping its diff
     assert git(a, "rev-parse", "HEAD") == base.commit
 
@@ -570,7 +574,8 @@ def test_keep_branch_writes_the_staged_index_of_exactly_that_diff(state, base_an
     (a / "main.py").write_text("changed after the diff was taken\n")  # the worktree is not what is kept
     snapshots.clear()
     fast = keep_branch(state, base, "crossreview/run1/fast", diff, "accepted: a", worktree=a)
-    assert [c[0] for c in snapshots] == ["write-tree", "commit-tree", "update-ref"]
+    # In crossreview's own snapshot repository the commit and the ref are written without git.
+    assert [c[0] for c in snapshots] == ["write-tree"]
     slow = keep_branch(state, base, "crossreview/run1/slow", diff, "accepted: a")
     tree = lambda c: git(base.git_dir, "rev-parse", f"{c}^{{tree}}")  # noqa: E731
     assert tree(fast) == tree(slow)
@@ -844,7 +849,8 @@ def test_git_is_started_by_its_path_and_a_changed_path_is_honoured(tmp_path, sta
     task = folder_task(tmp_path)
     base = prepare_base(task, state)
     new_wt(state, base)
-    assert log.read_text().split() == ["init", "add", "-c", "worktree", "reset"]
+    # (the worktree's record is written without git in crossreview's own snapshot repositories)
+    assert log.read_text().split() == ["init", "add", "-c", "reset"]
     # A PATH without the wrapper is another PATH: the cache does not pin the old git.
     monkeypatch.setenv("PATH", os.environ["PATH"].split(os.pathsep, 1)[1])
     log.unlink()
@@ -957,3 +963,97 @@ def test_a_killed_process_that_is_still_a_zombie_counts_as_gone():
         proc.kill()
         proc.wait()
     assert not _pid_alive(proc.pid)
+
+
+def test_a_worktree_record_written_without_git_is_one_git_reads_prunes_and_removes(tmp_path, state):
+    from crossreview.worktrees import is_snapshot_repo
+
+    task = folder_task(tmp_path)
+    base = prepare_base(task, state)
+    assert is_snapshot_repo(state, base.git_dir)
+    wt = new_wt(state, base)
+    (wt / "main.py").write_text("def answer():\n    return 42\n")
+    # git sees the worktree as one of its own: listed, on the base commit, its change visible.
+    listed = git(base.git_dir, "worktree", "list", "--porcelain")
+    assert f"worktree {os.path.realpath(wt)}\nHEAD {base.commit}\ndetached" in listed
+    assert git(wt, "status", "--porcelain") == "M main.py"
+    assert take_diff(wt, base.commit).files == ["main.py"]
+    # A folder deleted behind git's back leaves a record `git worktree prune` recognises and removes.
+    shutil.rmtree(wt)
+    git(base.git_dir, "worktree", "prune")
+    assert git(base.git_dir, "worktree", "list", "--porcelain").count("worktree ") == 1
+    # `git worktree remove` (what a user would type) works on one too.
+    wt = new_wt(state, base, agent="b")
+    git(base.git_dir, "worktree", "remove", "--force", str(wt))
+    assert not wt.exists()
+    git(base.git_dir, "fsck", "--no-progress")
+
+
+def test_only_crossreviews_own_plain_snapshot_repositories_get_records_written_without_git(tmp_path, state):
+    from crossreview.worktrees import is_snapshot_repo
+
+    # A repository the task brought along: git writes its worktree record, whatever its config holds.
+    repo = tmp_path / "theirs"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "one")
+    theirs = prepare_base(Task(id="theirs", path=tmp_path, instruction="x", repo_path=repo, repo_is_folder=False),
+                          state)
+    assert not is_snapshot_repo(state, theirs.git_dir)
+    wt = new_wt(state, theirs, task_id="theirs")
+    assert git(wt, "rev-parse", "HEAD") == theirs.commit
+    assert (theirs.git_dir / "worktrees" / "a" / "logs").is_dir()  # git's own `worktree add` made it
+    # A snapshot repository whose config names storage crossreview does not write by hand goes through git too.
+    ours = prepare_base(folder_task(tmp_path, "other"), state)
+    config = ours.git_dir / "config"
+    plain = config.read_text()
+    for extension in ("[extensions]\n\trefStorage = reftable\n", "[extensions]\n\tworktreeConfig = true\n"):
+        config.write_text(plain + extension)
+        assert not is_snapshot_repo(state, ours.git_dir)
+    config.write_text(plain)
+    assert is_snapshot_repo(state, ours.git_dir)
+    assert not is_snapshot_repo(tmp_path / "elsewhere", ours.git_dir)
+
+
+def test_snapshot_repositories_start_as_copies_of_one_git_init_and_are_whole_repositories(tmp_path, state):
+    from crossreview.worktrees import _EMPTY_REPO
+
+    first = prepare_base(folder_task(tmp_path, "one"), state)
+    template = state / "repos" / _EMPTY_REPO
+    made = (template / "HEAD").stat().st_mtime_ns
+    # A folder a crash left half made (no HEAD) is replaced, not trusted.
+    half = state / "repos" / "two.git"
+    (half / "objects").mkdir(parents=True)
+    (half / "objects" / "junk").write_text("x")
+    second = prepare_base(folder_task(tmp_path, "two"), state)
+    assert (template / "HEAD").stat().st_mtime_ns == made  # git init ran once for both
+    assert not (half / "objects" / "junk").exists()
+    for base in (first, second):
+        assert git(base.git_dir, "rev-parse", "--is-bare-repository") == "true"
+        assert git(base.git_dir, "rev-parse", "HEAD") == base.commit
+        git(base.git_dir, "fsck", "--no-progress")
+    assert first.commit != second.commit
+    assert sorted(p.name for p in (state / "repos").iterdir() if not p.name.startswith(".")) == ["one.git", "two.git"]
+
+
+def test_keep_branch_leaves_a_clashing_ref_name_and_a_users_repository_to_git(tmp_path, state, base_and_task):
+    base, _ = base_and_task
+    keep_branch(state, base, "crossreview/run1/demo", "", "first")
+    # A name whose folder is another ref: git's own error, not a half-written ref.
+    with pytest.raises(WorktreeError, match="update-ref"):
+        keep_branch(state, base, "crossreview/run1/demo/more", "", "second")
+    assert not list((base.git_dir / "refs" / "heads" / "crossreview" / "run1").glob("*.lock"))
+    # A repository the task brought along: git writes the commit and the ref, as its hooks and config say.
+    repo = tmp_path / "theirs"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "one")
+    theirs = prepare_base(Task(id="theirs", path=tmp_path, instruction="x", repo_path=repo, repo_is_folder=False),
+                          state)
+    commit = keep_branch(state, theirs, "crossreview/run1/theirs", "", "kept")
+    assert git(repo, "rev-parse", "crossreview/run1/theirs") == commit
+    assert git(repo, "log", "-1", "--format=%s", commit) == "kept"
