@@ -394,7 +394,9 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
     human = HumanDecision(action=action, pick=pick, guide=guide, by=by or _user())
     out, err = _consoles(json_mode)
     pm = get_plugin_manager()
-    reporter = TerminalReporter(out, err)  # a guided round runs the agents again: show it as `run` does
+    # A guided round runs the agents again: show it as `run` does. A pick or a
+    # reject runs nothing, and the table below already says how it ended.
+    reporter = TerminalReporter(out, err, quiet=action != "guide")
     pm.register(reporter, name="terminalreporter")
     _sigterm_is_ctrl_c()
     try:

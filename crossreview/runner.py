@@ -714,7 +714,10 @@ def _carry_out(session: Session, esc: dict, values: dict, gconf: dict, human: Hu
 
     task = Task.model_validate(values["task"])
     agents = [a["name"] for a in values["agents"]]
-    session.pm.hook.crossreview_task_started(task=task, task_run=esc["task_run"])
+    if human.action == "guide":
+        # Only a guided round begins anything again (the agents solve anew); a
+        # pick or a reject just records the decision from the checkpoint.
+        session.pm.hook.crossreview_task_started(task=task, task_run=esc["task_run"])
     session.in_flight[esc["task_run"]] = (gconf, esc["run"], task.id, agents)
 
     def drive() -> TaskResult:

@@ -64,6 +64,43 @@ def test_decide_reject(cli, parked):
     assert (tr["decision"], tr["winner"]) == ("rejected", None)
 
 
+@pytest.mark.parametrize("args", [["--pick", "y"], ["--reject"]])
+def test_decide_pick_or_reject_prints_no_progress_for_a_run_that_does_not_happen(cli, parked, args):
+    res = cli("decide", parked["id"], *args, env=parked["env"])
+    assert res.returncode in (0, 1), res.stderr
+    assert "add" in res.stdout  # the results table says how it ended
+    # Nothing runs again: no "started" line, no progress at all on stderr.
+    assert "started" not in res.stderr and "add " not in res.stderr, res.stderr
+    assert invocations(parked["counter"], "x") == 1 and invocations(parked["counter"], "y") == 1
+
+
+def test_decide_pick_does_not_announce_a_task_run_to_plugins(parked, monkeypatch):
+    """In process, through the real plugin manager: a pick finishes the task run but starts none."""
+    from crossreview import plugins
+    from crossreview.hookspecs import hookimpl
+    from crossreview.models import HumanDecision
+    from crossreview.runner import decide_escalation
+
+    seen: list[str] = []
+
+    class Watcher:
+        @hookimpl
+        def crossreview_task_started(self, task, task_run):
+            seen.append("started")
+
+        @hookimpl
+        def crossreview_task_finished(self, result):
+            seen.append(f"finished {result.decision}")
+
+    monkeypatch.chdir(parked["state"].parent)
+    pm = plugins.new_plugin_manager(load_entrypoints=False)
+    pm.register(Watcher(), name="watcher")
+    result = decide_escalation(parked["id"], HumanDecision(action="pick", pick="y", by="tester"),
+                               state_dir=parked["state"], pm=pm)
+    assert (result.decision, result.winner) == ("accepted", "y")
+    assert seen == ["finished accepted"]
+
+
 def test_decide_guide_sends_the_agents_back_with_the_guidance(cli, parked, tmp_path):
     res = cli("decide", parked["id"], "--guide", "subtract less, add more", "--json", env=parked["env"])
     # Same agents, same behaviour: they disagree again, a new escalation is parked.
@@ -77,7 +114,7 @@ def test_decide_guide_sends_the_agents_back_with_the_guidance(cli, parked, tmp_p
     inbox = cli("inbox", "--json").json()["escalations"]
     assert [e["id"] for e in inbox] == [doc["escalation"]]
     # The guided round ran in view: progress lines, as `run` prints them.
-    assert "x solved in" in res.stderr and "y tests" in res.stderr
+    assert "started (" in res.stderr and "x solved in" in res.stderr and "y tests" in res.stderr
     # Its packet says which round it is and what the agents were told.
     shown = cli("show", doc["escalation"], "--json").json()
     assert (shown["packet"]["round"], shown["packet"]["guidance"]) == (1, ["subtract less, add more"])
