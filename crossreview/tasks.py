@@ -7,6 +7,7 @@ stops the others from loading.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -85,9 +86,61 @@ def _describe_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
             allowed = ", ".join(section_model.model_fields) if section_model else ""
             msg = f"unknown key {err['loc'][-1]!r}" + (f"; expected one of: {allowed}" if allowed else "")
         else:
-            msg = f"{err['msg']} (got {err.get('input')!r})"
+            msg = _type_mistake(err) or f"{err['msg']} (got {err.get('input')!r})"
         out.append((loc, msg))
     return out
+
+
+_EXPECTED = {"float_type": "a number", "int_type": "a whole number", "bool_type": "true or false"}
+_INTEGER = re.compile(r"[+-]?[0-9][0-9_]*")
+_DECIMAL = re.compile(r"[+-]?[0-9][0-9_]*(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _type_mistake(err: dict) -> str | None:
+    """The message for a number or a boolean written as another TOML type, or None for any other error.
+
+    Files are validated strictly: TOML has real numbers and booleans, so
+    ``timeout_sec = "10"`` is a mistake to point out, not one to guess
+    around (lax validation would read it as 10, and "yes" as true).
+    """
+    expected = _EXPECTED.get(err["type"])
+    if expected is None or not err["loc"] or not isinstance(err["loc"][-1], str):
+        return None
+    key, value = str(err["loc"][-1]), err.get("input")
+    if isinstance(value, str):
+        got = f"the string {_toml_string(value)}"
+    elif isinstance(value, bool):
+        got = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        got = repr(value)
+    else:
+        got = _toml_kind(value)
+    fix = None
+    text = value.strip() if isinstance(value, str) else None
+    if err["type"] == "bool_type":
+        word = text.lower() if text is not None else str(value) if isinstance(value, int) else None
+        fix = "true" if word in _TRUE else "false" if word in _FALSE else None
+        if fix is None:
+            return f"expected true or false, got {got}; write {key} = true or {key} = false"
+    elif text is not None and _INTEGER.fullmatch(text):
+        fix = str(int(text.replace("_", "")))  # re-spelt: "010" would be a TOML error of its own
+    elif text is not None and err["type"] == "float_type" and _DECIMAL.fullmatch(text):
+        fix = repr(float(text.replace("_", "")))
+    elif err["type"] == "int_type" and isinstance(value, float) and value.is_integer():
+        fix = str(int(value))
+    if fix is None:
+        return f"expected {expected}, got {got}; write {key} = <{expected}>" + (", without quotes" if text else "")
+    return f"expected {expected}, got {got}; write {key} = {fix}"
+
+
+def _toml_string(value: str) -> str:
+    """``value`` as a TOML basic string, so the message shows what the file says (on one line)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _toml_kind(value: Any) -> str:
+    return "a table" if isinstance(value, dict) else "an array" if isinstance(value, list) else type(value).__name__
 
 
 def _section_for(loc: tuple) -> type[BaseModel] | None:
@@ -134,7 +187,7 @@ def load_task(task_dir: Path) -> Task | list[TaskError]:
         err(toml_path, f"cannot be read: {exc}")
         return errors
     try:
-        spec = TaskFile.model_validate(raw)
+        spec = TaskFile.model_validate(raw, strict=True)  # TOML has types: "10" is no number (see _type_mistake)
     except ValidationError as exc:
         for loc, msg in _describe_validation_error(exc):
             err(toml_path, msg, loc)
@@ -454,7 +507,7 @@ def _parse_config(path: Path, section: dict | None) -> SuiteConfig:
     if not isinstance(section, dict):
         raise ConfigError(f"{where}: expected a table of settings, got {type(section).__name__}")
     try:
-        return SuiteConfig.model_validate(section)
+        return SuiteConfig.model_validate(section, strict=True)  # as task.toml: "10" is no number
     except ValidationError as exc:
         lines = []
         for e in exc.errors():
@@ -465,5 +518,6 @@ def _parse_config(path: Path, section: dict | None) -> SuiteConfig:
                 lines.append(f"{where}: unknown key {key!r}; expected one of: {', '.join(section.model_fields)}")
             else:
                 shown = key if key.isprintable() else repr(key)  # a key with a newline in it stays on its line
-                lines.append(f"{where}: {shown}: {e['msg']} (got {e.get('input')!r})")
+                said = _type_mistake(e) or f"{e['msg']} (got {e.get('input')!r})"
+                lines.append(f"{where}: {shown}: {said}")
         raise ConfigError("\n".join(lines)) from None

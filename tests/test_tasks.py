@@ -196,6 +196,37 @@ def test_wrong_type_timeout(tmp_path):
     assert "number" in e.message
 
 
+@pytest.mark.parametrize(
+    "toml, field, said",
+    [
+        ('[agent]\ntimeout_sec = "10"\n', "agent.timeout_sec",
+         'expected a number, got the string "10"; write timeout_sec = 10'),
+        ('[verifier]\ntimeout_sec = "2.5"\n', "verifier.timeout_sec",
+         'expected a number, got the string "2.5"; write timeout_sec = 2.5'),
+        ('[verifier]\ntests_visible = "true"\n', "verifier.tests_visible",
+         'expected true or false, got the string "true"; write tests_visible = true'),
+        ("[verifier]\ntests_visible = 0\n", "verifier.tests_visible",
+         "expected true or false, got 0; write tests_visible = false"),
+    ],
+    ids=["agent-timeout", "verifier-timeout", "tests-visible-string", "tests-visible-integer"],
+)
+def test_a_number_or_boolean_written_as_another_type_is_refused_with_the_fix(tmp_path, toml, field, said):
+    """TOML has real numbers and booleans: "10" is a mistake to name, not one to read as 10."""
+    d = make_task(tmp_path, "t", toml=toml)
+    e = only_error(d)
+    assert (e.file, e.field, e.message) == (d.resolve() / "task.toml", field, said)
+    assert str(e) == f"{d.resolve() / 'task.toml'}: {field}: {said}"
+
+
+def test_a_task_with_a_quoted_number_does_not_stop_the_suite(tmp_path):
+    make_task(tmp_path, "alpha")
+    broken = make_task(tmp_path, "broken", toml='[agent]\ntimeout_sec = "10"\n')
+    suite = load_suite([tmp_path])
+    assert [t.id for t in suite.tasks] == ["alpha"]
+    [e] = suite.errors
+    assert (e.path, e.field) == (broken.resolve(), "agent.timeout_sec")
+
+
 def test_negative_timeout(tmp_path):
     d = make_task(tmp_path, "t", toml="[agent]\ntimeout_sec = -5\n")
     e = only_error(d)
@@ -430,6 +461,43 @@ def test_bad_value_in_suite_config(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_suite_config([suite])
     assert "jobs" in str(info.value) and "crossreview.toml" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ('jobs = "2"\n', 'jobs: expected a whole number, got the string "2"; write jobs = 2'),
+        ("jobs = 2.0\n", "jobs: expected a whole number, got 2.0; write jobs = 2"),
+        ('max_cost = "5"\n', 'max_cost: expected a number, got the string "5"; write max_cost = 5'),
+        ('max_task_tokens = "100"\n', 'max_task_tokens: expected a whole number, got the string "100"; '
+                                       'write max_task_tokens = 100'),
+        ('temperature = "0.2"\n', 'temperature: expected a number, got the string "0.2"; write temperature = 0.2'),
+        ('[gate]\nverifier_timeout_sec = "60"\n', 'gate.verifier_timeout_sec: expected a number, got the string '
+                                                  '"60"; write verifier_timeout_sec = 60'),
+        ('[gate]\ncomment = "no"\n', 'gate.comment: expected true or false, got the string "no"; write comment = false'),
+        ('[models."openai/x"]\ntimeout = "60"\n', 'models.openai/x.timeout: expected a number, got the string '
+                                                   '"60"; write timeout = 60'),
+        ('[prices."m"]\ninput_cost_per_token = "0"\noutput_cost_per_token = 0\n',
+         'prices.m.input_cost_per_token: expected a number, got the string "0"; write input_cost_per_token = 0'),
+    ],
+    ids=["jobs", "jobs-float", "max_cost", "max_task_tokens", "temperature", "gate-timeout", "gate-comment",
+         "model-timeout", "price"],
+)
+def test_a_quoted_number_in_crossreview_toml_is_refused_with_the_fix(tmp_path, text, said):
+    suite = _isolated_suite(tmp_path)
+    (suite / "crossreview.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_suite_config([suite])
+    assert str(info.value) == f"{(suite / 'crossreview.toml').resolve()}: {said}"
+
+
+def test_a_quoted_number_in_tool_crossreview_is_refused_with_the_fix(tmp_path):
+    suite = _isolated_suite(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[tool.crossreview]\n[tool.crossreview.gate]\nattempts = "1"\n')
+    with pytest.raises(ConfigError) as info:
+        load_suite_config([suite])
+    assert str(info.value) == (f"{(tmp_path / 'pyproject.toml').resolve()} [tool.crossreview]: gate.attempts: "
+                               'expected a whole number, got the string "1"; write attempts = 1')
 
 
 def test_bad_toml_in_crossreview_toml(tmp_path):
