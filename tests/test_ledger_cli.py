@@ -66,6 +66,34 @@ def test_export_to_stdout_and_report_default_name(cli, tmp_path):
     assert res.returncode == 0 and "no task runs in the ledger" in res.stdout
 
 
+HOSTILE_TAGS = [
+    ["a;b"], ["a", "b"], [], [""], ["c,d", 'say "hi"', "it's"], ["line\nbreak", "cr\rhere", "tab\there"],
+    ["back\\slash;", '["not", "a list"]', "naïve ☃"],
+]
+
+
+@pytest.mark.slow
+def test_export_csv_keeps_any_tag_text(cli, tmp_path):
+    """Tags with the separator, commas, quotes and line breaks: each row reads back exactly."""
+    import csv
+    import json
+
+    from crossreview.ledger import Ledger
+
+    led = Ledger(tmp_path / ".crossreview" / "ledger.db")
+    led.start_run("r-1", {"suite_dir": str(tmp_path / "odd\rsuite")})  # a lone CR in another text cell too
+    for i, tags in enumerate(HOSTILE_TAGS):
+        led.start_task_run(f"r-1/t{i}", "r-1", f"t{i}", f"tasks/t{i}", tags, {})
+    res = cli("export", "--format", "csv", "-o", "runs.csv")  # a file: the bytes as written, no newline translation
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "runs.csv", newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["task"] for r in table] == [f"t{i}" for i in range(len(HOSTILE_TAGS))]
+    assert [json.loads(r["tags"]) for r in table] == HOSTILE_TAGS
+    assert all(r["suite"] == "odd\rsuite" for r in table)
+    assert all(None not in r and r["status"] == "running" for r in table)  # no cell spilled into another
+
+
 def _killed_run(path: Path):
     """A ledger holding suite run r-1, killed (kill -9) while its one task run was running."""
     from crossreview.ledger import Ledger

@@ -480,7 +480,7 @@ def test_export_rows_match_the_figures(cli, tmp_path):
     with open(out, newline="") as fh:
         table = list(csv.DictReader(fh))
     assert [r["task"] for r in table] == ["T1", "T2", "T3", "T4", "T5", "T6"]
-    assert table[1]["tags"] == "easy;parse" and table[4]["cost"] == "" and table[0]["escalated"] == "false"
+    assert table[1]["tags"] == '["easy", "parse"]' and table[4]["cost"] == "" and table[0]["escalated"] == "false"
 
 
 def test_a_guided_round_counts_as_an_intervention_decided_by_consensus(tmp_path):

@@ -1,6 +1,7 @@
 """`crossreview export`: one row per task run, as JSON lines or CSV, for pandas.
 
-Columns (JSON lines keep types; CSV writes empty cells for null, tags joined by ';'):
+Columns (JSON lines keep types; CSV writes empty cells for null, and tags as a
+JSON array, ``["easy", "parse"]``, so any tag text reads back as it was):
 
     run, suite, task_run, task, tags, status, outcome, decided_by, winner, rounds,
     started, finished, seconds, escalated, escalations, human_minutes,
@@ -104,12 +105,16 @@ def task_run_rows(ledger, since: datetime | None = None, suite: str | None = Non
 
 
 def write_jsonl(rows: list[dict[str, Any]], out: TextIO) -> None:
+    """``rows`` as JSON lines, one object per task run, types kept."""
     for r in rows:
         out.write(json.dumps({k: r[k] for k in COLUMNS}) + "\n")
 
 
 def write_csv(rows: list[dict[str, Any]], out: TextIO) -> None:
-    w = csv.writer(out, lineterminator="\n")
+    """``rows`` as RFC 4180 CSV: a header, then one row per task run."""
+    # The csv module's own line ending (CRLF): with "\n" it would leave a lone
+    # "\r" in a cell (a suite path, a tag) unquoted, and a reader splits the row there.
+    w = csv.writer(out)
     w.writerow(COLUMNS)
     for r in rows:
         cells = []
@@ -118,7 +123,8 @@ def write_csv(rows: list[dict[str, Any]], out: TextIO) -> None:
             if v is None:
                 cells.append("")
             elif isinstance(v, list):
-                cells.append(";".join(v))
+                # Joined with a separator, ["a;b"] and ["a", "b"] (or [""] and []) would be one cell.
+                cells.append(json.dumps(v, ensure_ascii=False))
             elif isinstance(v, bool):
                 cells.append("true" if v else "false")
             else:
