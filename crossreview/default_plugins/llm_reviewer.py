@@ -8,9 +8,10 @@
   request if the reply does not parse. A reply that still does not parse is
   an abstention (never an approval), and so is a call that keeps failing.
 - Injection hardening: before the call, the diff's added lines and file
-  names are scanned for text addressed to a reviewer (crossreview.llm.injection);
+  names, and the names and messages of the candidate's tests (its code wrote
+  them), are scanned for text addressed to a reviewer (crossreview.llm.injection);
   every hit becomes a concern naming the line, whatever the model says, and
-  (``on_injection = "reject"``, the default) an approval of such a diff is
+  (``on_injection = "reject"``, the default) an approval of such a candidate is
   turned into a rejection, so a human sees it if the tests pass.
 """
 
@@ -28,7 +29,7 @@ from ..budget import BudgetExceeded
 from ..hookspecs import hookimpl
 from ..llm.client import ModelCallError, ModelClient, Reply, load_litellm, prewarm
 from ..llm.injection import concerns as injection_concerns
-from ..llm.injection import scan_diff, scan_text
+from ..llm.injection import scan_diff, scan_test_outcomes, scan_text
 from ..llm.prompts import MAX_REVIEW_DIFF_CHARS, json_schema_format, new_nonce, repair_message, review_messages
 from ..llm.secrets import Redactor
 from ..llm.settings import LLMSettings, ResolvedModel
@@ -136,10 +137,15 @@ class LLMReviewer:
         path = Path(artifacts) / f"review-{request.reviewer.name}-{label}.jsonl" if artifacts else None
         transcript = Transcript(path, redact)
 
-        findings = scan_diff(request.diff)
         trusted = request.task.instruction_trusted
-        if not trusted:
-            findings = scan_text(request.instruction, "(the pull request's description)") + findings
+        found = {
+            "the pull request's description": [] if trusted else scan_text(
+                request.instruction, "(the pull request's description)"),
+            "the diff": scan_diff(request.diff),
+            "the test output": scan_test_outcomes((o.name, o.message) for o in request.tests.outcomes)
+            if request.tests is not None else [],
+        }
+        findings = [f for fs in found.values() for f in fs]
         flagged = injection_concerns(findings)
         nonce = new_nonce()
         messages = review_messages(
@@ -185,7 +191,10 @@ class LLMReviewer:
         concerns = [*flagged, *out.concerns]
         if findings and verdict == "approve" and settings.on_injection == "reject":
             verdict = "reject"
-            concerns.insert(0, "approval withheld: the diff contains text addressed to the reviewer; a human should look")
+            places = [place for place, fs in found.items() if fs]
+            verb = "contains" if len(places) == 1 else "contain"
+            concerns.insert(0, f"approval withheld: {' and '.join(places)} {verb} text addressed to the reviewer; "
+                               "a human should look")
         if len(request.diff) > MAX_REVIEW_DIFF_CHARS and verdict == "approve":
             # The model saw the diff's start only: whatever it approved, the rest (where a change meant
             # to slip through would sit) nobody has read.
