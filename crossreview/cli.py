@@ -77,6 +77,17 @@ def _interrupted(err: Console, run_id: str | None = None) -> None:
     os._exit(130)
 
 
+def _run_of_escalation(esc_id: str, ledger) -> str | None:
+    """The run an escalation belongs to, for the resume hint after Ctrl-C; None when it cannot be read."""
+    try:
+        from .ledger import Ledger
+
+        esc = Ledger(ledger).get_escalation(esc_id)
+    except Exception:  # noqa: BLE001 - only a hint: the generic one is printed instead
+        return None
+    return esc["run"] if esc else None
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
     # The message is text: `[prices."m"]` or a spec like "[x]" must print as written, not as markup.
     Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
@@ -366,7 +377,13 @@ def show(escalation_id, ledger, state_dir, no_diff, json_mode):
         return
     render_packet(_console(), esc, with_diffs=not no_diff)
     if esc["decided"]:
-        _console().print(f"[dim]already decided: {esc['action']} {esc['pick'] or esc['guide'] or ''} by {esc['decided_by']} at {esc['decided']}[/dim]")
+        from .runner import decision_progress
+
+        run = led.get_run(esc["run"])
+        run_state = Path(run["config"]["state_dir"]) if run else state_dir
+        _console().print(f"[dim]already decided: {escape(esc['action'] + ' ' + (esc['pick'] or esc['guide'] or ''))} "
+                         f"by {esc['decided_by']} at {esc['decided']}"
+                         f"{escape(decision_progress(led, esc, run_state))}[/dim]")
 
 
 @main.command()
@@ -404,7 +421,7 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
     except UsageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        _interrupted(err)
+        _interrupted(err, _run_of_escalation(escalation_id, ledger or state_dir / "ledger.db"))
     finally:
         pm.unregister(reporter)
     if json_mode:

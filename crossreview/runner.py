@@ -31,7 +31,7 @@ from .models import AgentSpec, HumanDecision, Task, TaskError, TaskResult
 from .tasks import ConfigError, LoadedConfig, load_suite, load_suite_config
 from . import sandbox as sandbox_mod
 from .crashpoints import crash_point
-from .sandbox import kill_all_children
+from .sandbox import Stopping, kill_all_children
 from .worktrees import BaseRepo, ensure_state_dir, find_orphans, remove_worktrees
 
 DEFAULT_STATE_DIR = Path(".crossreview")
@@ -520,6 +520,10 @@ def _run_task(session: Session, run: str, task: Task, config: dict, interactive:
         # sessions of their own, so the terminal's signal did not reach them).
         kill_all_children()
         raise
+    except Stopping:
+        # Ctrl-C killed this task's commands: the task run is unfinished, not
+        # an error, so `resume` continues it and nothing reports it as failed.
+        raise
     except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the suite
         session.ledger.set_task_run_status(tr, "error", "error", f"{type(exc).__name__}: {exc}")
         result = TaskResult(task=task.id, task_run=tr, run=run, decision="error", error=f"{type(exc).__name__}: {exc}",
@@ -724,6 +728,10 @@ def _carry_out(session: Session, esc: dict, values: dict, gconf: dict, human: Hu
         try:
             # A guided round may disagree again: _drive parks it as a new escalation.
             return _drive(session, gconf, Command(resume=human.model_dump(mode="json")), interactive)
+        except Stopping:
+            # Ctrl-C: the task run stays parked with its decision recorded, which
+            # is what tells a second `decide` and `resume` the decision is unfinished.
+            raise
         except Exception as exc:  # noqa: BLE001 - recorded; `crossreview resume` carries the decision out
             session.ledger.set_task_run_status(esc["task_run"], "error", "error", f"{type(exc).__name__}: {exc}")
             return TaskResult(task=task.id, task_run=esc["task_run"], run=esc["run"], decision="error",
@@ -744,12 +752,17 @@ def _carry_out(session: Session, esc: dict, values: dict, gconf: dict, human: Hu
 def _already_decided(ledger: Ledger, esc: dict, state_dir: Path) -> str:
     """Why an escalation cannot be decided again, and what to do instead."""
     said = f"escalation {esc['id']} was already decided ({esc['action']} by {esc['decided_by']} at {esc['decided']})"
+    return f"{said}{decision_progress(ledger, esc, state_dir)}"
+
+
+def decision_progress(ledger: Ledger, esc: dict, state_dir: Path) -> str:
+    """For a decided escalation whose decision is not carried out yet, a clause saying so and what to do; else ''."""
     tr = ledger.get_task_run(esc["task_run"])
     if tr is None or not decided_but_unfinished(ledger, tr):
-        return said
+        return ""
     if locks.is_held(locks.task_run_lock_path(state_dir, esc["task_run"])):
-        return f"{said}; it is being carried out right now"
-    return (f"{said}, but the process carrying it out stopped before it finished; "
+        return "; it is being carried out right now"
+    return (", but the process carrying it out stopped before it finished; "
             f"`crossreview resume {esc['run']}` finishes it")
 
 

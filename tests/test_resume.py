@@ -175,6 +175,10 @@ def test_ctrl_c_stops_agents_cleans_up_and_resume_finishes(cli, suite, tmp_path)
     assert not [b for b in git_branches(git_dir) if b.startswith("crossreview/work/")]
     [run] = ledger_rows(state, "SELECT id, status FROM runs")
     assert run["status"] == "interrupted"
+    # Unfinished, not failed: the agent killed by Ctrl-C is no error of the task's.
+    [tr] = ledger_rows(state, "SELECT status, error FROM task_runs")
+    assert (tr["status"], tr["error"]) == ("running", None)
+    assert "error" not in err
     res = cli("resume", run["id"], "--json", "--sandbox", "off", env={"CROSSREVIEW_COUNT_DIR": str(counts)})
     assert res.returncode == 0, res.stderr
     assert res.json()["tasks"][0]["decision"] == "accepted"
@@ -507,3 +511,56 @@ pathlib.Path(os.environ["CROSSREVIEW_USAGE_FILE"]).write_text(
         budget = session.context.budgets.suite(run["id"], {"max_cost": 1.0})
         assert (budget.tokens, round(budget.cost, 6)) == (300, 0.02)
     assert len(Ledger(state / "ledger.db").spend_by_task_run()) == 1  # seeding journaled nothing
+
+
+def _hangs_when_guided(path: Path) -> Path:
+    """An agent that writes a wrong add(), except in a guided round, where it records its pid and hangs."""
+    return write(path, """
+import os, pathlib, time
+count_dir = pathlib.Path(os.environ["CROSSREVIEW_COUNT_DIR"])
+if "Guidance from the human" in pathlib.Path(os.environ["CROSSREVIEW_INSTRUCTION_FILE"]).read_text():
+    (count_dir / (os.environ["CROSSREVIEW_AGENT"] + ".hung")).write_text(str(os.getpid()))
+    time.sleep(120)
+pathlib.Path("calc.py").write_text("def add(a, b):\\n    return a - b\\n")
+""")
+
+
+def test_ctrl_c_in_a_guided_round_leaves_the_decision_to_resume(cli, suite, tmp_path):
+    """Ctrl-C kills the round's agents, and the killed command raised Stopping in the task's
+    thread, which recorded it as the task run's error ("Stopping: crossreview is stopping:
+    killed"): `runs` showed an error, a second `decide` said only "already decided" with no
+    word of `resume`, and the hint printed was `crossreview resume RUN`, not the run's id."""
+    from conftest import approve_all_reviewer
+
+    make_task(suite)
+    counter = tmp_path / "counts"
+    watch_agents(suite, counter)
+    agent = _hangs_when_guided(tmp_path / "agent.py")
+    env = {"CROSSREVIEW_COUNT_DIR": str(counter)}
+    first = cli("run", str(suite), "--agent", f"x=command:{{python}} {agent}", "--agent", f"y=command:{{python}} {agent}",
+                "--reviewer", f"x={approve_all_reviewer(tmp_path / 'approve.py')}", "--reviewer", "y=tests", "--json",
+                env=env)
+    assert first.returncode == 3, first.stderr
+    run, esc = first.json()["run"], first.json()["tasks"][0]["escalation"]
+    proc = subprocess.Popen([sys.executable, "-m", "crossreview", "decide", esc, "--guide", "add, do not subtract"],
+                            cwd=tmp_path, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    try:
+        _wait_for(lambda: (counter / "x.hung").exists() and (counter / "y.hung").exists(),
+                  what="the guided round's agents to start")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert f"crossreview resume {run}" in err
+    assert "Stopping" not in err
+    [tr] = ledger_rows(tmp_path / ".crossreview", "SELECT status, decision, error FROM task_runs")
+    assert tr["status"] == "parked" and tr["error"] is None, dict(tr)
+    again = cli("decide", esc, "--pick", "x")
+    assert again.returncode == 2
+    assert f"`crossreview resume {run}` finishes it" in " ".join(again.stderr.split())
+    shown = cli("show", esc, "--no-diff")
+    assert shown.returncode == 0
+    assert f"stopped before it finished; `crossreview resume {run}` finishes it" in " ".join(shown.stdout.split())
