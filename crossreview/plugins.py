@@ -41,6 +41,24 @@ _REGISTER_HOOKS = {
 }
 
 
+class _Manager(pluggy.PluginManager):
+    """A plugin manager that remembers which package each installed plugin came from.
+
+    An error found after loading (a misspelled hook, a name registered twice)
+    must still say which package to fix or uninstall: the entry point's name
+    alone may not tell the user which of their packages declares it.
+    """
+
+    def __init__(self, project_name: str):
+        super().__init__(project_name)
+        self.sources: dict[str, str] = {}  # plugin name -> how an error names it
+
+
+def _describe(pm: pluggy.PluginManager, plugin_name: str) -> str:
+    """How an error names a plugin: with its entry point and package when it was installed."""
+    return getattr(pm, "sources", {}).get(plugin_name) or f"plugin {plugin_name!r}"
+
+
 def new_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
     """A fresh manager with the built-ins (and, by default, installed plugins).
 
@@ -48,7 +66,7 @@ def new_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
     implements a hook that does not exist (or with arguments the hook does not
     pass), or registers a name another plugin registered already.
     """
-    pm = pluggy.PluginManager("crossreview")
+    pm = _Manager("crossreview")
     pm.add_hookspecs(hookspecs)
     for name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
@@ -60,7 +78,7 @@ def new_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
     return pm
 
 
-def _load_entrypoints(pm: pluggy.PluginManager) -> None:
+def _load_entrypoints(pm: _Manager) -> None:
     """pm.load_setuptools_entrypoints("crossreview"), saying which plugin broke and how."""
     from importlib import metadata
 
@@ -93,6 +111,7 @@ def _load_entrypoints(pm: pluggy.PluginManager) -> None:
             except pluggy.PluginValidationError as exc:
                 raise PluginError(f"{where}: {_validation_message(pm, exc)}") from exc
             loaded[ep.name] = (ep.value, package)
+            pm.sources[ep.name] = where
 
 
 def _check_unmarked(plugin: Any, where: str) -> None:
@@ -129,7 +148,7 @@ def _check_hooks(pm: pluggy.PluginManager) -> None:
                 continue
             guess = difflib.get_close_matches(hook_name, known, n=1)
             hint = f"did you mean {guess[0]}?" if guess else f"the hooks are {', '.join(known)}"
-            raise PluginError(f"plugin {impl.plugin_name!r} implements {hook_name}, which is no crossreview "
+            raise PluginError(f"{_describe(pm, impl.plugin_name)} implements {hook_name}, which is no crossreview "
                               f"hook; {hint} (see crossreview/hookspecs.py)")
     pm.check_pending()
 
@@ -158,24 +177,26 @@ def _collect(pm: pluggy.PluginManager, hook_name: str) -> dict[str, Registration
     hook = getattr(pm.hook, hook_name)
     for impl in hook.get_hookimpls():
         plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+        described = _describe(pm, plugin_name)
 
-        def register(name: str, factory: Any, help: str = "", _plugin: str = plugin_name) -> None:
+        def register(name: str, factory: Any, help: str = "", _plugin: str = plugin_name,
+                     _described: str = described) -> None:
             if not isinstance(name, str) or not name or any(c in name for c in ":= \t\n"):
-                raise PluginError(f"plugin {_plugin!r} registers the {what} {name!r}: a name is a non-empty "
+                raise PluginError(f"{_described} registers the {what} {name!r}: a name is a non-empty "
                                   "string without ':', '=' or spaces")
             if what == "policy":
                 if not callable(getattr(factory, "decide", None)):
-                    raise PluginError(f"plugin {_plugin!r} registers the policy {name!r} as "
+                    raise PluginError(f"{_described} registers the policy {name!r} as "
                                       f"{type(factory).__name__}, which has no decide(candidates, verdicts) "
                                       "method; register an object (not a class) that has one")
             elif not callable(factory):
-                raise PluginError(f"plugin {_plugin!r} registers the {what} {name!r} with a factory that is "
+                raise PluginError(f"{_described} registers the {what} {name!r} with a factory that is "
                                   f"not callable ({type(factory).__name__}); pass a class or a function of the spec")
             if name in found:
                 other = found[name].plugin
                 raise PluginError(
-                    f"plugin {_plugin!r} registers the {what} {name!r}, which "
-                    + ("it registers already" if other == _plugin else f"the plugin {other!r} registers already")
+                    f"{_described} registers the {what} {name!r}, which "
+                    + ("it registers already" if other == _plugin else f"the {_describe(pm, other)} registers already")
                     + "; give it another name")
             found[name] = Registration(name, factory, help, _plugin)
 
@@ -185,7 +206,7 @@ def _collect(pm: pluggy.PluginManager, hook_name: str) -> dict[str, Registration
             raise
         except Exception as exc:  # noqa: BLE001 - the plugin's bug, said so
             hint = "; call register(name, factory, help=...)" if isinstance(exc, TypeError) else ""
-            raise PluginError(f"plugin {plugin_name!r}: its {hook_name} hook raised "
+            raise PluginError(f"{described}: its {hook_name} hook raised "
                               f"{type(exc).__name__}: {exc}{hint}") from exc
     return found
 

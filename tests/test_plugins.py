@@ -193,7 +193,8 @@ BROKEN_PLUGINS = {
     # name: (module source, what the error must say)
     "typo": ("from crossreview.hookspecs import hookimpl\n"
              "@hookimpl\ndef crossreview_register_agent(register):\n    pass\n",
-             ["plugin 'typo'", "crossreview_register_agent,", "did you mean crossreview_register_agents"]),
+             ["plugin 'typo'", "crossreview-typo", "crossreview_register_agent,",
+              "did you mean crossreview_register_agents"]),
     "argname": ("from crossreview.hookspecs import hookimpl\n"
                 "@hookimpl\ndef crossreview_register_agents(reg):\n    pass\n",
                 ["plugin 'argname'", "crossreview-argname", "def crossreview_register_agents(register)"]),
@@ -201,17 +202,18 @@ BROKEN_PLUGINS = {
              ["plugin 'boom'", "cannot be imported", "no_such_module_for_crossreview", "pip uninstall crossreview-boom"]),
     "twice": ("from crossreview.hookspecs import hookimpl\n"
               "@hookimpl\ndef crossreview_register_agents(register):\n    register('oracle', object, help='mine')\n",
-              ["plugin 'twice'", "agent kind 'oracle'", "crossreview.default_plugins.offline_agents", "another name"]),
+              ["plugin 'twice'", "crossreview-twice", "agent kind 'oracle'", "crossreview.default_plugins.offline_agents",
+               "another name"]),
     "selftwice": ("from crossreview.hookspecs import hookimpl\n"
                   "@hookimpl\ndef crossreview_register_policies(register):\n"
                   "    class P:\n        def decide(self, c, v): pass\n"
                   "    register('mine', P())\n    register('mine', P())\n",
-                  ["plugin 'selftwice'", "policy 'mine'", "registers already"]),
+                  ["plugin 'selftwice'", "crossreview-selftwice", "policy 'mine'", "registers already"]),
     "nodeco": ("def crossreview_register_agents(register):\n    register('nodeco', object)\n",
                ["plugin 'nodeco'", "not marked as a hook", "@hookimpl"]),
     "regbad": ("from crossreview.hookspecs import hookimpl\n"
                "@hookimpl\ndef crossreview_register_agents(register):\n    register('regbad')\n",
-               ["plugin 'regbad'", "TypeError", "register(name, factory, help=...)"]),
+               ["plugin 'regbad'", "crossreview-regbad", "TypeError", "register(name, factory, help=...)"]),
 }
 
 
