@@ -369,6 +369,7 @@ def run_suite(opts: RunOptions, pm: pluggy.PluginManager | None = None) -> Suite
         except KeyboardInterrupt:
             session.ledger.set_run_status(run, "interrupted")
             raise
+        results = _as_decided_since(session.ledger, results)
         _finish_run(session, run, results)
     pm.hook.crossreview_run_finished(run=run, results=results)
     return SuiteOutcome(run, results, suite.errors, cap_warnings(config, results))
@@ -410,6 +411,24 @@ def run_status(decisions: list[str]) -> str:
     if "error" in decisions:
         return "error"
     return "waiting" if "escalated" in decisions else "finished"
+
+
+def _as_decided_since(ledger: Ledger, results: list[TaskResult]) -> list[TaskResult]:
+    """``results`` with each escalation a human has decided meanwhile as the ledger now holds it.
+
+    While a run goes on with its other tasks, `crossreview decide` in another
+    terminal may carry out a parked task's decision (or park its guided round
+    again): the run's own result for it is stale by the time the run ends.
+    """
+    fresh = []
+    for result in results:
+        if result.decision == "escalated":
+            row = ledger.get_task_run(result.task_run)
+            escs = ledger.escalations_of(result.task_run) if row else []
+            if row and (row["status"] in ("done", "error") or (escs and escs[-1]["id"] != result.escalation)):
+                result = _result_from_row(ledger, row)
+        fresh.append(result)
+    return fresh
 
 
 def _finish_run(session: Session, run: str, results: list[TaskResult]) -> None:
@@ -706,7 +725,9 @@ def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAU
         result = _carry_out(session, esc, snap.values, gconf, human, interactive)
         forget_checkpoints(session, [esc["task_run"]])
         pm.hook.crossreview_task_finished(result=result)
-        if owns_run:
+        # A run that held the run when we began may have ended meanwhile, its
+        # status written before this result was: then the status is ours to set.
+        if run is not None and (owns_run or not locks.is_held(locks.run_lock_path(session.state_dir, esc["run"]))):
             session.ledger.set_run_status(esc["run"], run_status(_latest_results(session, esc["run"])))
         return result
 
@@ -813,6 +834,7 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
         except KeyboardInterrupt:
             session.ledger.set_run_status(run, "interrupted")
             raise
+        results = _as_decided_since(session.ledger, results)
         finished = [_result_from_row(session.ledger, tr) for tr in done.values()]
         all_results = finished + results
         _finish_run(session, run, all_results)

@@ -564,3 +564,113 @@ def test_ctrl_c_in_a_guided_round_leaves_the_decision_to_resume(cli, suite, tmp_
     shown = cli("show", esc, "--no-diff")
     assert shown.returncode == 0
     assert f"stopped before it finished; `crossreview resume {run}` finishes it" in " ".join(shown.stdout.split())
+
+
+def test_a_decision_made_while_the_run_goes_on_is_in_its_results(cli, suite, tmp_path):
+    """A human decides the first task's escalation from another terminal while the run is busy
+    with the next task. The run reported its own stale view: the task 'escalated', '1 waiting for
+    a human', exit 3, and left the run 'waiting' in the ledger although nothing waited."""
+    from conftest import approve_all_reviewer
+
+    make_task(suite, "a_split")
+    make_task(suite, "b_later")
+    counter = tmp_path / "counts"
+    watch_agents(suite, counter)
+    agent = write(tmp_path / "agent.py", """
+import os, pathlib, time
+go = pathlib.Path(os.environ["CROSSREVIEW_COUNT_DIR"]) / "go"
+if os.environ["CROSSREVIEW_TASK_ID"] == "b_later":
+    deadline = time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pathlib.Path("calc.py").write_text("def add(a, b):\\n    return a + b\\n")
+else:
+    pathlib.Path("calc.py").write_text("def add(a, b):\\n    return a - b\\n")
+""")
+    env = {"CROSSREVIEW_COUNT_DIR": str(counter)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crossreview", "run", str(suite), "--json",
+         "--agent", f"x=command:{{python}} {agent}", "--agent", f"y=command:{{python}} {agent}",
+         "--reviewer", f"x={approve_all_reviewer(tmp_path / 'approve.py')}", "--reviewer", "y=tests"],
+        cwd=tmp_path, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        text=True)
+    try:
+        def inbox() -> list:
+            res = cli("inbox", "--json")
+            return res.json()["escalations"] if res.returncode == 0 else []  # 2 until the ledger exists
+
+        _wait_for(inbox, what="a_split to escalate")
+        [esc] = inbox()
+        decided = cli("decide", esc["id"], "--pick", "x", env=env)
+        assert decided.returncode == 0, decided.stderr
+        (counter / "go").write_text("")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    by_task = {t["task"]: t for t in json.loads(out)["tasks"]}
+    assert (by_task["a_split"]["decision"], by_task["a_split"]["winner"]) == ("accepted", "x")
+    assert by_task["b_later"]["decision"] == "accepted"
+    assert cli("runs", "--json").json()["runs"][0]["status"] == "finished"
+
+
+def test_a_guided_round_that_outlives_its_run_sets_the_runs_status(cli, suite, tmp_path):
+    """`decide --guide` began while the run still held the run, so it left the run's status to
+    the run; the run ended first (the round still going), and the status stayed 'waiting'
+    after the round was accepted."""
+    from conftest import approve_all_reviewer
+
+    make_task(suite, "a_split")
+    make_task(suite, "b_later")
+    counter = tmp_path / "counts"
+    watch_agents(suite, counter)
+    agent = write(tmp_path / "agent.py", """
+import os, pathlib, time
+count_dir = pathlib.Path(os.environ["CROSSREVIEW_COUNT_DIR"])
+def wait_for(name):
+    deadline = time.monotonic() + 60
+    while not (count_dir / name).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+right = "def add(a, b):\\n    return a + b\\n"
+if os.environ["CROSSREVIEW_TASK_ID"] == "b_later":
+    wait_for("run may end")
+    pathlib.Path("calc.py").write_text(right)
+elif "Guidance from the human" in pathlib.Path(os.environ["CROSSREVIEW_INSTRUCTION_FILE"]).read_text():
+    (count_dir / (os.environ["CROSSREVIEW_AGENT"] + ".guided")).write_text("")
+    wait_for("round may end")
+    pathlib.Path("calc.py").write_text(right)
+else:
+    pathlib.Path("calc.py").write_text("def add(a, b):\\n    return a - b\\n")
+""")
+    env = {"CROSSREVIEW_COUNT_DIR": str(counter)}
+
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "crossreview", *args], cwd=tmp_path, env=cli_env(env),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+
+    def inbox() -> list:
+        res = cli("inbox", "--json")
+        return res.json()["escalations"] if res.returncode == 0 else []  # 2 until the ledger exists
+
+    run = start("run", str(suite), "--json", "--agent", f"x=command:{{python}} {agent}",
+                "--agent", f"y=command:{{python}} {agent}",
+                "--reviewer", f"x={approve_all_reviewer(tmp_path / 'approve.py')}", "--reviewer", "y=tests")
+    decide = None
+    try:
+        _wait_for(inbox, what="a_split to escalate")
+        [esc] = inbox()
+        decide = start("decide", esc["id"], "--guide", "add, do not subtract")
+        _wait_for(lambda: (counter / "x.guided").exists() and (counter / "y.guided").exists(),
+                  what="the guided round's agents to start")
+        (counter / "run may end").write_text("")
+        run.communicate(timeout=120)
+        (counter / "round may end").write_text("")
+        _, err = decide.communicate(timeout=120)
+    finally:
+        for proc in (run, decide):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert decide.returncode == 0, err
+    [row] = cli("runs", "--json").json()["runs"]
+    assert (row["status"], row["decisions"]) == ("finished", {"accepted": 2})
