@@ -441,7 +441,7 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
 def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
     """Finish RUN_ID after a crash or kill, keeping every finished agent's work."""
     from .plugins import get_plugin_manager
-    from .reporting import TerminalReporter, print_results_table, result_json, summary_line
+    from .reporting import TerminalReporter, print_errors, print_results_table, result_json, summary_line
     from .runner import UsageError, resume_run, stdin_is_interactive
 
     out, err = _consoles(json_mode)
@@ -460,8 +460,10 @@ def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
     finally:
         pm.unregister(reporter)
     if json_mode:
-        click.echo(json.dumps({"run": outcome.run, "tasks": [result_json(r) for r in outcome.results]}, indent=2))
+        click.echo(json.dumps({"run": outcome.run, "tasks": [result_json(r) for r in outcome.results],
+                               "errors": [_error_json(e) for e in outcome.errors]}, indent=2))
     else:
+        print_errors(err, outcome.errors)
         print_results_table(out, outcome.results)
         out.print(summary_line(outcome.results, outcome.errors, time.monotonic() - started,
                                wall_of="this resume" if outcome.kept else ""), highlight=False)

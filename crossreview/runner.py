@@ -814,7 +814,11 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
     from .tasks import load_task
 
     tasks, errors = [], []
+    # A kept task run is not run again: its folder, edited since, is not read.
+    kept_paths = {tr["task_path"] for tr in done.values()}
     for path in config["tasks"]:
+        if path in kept_paths:
+            continue
         loaded = load_task(Path(path))
         if isinstance(loaded, list):
             errors.extend(loaded)
@@ -838,6 +842,10 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
         finished = [_result_from_row(session.ledger, tr) for tr in done.values()]
         all_results = finished + results
         _finish_run(session, run, all_results)
+        if errors:
+            # A task that no longer loads is still to do: another resume, once
+            # its folder is fixed, runs it.
+            session.ledger.set_run_status(run, "interrupted")
     pm.hook.crossreview_run_finished(run=run, results=results)
     return SuiteOutcome(run, all_results, errors, kept=len(finished))
 

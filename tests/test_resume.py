@@ -674,3 +674,54 @@ else:
     assert decide.returncode == 0, err
     [row] = cli("runs", "--json").json()["runs"]
     assert (row["status"], row["decisions"]) == ("finished", {"accepted": 2})
+
+
+def test_resume_with_a_task_folder_broken_since_says_why_and_leaves_the_run_unfinished(cli, suite, tmp_path):
+    """A task folder edited between a crash and `resume` so that it no longer loads: resume
+    printed '1 broken' without saying what, marked the run 'finished' with its task run still
+    'running', and called a kept task broken too when its folder had changed."""
+    make_task(suite, "a_done")
+    make_task(suite, "b_hangs")
+    counts = tmp_path / "counts"
+    agent = write(tmp_path / "agent.py", """
+import os, pathlib, time
+count_dir = pathlib.Path(os.environ["CROSSREVIEW_COUNT_DIR"])
+count_dir.mkdir(parents=True, exist_ok=True)
+flag = count_dir / "hung"
+if os.environ["CROSSREVIEW_TASK_ID"] == "b_hangs" and not flag.exists():
+    flag.write_text(str(os.getpid()))
+    time.sleep(120)
+pathlib.Path("calc.py").write_text("def add(a, b):\\n    return a + b\\n")
+""")
+    env = {"CROSSREVIEW_COUNT_DIR": str(counts)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crossreview", "run", str(suite), "--sandbox", "off", "--agent", "oracle",
+         "--agent", f"slow=command:{{python}} {agent}"],
+        cwd=tmp_path, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        text=True)
+    try:
+        _wait_for(lambda: (counts / "hung").exists(), what="b_hangs's agent to start")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    [run] = cli("runs", "--json").json()["runs"]
+    for name in ("a_done", "b_hangs"):
+        (suite / name / "task.toml").write_text('[verifier]\ntimeout = 5\n')
+
+    res = cli("resume", run["id"], "--sandbox", "off", env=env)
+    assert res.returncode == 1, res.stderr  # a_done is kept and accepted; b_hangs cannot run
+    said = " ".join(res.stderr.split())
+    assert "b_hangs/task.toml" in said and "unknown key 'timeout'" in said
+    assert "a_done" not in said  # kept from before: its folder is not read again
+    assert cli("runs", "--json").json()["runs"][0]["status"] == "interrupted"
+    as_json = cli("resume", run["id"], "--sandbox", "off", "--json", env=env)
+    assert [e["field"] for e in as_json.json()["errors"]] == ["verifier.timeout"]
+
+    (suite / "b_hangs" / "task.toml").write_text('version = "1.0"\n')
+    fixed = cli("resume", run["id"], "--sandbox", "off", "--json", env=env)
+    assert fixed.returncode == 0, fixed.stderr
+    assert {t["task"]: t["decision"] for t in fixed.json()["tasks"]} == {"a_done": "accepted", "b_hangs": "accepted"}
+    assert cli("runs", "--json").json()["runs"][0]["status"] == "finished"
