@@ -151,3 +151,30 @@ def test_merging_a_ledger_into_itself_is_refused_before_any_other_source_is_merg
     res = cli("merge", "a.db", "team.db", "--ledger", "team.db")
     assert res.returncode == 2 and "team.db is the ledger being merged into" in res.stderr
     assert Ledger(tmp_path / "team.db").runs() == []  # all or nothing: a.db was not half folded in
+
+
+@pytest.mark.slow
+def test_export_human_minutes_are_null_when_nobody_timed_the_decision(cli, suite, tmp_path):
+    """An escalation decided unseen, or still waiting, has no human minutes: null, as `stats` says, not 0."""
+    import json
+
+    from conftest import approve_all_reviewer, make_task
+
+    make_task(suite, "seen")
+    make_task(suite, "unseen")
+    make_task(suite, "waiting")
+    reviewer = approve_all_reviewer(tmp_path / "approve.py")
+    # noop fails the tests but the reviewer approves it: every task escalates.
+    res = cli("run", str(suite), "--agent", "noop", "--agent", "noop", "--reviewer", reviewer, "--json")
+    assert res.returncode == 3, res.stderr
+    esc = {t["task"]: t["escalation"] for t in res.json()["tasks"]}
+    assert cli("show", esc["seen"], "--no-diff").returncode == 0
+    assert cli("decide", esc["seen"], "--pick", "a").returncode == 0
+    assert cli("decide", esc["unseen"], "--pick", "a").returncode == 0
+
+    rows = {r["task"]: r for r in map(json.loads, cli("export").stdout.splitlines())}
+    assert rows["seen"]["human_minutes"] is not None and rows["seen"]["human_minutes"] >= 0
+    assert rows["unseen"]["human_minutes"] is None
+    assert rows["waiting"]["human_minutes"] is None
+    stats = cli("stats", "--json").json()["human_time"]
+    assert (stats["decided"], stats["unseen"], stats["waiting"]) == (1, 1, 1)

@@ -78,7 +78,9 @@ def task_run_rows(ledger, since: datetime | None = None, suite: str | None = Non
             "seconds": t.row["seconds"],
             "escalated": t.escalated,
             "escalations": len(t.escalations),
-            "human_minutes": sum(human) if human else (0.0 if t.escalated else None),
+            # Decided unseen or still waiting: nobody timed a human, so the minutes are unknown, not 0
+            # (as `stats` counts them).
+            "human_minutes": sum(human) if human else None,
             "agreement": t.row.get("agreement"),
             "agreement_pick": t.row.get("agreement_pick"),
             "agents": len({c["agent"] for c in t.candidates}),
