@@ -224,6 +224,30 @@ def test_a_reply_without_a_message_is_a_clear_error_and_its_tokens_are_kept(cli,
     assert [(k["tokens_in"], k["tokens_out"]) for k in calls] == [r.usage for r in reqs]
 
 
+def test_an_answer_litellm_cannot_read_is_of_unknown_cost_not_free(cli, suite, tmp_path, fake_openai):
+    # HTTP 200 with a body litellm cannot read (here: no `choices` key at all) reaches us as a
+    # synthesized "HTTP 500". The provider answered, and billed, each attempt: unknown, never $0.
+    # A real 500 answer bills nothing, and stays $0.
+    make_task(suite)
+    priced_config(suite, "openai/unreadable", extra='[models."*"]\nmax_attempts = 2\nretry_backoff = 0.01\n')
+    with open(suite / "crossreview.toml", "a") as fh:
+        fh.write(f'[prices."openai/down"]\ninput_cost_per_token = {PRICE_IN}\noutput_cost_per_token = {PRICE_OUT}\n')
+    fake_openai.on("unreadable", [tools(("list_files", {}), prompt_tokens=1000, completion_tokens=100,
+                                        edit=lambda body: body.pop("choices"))])
+    fake_openai.on("down", [error(500, "boom")])
+    res = cli("run", str(suite), "--agent", "a=llm:openai/unreadable", "--agent", "b=llm:openai/down",
+              "--reviewer", "tests", "--json", env=llm_env(fake_openai))
+    assert res.returncode == 1, res.stderr
+    by = {c["agent"]: c for c in res.json()["tasks"][0]["candidates"]}
+    assert len(fake_openai.requests_for("unreadable")) == 2 == len(fake_openai.requests_for("down"))
+    calls = ledger_rows(tmp_path / ".crossreview", "SELECT agent, cost FROM calls")
+    assert [c["cost"] for c in calls if c["agent"] == "a"] == [None, None]
+    assert [c["cost"] for c in calls if c["agent"] == "b"] == [0.0, 0.0]
+    assert by["a"]["status"] == "error" and by["a"]["cost"] is None
+    assert by["b"]["status"] == "error" and by["b"]["cost"] == 0.0
+    assert res.json()["tasks"][0]["cost"] is None
+
+
 def test_reading_or_editing_a_huge_file_reads_a_bounded_part_of_it(tmp_path):
     # With visible tests the agent's own code runs (run_tests), and may leave a file of many gigabytes
     # in the worktree (a sparse one costs nothing): read_file and edit_file must not load it whole, or

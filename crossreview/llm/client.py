@@ -177,6 +177,34 @@ def _retry_after(exc: BaseException) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
+def _never_connected(exc: BaseException) -> bool:
+    """No connection was made, so no request reached the provider (litellm reports it as a 500)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e).__name__ == "ConnectError" and (type(e).__module__ or "").startswith("httpx"):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _unbilled(exc: BaseException) -> bool:
+    """The failed call cost nothing: the provider answered with an HTTP error status, or was never reached.
+
+    litellm turns an HTTP 200 whose body it cannot read (not JSON, no ``choices``) into a
+    ``500`` of its own making, without the provider's headers; that answer was billed. A
+    call we stopped waiting for may have been done and billed too.
+    """
+    if _timed_out(exc):
+        return False
+    if _never_connected(exc):
+        return True
+    if _status(exc) is None:
+        return True
+    return getattr(exc, "litellm_response_headers", None) is not None
+
+
 def _is_api_error(exc: BaseException) -> bool:
     """An error from talking to the provider (a request was attempted), not a bug of ours."""
     mod = type(exc).__module__ or ""
@@ -310,9 +338,10 @@ class ModelClient:
                 seconds = round(time.monotonic() - started, 3)
                 retry = is_retryable(exc)
                 msg = self.redact(describe(exc))
-                # A provider that answered with an error bills nothing; one we stopped waiting for
-                # may have done the work and billed it: unknown, never a guessed 0.
-                cost = None if _timed_out(exc) else 0.0
+                # A provider that answered with an error bills nothing; one we stopped waiting for, or
+                # whose answer could not be read, may have done the work and billed it: unknown, never a
+                # guessed 0.
+                cost = 0.0 if _unbilled(exc) else None
                 if cost is None:
                     self.usage.cost = None
                 self._event(kind="call", attempt=attempt, status="error", error=msg, retryable=retry, seconds=seconds,
