@@ -211,7 +211,7 @@ class GateReport(BaseModel):
         """The facts `--record-human` needs later, kept (hidden) in the pull request comment."""
         return {"run": self.run, "task_run": self.task_run, "task": self.task, "decision": self.decision,
                 "escalation": self.escalation, "created": self.created.isoformat(), "head": self.head,
-                "reason": self.reason[:500], "label": self.label, "human": self.human}
+                "reason": self.reason[:500], "label": self.label, "human": self.human, "config": self.config_source}
 
 
 # --- running the gate ----------------------------------------------------------
@@ -867,6 +867,8 @@ def review_outcome(gh: GitHubEnv, pr: PullRequest, head: str, ledger_location: P
         winner=PR_AGENT if meta.get("decision") == "accepted" else None, escalation=meta.get("escalation"),
         reason=meta.get("reason") or "", base="", head=head, merge_base="", pull_request=pr,
         label=meta.get("label") or GateConfig().label, comment=False, human=meta.get("human"),
+        # The review does not judge again: the config that judged this head is the one the comment names.
+        config_source=meta["config"] if isinstance(meta.get("config"), str) else None,
     )
     event = human_event(gh)
     settles = (meta.get("decision") == "escalated" and meta.get("escalation") and not meta.get("human")

@@ -495,6 +495,10 @@ def test_a_maintainers_review_settles_an_escalated_gate_and_turns_it_green(tmp_p
     from crossreview.gate import parse_marker
 
     assert "approved by lead in a review of" in comment["body"] and esc in comment["body"]
+    # It was judged by the base's crossreview.toml, and the rewritten comment still says so.
+    assert "with the base branch's `crossreview.toml`" in comment["body"], comment["body"]
+    assert "built-in defaults" not in comment["body"]
+    assert "base config crossreview.toml" in r.stdout
     assert parse_marker(comment["body"])["human"] == "github:lead"
     # Nothing was judged again: the job's ledger holds the human's decision and no candidate.
     db = sqlite3.connect(job / "state" / "ledger.db")
