@@ -495,6 +495,9 @@ def _code(text: str) -> str:
 def render_markdown(report: GateReport) -> str:
     """The decision, and for a split the packet, as GitHub-flavoured Markdown (step summary and PR comment)."""
     icon, headline = _ICON.get(report.decision, "•"), _HEADLINE.get(report.decision, report.decision)
+    if report.human and report.decision in ("accepted", "rejected"):
+        # The reviewers split; a maintainer settled it. Saying they agreed would misstate what happened.
+        headline = f"a maintainer decided: {'accept' if report.decision == 'accepted' else 'reject'}"
     lines = [f"## {icon} crossreview: {headline}", ""]
     lines.append(f"**Why:** {_md_escape(report.reason)}" if report.reason else "")
     lines.append("")

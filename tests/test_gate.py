@@ -498,6 +498,8 @@ def test_a_maintainers_review_settles_an_escalated_gate_and_turns_it_green(tmp_p
     # It was judged by the base's crossreview.toml, and the rewritten comment still says so.
     assert "with the base branch's `crossreview.toml`" in comment["body"], comment["body"]
     assert "built-in defaults" not in comment["body"]
+    assert comment["body"].startswith("## ✅ crossreview: a maintainer decided: accept\n"), comment["body"]
+    assert "the reviewers agree" not in comment["body"]
     assert "base config crossreview.toml" in r.stdout
     assert parse_marker(comment["body"])["human"] == "github:lead"
     # Nothing was judged again: the job's ledger holds the human's decision and no candidate.
