@@ -584,6 +584,24 @@ def test_action_passes_the_github_action_schema():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_every_output_the_gate_writes_is_an_output_of_the_action(tmp_path, cli):
+    """The README calls what the gate writes to $GITHUB_OUTPUT the action's outputs: a workflow reads them there."""
+    import yaml
+
+    repo = make_repo(tmp_path)
+    head = pr_branch(repo, "feature", SPLIT)
+    env = gh_env(tmp_path)
+    env["GITHUB_TOKEN"] = ""  # no GitHub calls needed for the outputs
+    assert cli("gate", "--base", "main", "--head", head, cwd=repo, env=env).returncode == 3
+    written = set(outputs(tmp_path))
+    assert {"decision", "winner", "escalation", "run", "exit-code"} <= written
+    action = yaml.safe_load((ROOT / ".github" / "actions" / "crossreview" / "action.yml").read_text())
+    declared = action["outputs"]
+    assert written <= set(declared), f"not declared by the action: {sorted(written - set(declared))}"
+    for key in written:
+        assert declared[key]["value"] == f"${{{{ steps.gate.outputs.{key} }}}}"
+
+
 def test_the_validator_catches_a_broken_workflow(tmp_path):
     """Control: the schema check above can fail."""
     bad = tmp_path / "bad.yml"
