@@ -222,7 +222,7 @@ def test_hints_carry_the_ledger_and_state_dir_the_run_used(cli, suite, tmp_path)
     assert res.returncode == 3, res.stderr
     flags = f"--state-dir {tmp_path / 'st'} --ledger {ledger}"
     text = " ".join(res.stdout.split())
-    assert f"`crossreview inbox {flags}`" in text and f"--pick" not in text
+    assert f"`crossreview inbox {flags}`" in text and "--pick" not in text
     esc = text.split("`crossreview show ")[1].split()[0]
     # The hint, run as written, finds the escalation.
     shown = cli("show", esc, "--state-dir", str(tmp_path / "st"), "--ledger", str(ledger))

@@ -955,8 +955,6 @@ def test_a_killed_process_that_is_still_a_zombie_counts_as_gone():
             with open(f"/proc/{proc.pid}/stat", "rb") as fh:
                 if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
                     break
-            import time
-
             time.sleep(0.01)
         assert not _pid_alive(proc.pid)  # not reaped yet, but it will never run again
     finally:
