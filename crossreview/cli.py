@@ -601,10 +601,10 @@ def gate(base, head, attempts, task, title, body, repo, record_human, report_fil
 
     opts = GateOptions(base=base, head=head, repo=repo, attempts=attempts, task=task, title=title, body=body,
                        state_dir=state_dir, ledger=ledger, sandbox=sandbox, environ=dict(os.environ),
-                       commands=sys.stderr if json_mode else sys.stdout)
+                       commands=sys.stderr if json_mode else sys.stdout,
+                       progress=None if json_mode else
+                       (lambda line: err.print(f"crossreview gate: {line}", highlight=False, markup=False)))
     _sigterm_is_ctrl_c()
-    if not json_mode:
-        err.print("crossreview gate: judging the pull request with the base branch's reviewers…")
     try:
         report = run_gate(opts)
     except UsageError as exc:

@@ -33,7 +33,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import pluggy
 from pydantic import BaseModel, Field
@@ -162,6 +162,8 @@ class GateOptions:
     commands: Any = None
     """Where workflow commands (annotations, warnings) are printed: default stdout; `--json` uses
     stderr, which the Actions runner reads for them too, so stdout stays one JSON document."""
+    progress: Callable[[str], None] | None = None
+    """Told what the gate is about to do (judge the pull request, or read a review) once it knows."""
 
 
 class Annotation(BaseModel):
@@ -338,13 +340,21 @@ def run_gate(opts: GateOptions, pm: pluggy.PluginManager | None = None) -> GateR
                              "one commit by default), or `git fetch --unshallow` first")
         raise UsageError(f"--base {base_rev} and --head {head_rev} have no common ancestor")
     merge_base = bases[0].hexsha
+    say = opts.progress or (lambda line: None)
     if gh.active and gh.event_name == "pull_request_review":
+        reviewer = ((gh.event.get("review") or {}).get("user") or {}).get("login") or "?"
+        which = f"pull request #{pr.number}" if pr.number is not None else "the pull request"
+        say(f"reading {reviewer}'s review of {which} and the gate's last decision on {head[:12]}…")
         report = review_outcome(gh, pr, head, opts.ledger or opts.state_dir / "ledger.db")
         if report is not None:
             report = report.model_copy(update={"base": base, "merge_base": merge_base})
             if opts.publish:
                 publish(report, gh, opts.commands)
             return report
+        say(f"no earlier decision on {head[:12]} to keep: judging the pull request with the base branch's "
+            "reviewers…")
+    else:
+        say("judging the pull request with the base branch's reviewers…")
 
     run = new_run_id()
     state_dir = opts.state_dir if opts.state_dir.is_absolute() else (Path.cwd() / opts.state_dir)

@@ -128,6 +128,7 @@ def test_agreeing_pr_exits_0_with_summary_and_outputs(tmp_path, cli, fake_github
     env = gh_env(tmp_path, api=fake_github.url, base=git(repo, "rev-parse", "main"), head=head)
     r = cli("gate", cwd=repo, env=env)  # base and head from the event
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "judging the pull request with the base branch's reviewers" in r.stderr
     assert outputs(tmp_path) == {"decision": "accepted", "winner": "pr", "escalation": "", "run": outputs(tmp_path)["run"],
                                  "exit-code": "0"}
     summary = (tmp_path / "summary.md").read_text()
@@ -489,6 +490,9 @@ def test_a_maintainers_review_settles_an_escalated_gate_and_turns_it_green(tmp_p
     r = cli("gate", "--base", "main", "--head", head, "--state-dir", str(job / "state"), cwd=repo,
             env=review_event(job, fake_github.url, head=head))
     assert r.returncode == 0, r.stdout + r.stderr
+    # What the job's log says it does is what it does: read the review, not judge again.
+    assert f"reading lead's review of pull request #7 and the gate's last decision on {head[:12]}" in r.stderr
+    assert "judging" not in r.stderr, r.stderr
     assert (outputs(job)["decision"], outputs(job)["escalation"]) == ("accepted", esc)
     assert fake_github.labels[7] == []
     [comment] = fake_github.comments[7]  # the one comment, updated in place
@@ -545,6 +549,7 @@ def test_a_review_of_a_head_the_gate_never_judged_judges_it(tmp_path, cli, fake_
     r = cli("gate", "--base", "main", "--head", new, "--state-dir", str(job / "state"), cwd=repo,
             env=review_event(job, fake_github.url, head=new))
     assert r.returncode == 0, r.stdout + r.stderr
+    assert f"no earlier decision on {new[:12]} to keep: judging the pull request" in r.stderr, r.stderr
     db = sqlite3.connect(job / "state" / "ledger.db")
     assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] >= 1  # judged, not taken from the comment
     assert db.execute("SELECT COUNT(*) FROM escalations").fetchone()[0] == 0
