@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -605,6 +606,39 @@ def test_every_output_the_gate_writes_is_an_output_of_the_action(tmp_path, cli):
     assert written <= set(declared), f"not declared by the action: {sorted(written - set(declared))}"
     for key in written:
         assert declared[key]["value"] == f"${{{{ steps.gate.outputs.{key} }}}}"
+
+
+# A workflow file is copied into the user's repository, where "this repository" is theirs: a line that
+# installs it (a local action, pip on github.repository or on ".") installs their code, not crossreview.
+# Here it is right, so each such line must carry the comment that says what to write there instead.
+_OWN_INSTALL = re.compile(r"uses:\s*\./|pip install\b.*(github\.repository|GITHUB_REPOSITORY|\s-e\s+\.|\s\.(\s|$))")
+_IN_YOUR_REPOSITORY = re.compile(r"#\s*in your repository:.*<owner>/crossreview\b.*@v\d")
+
+
+def installs_the_users_own_repository(text: str) -> list[str]:
+    """The lines of a workflow that, copied as they are, would install the user's repository instead of crossreview."""
+    return [line.strip() for line in text.splitlines()
+            if _OWN_INSTALL.search(line.split(" #")[0]) and not _IN_YOUR_REPOSITORY.search(line)]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_workflow_installs_the_users_own_repository_once_copied(path):
+    assert installs_the_users_own_repository(path.read_text()) == []
+
+
+@pytest.mark.parametrize("line", [
+    'run: python -m pip install --quiet "crossreview @ git+${{ github.server_url }}/${{ github.repository }}'
+    '@${{ github.event.repository.default_branch }}"',
+    "- uses: ./.github/actions/crossreview",
+    "run: pip install -e .",
+    "run: python -m pip install .",
+    'run: pip install "crossreview @ git+https://github.com/$GITHUB_REPOSITORY@main"',
+])
+def test_the_copy_check_catches_an_install_of_the_users_own_repository(line):
+    """Control: the check above can fail, and the comment is what lets such a line through."""
+    assert installs_the_users_own_repository(f"      {line}\n") == [line]
+    assert installs_the_users_own_repository(f"      {line}   # in your repository: <owner>/crossreview@v1\n") == []
+    assert installs_the_users_own_repository(f"      {line}   # in your repository: whatever\n") == [line + "   # in your repository: whatever"]
 
 
 def test_the_validator_catches_a_broken_workflow(tmp_path):
