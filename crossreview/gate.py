@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 
 from . import plugins
 from .models import AgentSpec, HumanDecision, Task, TaskResult, utcnow
-from .packet import files_phrase
+from .packet import count_phrase, files_phrase
 from .runner import (
     DEFAULT_STATE_DIR,
     RunOptions,
@@ -386,7 +386,8 @@ def run_gate(opts: GateOptions, pm: pluggy.PluginManager | None = None) -> GateR
         raise UsageError(f"{source or 'config'}: an agent is named {PR_AGENT!r}, the name the gate gives the pull "
                          "request; rename it")
     if attempts > len(res.agents):
-        raise UsageError(f"--attempts {attempts}: only {len(res.agents)} agent(s) configured ({', '.join(names)})")
+        raise UsageError(f"--attempts {attempts}: only {count_phrase(len(res.agents), 'agent')} configured "
+                         f"({', '.join(names)})")
     pr_spec = AgentSpec(name=PR_AGENT, spec=f"ref:{head}")
     solvers = [pr_spec, *res.agents[:attempts]]
     config = {

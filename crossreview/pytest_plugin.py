@@ -443,6 +443,8 @@ class CrossreviewPlugin:
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
         if self.is_worker or not self.reports:
             return
+        from .packet import count_phrase
+
         tr = terminalreporter
         waiting = [r for r in self.reports if r.get("decision") == ESCALATED]
         if waiting:
@@ -462,8 +464,8 @@ class CrossreviewPlugin:
         parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("accepted", "rejected", "escalated"))
         if counts.get("error"):
             parts += f", {counts['error']} error"
-        tr.write_line(f"crossreview: {len(self.reports)} task runs: {parts} · tokens {tokens} · cost {cost} · "
-                      f"run {', '.join(runs) or '-'} · ledger {', '.join(ledgers) or '-'}")
+        tr.write_line(f"crossreview: {count_phrase(len(self.reports), 'task run')}: {parts} · tokens {tokens} · "
+                      f"cost {cost} · run {', '.join(runs) or '-'} · ledger {', '.join(ledgers) or '-'}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:

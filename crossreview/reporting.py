@@ -17,7 +17,7 @@ from rich.text import Text
 
 from .hookspecs import hookimpl
 from .models import Candidate, TaskError, TaskResult, Verdict
-from .packet import files_phrase
+from .packet import count_phrase, files_phrase
 
 DECISION_STYLE = {"accepted": "green", "rejected": "red", "escalated": "yellow", "error": "magenta"}
 
@@ -188,7 +188,7 @@ def summary_line(results: list[TaskResult], errors: list[TaskError], wall: float
     tokens = sum(r.tokens for r in results)
     cost = _sum_cost(r.cost for r in results)
     return (
-        f"{len(results)} task run{'s' if len(results) != 1 else ''}: " + ", ".join(parts)
+        f"{count_phrase(len(results), 'task run')}: " + ", ".join(parts)
         + f" · wall {wall:.1f}s{f' ({wall_of})' if wall_of else ''} · agent-seconds {agent_seconds:.1f} · tokens {tokens} · cost {_fmt_cost(cost)}"
     )
 

@@ -261,7 +261,11 @@ def test_too_many_attempts_is_a_usage_error(tmp_path, cli):
     repo = make_repo(tmp_path)
     head = pr_branch(repo, "feature", GOOD)
     r = cli("gate", "--base", "main", "--head", head, "--attempts", "5", cwd=repo)
-    assert r.returncode == 2 and "only 2 agent(s) configured (tester, linter)" in r.stderr
+    assert r.returncode == 2 and "only 2 agents configured (tester, linter)" in r.stderr
+    lone = make_repo(tmp_path / "lone", config=STRICT.replace('"tester=noop", "linter=noop"', '"tester=noop"')
+                     .replace(', "linter=command:{python} {suite}/ci/no_todo.py"', ""))
+    r = cli("gate", "--base", "main", "--head", pr_branch(lone, "feature", GOOD), "--attempts", "2", cwd=lone)
+    assert r.returncode == 2 and "only 1 agent configured (tester)" in r.stderr, r.stderr
 
 
 def test_a_task_folder_the_pr_names_comes_from_the_base(tmp_path, cli):

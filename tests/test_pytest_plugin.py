@@ -242,6 +242,7 @@ def test_ini_turns_it_on_and_sets_agents_broken_task_fails_readably(project):
     res = run(project, "suite/good::crossreview", "--crossreview-agent", "noop")
     assert res.ret == 1 and outcomes(res) == {"failed": 1}  # the flag wins over the ini
     res.stdout.fnmatch_lines(["crossreview: good rejected*", "candidate a (noop): tests 0/2 passed*"])
+    res.stdout.fnmatch_lines(["crossreview: 1 task run: 0 accepted, 1 rejected, 0 escalated · tokens 0 · *"])
 
 
 def test_bad_agent_is_a_usage_error_and_nothing_runs(project):
