@@ -13,7 +13,9 @@ Each task folder (a folder holding task.toml) is one item, ``<folder>::crossrevi
 
 - accepted passes;
 - rejected (and a run that errored, or a task folder that cannot be loaded)
-  fails, with a report of each candidate's tests and the verdicts on it;
+  fails, with a report of each candidate's tests and the verdicts on it; the
+  ``crossreview:`` line at the end counts a folder that cannot be loaded as
+  ``N broken``, not as a task run, as ``crossreview run`` does;
 - escalated is an outcome of its own: letter ``H`` (waits for a human), word
   ``ESCALATED``, counted as ``N escalated`` in the summary line. The session
   exits 3 when something waits for a human and nothing failed.
@@ -404,7 +406,8 @@ class CrossreviewPlugin:
         outcome = item.outcome
         if outcome is None:
             if item.load_errors:
-                rep.crossreview = {"task": item.task_id, "decision": "error"}
+                # Nothing ran, so no decision: the summary counts it as the CLI does, a broken folder.
+                rep.crossreview = {"task": item.task_id, "broken": True}
             return rep
         rep.crossreview = {
             "task": outcome.task,
@@ -453,18 +456,22 @@ class CrossreviewPlugin:
                 tr.write_line(f"{r['nodeid']}: {r.get('escalation')} {r.get('reason', '')}")
             tr.write_line(f"decide with `crossreview show {waiting[0].get('escalation')}`, then "
                           f"`crossreview decide ID --pick NAME | --reject`; `crossreview inbox` lists them all")
+        ran = [r for r in self.reports if not r.get("broken")]
+        broken = len(self.reports) - len(ran)
         counts: dict[str, int] = {}
-        for r in self.reports:
+        for r in ran:
             counts[r.get("decision", "error")] = counts.get(r.get("decision", "error"), 0) + 1
-        tokens = sum(r.get("tokens") or 0 for r in self.reports)
-        costs = [r.get("cost") for r in self.reports if "cost" in r]
+        tokens = sum(r.get("tokens") or 0 for r in ran)
+        costs = [r.get("cost") for r in ran if "cost" in r]
         cost = "unknown" if any(c is None for c in costs) else f"${sum(costs):.4f}"
-        runs = sorted({r["run"] for r in self.reports if r.get("run")})
-        ledgers = sorted({r["ledger"] for r in self.reports if r.get("ledger")})
+        runs = sorted({r["run"] for r in ran if r.get("run")})
+        ledgers = sorted({r["ledger"] for r in ran if r.get("ledger")})
         parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("accepted", "rejected", "escalated"))
         if counts.get("error"):
             parts += f", {counts['error']} error"
-        tr.write_line(f"crossreview: {count_phrase(len(self.reports), 'task run')}: {parts} · tokens {tokens} · "
+        if broken:
+            parts += f", {broken} broken"
+        tr.write_line(f"crossreview: {count_phrase(len(ran), 'task run')}: {parts} · tokens {tokens} · "
                       f"cost {cost} · run {', '.join(runs) or '-'} · ledger {', '.join(ledgers) or '-'}")
 
     @pytest.hookimpl(trylast=True)

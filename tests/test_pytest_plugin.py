@@ -228,6 +228,11 @@ def test_ini_turns_it_on_and_sets_agents_broken_task_fails_readably(project):
         "crossreview: the task folder */suite/bad cannot be loaded:",
         "  */suite/bad/task.toml: verifier.comand: unknown key 'comand'; expected one of: command, timeout_sec, tests_visible",
     ])
+    # pytest counts the broken folder as a failure; crossreview's own line counts it as the CLI does.
+    res.stdout.fnmatch_lines(["crossreview: 2 task runs: 2 accepted, 0 rejected, 0 escalated, 1 broken · tokens 0 · *"])
+    cli_run = crossreview_cli(project, "run", "suite", "--agent", "good=oracle", "--agent", "lazy=noop",
+                              "--state-dir", str(project.path / "cli-state"))  # not the session's ledger
+    assert "2 task runs: 2 accepted, 0 rejected, 0 escalated, 1 broken ·" in cli_run.stdout, cli_run.stdout + cli_run.stderr
     state = project.path / ".crossreview"
     assert {r["agent"] for r in ledger_rows(state, "SELECT agent FROM candidates")} == {"good", "lazy"}
     assert {r["task"]: r["winner"] for r in ledger_rows(state, "SELECT task, winner FROM task_runs")} == {
