@@ -347,7 +347,9 @@ def inbox(ledger, state_dir, json_mode):
     if not rows:
         out.print("inbox empty: no escalation waits for a human")
         return
-    table = Table(title=f"{len(rows)} escalation(s) waiting", title_justify="left")
+    from .packet import count_phrase
+
+    table = Table(title=f"{count_phrase(len(rows), 'escalation')} waiting", title_justify="left")
     for col in ("id", "task", "run", "waiting since (UTC)", "reason"):
         table.add_column(col)
     for r in rows:
@@ -509,12 +511,13 @@ def runs(ledger, state_dir, json_mode):
 def gc(ledger, state_dir):
     """Remove worktrees and branches left behind by killed processes."""
     from .gc import collect
+    from .packet import count_phrase
 
     if not state_dir.exists():
         Console().print("nothing to collect: no state directory")
         return
     trees, branches = collect(state_dir.resolve(), ledger)
-    Console().print(f"removed {trees} worktree(s) and {branches} branch(es)")
+    Console().print(f"removed {count_phrase(trees, 'worktree')} and {count_phrase(branches, 'branch', 'branches')}")
 
 
 @main.command()

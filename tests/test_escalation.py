@@ -113,6 +113,7 @@ def test_decide_guide_sends_the_agents_back_with_the_guidance(cli, parked, tmp_p
     assert escs[0]["guide"] == "subtract less, add more"
     inbox = cli("inbox", "--json").json()["escalations"]
     assert [e["id"] for e in inbox] == [doc["escalation"]]
+    assert "1 escalation waiting" in cli("inbox").stdout
     # The guided round ran in view: progress lines, as `run` prints them.
     assert "started (" in res.stderr and "x solved in" in res.stderr and "y tests" in res.stderr
     # Its packet says which round it is and what the agents were told.

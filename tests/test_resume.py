@@ -92,7 +92,7 @@ def test_sigkill_mid_solve_then_resume_keeps_finished_agents(cli, suite, tmp_pat
     assert any(state.joinpath("worktrees").glob("r-*/add/*")), "the killed run left its worktrees"
 
     gc = cli("gc")
-    assert gc.returncode == 0 and "removed 2 worktree(s)" in gc.stdout, gc.stdout + gc.stderr
+    assert gc.returncode == 0 and "removed 2 worktrees and 0 branches" in gc.stdout, gc.stdout + gc.stderr
     git_dir = state / "repos" / "add.git"
     assert not [b for b in git_branches(git_dir) if b.startswith("crossreview/work/")]
 
