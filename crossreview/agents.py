@@ -75,6 +75,9 @@ class ReviewRequest:
 
 
 class Agent(Protocol):
+    """What an agent plugin's factory returns. Optionally also ``warm_up()``: load what is slow
+    to load (a library) before the solve's clock starts, so agent-seconds are the agent's work."""
+
     def solve(self, workspace: Workspace) -> SolveResult: ...
 
 

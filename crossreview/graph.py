@@ -170,8 +170,16 @@ def _shared(state: dict) -> dict:
     return {k: state.get(k) for k in _SHARED}
 
 
-def _event(node: str, started, agent: str | None = None, rnd: int = 0) -> dict:
-    return {"node": node, "agent": agent, "round": rnd, "started": started.isoformat(), "finished": utcnow().isoformat()}
+def _event(node: str, started, agent: str | None = None, rnd: int = 0, finished=None) -> dict:
+    return {"node": node, "agent": agent, "round": rnd, "started": started.isoformat(),
+            "finished": (finished or utcnow()).isoformat()}
+
+
+def _warm_up(agent: Any) -> None:
+    """Let an agent or reviewer load what it needs (``warm_up()``, optional) before its clock starts."""
+    warm = getattr(agent, "warm_up", None)
+    if callable(warm):
+        warm()
 
 
 def worktree_path(state_dir: Path, run: str, task_id: str, agent: str) -> Path:
@@ -259,7 +267,6 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
     ctx = runtime.context
     task = Task.model_validate(p["task"])
     spec = AgentSpec.model_validate(p["agent"])
-    started = utcnow()
     path = worktree_path(ctx.state_dir, p["run"], task.id, spec.name)
     # Always fresh: a solve re-run after a crash must not see the dead attempt's files.
     create_worktree(ctx.state_dir, _base(p), path)
@@ -278,8 +285,14 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         budget=ctx.budget(p),
         artifacts_dir=_artifacts_dir(ctx, p, task),
     )
+    started = utcnow()
     try:
         agent = ctx.agent(spec)
+        _warm_up(agent)
+        # Agent-seconds are the agent's own working time: the worktree made above and a library
+        # loaded for it are crossreview's set-up, which a resumed solve does more of (a leftover
+        # worktree to remove, litellm imported in the middle of the first model call).
+        started = utcnow()
         # An exhausted budget stops what may spend; an agent that spends nothing (oracle, noop) still runs.
         spent = None if getattr(agent, "spends_nothing", False) else workspace.budget.exceeded()
         if spent:
@@ -295,6 +308,7 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         raise  # shutting down: leave this branch unfinished so resume re-runs it
     except Exception as exc:  # an agent plugin's bug is that candidate's error, not the run's
         result = SolveResult(status="error", error=f"{type(exc).__name__}: {exc}")
+    finished = utcnow()
     crash_point("solve", "after-agent", spec.name)
     # Before any git command runs in the worktree: a .git the agent replaced
     # could make git run its code here, outside the sandbox.
@@ -330,7 +344,7 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         lines_added=diff.added,
         lines_removed=diff.removed,
         started=started,
-        finished=utcnow(),
+        finished=finished,
         usage=result.usage,
         calls=result.calls,
         log=result.log,
@@ -339,7 +353,7 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
     ctx.pm.hook.crossreview_candidate_solved(task=task, task_run=p["task_run"], candidate=cand)
     crash_point("solve", "after", spec.name)
     return Command(
-        update={"events": [_event("solve", started, spec.name, cand.round)]},
+        update={"events": [_event("solve", started, spec.name, cand.round, finished)]},
         goto=Send("verify", {**{k: p[k] for k in _SHARED}, "candidate": cand.model_dump(mode="json")}),
     )
 
@@ -420,7 +434,6 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
     cand = Candidate.model_validate(p["candidate"])
     rspec = AgentSpec(name=agent.name, spec=p["reviewers"][agent.name])
     label = candidate_label(p["task_run"], cand.agent)
-    started = utcnow()
     workdir = ctx.state_dir / "reviews" / p["run"] / task.id / f"r{p.get('round') or 0}-{agent.name}-{label}"
     request = agents_mod.ReviewRequest(
         task=task,
@@ -439,8 +452,11 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
     )
     usage = Usage()
     crash_point("review", "before", agent.name)
+    started = utcnow()
     try:
         reviewer = ctx.reviewer(rspec)
+        _warm_up(reviewer)
+        started = utcnow()  # the reviewer's own time, as for a solve
         spent = None if getattr(reviewer, "spends_nothing", False) else request.budget.exceeded()
         if spent:
             raise RuntimeError(f"not started: {spent}")
@@ -475,12 +491,13 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
             usage=exc.usage if isinstance(getattr(exc, "usage", None), Usage) else usage,
             calls=exc.calls if isinstance(getattr(exc, "calls", None), list) else [],
         )
-    verdict.seconds = (utcnow() - started).total_seconds()
+    finished = utcnow()
+    verdict.seconds = (finished - started).total_seconds()
     ctx.pm.hook.crossreview_review_done(task=task, task_run=p["task_run"], verdict=verdict)
     crash_point("review", "after", agent.name)
     return {
         "verdicts": [verdict.model_dump(mode="json")],
-        "events": [_event("review", started, agent.name, cand.round)],
+        "events": [_event("review", started, agent.name, cand.round, finished)],
     }
 
 

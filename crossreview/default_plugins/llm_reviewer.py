@@ -117,6 +117,10 @@ class LLMReviewer:
         self.model = model_of(spec, "reviewer for")
         prewarm()  # litellm takes seconds to import: start now, while the run sets up
 
+    def warm_up(self) -> None:
+        """Finish importing litellm before the review's clock starts: the import is not the reviewer's time."""
+        load_litellm()
+
     def _ask(self, client: ModelClient, messages: list[dict], rf: dict | None, transcript: Transcript) -> tuple[Reply, dict | None]:
         try:
             return client.complete(messages, response_format=rf), rf

@@ -309,6 +309,7 @@ class ModelClient:
         """One completion, retried on transient errors; raises ModelCallError, BudgetExceeded or Stopping."""
         m = self.model
         kw = self._kwargs(messages, tools, response_format, max_tokens)
+        load_litellm()  # a first call must not time the import (seconds) as the model's answer
         attempt = 0
         while True:
             _check_stopping()

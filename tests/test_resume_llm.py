@@ -1,0 +1,110 @@
+"""Model agents killed mid-call and resumed: what the ledger says they cost and how long they worked.
+
+crossreview runs in a subprocess and talks, through litellm, to the scripted server of
+tests/fake_openai.py; the test holds a reply, SIGKILLs crossreview while the call waits
+for it, and resumes the run.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import GOOD_SOLUTION, cli_env, ledger_rows, make_task
+from fake_openai import fake_openai, llm_env, tools  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.slow
+
+HELD = 120.0
+"""How long the server holds the reply crossreview is killed waiting for (the kill comes long before)."""
+
+
+def _wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _solver(fake_openai, model: str, hold_first: bool) -> None:
+    """An agent that writes the solution, then finishes; with ``hold_first``, the server's first
+    answer (of the whole test) is held for HELD seconds."""
+    held = {"done": not hold_first}
+
+    def script(req):
+        if not held["done"]:
+            held["done"] = True
+            return tools(("list_files", {}), delay=HELD)
+        if req.turn == 0:
+            return tools(("write_file", {"path": "calc.py", "content": GOOD_SOLUTION}))
+        return tools(("finish", {"summary": "done"}))
+
+    fake_openai.on(model, script)
+
+
+def _run_killed_in_flight(suite: Path, cwd: Path, fake_openai, model: str, agents: list[str]) -> str:
+    """Start `crossreview run`, SIGKILL it once the server holds a request for ``model``, and return the run id."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crossreview", "run", str(suite), "--json", *agents],
+        cwd=cwd, env=cli_env(llm_env(fake_openai)), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: fake_openai.requests_for(model) or proc.poll() is not None, what="the first model call")
+        assert proc.poll() is None, "crossreview ended before its model call was answered"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    [run] = ledger_rows(cwd / ".crossreview", "SELECT id FROM runs")
+    return run["id"]
+
+
+def _first_request_after(fake_openai, model: str, started: str) -> float:
+    """Seconds from ``started`` (a candidate's start) to the first request the server got after it."""
+    t0 = datetime.fromisoformat(started).timestamp()
+    return min(r.at for r in fake_openai.requests_for(model) if r.at >= t0) - t0
+
+
+def test_a_resumed_solve_counts_the_agents_time_not_loading_its_model_library(cli, suite, tmp_path, fake_openai):
+    """`run` starts importing litellm (seconds) while it sets up; `resume` built its agents only in the
+    solve, so the resumed solve waited for the import on its first model call and counted it as the
+    agent's time: about 3 s more than a fresh solve, in agent-seconds and parallel efficiency."""
+    make_task(suite)
+    _solver(fake_openai, "fresh", hold_first=False)
+    fresh_dir = tmp_path / "fresh"
+    fresh_dir.mkdir()
+    fresh = cli("run", str(suite), "--agent", "a=llm:openai/fresh", "--json", cwd=fresh_dir,
+                env=llm_env(fake_openai))
+    assert fresh.returncode == 0, fresh.stderr
+    [fresh_cand] = ledger_rows(fresh_dir / ".crossreview", "SELECT started, seconds FROM candidates")
+    fresh_gap = _first_request_after(fake_openai, "fresh", fresh_cand["started"])
+
+    _solver(fake_openai, "coder", hold_first=True)
+    run = _run_killed_in_flight(suite, tmp_path, fake_openai, "coder", ["--agent", "a=llm:openai/coder"])
+    res = cli("resume", run, "--json", env=llm_env(fake_openai))
+    assert res.returncode == 0, res.stderr
+    [cand] = ledger_rows(tmp_path / ".crossreview", "SELECT started, finished, seconds FROM candidates")
+    # From the solve's start to its first request the agent only lists the files and builds its
+    # prompt. Against the same span of a fresh run on this machine (so a slow machine slows both),
+    # the bug added the whole litellm import (about 3 s); 1.5 s of slack is far below that.
+    gap = _first_request_after(fake_openai, "coder", cand["started"])
+    assert gap < fresh_gap + 1.5, (gap, fresh_gap)
+    assert cand["seconds"] < fresh_cand["seconds"] + 1.5, (cand["seconds"], fresh_cand["seconds"])
+    # The solve node's interval (busy-seconds, parallel efficiency) is the same span.
+    [event] = ledger_rows(tmp_path / ".crossreview", "SELECT started, finished FROM events WHERE node='solve'")
+    assert (event["started"], event["finished"]) == (cand["started"], cand["finished"])
+    # Nor does a model call's own time hold the import.
+    first_call = ledger_rows(tmp_path / ".crossreview", "SELECT seconds FROM calls ORDER BY started LIMIT 1")[0]
+    fresh_call = ledger_rows(fresh_dir / ".crossreview", "SELECT seconds FROM calls ORDER BY started LIMIT 1")[0]
+    assert first_call["seconds"] < fresh_call["seconds"] + 1.5, (first_call["seconds"], fresh_call["seconds"])
