@@ -9,7 +9,8 @@ a run stops at its cap: the total can pass the cap by at most the one call
 already under way in each branch running at that moment.
 
 Model agents and reviewers charge each call as it returns (and say so with a
-``charges_budget = True`` attribute); for any other agent crossreview charges
+``charges_budget = True`` attribute), having told the budget as it was sent
+(``call_started``), so the journal keeps a call a kill cut short; for any other agent crossreview charges
 what its ``SolveResult.usage`` reports once it is done. Unknown cost (None)
 is counted apart, never as 0: a cost cap cannot be kept for work whose price
 nobody knows, and the run refuses to start when it would have to.
@@ -18,6 +19,7 @@ nobody knows, and the run refuses to start when it would have to.
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -66,8 +68,10 @@ class Budget:
     parent: "Budget | None" = None
     key: str | None = None
     """The task run a task run's budget belongs to (None for a suite run's)."""
-    on_charge: "Callable[[str, int, float | None], None] | None" = field(default=None, repr=False)
+    on_charge: "Callable[..., None] | None" = field(default=None, repr=False)
     """Told of every charge of real work here (see Budgets), as it happens."""
+    on_call: "Callable[[str, str, str | None], None] | None" = field(default=None, repr=False)
+    """Told of every model call about to be sent here (see Budgets)."""
     cost: float = 0.0
     tokens: int = 0
     unpriced_charges: int = 0
@@ -103,11 +107,26 @@ class Budget:
         if reason:
             raise BudgetExceeded(reason)
 
-    def charge(self, tokens: int, cost: float | None, journal: bool = True) -> None:
+    def call_started(self, model: str | None = None) -> str | None:
+        """Say a model call is about to be sent; returns the id to pass to ``charge(..., call=...)`` when
+        it ends (None when nobody journals this budget's calls).
+
+        A call that never ends (its process killed while it waited) stays journaled as in flight:
+        the provider may have billed it, so it is work cut short of unknown cost, never nothing.
+        """
+        if self.on_call is None or self.key is None:
+            return None
+        call = uuid.uuid4().hex
+        self.on_call(self.key, call, model)
+        return call
+
+    def charge(self, tokens: int, cost: float | None, journal: bool = True, call: str | None = None) -> None:
         """Count work already done, here and in every enclosing scope.
 
         ``journal=False``: spend counted again from the ledger (a resumed run
         seeding its budget), not new work, so ``on_charge`` is not told.
+        ``call``: the id ``call_started`` gave; this charge is what that call cost
+        (0 for an error the provider bills nothing for, None when unknown).
         """
         for b in self._chain():
             with b._lock:
@@ -119,20 +138,27 @@ class Budget:
         # Only charges that carry tokens or money: free work (offline agents, the tests
         # reviewer) and a command's "spent something, unknown" tell the journal nothing
         # it counts, and at 8 agents their 56 reviews would queue 56 ledger writes at once.
-        if journal and self.on_charge is not None and self.key is not None and (tokens or cost):
-            self.on_charge(self.key, int(tokens or 0), cost)
+        if journal and self.on_charge is not None and self.key is not None:
+            if call is not None:  # always: it resolves the call's row, free or not
+                self.on_charge(self.key, int(tokens or 0), cost, call=call)
+            elif tokens or cost:
+                self.on_charge(self.key, int(tokens or 0), cost)
 
 
 class Budgets:
     """The budgets of every run this process works on, created on first use (thread-safe)."""
 
-    def __init__(self, on_charge: Callable[[str, int, float | None], None] | None = None) -> None:
+    def __init__(self, on_charge: Callable[..., None] | None = None,
+                 on_call: Callable[[str, str, str | None], None] | None = None) -> None:
         """``on_charge(task_run, tokens, cost)`` hears of every charge to a task run's budget as it happens
-        (the runner writes it to the ledger's spend journal, so work a crash cuts short stays counted)."""
+        (the runner writes it to the ledger's spend journal, so work a crash cuts short stays counted);
+        a charge that ends a model call comes with ``call=`` its id. ``on_call(task_run, call, model)``
+        hears of every model call before it is sent."""
         self._lock = threading.Lock()
         self._suites: dict[str, Budget] = {}
         self._tasks: dict[str, Budget] = {}
         self.on_charge = on_charge
+        self.on_call = on_call
 
     def suite(self, run: str, limits: Limits | dict | None) -> Budget:
         """The budget of suite run ``run``."""
@@ -149,5 +175,5 @@ class Budgets:
         with self._lock:
             if task_run not in self._tasks:
                 self._tasks[task_run] = Budget("task run", lim.max_task_cost, lim.max_task_tokens, parent=parent,
-                                               key=task_run, on_charge=self.on_charge)
+                                               key=task_run, on_charge=self.on_charge, on_call=self.on_call)
             return self._tasks[task_run]

@@ -463,12 +463,15 @@ def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
         pm.unregister(reporter)
     if json_mode:
         click.echo(json.dumps({"run": outcome.run, "tasks": [result_json(r) for r in outcome.results],
-                               "errors": [_error_json(e) for e in outcome.errors]}, indent=2))
+                               "errors": [_error_json(e) for e in outcome.errors], "warnings": outcome.warnings},
+                              indent=2))
     else:
         print_errors(err, outcome.errors)
         print_results_table(out, outcome.results)
         out.print(summary_line(outcome.results, outcome.errors, time.monotonic() - started,
                                wall_of="this resume" if outcome.kept else ""), highlight=False)
+        for warning in outcome.warnings:
+            err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
         _footer(out, outcome.run, outcome.results, state_dir, ledger)
     sys.exit(outcome.exit_code)
 

@@ -135,19 +135,29 @@ def open_session(state_dir: Path, ledger_path: Path | None = None, pm: pluggy.Pl
     try:
         saver = SqliteSaver(conn)
         graph = build_graph().compile(checkpointer=saver)
-        budgets = Budgets(on_charge=_spend_journal(ledger))
+        budgets = Budgets(on_charge=_spend_journal(ledger), on_call=_call_journal(ledger))
         yield Session(pm, state_dir, ledger, graph, Context(pm=pm, state_dir=state_dir, ledger=ledger, budgets=budgets))
     finally:
         conn.close()
 
 
-def _spend_journal(ledger: Ledger) -> Callable[[str, int, float | None], None]:
+def _spend_journal(ledger: Ledger) -> Callable[..., None]:
     """Budgets' on_charge: each charge goes to the ledger's spend journal at once."""
-    def journal(task_run: str, tokens: int, cost: float | None) -> None:
+    def journal(task_run: str, tokens: int, cost: float | None, call: str | None = None) -> None:
         try:
-            ledger.record_spend(task_run, tokens, cost)
+            ledger.record_spend(task_run, tokens, cost, call_id=call)
         except LedgerError as exc:  # the work is done and charged in memory; losing its journal row is no reason to fail it
             print(f"crossreview: could not journal spend of {task_run}: {exc}", file=sys.stderr)
+    return journal
+
+
+def _call_journal(ledger: Ledger) -> Callable[[str, str, str | None], None]:
+    """Budgets' on_call: each model call is journaled as in flight before it is sent (one small write)."""
+    def journal(task_run: str, call: str, model: str | None) -> None:
+        try:
+            ledger.record_call_started(task_run, call, model)
+        except LedgerError as exc:  # the call's charge is still journaled when it ends
+            print(f"crossreview: could not journal a model call of {task_run}: {exc}", file=sys.stderr)
     return journal
 
 
@@ -827,7 +837,7 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
     todo = [t for t in tasks if t.id not in done]
     with run_lock(Path(config["state_dir"]), run), open_session(Path(config["state_dir"]), led.path, pm) as session:
         configure_sandbox(config, session.state_dir, session.ledger.path)
-        _seed_budget(session, run, config)
+        flying = _seed_budget(session, run, config)
         session.ledger.set_run_status(run, "running", finished=False)
         for tr in done.values():
             # Finished before the crash, but killed before its worktrees were removed.
@@ -847,20 +857,27 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
             # its folder is fixed, runs it.
             session.ledger.set_run_status(run, "interrupted")
     pm.hook.crossreview_run_finished(run=run, results=results)
-    return SuiteOutcome(run, all_results, errors, kept=len(finished))
+    warnings = [] if not flying else [
+        f"{flying} model call(s) were in flight when run {run} was killed: the provider may have billed them, "
+        "so what the run cost is unknown (`crossreview stats`: spent on work cut short); "
+        "budgets count them as spend of unknown cost"]
+    return SuiteOutcome(run, all_results, errors, warnings, kept=len(finished))
 
 
-def _seed_budget(session: Session, run: str, config: dict) -> None:
-    """A run continued in a new process starts its budgets from what its task runs spent.
+def _seed_budget(session: Session, run: str, config: dict) -> int:
+    """A run continued in a new process starts its budgets from what its task runs spent;
+    returns how many model calls the journal holds as in flight (sent, never answered).
 
     That is the spend journal (``Ledger.record_spend``), which also holds what
-    work a kill cut short had spent; for task runs older than the journal, what
-    their candidates and verdicts record.
+    work a kill cut short had spent, and the calls it killed while they waited
+    (each an unpriced charge: a cost cap cannot count them); for task runs older
+    than the journal, what their candidates and verdicts record.
     """
     limits = config.get("limits")
     budgets = session.context.budgets
     budgets.suite(run, limits)
     journal = session.ledger.spend_by_task_run(run)
+    flying = sum(s.in_flight for s in journal.values())
     for tr in session.ledger.task_runs(run):
         budget = budgets.task(run, tr["id"], limits)
         spent = journal.get(tr["id"])
@@ -871,6 +888,7 @@ def _seed_budget(session: Session, run: str, config: dict) -> None:
             continue
         for row in session.ledger.candidate_rows(tr["id"]) + session.ledger.verdict_rows(tr["id"]):
             budget.charge((row.get("tokens_in") or 0) + (row.get("tokens_out") or 0), row.get("cost"), journal=False)
+    return flying
 
 def _result_from_row(ledger: Ledger, tr: dict) -> TaskResult:
     """A task run finished earlier (kept by a resume), as its own run reported it, from the ledger."""

@@ -225,3 +225,48 @@ def test_merging_an_older_ledger_reads_it_without_upgrading_it(tmp_path, cli):
     res = cli("merge", "empty.db", "--ledger", "team.db")
     assert res.returncode == 2 and "empty.db is empty, not a crossreview ledger" in res.stderr
     assert empty.read_bytes() == b""
+
+
+def _ledger_at_schema_5(path: Path) -> Path:
+    """A ledger as crossreview wrote it before model calls were journaled in flight (schema 5)."""
+    from crossreview.ledger import schema
+    from crossreview.ledger.db import SQLiteBackend
+
+    with SQLiteBackend(path).transaction() as tx:
+        for migration in schema.MIGRATIONS[:5]:
+            migration(tx)
+        for number, migration in enumerate(schema.MIGRATIONS[:5], 1):
+            tx.insert("schema_version", {"version": number, "applied": "2026-01-01T00:00:00+00:00",
+                                         "description": migration.__doc__ or ""})
+        tx.insert("meta", {"key": "schema_version", "value": "5"}, conflict="replace", key=("key",))
+        tx.insert("runs", {"id": "r-old", "started": "2026-01-01T00:00:00+00:00", "status": "finished",
+                           "config": "{}"})
+        tx.insert("task_runs", {"id": "r-old/t", "run": "r-old", "task": "t", "task_path": "t",
+                                "status": "running", "started": "2026-01-01T00:00:00+00:00"})
+        tx.insert("spend", {"task_run": "r-old/t", "run": "r-old", "at": "2026-01-01T00:00:01+00:00",
+                            "tokens": 150, "cost": 0.01})
+    return path
+
+
+def test_calls_in_flight_migrate_onto_a_schema_5_ledger_and_merge_with_the_spend(tmp_path, cli):
+    old = _ledger_at_schema_5(tmp_path / "old.db")
+    led = Ledger(old)
+    assert (led.upgraded_from, led.version) == (5, SCHEMA_VERSION)
+    # What schema 5 journaled was finished work, never a call in flight.
+    db = sqlite3.connect(old)
+    assert db.execute("SELECT tokens, cost, call_id, in_flight FROM spend").fetchall() == [(150, 0.01, None, 0)]
+    db.close()
+    led.record_call_started("r-old/t", "c1", "openai/x")   # killed while it waited
+    led.record_call_started("r-old/t", "c2", "openai/x")
+    led.record_spend("r-old/t", 30, 0.002, call_id="c2")   # answered
+    assert led.spend_by_task_run()["r-old/t"].in_flight == 1
+
+    res = cli("merge", "old.db", "--ledger", "team.db")
+    assert res.returncode == 0, res.stderr
+    team = sqlite3.connect(tmp_path / "team.db")
+    assert sorted(team.execute("SELECT call_id, tokens, cost, model, in_flight FROM spend").fetchall(),
+                  key=str) == sorted([(None, 150, 0.01, None, 0), ("c1", 0, None, "openai/x", 1),
+                                      ("c2", 30, 0.002, "openai/x", 0)], key=str)
+    team.close()
+    cut = compute(Ledger(tmp_path / "team.db"))["cost"]["cut_short"]
+    assert (cut["calls_in_flight"], cut["cost"], cut["tokens"]) == (1, None, 180)

@@ -497,7 +497,8 @@ pathlib.Path(os.environ["CROSSREVIEW_USAGE_FILE"]).write_text(
     spend = ledger_rows(tmp_path / ".crossreview", "SELECT tokens, cost FROM spend")
     assert [(r["tokens"], r["cost"]) for r in spend] == [(150, 0.01), (150, 0.01)]
     figures = cli("stats", "--json").json()["cost"]
-    assert figures["cut_short"] == {"task_runs": 1, "tokens": 150, "cost": 0.01}
+    assert figures["cut_short"] == {"task_runs": 1, "tokens": 150, "cost": 0.01, "cost_known": 0.01,
+                                    "calls_in_flight": 0}
     assert "spent on work cut short" in cli("stats").stdout
 
     # A later resume starts its budget from the journal: both solves count against --max-cost.

@@ -108,3 +108,94 @@ def test_a_resumed_solve_counts_the_agents_time_not_loading_its_model_library(cl
     first_call = ledger_rows(tmp_path / ".crossreview", "SELECT seconds FROM calls ORDER BY started LIMIT 1")[0]
     fresh_call = ledger_rows(fresh_dir / ".crossreview", "SELECT seconds FROM calls ORDER BY started LIMIT 1")[0]
     assert first_call["seconds"] < fresh_call["seconds"] + 1.5, (first_call["seconds"], fresh_call["seconds"])
+
+
+# --- a model call killed in flight is spend of unknown cost, never nothing -----------------------
+
+PRICE_IN, PRICE_OUT = 0.000002, 0.000008
+
+
+def _priced(suite: Path, *models: str) -> None:
+    from conftest import write
+
+    write(suite / "crossreview.toml", '[models."*"]\nmax_attempts = 3\nretry_backoff = 0.01\n' + "".join(
+        f'[prices."openai/{m}"]\ninput_cost_per_token = {PRICE_IN}\noutput_cost_per_token = {PRICE_OUT}\n'
+        for m in models))
+
+
+def _spend(state: Path) -> list:
+    return ledger_rows(state, "SELECT task_run, tokens, cost, call_id, model, in_flight FROM spend ORDER BY at")
+
+
+def test_a_model_call_killed_in_flight_counts_as_work_cut_short_of_unknown_cost(cli, suite, tmp_path, fake_openai):
+    make_task(suite)
+    _priced(suite, "coder")
+    _solver(fake_openai, "coder", hold_first=True)
+    state = tmp_path / ".crossreview"
+    run = _run_killed_in_flight(suite, tmp_path, fake_openai, "coder", ["--agent", "a=llm:openai/coder"])
+    # The server holds the request: the journal has it as sent, its cost unknown.
+    [row] = _spend(state)
+    assert (row["in_flight"], row["tokens"], row["cost"], row["model"]) == (1, 0, None, "openai/coder")
+    before = cli("stats", "--json").json()["cost"]["cut_short"]
+    assert (before["calls_in_flight"], before["cost"]) == (1, None)
+
+    res = cli("resume", run, "--json", env=llm_env(fake_openai))
+    assert res.returncode == 0, res.stderr
+    doc = res.json()
+    assert doc["tasks"][0]["decision"] == "accepted"
+    assert any("1 model call(s) were in flight" in w for w in doc["warnings"]), doc["warnings"]
+    rows = _spend(state)
+    # The killed call stays in flight; the resumed session's calls were each journaled and resolved.
+    assert [r["in_flight"] for r in rows] == [1, 0, 0]
+    assert all(r["tokens"] > 0 and r["cost"] > 0 for r in rows[1:])
+    assert len({r["call_id"] for r in rows}) == 3
+    figures = cli("stats", "--json").json()["cost"]
+    assert figures["cut_short"] == {"task_runs": 1, "tokens": 0, "cost": None, "cost_known": 0.0,
+                                    "calls_in_flight": 1}
+    text = cli("stats").stdout
+    assert "spent on work cut short" in text and "1 model call(s) killed in flight" in text
+    assert "money $0.0000 in" not in text  # unknown is never shown as $0
+
+    # A resumed run starts its budget with the call as spend of unknown cost.
+    from crossreview.runner import _seed_budget, open_session
+
+    with open_session(state, state / "ledger.db") as session:
+        assert _seed_budget(session, run, {"limits": {"max_cost": 1.0}}) == 1
+        assert session.context.budgets.suite(run, {"max_cost": 1.0}).unpriced_charges == 1
+
+
+def test_a_run_whose_calls_all_ended_has_nothing_in_flight(cli, suite, tmp_path, fake_openai):
+    """Every attempt is journaled, retries and reviews included, and every one is resolved: a 429
+    (the provider billed nothing) as $0, a reply with what it cost."""
+    from fake_openai import error, verdict
+
+    make_task(suite)
+    _priced(suite, "x", "y")
+    for model in ("x", "y"):
+        first = {"sent": False}
+
+        def script(req, first=first):
+            if req.is_review:
+                return verdict("approve")
+            if not first["sent"]:
+                first["sent"] = True
+                return error(429, "slow down")
+            if req.turn == 0:
+                return tools(("write_file", {"path": "calc.py", "content": GOOD_SOLUTION}))
+            return tools(("finish", {"summary": "done"}))
+
+        fake_openai.on(model, script)
+    res = cli("run", str(suite), "--agent", "a=llm:openai/x", "--agent", "b=llm:openai/y", "--json",
+              env=llm_env(fake_openai))
+    assert res.returncode == 0, res.stderr
+    state = tmp_path / ".crossreview"
+    rows = _spend(state)
+    assert len(rows) == len(fake_openai.requests) == 8  # per agent: a 429, two solve calls, one review
+    assert [r["in_flight"] for r in rows] == [0] * 8
+    assert sorted(r["cost"] for r in rows)[:2] == [0.0, 0.0]  # the two 429s
+    calls = ledger_rows(state, "SELECT SUM(cost) AS cost, COUNT(*) AS n FROM calls")[0]
+    assert calls["n"] == 8 and sum(r["cost"] for r in rows) == pytest.approx(calls["cost"])
+    figures = cli("stats", "--json").json()["cost"]
+    assert figures["cut_short"] == {"task_runs": 0, "tokens": 0, "cost": 0.0, "cost_known": 0.0,
+                                    "calls_in_flight": 0}
+    assert "spent on work cut short" not in cli("stats").stdout

@@ -47,11 +47,13 @@ def _ts(dt: datetime | None) -> str | None:
 
 @dataclass(frozen=True)
 class Spent:
-    """A task run's journaled spend: tokens, the money of priced charges, and how many charges had no price."""
+    """A task run's journaled spend: tokens, the money of priced charges, and how many charges had no price
+    (``in_flight`` of them: model calls sent and never answered, their process killed while they waited)."""
 
     tokens: int
     cost: float
     unpriced: int
+    in_flight: int = 0
 
 
 class Ledger:
@@ -283,27 +285,49 @@ class Ledger:
             ))
         db.insert_many("calls", self._CALL_COLUMNS, rows)
 
-    def record_spend(self, task_run: str, tokens: int, cost: float | None) -> None:
+    def record_spend(self, task_run: str, tokens: int, cost: float | None, call_id: str | None = None) -> None:
         """Journal one charge of a task run's budget (a model call's, or an agent's or reviewer's
         whole usage) the moment it happens.
 
         Candidates and verdicts carry what finished work spent, and are written
         when their task run is recorded; a run killed before that would lose the
         spend of what it had done. This journal keeps it: ``spend_by_task_run``.
+        ``call_id``: the model call :meth:`record_call_started` journaled, whose
+        row this charge resolves.
         """
         run = task_run.split("/", 1)[0]
         with self.connect() as db:
+            if call_id is not None:
+                cur = db.execute("UPDATE spend SET tokens=?, cost=?, in_flight=0, at=? WHERE task_run=? AND call_id=?",
+                                 (int(tokens or 0), cost, _ts(utcnow()), task_run, call_id))
+                if cur.rowcount:
+                    return
+                # Its start was never journaled (that write failed): the charge still counts.
             db.insert("spend", {"task_run": task_run, "run": run, "at": _ts(utcnow()), "tokens": int(tokens or 0),
-                                "cost": cost})
+                                "cost": cost, "call_id": call_id, "in_flight": 0})
+
+    def record_call_started(self, task_run: str, call_id: str, model: str | None = None) -> None:
+        """Journal a model call about to be sent: in flight, its cost unknown, until ``record_spend(...,
+        call_id=call_id)`` resolves it with what it cost.
+
+        The provider may bill a request whose answer nobody waited for: a row
+        still in flight after its process is gone is work a kill cut short, of
+        unknown cost (``spend_by_task_run``, ``crossreview stats``).
+        """
+        run = task_run.split("/", 1)[0]
+        with self.connect() as db:
+            db.insert("spend", {"task_run": task_run, "run": run, "at": _ts(utcnow()), "tokens": 0, "cost": None,
+                                "call_id": call_id, "model": model, "in_flight": 1})
 
     def spend_by_task_run(self, run: str | None = None) -> dict[str, Spent]:
         """What the journal holds per task run (of ``run``, or every run)."""
         where, args = ("WHERE run=?", (run,)) if run else ("", ())
         with self.connect(write=False) as db:
             rows = db.execute(
-                "SELECT task_run, SUM(tokens) AS tokens, SUM(cost) AS cost, COUNT(cost) AS priced, COUNT(*) AS n"
-                f" FROM spend {where} GROUP BY task_run", args).fetchall()
-        return {r["task_run"]: Spent(int(r["tokens"] or 0), float(r["cost"] or 0.0), int(r["n"]) - int(r["priced"]))
+                "SELECT task_run, SUM(tokens) AS tokens, SUM(cost) AS cost, COUNT(cost) AS priced, COUNT(*) AS n,"
+                f" SUM(in_flight) AS in_flight FROM spend {where} GROUP BY task_run", args).fetchall()
+        return {r["task_run"]: Spent(int(r["tokens"] or 0), float(r["cost"] or 0.0), int(r["n"]) - int(r["priced"]),
+                                     int(r["in_flight"] or 0))
                 for r in rows}
 
     def record_calls(self, task_run: str, calls: list[dict[str, Any]]) -> None:

@@ -250,8 +250,8 @@ def load(ledger, since: datetime | None = None, suite: str | None = None) -> Dat
         ).fetchall()
         events = db.execute("SELECT task_run, node, agent, round, started, finished FROM events").fetchall()
         journal = {r["task_run"]: r for r in db.execute(
-            "SELECT task_run, SUM(tokens) AS tokens, SUM(cost) AS cost, COUNT(cost) AS priced, COUNT(*) AS n"
-            " FROM spend GROUP BY task_run")} if "spend" in db.tables() else {}
+            "SELECT task_run, SUM(tokens) AS tokens, SUM(cost) AS cost, COUNT(cost) AS priced, COUNT(*) AS n,"
+            " SUM(in_flight) AS in_flight FROM spend GROUP BY task_run")} if "spend" in db.tables() else {}
         with_cands = {c["task_run"] for c in cands}
         parked = [t["id"] for t in trs if t["status"] == "parked" and t["id"] not in with_cands]
         packets: dict[str, tuple[int, dict]] = {}
@@ -643,28 +643,36 @@ def _baseline(solve_by: dict[str, Usage], trs: list[TR] | None = None) -> dict[s
 
 
 def cut_short(d: Data) -> dict[str, Any]:
-    """Spend of work a kill or crash cut short: the spend journal beyond what candidates and verdicts record.
+    """Spend of work a kill or crash cut short: the spend journal beyond what candidates and verdicts record,
+    and the model calls it holds as sent but never answered.
 
     Such work never became a candidate or a verdict (``resume`` ran it again,
     and its second spend is in them), so only the journal, written as each
-    charge happened, still knows it. Parked task runs are left out: their
-    candidates are not written yet.
+    charge happened, still knows it. Parked task runs' charges are left out:
+    their candidates are not written yet. A call still in flight was sent and
+    may have been billed, but no answer said for how much: it makes the money
+    unknown (``cost`` None, what is known in ``cost_known``), never $0.
     """
-    tokens, money, runs = 0, Money(), 0
+    tokens, known, runs, in_flight = 0, 0.0, 0, 0
     for t in d.task_runs:
         j = t.journal
-        if j is None or t.pending:
+        if j is None:
             continue
-        rows = t.candidates + t.verdicts
-        recorded_tokens = sum((r.get("tokens_in") or 0) + (r.get("tokens_out") or 0) for r in rows)
-        recorded_cost = sum(r.get("cost") or 0.0 for r in rows)
-        extra_tokens = max(0, int(j["tokens"] or 0) - recorded_tokens)
-        extra_cost = max(0.0, float(j["cost"] or 0.0) - recorded_cost)
-        if extra_tokens or extra_cost > 1e-12:
+        waiting = int(j.get("in_flight") or 0)
+        extra_tokens, extra_cost = 0, 0.0
+        if not t.pending:
+            rows = t.candidates + t.verdicts
+            recorded_tokens = sum((r.get("tokens_in") or 0) + (r.get("tokens_out") or 0) for r in rows)
+            recorded_cost = sum(r.get("cost") or 0.0 for r in rows)
+            extra_tokens = max(0, int(j["tokens"] or 0) - recorded_tokens)
+            extra_cost = max(0.0, float(j["cost"] or 0.0) - recorded_cost)
+        if extra_tokens or extra_cost > 1e-12 or waiting:
             runs += 1
             tokens += extra_tokens
-            money.add(extra_cost)
-    return {"task_runs": runs, "tokens": tokens, "cost": money.known}
+            known += extra_cost
+            in_flight += waiting
+    return {"task_runs": runs, "tokens": tokens, "cost": None if in_flight else known, "cost_known": known,
+            "calls_in_flight": in_flight}
 
 
 def cost(d: Data) -> dict[str, Any]:

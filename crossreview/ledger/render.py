@@ -54,6 +54,14 @@ def dollars(x: float | None, digits: int = 4) -> str:
     return NA if x is None else f"${x:.{digits}f}"
 
 
+def cut_short(c: dict[str, Any]) -> str:
+    """The spend of work cut short: unknown money (model calls killed in flight) is never shown as $0."""
+    flying = c.get("calls_in_flight") or 0
+    cost = dollars(c["cost"], 4) if c["cost"] is not None else (
+        f"unknown (≥ ${c['cost_known']:.4f}: {flying} model call(s) killed in flight, their cost unknown)")
+    return f"tokens {tokens(c['tokens'])}, money {cost} in {c['task_runs']} task run(s)"
+
+
 def times(x: float | None) -> str:
     return NA if x is None else f"{x:.2f}×"
 
@@ -195,8 +203,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
         ("review share of the total", f"tokens {pct(rs['tokens'])}, money {pct(rs['cost'])}, "
                                       f"agent-seconds {pct(rs['agent_seconds'])}"),
         *([("spent on work cut short (killed or crashed, redone by resume; not in the table)",
-            f"tokens {tokens(co['cut_short']['tokens'])}, money {dollars(co['cut_short']['cost'], 4)} "
-            f"in {co['cut_short']['task_runs']} task run(s)")] if co["cut_short"]["task_runs"] else []),
+            cut_short(co["cut_short"]))] if co["cut_short"]["task_runs"] else []),
         ("parallel efficiency (busy / (wall-clock × agents))", pct(f["parallel"]["efficiency"])),
         ("mean agents running at once (while any runs)",
          f"{num(f['parallel']['mean_agents_running'], 2)} (peak {f['parallel']['peak_agents_running']})"),

@@ -186,7 +186,18 @@ CREATE INDEX IF NOT EXISTS spend_task_run ON spend(task_run)
 """)
 
 
-MIGRATIONS: list[Callable[[Tx], None]] = [m1_core, m2_figures, m3_agents_used, m4_tampering, m5_spend]
+def m6_calls_in_flight(tx: Tx) -> None:
+    """spend: a model call's row is written as it is sent (in flight) and resolved with what it cost"""
+    # Rows before this migration are charges of finished work: none was in flight.
+    _ddl(tx, """
+ALTER TABLE spend ADD COLUMN call_id TEXT;
+ALTER TABLE spend ADD COLUMN model TEXT;
+ALTER TABLE spend ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0
+""")
+
+
+MIGRATIONS: list[Callable[[Tx], None]] = [m1_core, m2_figures, m3_agents_used, m4_tampering, m5_spend,
+                                          m6_calls_in_flight]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

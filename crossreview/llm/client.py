@@ -9,7 +9,8 @@
 - Cost per call comes from the configured price of exactly this model, else
   from litellm's price map, else it is unknown (None) — never a guessed 0.
   Prices are never registered with litellm, so they cannot leak to other models.
-- Before each attempt the budget is checked; after each reply it is charged.
+- Before each attempt the budget is checked and the call journaled as in flight; after
+  each reply (or error) it is charged with what the call cost, which resolves that entry.
 - Error messages are redacted before they leave this module: providers quote
   the key they rejected.
 """
@@ -328,13 +329,15 @@ class ModelClient:
                 timeout = min(timeout, remaining)
             kw["timeout"] = timeout
             attempt += 1
+            # Journaled before it is sent, so a kill while it waits leaves it counted (cost unknown).
+            call = self.budget.call_started(m.name) if self.budget is not None else None
             started = time.monotonic()
             started_at = datetime.now(timezone.utc).isoformat()
             try:
                 resp = self._send(kw)
             except Exception as exc:  # noqa: BLE001 - classified below
                 if not _is_api_error(exc):
-                    raise
+                    raise  # the call stays in flight in the journal: whether it was billed is unknown
                 self.usage.calls += 1
                 seconds = round(time.monotonic() - started, 3)
                 retry = is_retryable(exc)
@@ -345,6 +348,8 @@ class ModelClient:
                 cost = 0.0 if _unbilled(exc) else None
                 if cost is None:
                     self.usage.cost = None
+                if call is not None:
+                    self.budget.charge(0, cost, call=call)
                 self._event(kind="call", attempt=attempt, status="error", error=msg, retryable=retry, seconds=seconds,
                             tokens_in=0, tokens_out=0, cost=cost)
                 self.calls.append({"model": m.name, "tokens_in": 0, "tokens_out": 0, "cost": cost,
@@ -361,7 +366,7 @@ class ModelClient:
                     raise DeadlineReached(f"{m.name}: the task's time ran out while retrying: {msg}", _status(exc), True) from None
                 self._sleep(delay)
                 continue
-            return self._account(resp, attempt, round(time.monotonic() - started, 3), started_at)
+            return self._account(resp, attempt, round(time.monotonic() - started, 3), started_at, call)
 
     def _sleep(self, seconds: float) -> None:
         ev = _stop_event()
@@ -370,7 +375,7 @@ class ModelClient:
         elif ev.wait(seconds):
             _check_stopping()
 
-    def _account(self, resp: Any, attempt: int, seconds: float, started_at: str) -> Reply:
+    def _account(self, resp: Any, attempt: int, seconds: float, started_at: str, call: str | None = None) -> Reply:
         tin, tout, note = reported_usage(getattr(resp, "usage", None))
         cost = self.cost_of(tin, tout) if note is None else None  # unknown, never a guessed 0
         self.usage.calls += 1
@@ -381,7 +386,7 @@ class ModelClient:
         elif self.usage.cost is not None:
             self.usage.cost += cost
         if self.budget is not None:
-            self.budget.charge(tin + tout, cost)
+            self.budget.charge(tin + tout, cost, call=call)
         self.calls.append({"model": self.model.name, "tokens_in": tin, "tokens_out": tout, "cost": cost,
                            "started": started_at, "seconds": seconds, "error": None})
         choices = getattr(resp, "choices", None) or []
