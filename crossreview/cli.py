@@ -519,8 +519,9 @@ def gc(ledger, state_dir):
     if not state_dir.exists():
         Console().print("nothing to collect: no state directory")
         return
-    trees, branches = collect(state_dir.resolve(), ledger)
-    Console().print(f"removed {count_phrase(trees, 'worktree')} and {count_phrase(branches, 'branch', 'branches')}")
+    trees, branches, processes = collect(state_dir.resolve(), ledger)
+    stopped = f"; stopped {count_phrase(processes, 'process', 'processes')} a killed run left running" if processes else ""
+    Console().print(f"removed {count_phrase(trees, 'worktree')} and {count_phrase(branches, 'branch', 'branches')}{stopped}")
 
 
 @main.command()

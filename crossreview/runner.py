@@ -31,8 +31,8 @@ from .models import AgentSpec, HumanDecision, Task, TaskError, TaskResult
 from .tasks import ConfigError, LoadedConfig, load_suite, load_suite_config
 from . import sandbox as sandbox_mod
 from .crashpoints import crash_point
-from .sandbox import Stopping, kill_all_children
-from .worktrees import BaseRepo, ensure_state_dir, find_orphans, remove_worktrees
+from .sandbox import Stopping, kill_all_children, kill_leftovers
+from .worktrees import BaseRepo, ensure_state_dir, find_orphans, owner_pids, remove_worktrees
 
 DEFAULT_STATE_DIR = Path(".crossreview")
 DEFAULT_AGENTS = ["oracle", "noop"]
@@ -837,6 +837,9 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
     todo = [t for t in tasks if t.id not in done]
     with run_lock(Path(config["state_dir"]), run), open_session(Path(config["state_dir"]), led.path, pm) as session:
         configure_sandbox(config, session.state_dir, session.ledger.path)
+        # Before any worktree is removed or rebuilt: what the killed process had
+        # started and a kill at a bad moment left running would write into them.
+        kill_leftovers({row["pid"], *owner_pids(Path(config["state_dir"]), run)} - {None})
         flying = _seed_budget(session, run, config)
         session.ledger.set_run_status(run, "running", finished=False)
         for tr in done.values():

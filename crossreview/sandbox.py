@@ -21,6 +21,9 @@ command runs in a sandbox built from a ``SandboxPolicy``:
 - a new session and PID namespace, dying with its parent: when the command's
   leader exits or is killed, every process it started dies with it.
 
+Whatever the mode, a command does not outlive the crossreview process that
+started it, even one killed with SIGKILL at any moment (crossreview/undertaker.py).
+
 Where bubblewrap cannot run (not installed, or no unprivileged user
 namespaces, as on some CI runners), mode ``auto`` (the default) prints a loud
 warning once and runs commands unconfined but with the same filtered
@@ -37,6 +40,7 @@ whether or not the user activated a virtualenv.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import os
 import secrets
@@ -51,6 +55,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
+
+from . import undertaker
+from .undertaker import stat_fields, sweep
 
 MODES = ("auto", "required", "off")
 BWRAP_ENV = "CROSSREVIEW_BWRAP"
@@ -603,32 +610,143 @@ def kill_tagged(tag: str, proc_dir: str = "/proc") -> int:
     own is out of reach of killpg, but not of this.
     """
     needle = f"{TAG_ENV}={tag}".encode()
-    me = os.getpid()
-    killed = 0
-    for _ in range(3):  # a dying parent may still fork: sweep until nothing is left
-        found = 0
+    return sweep(lambda _pid, env: needle in env, proc_dir)
+
+
+# --- nothing outlives crossreview -------------------------------------------------------
+#
+# Every command carries CROSSREVIEW_OWNER (this process's PID:START) in its environment, and
+# an undertaker (crossreview/undertaker.py, one per crossreview process) kills whatever
+# carries it once this process is gone, however it died and whenever: bwrap's own
+# --die-with-parent leaves windows open while a sandbox starts, and without bwrap there is
+# nothing at all. What even the undertaker cannot stop (it was killed too: the OOM killer, a
+# kill -9 of both) `crossreview resume` and `gc` stop with ``kill_leftovers``.
+
+OWNER_ENV = undertaker.OWNER_ENV
+"""In every command's environment: ``PID:START`` of the crossreview process that started it
+(START its start time in clock ticks, so a reused PID is not mistaken for it)."""
+
+_undertaker: tuple[int, int, int, int] | None = None
+"""(pid of the crossreview process it serves, the undertaker's pid, lifeline read end, write end)."""
+_undertaker_lock = threading.Lock()
+_undertaker_warned = threading.Event()
+
+
+def ensure_undertaker() -> None:
+    """Start this process's undertaker unless it runs already (see crossreview/undertaker.py).
+
+    Before the first command: from then on, whatever carries this process's
+    ``CROSSREVIEW_OWNER`` dies once this process is gone. Cheap when it runs.
+    """
+    global _undertaker
+    with _undertaker_lock:
+        held = _undertaker
+        if held is not None and held[0] == os.getpid():
+            if _running(held[1]):
+                return
+            r, w = held[2], held[3]  # it died (killed?): a new one reads the same lifeline
+        else:
+            if held is not None:
+                # A forked child of a crossreview process: the parent's lifeline is the
+                # parent's, and holding its write end would keep its undertaker waiting.
+                for fd in held[2:]:
+                    os.close(fd)
+            # Nothing is ever written to it; its write end stays here, close-on-exec. Not on
+            # 0-2: with one of those closed, the pipe would stand in for stdin, stdout or stderr.
+            r, w = (_above_stdio(fd) for fd in os.pipe())
+        # posix_spawn, not Popen: a Popen left running when the interpreter exits is reported
+        # as a leak (ResourceWarning), and outliving us is this process's whole point.
         try:
-            entries = os.listdir(proc_dir)
-        except OSError:
-            return killed
-        for entry in entries:
-            if not entry.isdigit() or int(entry) == me:
-                continue
-            try:
-                with open(f"{proc_dir}/{entry}/environ", "rb") as fh:
-                    env = fh.read()
-            except OSError:
-                continue
-            if needle in env.split(b"\0"):
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                    found += 1
-                except (ProcessLookupError, PermissionError):
-                    pass
-        killed += found
-        if not found:
-            break
-    return killed
+            pid = os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-I", "-S", str(Path(__file__).with_name("undertaker.py")), _owner_mark(),
+                 undertaker.looks(os.getpid()) or "-"],
+                {},
+                file_actions=[(os.POSIX_SPAWN_DUP2, r, 0),
+                              (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                              (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)],
+                setsid=True,  # out of reach of a Ctrl-C or a kill of our process group
+            )
+        except (OSError, ValueError) as exc:  # commands still run, as without it; said once
+            _undertaker = (os.getpid(), 0, r, w)
+            if not _undertaker_warned.is_set():
+                _undertaker_warned.set()
+                print(f"crossreview: WARNING: cannot start the process that stops commands if crossreview "
+                      f"is killed ({exc}); a kill may leave them running (`crossreview gc` stops them)",
+                      file=sys.stderr, flush=True)
+            return
+        _undertaker = (os.getpid(), pid, r, w)
+
+
+def _running(pid: int) -> bool:
+    if pid <= 0:  # never started: waitpid would take 0 and -1 for "any child"
+        return False
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)  # reaps it if it ended
+    except ChildProcessError:
+        return False
+
+
+def _above_stdio(fd: int) -> int:
+    if fd > 2:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return moved
+
+
+def owner_mark(pid: int | None = None, proc_dir: str = "/proc") -> str:
+    """``PID:START`` of process ``pid`` (default: this one), the value of ``CROSSREVIEW_OWNER``."""
+    pid = os.getpid() if pid is None else pid
+    fields = stat_fields(pid, proc_dir)
+    return f"{pid}:{fields[19] if fields and len(fields) > 19 else ''}"
+
+
+_own_mark: tuple[int, str] | None = None
+
+
+def _owner_mark() -> str:
+    global _own_mark
+    if _own_mark is None or _own_mark[0] != os.getpid():
+        _own_mark = (os.getpid(), owner_mark())
+    return _own_mark[1]
+
+
+def owner_alive(mark: str, proc_dir: str = "/proc") -> bool:
+    """Whether the crossreview process a ``CROSSREVIEW_OWNER`` value names still runs (a zombie does not)."""
+    pid, _, start = mark.partition(":")
+    if not pid.isdigit():
+        return False
+    fields = stat_fields(pid, proc_dir)
+    if not fields or fields[0] == "Z":
+        return False
+    return not start or (len(fields) > 19 and fields[19] == start)
+
+
+def kill_leftovers(owners: Iterable[int], proc_dir: str = "/proc") -> int:
+    """SIGKILL what crossreview processes ``owners`` (PIDs) started and left running when they died.
+
+    Found by ``CROSSREVIEW_OWNER`` in their environment; what an owner still
+    running started is never touched. Returns how many processes were killed.
+    """
+    wanted = {str(p).encode() for p in owners if p}
+    if not wanted:
+        return 0
+    prefix = f"{OWNER_ENV}=".encode()
+    verdicts: dict[bytes, bool] = {}
+
+    def left_behind(_pid: str, env: list[bytes]) -> bool:
+        for item in env:
+            if item.startswith(prefix):
+                mark = item[len(prefix):]
+                if mark.partition(b":")[0] not in wanted:
+                    return False
+                if mark not in verdicts:
+                    verdicts[mark] = not owner_alive(mark.decode(errors="replace"), proc_dir)
+                return verdicts[mark]
+        return False
+
+    return sweep(left_behind, proc_dir, groups=True)
 
 
 _MAX_OUTPUT = 1 << 20
@@ -731,6 +849,8 @@ def run_confined(
     if _stopping.is_set():
         raise Stopping("crossreview is stopping: not started")
     popen_argv, popen_env, popen_shell, sandboxed = prepare_command(argv, Path(cwd), env, shell, policy)
+    ensure_undertaker()
+    popen_env[OWNER_ENV] = _owner_mark()
     tag = None
     if not sandboxed:
         tag = secrets.token_hex(8)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import glob
 import hashlib
 import io
 import json
@@ -850,6 +851,20 @@ def find_orphans(state_dir: Path) -> list[Orphan]:
         if not _pid_alive(pid):
             orphans.append(Orphan(owner.parent / owner.name[1:-len(".owner")], pid))
     return orphans
+
+
+def owner_pids(state_dir: Path, run: str | None = None) -> set[int]:
+    """PIDs of the processes that made the worktrees under ``state_dir`` (of ``run`` only, if given), alive or not."""
+    root = state_dir / "worktrees"
+    pids: set[int] = set()
+    for owner in root.glob(f"{glob.escape(run) if run else '*'}/*/.*.owner") if root.is_dir() else []:
+        try:
+            pid = json.loads(owner.read_text()).get("pid")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(pid, int):
+            pids.add(pid)
+    return pids
 
 
 def repos_with_work_branches(state_dir: Path, extra: list[Path]) -> list[Path]:

@@ -244,3 +244,145 @@ def heavy_imports(args: list[str]) -> subprocess.CompletedProcess:
     """Run `crossreview ARGS` in a child that prints the heavy modules it imported (``HEAVY=...``)."""
     return subprocess.run([sys.executable, "-c", _HEAVY_PROBE.format(args=args)], capture_output=True,
                           text=True, env=cli_env(), timeout=60)
+
+
+# --- a crossreview process SIGKILLed at the worst moment of starting a sandbox -------------
+
+KILL_MOMENTS = ("before-bwrap", "bwrap-releasing-its-sandbox", "bwrap-setting-up-its-sandbox")
+"""Where ``killing_bwrap`` kills crossreview: before bwrap runs (it has not armed
+--die-with-parent); in the outer bwrap after it armed its death signal, before it lets its
+freshly cloned sandbox process go; in that sandbox process during its setup, before the
+sandbox's init armed its own. Each window is milliseconds or less in real life."""
+
+_KILLING_BWRAP = r'''#!{python}
+"""bwrap, but for a command naming {trigger!r} it first SIGKILLs crossreview (moment {moment!r})."""
+import json, os, signal, sys, time
+
+REAL, TRIGGER, TARGET, MOMENT = {real!r}, {trigger!r}, {target!r}, {moment!r}
+args = sys.argv[1:]
+if TRIGGER not in " ".join(args):
+    os.execv(REAL, [REAL, *args])
+
+
+def crossreview():
+    """The nearest ancestor whose command line names TARGET."""
+    pid = os.getppid()
+    for _ in range(50):
+        try:
+            if TARGET in open(f"/proc/{{pid}}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace"):
+                return pid
+            pid = int(open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    sys.exit("crossreview not found among the ancestors")
+
+
+def kill_and_wait_until_dead(pid):
+    """Until every thread of it has exited: a death signal goes with the thread that forked."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            states = [open(f"/proc/{{pid}}/task/{{t}}/stat").read().rsplit(")", 1)[1].split()[0]
+                      for t in os.listdir(f"/proc/{{pid}}/task")]
+        except OSError:
+            return
+        if all(state in "ZX" for state in states):
+            return
+        time.sleep(0.01)
+
+
+target = crossreview()
+if MOMENT == "before-bwrap":
+    kill_and_wait_until_dead(target)
+    os.execv(REAL, [REAL, "--setenv", "CROSSREVIEW_TEST_LINGER", "1", *args])
+
+# bwrap writes --info-fd right after arming its death signal. With --userns-block-fd it then
+# waits on that fd before releasing its sandbox process; with --block-fd the sandbox process
+# waits on it at the end of its setup, before the sandbox's init arms its own death signal.
+info_r, info_w = os.pipe()
+block_r, block_w = os.pipe()
+extra = ["--setenv", "CROSSREVIEW_TEST_LINGER", "1", "--info-fd", str(info_w)]
+if MOMENT == "bwrap-releasing-its-sandbox":
+    extra += ["--unshare-user", "--userns-block-fd", str(block_r)]
+else:
+    extra += ["--block-fd", str(block_r)]
+if os.fork() == 0:
+    os.close(info_w)
+    os.close(block_r)
+    text = b""
+    deadline = time.monotonic() + 30
+    child = None
+    while child is None and time.monotonic() < deadline:
+        chunk = os.read(info_r, 4096)
+        if not chunk:
+            break
+        text += chunk
+        try:
+            child = json.loads(text)["child-pid"]
+        except ValueError:
+            pass
+    while MOMENT == "bwrap-setting-up-its-sandbox" and child and time.monotonic() < deadline:
+        try:  # until it blocks on the pipe
+            if "pipe" in open(f"/proc/{{child}}/wchan").read():
+                break
+        except OSError:
+            break
+        time.sleep(0.01)
+    kill_and_wait_until_dead(target)
+    os.write(block_w, b"x")
+    os._exit(0)
+os.close(info_r)
+os.close(block_w)
+os.set_inheritable(info_w, True)
+os.set_inheritable(block_r, True)
+os.execv(REAL, [REAL, *extra, *args])
+'''
+
+
+def killing_bwrap(path: Path, trigger: str, target: str, moment: str) -> Path:
+    """A stand-in for bwrap ($CROSSREVIEW_BWRAP) that, started for a command naming ``trigger``,
+    SIGKILLs its nearest ancestor whose command line names ``target`` at ``moment`` (one of
+    ``KILL_MOMENTS``), then lets the real bwrap go on, with CROSSREVIEW_TEST_LINGER=1 in the
+    command's environment (a command can linger, to show it was left running). Other commands
+    get the real bwrap."""
+    import shutil
+
+    real = shutil.which("bwrap")
+    assert real and moment in KILL_MOMENTS
+    write(path, _KILLING_BWRAP.format(python=sys.executable, real=real, trigger=trigger, target=target, moment=moment))
+    path.chmod(0o755)
+    return path
+
+
+def processes_naming(text: str) -> list[int]:
+    """PIDs of live processes (not zombies) whose command line holds ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in cmd and state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def wait_until_none_left(text: str, seconds: float = 10) -> list[str]:
+    """Wait (bounded) until no process names ``text``; returns the command lines of those left, killing them."""
+    import signal
+
+    deadline = time.monotonic() + seconds
+    while processes_naming(text) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = []
+    for pid in processes_naming(text):
+        try:
+            left.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return left

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env, git_branches, make_task, write
+from conftest import KILL_MOMENTS, cli_env, git_branches, killing_bwrap, make_task, wait_until_none_left, write
 
+from crossreview import sandbox
 from crossreview.worktrees import find_orphans
 
 POINTS = [
@@ -45,7 +46,7 @@ def _counter(counts: Path, key: str) -> str:
             f"    fh.write('run\\n')\n")
 
 
-def _suite(tmp_path: Path) -> dict:
+def _suite(tmp_path: Path, b_args: str = "") -> dict:
     counts = tmp_path / "counts"
     counts.mkdir()
     suite = tmp_path / "suite"
@@ -60,7 +61,9 @@ def _suite(tmp_path: Path) -> dict:
         "import os, sys\n"
         "good = 'def add(a, b):\\n    return a + b\\n'\n"
         "bad = 'def add(a, b):\\n    return a * b\\n'\n"
-        "pathlib.Path('calc.py').write_text(good if os.environ['CROSSREVIEW_AGENT'] == 'a' else bad)\n"))
+        "pathlib.Path('calc.py').write_text(good if os.environ['CROSSREVIEW_AGENT'] == 'a' else bad)\n"
+        "if os.environ.get('CROSSREVIEW_TEST_LINGER'):\n"  # set by tests that show what was left running
+        "    __import__('time').sleep(300)\n"))
     reviewer = write(tmp_path / "reviewer.py", _counter(counts, "'review-' + pathlib.Path.cwd().name.split('-')[1]") + (
         "import json, os\n"
         "tests = json.load(open(os.environ['CROSSREVIEW_TESTS_FILE']))\n"
@@ -68,7 +71,7 @@ def _suite(tmp_path: Path) -> dict:
         "print(json.dumps({'verdict': 'approve' if ok else 'reject', 'confidence': 0.9, 'concerns': [],"
         " 'usage': {'tokens_in': 0, 'tokens_out': 0, 'cost': 0.0}}))\n"))
     write(suite / "crossreview.toml", (
-        f'agents = ["a=command:{{python}} {agent}", "b=command:{{python}} {agent}"]\n'
+        f'agents = ["a=command:{{python}} {agent}", "b=command:{{python}} {agent} {b_args}"]\n'
         f'reviewers = ["command:{{python}} {reviewer}"]\n'
         f'sandbox_writable = ["{counts}"]\n'))
     return {"suite": suite, "counts": counts, "state": tmp_path / ".crossreview", "tmp": tmp_path}
@@ -184,3 +187,93 @@ def test_sigkill_at_a_point_then_resume_loses_nothing(point, tmp_path, restore_s
     branches = git_branches(s["state"] / "repos" / "add.git")
     assert not [b for b in branches if b.startswith("crossreview/work/")]
     assert f"crossreview/{task_run}" in branches
+
+
+@pytest.mark.parametrize("moment", KILL_MOMENTS)
+def test_sigkill_while_a_sandbox_starts_leaves_nothing_running(moment, tmp_path, restore_sandbox_settings):
+    """The kill lands while agent b's sandbox starts, in each window bwrap's --die-with-parent
+    leaves open (conftest.killing_bwrap holds it open): nothing of b goes on running or stays
+    blocked, and resume finishes the run."""
+    if not sandbox.availability()[0]:
+        pytest.skip(f"bubblewrap cannot run here: {sandbox.availability()[1]}")
+    marker = "crb" + os.urandom(4).hex()
+    s = _suite(tmp_path, b_args=marker)
+    crossreview_itself = f"crossreview run {s['suite']}"
+    bwrap = killing_bwrap(tmp_path / "bwrap", marker, crossreview_itself, moment)
+    crashed = _crossreview(s, "run", str(s["suite"]), "--json", env={"CROSSREVIEW_BWRAP": str(bwrap)})
+    assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr[-2000:])
+    assert wait_until_none_left(str(tmp_path)) == []
+
+    from crossreview.runner import resume_run
+
+    [(run,)] = _rows(s["state"], "SELECT id FROM runs")
+    outcome = resume_run(run, state_dir=s["state"])
+    assert outcome.exit_code == 0, outcome
+    [task] = outcome.results
+    assert (task.decision, task.winner) == ("accepted", "a"), task
+    assert find_orphans(s["state"]) == []
+
+
+_DAEMON_AGENT = """
+import os, pathlib, signal, subprocess, sys, time
+
+
+def ppid(pid):
+    return int(open(f'/proc/{{pid}}/stat').read().rsplit(')', 1)[1].split()[1])
+
+
+def cmdline(pid):
+    return open(f'/proc/{{pid}}/cmdline', 'rb').read().replace(b'\\0', b' ').decode(errors='replace')
+
+
+flag = pathlib.Path({flag!r})
+if flag.exists():  # the resumed run: an honest, wrong answer
+    pathlib.Path('calc.py').write_text('def add(a, b):\\n    return a * b\\n')
+    sys.exit(0)
+flag.write_text('')
+# a daemon: its own session, out of reach of a kill of the agent's process group
+subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', {marker!r}], start_new_session=True)
+crossreview = os.getppid()
+while {target!r} not in cmdline(crossreview):
+    crossreview = ppid(crossreview)
+# then crossreview and its undertaker die at once, as the OOM killer or a power cut takes them
+for entry in os.listdir('/proc'):
+    try:
+        if entry.isdigit() and ppid(entry) == crossreview and 'undertaker.py' in cmdline(entry):
+            os.kill(int(entry), signal.SIGKILL)
+    except OSError:
+        pass
+os.kill(crossreview, signal.SIGKILL)
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("cleaner", ["gc", "resume"])
+def test_what_a_killed_run_left_running_is_stopped_by_gc_and_resume(cleaner, tmp_path, restore_sandbox_settings):
+    """When crossreview and its undertaker are killed together, what the commands started is
+    left running (here an unsandboxed agent's daemon, in a session of its own): `gc` and
+    `resume` stop it (it carries CROSSREVIEW_OWNER, and its owner is dead)."""
+    marker = "crdaemon" + os.urandom(4).hex()
+    s = _suite(tmp_path)
+    agent = write(tmp_path / "daemon_agent.py", _DAEMON_AGENT.format(
+        flag=str(tmp_path / "first-run-done"), marker=marker, target=f"crossreview run {s['suite']}"))
+    cfg = s["suite"] / "crossreview.toml"
+    cfg.write_text(cfg.read_text().replace(
+        '"b=command:{python} ' + str(tmp_path / "agent.py") + ' "', f'"b=command:{{python}} {agent}"'))
+    assert str(agent) in cfg.read_text()
+    crashed = _crossreview(s, "run", str(s["suite"]), "--json", "--sandbox", "off")
+    assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr[-2000:])
+    assert _processes_mentioning(marker), "the daemon should have outlived crossreview"
+    try:
+        if cleaner == "gc":
+            res = _crossreview(s, "gc")
+            assert res.returncode == 0 and "; stopped " in res.stdout, res.stdout + res.stderr  # the agent, its daemon
+        else:
+            from crossreview.runner import resume_run
+
+            [(run,)] = _rows(s["state"], "SELECT id FROM runs")
+            outcome = resume_run(run, state_dir=s["state"], sandbox="off")
+            assert outcome.exit_code == 0 and outcome.results[0].winner == "a", outcome
+    finally:
+        left = wait_until_none_left(marker) + wait_until_none_left(str(tmp_path / "daemon_agent.py"))
+    assert left == []

@@ -83,7 +83,7 @@ def test_sigkill_mid_solve_then_resume_keeps_finished_agents(cli, suite, tmp_pat
             proc.kill()
         if hung_pid:
             try:
-                os.kill(hung_pid, signal.SIGKILL)  # its session outlived the killed parent
+                os.kill(hung_pid, signal.SIGKILL)  # it died with the killed run; if not, do not leave it running
             except ProcessLookupError:
                 pass
     assert invocations(counts, "fast") == 1 and invocations(counts, "slow") == 1

@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env, make_task, write
+from conftest import KILL_MOMENTS, cli_env, killing_bwrap, make_task, wait_until_none_left, write
 
 from crossreview import sandbox
 from crossreview.agents import Workspace
@@ -567,6 +568,124 @@ def test_only_an_agent_configured_for_network_gets_it_and_only_its_key(cli, tmp_
     db.close()
     assert reports["net"] == {"keys": ["GOOD_API_KEY"], "net": True, "secret": None}
     assert reports["plain"] == {"keys": [], "net": False, "secret": None}
+
+
+# --- crossreview killed while a command starts -----------------------------------------
+
+
+_PARENT = """
+import os, signal, subprocess, sys, time
+from pathlib import Path
+from crossreview import sandbox
+
+if sys.argv[4] == "between-fork-and-exec":
+    class Popen(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            if kwargs.get("start_new_session"):  # the command: this process dies right after the fork
+                kwargs["preexec_fn"] = lambda: (os.kill(os.getppid(), signal.SIGKILL), time.sleep(1))
+            super().__init__(*args, **kwargs)
+
+    subprocess.Popen = Popen
+sandbox.configure(mode=sys.argv[1])
+sandbox.run_confined([sys.executable, "-c", sys.argv[3]], cwd=Path(sys.argv[2]), timeout=300)
+"""
+
+_KILL_ANCESTOR = """
+import os, signal
+pid = os.getppid()
+for _ in range(50):
+    if {target!r} in open(f"/proc/{{pid}}/cmdline", "rb").read().replace(b"\\0", b" ").decode(errors="replace"):
+        os.kill(pid, signal.SIGKILL)
+        break
+    pid = int(open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1])
+"""
+
+
+@pytest.mark.parametrize("moment", ["between-fork-and-exec", *KILL_MOMENTS, "unsandboxed"])
+def test_a_command_does_not_outlive_crossreview_killed_while_starting_it(moment, tmp_path):
+    """SIGKILL crossreview at the worst moments of starting a sandbox (or, without bwrap, while
+    the command runs): the command must not go on running, nor anything be left waiting forever.
+
+    bwrap's --die-with-parent alone leaves, in order: bwrap running the command unsupervised
+    (the first two moments); bwrap's sandbox process blocked forever; the sandbox running the
+    command unsupervised. Without bwrap nothing at all stopped the command.
+    """
+    marker = "crlinger" + secrets.token_hex(4)
+    parent = "crparent" + secrets.token_hex(4)
+    work = tmp_path / "work"
+    work.mkdir()
+    if moment == "unsandboxed":
+        mode, bwrap = "auto", tmp_path / "no-such-bwrap"  # the fallback: a loud warning, then no sandbox
+        command = _KILL_ANCESTOR.format(target=parent) + f"import time\ntime.sleep(300)  # {marker}\n"
+    else:
+        if not BWRAP_OK:
+            pytest.skip(f"bubblewrap cannot run here: {BWRAP_WHY}")
+        mode = "required"
+        bwrap = (shutil.which("bwrap") if moment == "between-fork-and-exec"
+                 else killing_bwrap(tmp_path / "bwrap", marker, parent, moment))
+        command = f"import time\ntime.sleep(300)  # {marker}\n"
+    proc = subprocess.run([sys.executable, "-c", _PARENT, mode, str(work), command, moment, parent],
+                          env=cli_env({"CROSSREVIEW_BWRAP": str(bwrap)}), capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert wait_until_none_left(marker) == []
+
+
+def test_a_killed_undertaker_is_replaced_before_the_next_command(tmp_path):
+    sandbox.ensure_undertaker()
+    first = sandbox._undertaker[1]
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while sandbox._running(first) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    res = sandbox.run_confined(["true"], cwd=tmp_path, timeout=30)
+    assert res.returncode == 0
+    assert sandbox._undertaker[1] != first and sandbox._running(sandbox._undertaker[1])
+
+
+def test_the_undertaker_waits_for_a_fork_of_crossreview_that_has_not_exec_d_yet():
+    from crossreview import undertaker
+
+    me, looks = str(os.getpid()), undertaker.looks(os.getpid())
+    assert looks and not undertaker.forks_not_yet_execd(me, looks)
+    child = os.fork()
+    if child == 0:  # as a command is between fork and exec: a session of its own, our looks
+        try:
+            os.setsid()
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    try:
+        deadline = time.monotonic() + 30
+        while not undertaker.forks_not_yet_execd(me, looks) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until it has called setsid
+        assert undertaker.forks_not_yet_execd(me, looks)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    assert not undertaker.forks_not_yet_execd(me, looks)
+
+
+def test_kill_leftovers_kills_what_a_dead_owner_left_and_nothing_of_a_live_one():
+    gone = subprocess.Popen(["sleep", "60"])
+    dead_owner = sandbox.owner_mark(gone.pid)
+    gone.kill()
+    gone.wait()
+    marker = "crleft" + secrets.token_hex(4)
+    orphan = subprocess.Popen(["sh", "-c", "exec sleep 60", f"{marker}-orphan"], stderr=subprocess.DEVNULL,
+                              env={**os.environ, sandbox.OWNER_ENV: dead_owner})
+    kept = subprocess.Popen(["sh", "-c", "exec sleep 60", f"{marker}-kept"], stderr=subprocess.DEVNULL,
+                            env={**os.environ, sandbox.OWNER_ENV: sandbox.owner_mark()})
+    try:
+        assert not sandbox.owner_alive(dead_owner) and sandbox.owner_alive(sandbox.owner_mark())
+        assert sandbox.kill_leftovers([]) == 0
+        assert sandbox.kill_leftovers([gone.pid, os.getpid()]) == 1
+        assert orphan.wait(timeout=30) == -signal.SIGKILL
+        assert kept.poll() is None
+    finally:
+        for p in (orphan, kept):
+            p.kill()
+            p.wait()
 
 
 # --- waiting for a command to end ---------------------------------------------
