@@ -355,9 +355,9 @@ def killing_bwrap(path: Path, trigger: str, target: str, moment: str) -> Path:
     return path
 
 
-def processes_naming(text: str) -> list[int]:
-    """PIDs of live processes (not zombies) whose command line holds ``text``."""
-    found = []
+def live_processes_naming(text: str) -> dict[int, str]:
+    """Live processes (not zombies) whose command line holds ``text``: PID -> command line."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
@@ -367,8 +367,13 @@ def processes_naming(text: str) -> list[int]:
         except (OSError, IndexError):
             continue
         if text in cmd and state not in ("Z", "X"):
-            found.append(int(entry))
+            found[int(entry)] = cmd
     return found
+
+
+def processes_naming(text: str) -> list[int]:
+    """PIDs of live processes (not zombies) whose command line holds ``text``."""
+    return list(live_processes_naming(text))
 
 
 def wait_until_none_left(text: str, seconds: float = 10) -> list[str]:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KILL_MOMENTS, cli_env, git_branches, killing_bwrap, make_task, wait_until_none_left, write
+from conftest import (KILL_MOMENTS, cli_env, git_branches, killing_bwrap, live_processes_naming, make_task,
+                      wait_until_none_left, write)
 
 from crossreview import sandbox
 from crossreview.worktrees import find_orphans
@@ -77,21 +78,6 @@ def _suite(tmp_path: Path, b_args: str = "") -> dict:
     return {"suite": suite, "counts": counts, "state": tmp_path / ".crossreview", "tmp": tmp_path}
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmd and state not in ("Z", "X"):
-            found.append(cmd)
-    return found
-
-
 def _counts(counts: Path) -> dict[str, int]:
     return {f.stem: len(f.read_text().splitlines()) for f in counts.glob("*.count")}
 
@@ -141,9 +127,9 @@ def test_sigkill_at_a_point_then_resume_loses_nothing(point, tmp_path, restore_s
     assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr[-2000:])
     # whatever was running in the sandbox died with the run (bwrap --die-with-parent)
     deadline = time.monotonic() + 10
-    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+    while live_processes_naming(str(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert list(live_processes_naming(str(tmp_path)).values()) == []
     [(run,)] = _rows(s["state"], "SELECT id FROM runs")
     task_run = f"{run}/add"
     done = _finished(s["state"], task_run)
@@ -263,7 +249,7 @@ def test_what_a_killed_run_left_running_is_stopped_by_gc_and_resume(cleaner, tmp
     assert str(agent) in cfg.read_text()
     crashed = _crossreview(s, "run", str(s["suite"]), "--json", "--sandbox", "off")
     assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr[-2000:])
-    assert _processes_mentioning(marker), "the daemon should have outlived crossreview"
+    assert live_processes_naming(marker), "the daemon should have outlived crossreview"
     try:
         if cleaner == "gc":
             res = _crossreview(s, "gc")

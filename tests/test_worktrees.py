@@ -91,6 +91,17 @@ def wt_path(state: Path, run: str, task_id: str, agent: str) -> Path:
     return worktrees_root(state) / run / task_id / agent
 
 
+def their_repo(tmp_path: Path) -> Path:
+    """A git repository a task brought along (``[repo] path``), with one commit."""
+    repo = tmp_path / "theirs"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "one")
+    return repo
+
+
 def new_wt(state, base, run="run1", task_id="demo", agent="a") -> Path:
     return create_worktree(state, base, wt_path(state, run, task_id, agent))
 
@@ -860,12 +871,7 @@ def test_git_is_started_by_its_path_and_a_changed_path_is_honoured(tmp_path, sta
 
 def test_a_repositorys_own_fsmonitor_and_hooks_never_run(tmp_path, state):
     # A task pointing at a repository it brought along (its .git/config from elsewhere).
-    repo = tmp_path / "theirs"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    (repo / "a.py").write_text("x = 1\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "one")
+    repo = their_repo(tmp_path)
     ran = tmp_path / "ran"
     git(repo, "config", "core.fsmonitor", f"touch {ran}-fsmonitor; false")
     hooks = repo / ".git" / "hooks"
@@ -991,12 +997,7 @@ def test_only_crossreviews_own_plain_snapshot_repositories_get_records_written_w
     from crossreview.worktrees import is_snapshot_repo
 
     # A repository the task brought along: git writes its worktree record, whatever its config holds.
-    repo = tmp_path / "theirs"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    (repo / "a.py").write_text("x = 1\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "one")
+    repo = their_repo(tmp_path)
     theirs = prepare_base(Task(id="theirs", path=tmp_path, instruction="x", repo_path=repo, repo_is_folder=False),
                           state)
     assert not is_snapshot_repo(state, theirs.git_dir)
@@ -1044,12 +1045,7 @@ def test_keep_branch_leaves_a_clashing_ref_name_and_a_users_repository_to_git(tm
         keep_branch(state, base, "crossreview/run1/demo/more", "", "second")
     assert not list((base.git_dir / "refs" / "heads" / "crossreview" / "run1").glob("*.lock"))
     # A repository the task brought along: git writes the commit and the ref, as its hooks and config say.
-    repo = tmp_path / "theirs"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    (repo / "a.py").write_text("x = 1\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "one")
+    repo = their_repo(tmp_path)
     theirs = prepare_base(Task(id="theirs", path=tmp_path, instruction="x", repo_path=repo, repo_is_folder=False),
                           state)
     commit = keep_branch(state, theirs, "crossreview/run1/theirs", "", "kept")
