@@ -25,6 +25,18 @@ def _wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _ctrl_c_once(proc: subprocess.Popen, ready, what: str) -> str:
+    """Once ``ready()`` holds, Ctrl-C ``proc`` (bounded waits); its stderr. It is killed if it hangs."""
+    try:
+        _wait_for(ready, what=what)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return err
+
+
 def _solve_writes(state: Path) -> int:
     """Finished solve branches saved in the checkpoint (each writes one 'events' entry)."""
     db = state / "checkpoints.db"
@@ -159,14 +171,8 @@ def test_ctrl_c_stops_agents_cleans_up_and_resume_finishes(cli, suite, tmp_path)
         cwd=tmp_path, env=cli_env({"CROSSREVIEW_COUNT_DIR": str(counts)}),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
     )
-    try:
-        _wait_for(lambda: (counts / "slow.hung").exists(), what="the slow agent to start")
-        hung_pid = int((counts / "slow.hung").read_text())
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err = _ctrl_c_once(proc, lambda: (counts / "slow.hung").exists(), what="the slow agent to start")
+    hung_pid = int((counts / "slow.hung").read_text())
     assert proc.returncode == 130, err
     assert "interrupted" in err and "crossreview resume r-" in err
     _wait_for(lambda: _gone(hung_pid), timeout=10, what="the agent to be killed")
@@ -546,14 +552,8 @@ def test_ctrl_c_in_a_guided_round_leaves_the_decision_to_resume(cli, suite, tmp_
     proc = subprocess.Popen([sys.executable, "-m", "crossreview", "decide", esc, "--guide", "add, do not subtract"],
                             cwd=tmp_path, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True)
-    try:
-        _wait_for(lambda: (counter / "x.hung").exists() and (counter / "y.hung").exists(),
-                  what="the guided round's agents to start")
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err = _ctrl_c_once(proc, lambda: (counter / "x.hung").exists() and (counter / "y.hung").exists(),
+                       what="the guided round's agents to start")
     assert proc.returncode == 130, err
     assert f"crossreview resume {run}" in err
     assert "Stopping" not in err
@@ -700,13 +700,7 @@ pathlib.Path("calc.py").write_text("def add(a, b):\\n    return a + b\\n")
          "--agent", f"slow=command:{{python}} {agent}"],
         cwd=tmp_path, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
         text=True)
-    try:
-        _wait_for(lambda: (counts / "hung").exists(), what="b_hangs's agent to start")
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err = _ctrl_c_once(proc, lambda: (counts / "hung").exists(), what="b_hangs's agent to start")
     assert proc.returncode == 130, err
     [run] = cli("runs", "--json").json()["runs"]
     for name in ("a_done", "b_hangs"):
