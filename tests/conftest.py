@@ -355,6 +355,16 @@ def killing_bwrap(path: Path, trigger: str, target: str, moment: str) -> Path:
     return path
 
 
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition", every: float = 0.05) -> None:
+    """Poll ``predicate`` until it holds, at most ``timeout`` seconds; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def live_processes_naming(text: str) -> dict[int, str]:
     """Live processes (not zombies) whose command line holds ``text``: PID -> command line."""
     found = {}

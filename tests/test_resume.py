@@ -13,22 +13,14 @@ import time
 import pytest
 from pathlib import Path
 
-from conftest import cli_env, counting_agent, git_branches, invocations, ledger_rows, make_task, watch_agents, write
-
-
-def _wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from conftest import (cli_env, counting_agent, git_branches, invocations, ledger_rows, make_task, wait_for, watch_agents,
+                      write)
 
 
 def _ctrl_c_once(proc: subprocess.Popen, ready, what: str) -> str:
     """Once ``ready()`` holds, Ctrl-C ``proc`` (bounded waits); its stderr. It is killed if it hangs."""
     try:
-        _wait_for(ready, what=what)
+        wait_for(ready, what=what)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -84,10 +76,10 @@ def test_sigkill_mid_solve_then_resume_keeps_finished_agents(cli, suite, tmp_pat
     )
     hung_pid = None
     try:
-        _wait_for(lambda: (counts / "slow.hung").exists(), what="the slow agent to start")
+        wait_for(lambda: (counts / "slow.hung").exists(), what="the slow agent to start")
         hung_pid = int((counts / "slow.hung").read_text())
         # prepare wrote one events entry; the fast agent's finished solve writes the second.
-        _wait_for(lambda: _solve_writes(state) >= 2, what="the fast agent's solve to be checkpointed")
+        wait_for(lambda: _solve_writes(state) >= 2, what="the fast agent's solve to be checkpointed")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -175,7 +167,7 @@ def test_ctrl_c_stops_agents_cleans_up_and_resume_finishes(cli, suite, tmp_path)
     hung_pid = int((counts / "slow.hung").read_text())
     assert proc.returncode == 130, err
     assert "interrupted" in err and "crossreview resume r-" in err
-    _wait_for(lambda: _gone(hung_pid), timeout=10, what="the agent to be killed")
+    wait_for(lambda: _gone(hung_pid), timeout=10, what="the agent to be killed")
     assert not any(state.joinpath("worktrees").glob("r-*/add/*"))
     git_dir = state / "repos" / "add.git"
     assert not [b for b in git_branches(git_dir) if b.startswith("crossreview/work/")]
@@ -197,7 +189,7 @@ def _ctrl_c_during_a_model_call(args: list[str], cwd: Path, env: dict, call_star
     proc = subprocess.Popen([sys.executable, "-m", "crossreview", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
-        _wait_for(call_started, timeout=60, what="the model call to start")
+        wait_for(call_started, timeout=60, what="the model call to start")
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
@@ -266,7 +258,7 @@ def test_a_run_is_worked_on_by_one_process_at_a_time(cli, suite, tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "crossreview", "resume", run["id"], "--json"], cwd=tmp_path,
                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: cli("runs", "--json").json()["runs"][0]["status"] == "running", timeout=60,
+        wait_for(lambda: cli("runs", "--json").json()["runs"][0]["status"] == "running", timeout=60,
                   what="the first resume to take the run")
         second = cli("resume", run["id"])
         assert second.returncode == 2 and f"run {run['id']} is being worked on right now by process" in \
@@ -600,7 +592,7 @@ else:
             res = cli("inbox", "--json")
             return res.json()["escalations"] if res.returncode == 0 else []  # 2 until the ledger exists
 
-        _wait_for(inbox, what="a_split to escalate")
+        wait_for(inbox, what="a_split to escalate")
         [esc] = inbox()
         decided = cli("decide", esc["id"], "--pick", "x", env=env)
         assert decided.returncode == 0, decided.stderr
@@ -659,10 +651,10 @@ else:
                 "--reviewer", f"x={approve_all_reviewer(tmp_path / 'approve.py')}", "--reviewer", "y=tests")
     decide = None
     try:
-        _wait_for(inbox, what="a_split to escalate")
+        wait_for(inbox, what="a_split to escalate")
         [esc] = inbox()
         decide = start("decide", esc["id"], "--guide", "add, do not subtract")
-        _wait_for(lambda: (counter / "x.guided").exists() and (counter / "y.guided").exists(),
+        wait_for(lambda: (counter / "x.guided").exists() and (counter / "y.guided").exists(),
                   what="the guided round's agents to start")
         (counter / "run may end").write_text("")
         run.communicate(timeout=120)

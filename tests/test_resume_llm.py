@@ -16,22 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOOD_SOLUTION, cli_env, ledger_rows, make_task
+from conftest import GOOD_SOLUTION, cli_env, ledger_rows, make_task, wait_for
 from fake_openai import fake_openai, llm_env, tools  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 
 HELD = 120.0
 """How long the server holds the reply crossreview is killed waiting for (the kill comes long before)."""
-
-
-def _wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _solver(fake_openai, model: str, hold_first: bool) -> None:
@@ -58,7 +49,7 @@ def _run_killed_in_flight(suite: Path, cwd: Path, fake_openai, model: str, agent
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(lambda: fake_openai.requests_for(model) or proc.poll() is not None, what="the first model call")
+        wait_for(lambda: fake_openai.requests_for(model) or proc.poll() is not None, what="the first model call")
         assert proc.poll() is None, "crossreview ended before its model call was answered"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
