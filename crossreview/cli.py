@@ -374,8 +374,12 @@ def show(escalation_id, ledger, state_dir, no_diff, json_mode):
         _fail(f"no escalation {escalation_id!r}; `crossreview inbox` lists the open ones")
     if not json_mode:
         led.mark_shown(escalation_id)  # the human's decision time starts now
+    from .runner import after_decision, after_decision_phrase
+
+    story = after_decision(led, esc)
     if json_mode:
-        click.echo(json.dumps(esc, indent=2, default=str))
+        click.echo(json.dumps({**esc, "later_escalations": story["escalations"], "outcome": story["outcome"]},
+                              indent=2, default=str))
         return
     render_packet(_console(), esc, with_diffs=not no_diff)
     if esc["decided"]:
@@ -386,6 +390,13 @@ def show(escalation_id, ledger, state_dir, no_diff, json_mode):
         _console().print(f"[dim]already decided: {escape(esc['action'] + ' ' + (esc['pick'] or esc['guide'] or ''))} "
                          f"by {esc['decided_by']} at {esc['decided']}"
                          f"{escape(decision_progress(led, esc, run_state))}[/dim]")
+        # An old id (a guided round escalated again): where the story went on, so nobody is stranded here.
+        then = after_decision_phrase(story)
+        if then:
+            _console().print(f"then: {then}", markup=False, highlight=False)
+        if story["escalations"] and story["escalations"][-1]["waiting"]:
+            _console().print(f"next: crossreview show {story['escalations'][-1]['id']}{_where_flags(state_dir, ledger)}",
+                             highlight=False)
 
 
 @main.command()

@@ -783,7 +783,9 @@ def _carry_out(session: Session, esc: dict, values: dict, gconf: dict, human: Hu
 def _already_decided(ledger: Ledger, esc: dict, state_dir: Path) -> str:
     """Why an escalation cannot be decided again, and what to do instead."""
     said = f"escalation {esc['id']} was already decided ({esc['action']} by {esc['decided_by']} at {esc['decided']})"
-    return f"{said}{decision_progress(ledger, esc, state_dir)}"
+    # An old id from a guided round: say where the task run went on, so the decider is not left at a dead end.
+    then = after_decision_phrase(after_decision(ledger, esc))
+    return f"{said}{decision_progress(ledger, esc, state_dir)}" + (f"; {then}" if then else "")
 
 
 def decision_progress(ledger: Ledger, esc: dict, state_dir: Path) -> str:
@@ -795,6 +797,42 @@ def decision_progress(ledger: Ledger, esc: dict, state_dir: Path) -> str:
         return "; it is being carried out right now"
     return (", but the process carrying it out stopped before it finished; "
             f"`crossreview resume {esc['run']}` finishes it")
+
+
+def after_decision(ledger: Ledger, esc: dict) -> dict[str, Any]:
+    """Where the story of an escalation went on: the later escalations of its task run, and how it ended.
+
+    ``escalations`` lists each later round's escalation (``id``, ``round``,
+    ``waiting``, ``action``), oldest first; ``outcome`` is the task run's
+    ``decision``, ``winner``, ``reason`` and ``error`` once it has ended,
+    else None.
+    """
+    later = [{"id": e["id"], "round": e["round"], "waiting": e["decided"] is None, "action": e["action"]}
+             for e in ledger.escalations_of(esc["task_run"]) if e["round"] > esc["round"]]
+    tr = ledger.get_task_run(esc["task_run"])
+    ended = tr is not None and tr["status"] in ("done", "error")
+    outcome = {k: tr[k] for k in ("decision", "winner", "reason", "error")} if ended else None
+    return {"escalations": later, "outcome": outcome}
+
+
+def after_decision_phrase(story: dict[str, Any]) -> str:
+    """``after_decision`` in words, e.g. "the guided round escalated again: e-1b2c3d, still waiting"; '' if nothing followed."""
+    parts = []
+    later = story["escalations"]
+    if later:
+        named = [e["id"] + ("" if e["waiting"] else f" ({e['action'] or 'decided'})") for e in later]
+        rounds = "round" if len(later) == 1 else "rounds"
+        parts.append(f"the guided {rounds} escalated again: {', then '.join(named)}"
+                     + (", still waiting" if later[-1]["waiting"] else ""))
+    out = story["outcome"]
+    if out:
+        if out["decision"] == "accepted":
+            parts.append(f"the task run ended accepted, winner {out['winner']}")
+        elif out["decision"] == "error" or out["error"]:
+            parts.append(f"the task run ended in an error: {out['error']}")
+        else:
+            parts.append(f"the task run ended {out['decision']}")
+    return "; ".join(parts)
 
 
 def _decided_by(ledger: Ledger, esc_id: str) -> str:

@@ -128,6 +128,31 @@ def test_decide_guide_sends_the_agents_back_with_the_guidance(cli, parked, tmp_p
     assert (tr["decision"], tr["rounds"]) == ("rejected", 2)
 
 
+def test_show_of_a_guided_escalation_says_where_the_task_run_went_on(cli, parked):
+    first = parked["id"]
+    res = cli("decide", first, "--guide", "subtract less, add more", "--json", env=parked["env"])
+    assert res.returncode == 3, res.stderr
+    second = res.json()["escalation"]
+    # The old id names the round that followed it, which still waits, and how to open it.
+    text = " ".join(cli("show", first, "--no-diff").stdout.split())
+    assert f"then: the guided round escalated again: {second}, still waiting" in text
+    assert f"next: crossreview show {second}" in text
+    later = cli("show", first, "--json").json()
+    assert later["later_escalations"] == [{"id": second, "round": 1, "waiting": True, "action": None}]
+    assert later["outcome"] is None
+    # Deciding the old id again points the same way.
+    again = cli("decide", first, "--pick", "y")
+    assert again.returncode == 2 and f"escalated again: {second}, still waiting" in " ".join(again.stderr.split())
+
+    assert cli("decide", second, "--pick", "y", env=parked["env"]).returncode == 0
+    text = " ".join(cli("show", first, "--no-diff").stdout.split())
+    assert f"then: the guided round escalated again: {second} (pick); the task run ended accepted, winner y" in text
+    assert "next: crossreview show" not in text
+    done = cli("show", first, "--json").json()
+    assert done["later_escalations"][0]["waiting"] is False
+    assert (done["outcome"]["decision"], done["outcome"]["winner"]) == ("accepted", "y")
+
+
 def test_guidance_reaches_the_agents(cli, suite, tmp_path):
     make_task(suite)
     reader = tmp_path / "reader.py"
