@@ -92,6 +92,11 @@ def parse_spec(text: str, index: int) -> AgentSpec:
         raise SpecError("empty agent spec; write e.g. --agent oracle or --agent fast=command:./solve.sh")
     name, spec = None, text
     head, sep, rest = text.partition("=")
+    if sep and not head.strip():
+        # No kind starts with '=': this is NAME=SPEC with the name left out, not a spec nobody registered.
+        example = rest.strip() or "oracle"
+        raise SpecError(f"--agent {text!r}: empty agent name before '='; write NAME=SPEC with a non-empty NAME "
+                        f"(e.g. --agent x={example}), or just SPEC (--agent {example}) to be named by position")
     if sep and ":" not in head and _NAME_RE.match(head):
         name, spec = head, rest.strip()
         if not spec:
@@ -127,6 +132,11 @@ def pair_reviewers(agents: list[AgentSpec], reviewer_texts: list[str]) -> dict[s
     unnamed: str | None = None
     for text in reviewer_texts:
         head, sep, rest = text.partition("=")
+        if sep and not head.strip():
+            example = rest.strip() or "tests"
+            raise SpecError(f"--reviewer {text!r}: empty agent name before '='; write NAME=SPEC with NAME one of "
+                            f"the agents ({', '.join(sorted(names))}), e.g. --reviewer {min(names)}={example}, "
+                            f"or just SPEC (--reviewer {example}) to give it to every agent")
         if sep and ":" not in head and _NAME_RE.match(head):
             if head not in names:
                 raise SpecError(

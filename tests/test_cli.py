@@ -122,6 +122,19 @@ def test_errors_print_brackets_as_written(cli, suite):
     assert res.returncode == 2 and "unknown agent '[bold]x'" in res.stderr
 
 
+@pytest.mark.parametrize("flag, value, fix", [
+    ("--agent", "=oracle", "--agent x=oracle), or just SPEC (--agent oracle)"),
+    ("--reviewer", "=tests", "one of the agents (a, b), e.g. --reviewer a=tests, or just SPEC (--reviewer tests)"),
+])
+def test_an_empty_name_before_the_equals_sign_is_reported_as_such(cli, suite, flag, value, fix):
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", flag, value)
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2, res.stderr
+    assert f"{flag} '{value}': empty agent name before '='" in said and fix in said
+    assert "unknown" not in said
+
+
 def test_run_json_with_every_task_broken_still_prints_one_document(cli, suite):
     broken = make_task(suite, "broken")
     (broken / "instruction.md").unlink()
