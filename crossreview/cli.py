@@ -318,10 +318,15 @@ def validate(paths, state_dir, json_mode):
 
 
 def _ledger(state_dir: Path, ledger: Path | None):
+    import shlex
+
     from .ledger import Ledger, LedgerError
 
     path = ledger or state_dir / "ledger.db"
     if not path.exists():
+        if ledger is not None:  # a path the user typed: more likely a typo than a place nothing ran yet
+            _fail(f"no ledger at {path}: check the --ledger path (a typo?); `crossreview run --ledger {shlex.quote(str(path))}` "
+                  f"makes a ledger there")
         _fail(f"no ledger at {path}: run `crossreview run` first (or pass --ledger)")
     try:
         return Ledger(path)
@@ -337,13 +342,21 @@ def inbox(ledger, state_dir, json_mode):
     """Escalations waiting for a human."""
     from rich.table import Table
 
-    rows = _ledger(state_dir, ledger).inbox()
+    default = state_dir / "ledger.db"
+    # Nothing has run here yet: nothing waits, which is an answer, not an error.
+    # A --ledger that is not there is one (_ledger says so): likely a typo.
+    fresh = ledger is None and not default.exists()
+    rows = [] if fresh else _ledger(state_dir, ledger).inbox()
     if json_mode:
         click.echo(json.dumps({"escalations": [
             {"id": r["id"], "task": r["task"], "run": r["run"], "reason": r["reason"], "created": r["created"]}
             for r in rows]}, indent=2))
         return
     out = _console()
+    if fresh:
+        out.print(f"inbox empty: nothing has run here yet (no ledger at {default}; `crossreview run` makes it)",
+                  highlight=False, markup=False)
+        return
     if not rows:
         out.print("inbox empty: no escalation waits for a human")
         return

@@ -196,11 +196,30 @@ def test_decide_twice_is_refused(cli, parked):
     assert res.returncode == 2 and "already decided" in res.stderr
 
 
-def test_show_unknown_and_inbox_without_ledger(cli, tmp_path):
+def test_show_unknown_without_ledger(cli, tmp_path):
     res = cli("show", "e-123456")
     assert res.returncode == 2 and "no ledger" in res.stderr
+
+
+def test_inbox_before_any_run_is_empty_and_says_where_it_looked(cli, tmp_path):
     res = cli("inbox")
-    assert res.returncode == 2 and "crossreview run" in res.stderr
+    assert res.returncode == 0, res.stderr
+    said = " ".join(res.stdout.split())
+    assert "inbox empty: nothing has run here yet" in said and "no ledger at .crossreview/ledger.db" in said
+    res = cli("inbox", "--json")
+    assert res.returncode == 0 and res.json() == {"escalations": []}
+    elsewhere = cli("inbox", "--state-dir", "st")
+    assert elsewhere.returncode == 0 and "no ledger at st/ledger.db" in " ".join(elsewhere.stdout.split())
+    # Reading the inbox leaves nothing behind: the next `run` is still the first.
+    assert not (tmp_path / ".crossreview").exists() and not (tmp_path / "st").exists()
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_inbox_of_a_ledger_path_that_is_not_there_is_a_usage_error(cli, tmp_path, json_flag):
+    res = cli("inbox", "--ledger", "team/ledgr.db", *json_flag)
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2 and res.stdout == ""
+    assert "no ledger at team/ledgr.db: check the --ledger path (a typo?)" in said
 
 
 def test_two_deciders_at_once_exactly_one_wins(parked, monkeypatch):
