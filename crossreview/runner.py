@@ -255,6 +255,29 @@ def resolve_options(opts: RunOptions, pm: pluggy.PluginManager, loaded: LoadedCo
     return Resolved(specs, pairing, policy, jobs, loaded.suite_dir, ledger, llm, limits, box, calibration)
 
 
+def warm_up_agents(agents: list[dict], reviewers: dict[str, str], pm: pluggy.PluginManager) -> None:
+    """Build the agents and reviewers a recorded run names (its config's ``agents`` and ``reviewers``).
+
+    For a process that picks up a run ``run`` started (``resume``, ``decide --guide``): ``run``
+    builds every agent and reviewer in ``resolve_options`` before it sets up, and building is
+    where a plugin starts loading what is slow to load (the llm ones import litellm, seconds, in
+    the background). Called at set-up, the load overlaps it, as in ``run``, instead of the first
+    solve waiting for all of it. A spec that no longer builds is skipped: the solve or review that
+    needs it records the error against its candidate, as it would without this.
+    """
+    specs = [AgentSpec.model_validate(a) for a in agents]
+    for spec in specs:
+        try:
+            agents_mod.build_agent(spec, pm)
+        except agents_mod.SpecError:
+            pass
+    for name, spec in reviewers.items():
+        try:
+            agents_mod.build_reviewer(AgentSpec(name=name, spec=spec), pm)
+        except agents_mod.SpecError:
+            pass
+
+
 def _calibration(opts: RunOptions, cfg, loaded, policy: str, factory) -> dict | None:
     """The policy file a calibrated policy decides with, read once (UsageError naming the file and the fix)."""
     if not getattr(factory, "needs_calibration", False):
@@ -709,6 +732,9 @@ def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAU
         raise UsageError(f"--pick {human.pick!r}: escalation {esc_id} has candidates {', '.join(names)}")
     if human.action == "guide" and not (human.guide or "").strip():
         raise UsageError("--guide needs the guidance text, e.g. --guide 'handle negative numbers'")
+    if human.action == "guide" and run:
+        # A guided round solves and reviews again; a pick or a reject runs no agent, so loads nothing.
+        warm_up_agents(run["config"]["agents"], run["config"].get("reviewers") or {}, pm)
     held = ExitStack()
     try:
         held.enter_context(locks.hold(locks.task_run_lock_path(ensure_state_dir(state_dir), esc["task_run"])))
@@ -873,6 +899,9 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
         else:
             tasks.append(loaded)
     todo = [t for t in tasks if t.id not in done]
+    if todo:
+        # Before the session opens (LangGraph's import, the checkpointer), where `run` builds them too.
+        warm_up_agents(config["agents"], config.get("reviewers") or {}, pm)
     with run_lock(Path(config["state_dir"]), run), open_session(Path(config["state_dir"]), led.path, pm) as session:
         configure_sandbox(config, session.state_dir, session.ledger.path)
         # Before any worktree is removed or rebuilt: what the killed process had

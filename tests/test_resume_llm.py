@@ -7,6 +7,7 @@ for it, and resumes the run.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOOD_SOLUTION, cli_env, ledger_rows, make_task, wait_for
+from conftest import GOOD_SOLUTION, approve_all_reviewer, cli_env, ledger_rows, make_task, wait_for
 from fake_openai import fake_openai, llm_env, tools  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
@@ -98,6 +99,70 @@ def test_a_resumed_solve_counts_the_agents_time_not_loading_its_model_library(cl
     first_call = ledger_rows(tmp_path / ".crossreview", "SELECT seconds FROM calls ORDER BY started LIMIT 1")[0]
     fresh_call = ledger_rows(fresh_dir / ".crossreview", "SELECT seconds FROM calls ORDER BY started LIMIT 1")[0]
     assert first_call["seconds"] < fresh_call["seconds"] + 1.5, (first_call["seconds"], fresh_call["seconds"])
+
+
+# --- resume and decide --guide start loading litellm while they set up, as run does ---------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+_PROBE = """
+import os, sys, threading
+from crossreview.hookspecs import hookimpl
+
+@hookimpl
+def crossreview_task_started(task, task_run):
+    # Whether litellm's import had begun when the task run started, before any solve: the
+    # module is in sys.modules from the import's first line, and until then the thread that
+    # will import it is alive (so a slow machine cannot make this flaky).
+    begun = "litellm" in sys.modules or any(t.name == "crossreview-litellm-import" for t in threading.enumerate())
+    with open(os.environ["PROBE_OUT"], "a") as out:
+        out.write(f"{task_run} {int(begun)}\\n")
+"""
+
+
+def _probe_env(root: Path, out: Path, fake_openai) -> dict[str, str]:
+    """The environment of a crossreview child with an installed plugin noting, as each task run starts,
+    whether litellm's import had begun (one ``TASK_RUN 0|1`` line per task run in ``out``)."""
+    site = root / "site-probe"
+    info = site / "crossreview_probe-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "crossreview_probe.py").write_text(_PROBE)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: crossreview-probe\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[crossreview]\nprobe = crossreview_probe\n")
+    return llm_env(fake_openai, PROBE_OUT=str(out), PYTHONPATH=os.pathsep.join([str(site), str(REPO)]))
+
+
+def _import_begun(out: Path) -> list[bool]:
+    return [line.split()[1] == "1" for line in out.read_text().splitlines()]
+
+
+def test_resume_starts_importing_litellm_while_it_sets_up_before_the_first_solve(cli, suite, tmp_path, fake_openai):
+    """`run` builds its agents while it sets up, which starts litellm's import (seconds) in the
+    background; `resume` built them only in the solve, whose first model call then waited for all of it."""
+    make_task(suite)
+    _solver(fake_openai, "coder", hold_first=True)
+    run = _run_killed_in_flight(suite, tmp_path, fake_openai, "coder", ["--agent", "a=llm:openai/coder"])
+    out = tmp_path / "probe.txt"
+    res = cli("resume", run, "--json", env=_probe_env(tmp_path, out, fake_openai))
+    assert res.returncode == 0, res.stderr
+    assert res.json()["tasks"][0]["decision"] == "accepted"
+    assert _import_begun(out) == [True]
+
+
+def test_decide_guide_starts_importing_litellm_before_the_guided_round(cli, suite, tmp_path, fake_openai):
+    """A guided round solves again in the deciding process: the same set-up as resume."""
+    make_task(suite)
+    for model in ("x", "y"):
+        fake_openai.on(model, lambda req: tools(("finish", {"summary": "nothing to do"})))
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    parked = cli("run", str(suite), "--agent", "x=llm:openai/x", "--agent", "y=llm:openai/y",
+                 "--reviewer", f"x={approve}", "--reviewer", "y=tests", "--json", env=llm_env(fake_openai))
+    assert parked.returncode == 3, parked.stderr
+    esc = parked.json()["tasks"][0]["escalation"]
+    out = tmp_path / "probe.txt"
+    res = cli("decide", esc, "--guide", "write calc.add", "--json", env=_probe_env(tmp_path, out, fake_openai))
+    assert res.returncode == 3, res.stderr  # the guided round changes nothing either: parked again
+    assert _import_begun(out) == [True]
 
 
 # --- a model call killed in flight is spend of unknown cost, never nothing -----------------------
