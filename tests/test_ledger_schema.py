@@ -21,11 +21,16 @@ shortcut (one escalation, then `show` and `decide --pick alice`), then a run of 
 V1_TABLES = ("meta", "runs", "task_runs", "candidates", "test_outcomes", "verdicts", "decisions", "escalations", "events")
 
 
-def make_v1(path: Path) -> Path:
+def sqlite_file(path: Path, script: str) -> Path:
+    """A SQLite file at ``path`` made by running ``script`` (committed, closed)."""
     db = sqlite3.connect(path)
-    db.executescript(V1_DUMP.read_text())
+    db.executescript(script)
     db.close()
     return path
+
+
+def make_v1(path: Path) -> Path:
+    return sqlite_file(path, V1_DUMP.read_text())
 
 
 def snapshot(path: Path, columns: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
@@ -153,12 +158,8 @@ def test_a_newer_ledger_is_refused_and_left_alone(tmp_path):
 
 
 def test_a_newer_ledger_known_only_by_meta_is_refused(tmp_path):
-    path = tmp_path / "meta-only.db"
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute("INSERT INTO meta VALUES ('schema_version', '7')")
-    db.commit()
-    db.close()
+    path = sqlite_file(tmp_path / "meta-only.db", "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                       "INSERT INTO meta VALUES ('schema_version', '7');")
     with pytest.raises(LedgerError, match="schema 7"):
         Ledger(path)
 
@@ -191,12 +192,8 @@ def test_commands_without_a_ledger_say_what_to_do(cli):
 def test_a_sqlite_file_of_another_program_is_refused_and_left_untouched(tmp_path, role):
     from crossreview.ledger.merge import merge_into
 
-    other = tmp_path / "app.db"
-    db = sqlite3.connect(other)
-    db.execute("CREATE TABLE users (id INTEGER, name TEXT)")
-    db.execute("INSERT INTO users VALUES (1, 'ada')")
-    db.commit()
-    db.close()
+    other = sqlite_file(tmp_path / "app.db", "CREATE TABLE users (id INTEGER, name TEXT);"
+                        "INSERT INTO users VALUES (1, 'ada');")
     before = other.read_bytes()
     with pytest.raises(LedgerError, match=r"app\.db is not a crossreview ledger .*users"):
         if role == "source":
