@@ -90,18 +90,46 @@ def parse_spec(text: str, index: int) -> AgentSpec:
     text = text.strip()
     if not text:
         raise SpecError("empty agent spec; write e.g. --agent oracle or --agent fast=command:./solve.sh")
-    name, spec = None, text
+    name, spec = split_named(text, "--agent")
+    return AgentSpec(name=name or default_name(index), spec=spec)
+
+
+# Per flag: a spec to show in its examples, and what a bare SPEC (no NAME=) means.
+_NAMED_FLAGS = {
+    "--agent": ("oracle", "to be named by position"),
+    "--reviewer": ("tests", "to give it to every agent"),
+}
+
+
+def split_named(text: str, flag: str, names: set[str] | None = None) -> tuple[str | None, str]:
+    """``NAME=SPEC`` as ``(NAME, SPEC)``, or a bare ``SPEC`` as ``(None, SPEC)``, for ``--agent`` or ``--reviewer``.
+
+    Text before the first '=' that holds a ':' or is no valid name is part of the spec
+    (``command:make FIX=1``). ``names``: the agents NAME must be one of (``--reviewer`` names an
+    existing agent); None for ``--agent``, which names a new one. Raises SpecError, naming the
+    flag and the fix, for an empty NAME, a NAME not in ``names`` or an empty SPEC.
+    """
+    example, bare_means = _NAMED_FLAGS[flag]
     head, sep, rest = text.partition("=")
+    rest = rest.strip()
     if sep and not head.strip():
         # No kind starts with '=': this is NAME=SPEC with the name left out, not a spec nobody registered.
-        example = rest.strip() or "oracle"
-        raise SpecError(f"--agent {text!r}: empty agent name before '='; write NAME=SPEC with a non-empty NAME "
-                        f"(e.g. --agent x={example}), or just SPEC (--agent {example}) to be named by position")
-    if sep and ":" not in head and _NAME_RE.match(head):
-        name, spec = head, rest.strip()
-        if not spec:
-            raise SpecError(f"{text!r}: nothing after '='; write NAME=SPEC, e.g. b=noop")
-    return AgentSpec(name=name or default_name(index), spec=spec)
+        shown = rest or example
+        who = (f"a non-empty NAME (e.g. {flag} x={shown})" if names is None else
+               f"NAME one of the agents ({', '.join(sorted(names))}), e.g. {flag} {min(names)}={shown}")
+        raise SpecError(f"{flag} {text!r}: empty agent name before '='; write NAME=SPEC with {who}, "
+                        f"or just SPEC ({flag} {shown}) {bare_means}")
+    if not (sep and ":" not in head and _NAME_RE.match(head)):
+        return None, text.strip()
+    if names is not None and head not in names:
+        raise SpecError(f"{flag} {text!r} names agent {head!r}, but the agents are {', '.join(sorted(names))}")
+    if not rest:
+        # Else the empty spec is looked up as a kind and reported as an unknown agent or reviewer ''.
+        what = "agent" if names is None else "reviewer"
+        leave_out = "" if names is None else f", or leave out {flag} {head}=... for agent {head}'s default reviewer"
+        raise SpecError(f"{flag} {text!r}: the spec after '{head}=' is empty; write the {what} after '=', "
+                        f"e.g. {flag} {head}={example}{leave_out}")
+    return head, rest
 
 
 def default_name(index: int) -> str:
@@ -131,22 +159,13 @@ def pair_reviewers(agents: list[AgentSpec], reviewer_texts: list[str]) -> dict[s
     named: dict[str, str] = {}
     unnamed: str | None = None
     for text in reviewer_texts:
-        head, sep, rest = text.partition("=")
-        if sep and not head.strip():
-            example = rest.strip() or "tests"
-            raise SpecError(f"--reviewer {text!r}: empty agent name before '='; write NAME=SPEC with NAME one of "
-                            f"the agents ({', '.join(sorted(names))}), e.g. --reviewer {min(names)}={example}, "
-                            f"or just SPEC (--reviewer {example}) to give it to every agent")
-        if sep and ":" not in head and _NAME_RE.match(head):
-            if head not in names:
-                raise SpecError(
-                    f"--reviewer {text!r} names agent {head!r}, but the agents are {', '.join(sorted(names))}"
-                )
-            named[head] = rest.strip()
+        name, spec = split_named(text, "--reviewer", names)
+        if name is not None:
+            named[name] = spec
         else:
             if unnamed is not None:
                 raise SpecError("more than one unnamed --reviewer; name them per agent: --reviewer NAME=SPEC")
-            unnamed = text.strip()
+            unnamed = spec
     out = {}
     for a in agents:
         if a.name in named:

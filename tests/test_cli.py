@@ -135,6 +135,21 @@ def test_an_empty_name_before_the_equals_sign_is_reported_as_such(cli, suite, fl
     assert "unknown" not in said
 
 
+@pytest.mark.parametrize("flag, value, fix", [
+    ("--agent", "x=", "e.g. --agent x=oracle"),
+    ("--reviewer", "a=", "e.g. --reviewer a=tests, or leave out --reviewer a=... for agent a's default reviewer"),
+    ("--reviewer", "b= ", "e.g. --reviewer b=tests"),
+])
+def test_an_empty_spec_after_the_equals_sign_is_reported_as_such(cli, suite, flag, value, fix):
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", flag, value)
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2, res.stderr
+    name = value.split("=")[0]
+    assert f"{flag} '{value}': the spec after '{name}=' is empty" in said and fix in said
+    assert "unknown" not in said
+
+
 def test_run_json_with_every_task_broken_still_prints_one_document(cli, suite):
     broken = make_task(suite, "broken")
     (broken / "instruction.md").unlink()
