@@ -16,6 +16,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from .ledger_cli import open_ledger
+
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
 
 
@@ -317,23 +319,6 @@ def validate(paths, state_dir, json_mode):
     sys.exit(EXIT_OK if ok else EXIT_REJECTED)
 
 
-def _ledger(state_dir: Path, ledger: Path | None):
-    import shlex
-
-    from .ledger import Ledger, LedgerError
-
-    path = ledger or state_dir / "ledger.db"
-    if not path.exists():
-        if ledger is not None:  # a path the user typed: more likely a typo than a place nothing ran yet
-            _fail(f"no ledger at {path}: check the --ledger path (a typo?); `crossreview run --ledger {shlex.quote(str(path))}` "
-                  f"makes a ledger there")
-        _fail(f"no ledger at {path}: run `crossreview run` first (or pass --ledger)")
-    try:
-        return Ledger(path)
-    except LedgerError as exc:
-        _fail(str(exc))
-
-
 @main.command()
 @ledger_option
 @state_option
@@ -344,9 +329,9 @@ def inbox(ledger, state_dir, json_mode):
 
     default = state_dir / "ledger.db"
     # Nothing has run here yet: nothing waits, which is an answer, not an error.
-    # A --ledger that is not there is one (_ledger says so): likely a typo.
+    # A --ledger that is not there is one (open_ledger says so): likely a typo.
     fresh = ledger is None and not default.exists()
-    rows = [] if fresh else _ledger(state_dir, ledger).inbox()
+    rows = [] if fresh else open_ledger(state_dir, ledger).inbox()
     if json_mode:
         click.echo(json.dumps({"escalations": [
             {"id": r["id"], "task": r["task"], "run": r["run"], "reason": r["reason"], "created": r["created"]}
@@ -381,7 +366,7 @@ def show(escalation_id, ledger, state_dir, no_diff, json_mode):
     """The escalation packet: what each agent did, test outcomes, verdicts, where they disagree."""
     from .packet import render_packet
 
-    led = _ledger(state_dir, ledger)
+    led = open_ledger(state_dir, ledger)
     esc = led.get_escalation(escalation_id)
     if esc is None:
         _fail(f"no escalation {escalation_id!r}; `crossreview inbox` lists the open ones")
@@ -510,7 +495,7 @@ def runs(ledger, state_dir, json_mode):
 
     from .runner import run_is_live
 
-    led = _ledger(state_dir, ledger)
+    led = open_ledger(state_dir, ledger)
     rows = []
     for r in led.runs():
         counts: dict[str, int] = {}

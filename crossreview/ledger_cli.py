@@ -72,12 +72,22 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def open_ledger(state_dir: Path, ledger):
-    """The ledger to read: --ledger (file or URL), else <state-dir>/ledger.db; exits 2 if missing."""
+    """The ledger a command reads: --ledger (file or URL), else <state-dir>/ledger.db.
+
+    Every command that reads an existing ledger opens it here (inbox, show, runs, stats, report,
+    export, calibrate), so a missing one is told the same way: exit 2, and for a --ledger path
+    the user typed, that it may be a typo and how to make a ledger there.
+    """
+    import shlex
+
     from .ledger import Ledger, LedgerError
     from .ledger.db import LedgerURL
 
     location = ledger if ledger is not None else state_dir / "ledger.db"
     if not isinstance(location, LedgerURL) and not Path(location).exists():
+        if ledger is not None:  # a path the user typed: more likely a typo than a place nothing ran yet
+            _fail(f"no ledger at {location}: check the --ledger path (a typo?); "
+                  f"`crossreview run --ledger {shlex.quote(str(location))}` makes a ledger there")
         _fail(f"no ledger at {location}: run `crossreview run` first (or pass --ledger)")
     try:
         return Ledger(location)

@@ -66,6 +66,23 @@ def test_export_to_stdout_and_report_default_name(cli, tmp_path):
     assert res.returncode == 0 and "no task runs in the ledger" in res.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["stats", "report", "export"])
+def test_a_ledger_path_that_is_not_there_is_a_usage_error_that_says_it_may_be_a_typo(cli, tmp_path, command):
+    """As inbox says it: a --ledger the user typed is likely a typo; without --ledger, nothing has run here yet."""
+    res = cli(command, "--ledger", "team/ledgr.db")
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2 and res.stdout == "", res.stdout + res.stderr
+    assert "no ledger at team/ledgr.db: check the --ledger path (a typo?)" in said
+    assert "`crossreview run --ledger team/ledgr.db` makes a ledger there" in said
+    res = cli(command)
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2 and "no ledger at .crossreview/ledger.db: run `crossreview run` first" in said
+    assert "typo" not in said
+    # Nothing written: no ledger at the mistyped path, no report, no export file.
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 HOSTILE_TAGS = [
     ["a;b"], ["a", "b"], [], [""], ["c,d", 'say "hi"', "it's"], ["line\nbreak", "cr\rhere", "tab\there"],
     ["back\\slash;", '["not", "a list"]', "naïve ☃"],
