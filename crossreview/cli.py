@@ -690,5 +690,38 @@ def plugins_cmd(json_mode):
 from .ledger_cli import register as _register_ledger; _register_ledger(main)  # noqa: E402,E702 - stats, report, export
 
 
+# An installed plugin that cannot be used (README, "Writing a plugin"): the commands that run
+# agents, reviewers, policies or hooks stop at it (exit 2, _Main), as a run without the plugin's
+# kinds and hooks would not be the run the user asked for. The commands that only read or tidy
+# crossreview's own state go on and warn: a broken plugin must not hide the escalations waiting
+# for a human, nor what the ledger holds. Every command is in exactly one of the two.
+NEEDS_PLUGINS = ("run", "validate", "decide", "resume", "gate", "plugins")
+WORKS_WITHOUT_PLUGINS = ("inbox", "show", "runs", "gc", "stats", "report", "export", "merge", "calibrate")
+
+
+def _warn_if_a_plugin_is_broken(name: str, callback):
+    """``callback`` of command ``name``, after one warning line on stderr if an installed plugin cannot be loaded."""
+    import functools
+
+    @functools.wraps(callback)
+    def wrapper(*args, **kwargs):
+        from .plugins import PluginError, get_plugin_manager
+
+        try:
+            get_plugin_manager()
+        except PluginError as exc:
+            # One line (click, not rich, which would wrap it), on stderr: stdout may be --json.
+            stopped = ", ".join(NEEDS_PLUGINS[:-1]) + " and " + NEEDS_PLUGINS[-1]
+            click.echo(f"warning: {exc}. Until then crossreview {stopped} stop at it (exit 2); "
+                       f"{name} needs no plugin and goes on", err=True)
+        return callback(*args, **kwargs)
+
+    return wrapper
+
+
+for _name in WORKS_WITHOUT_PLUGINS:
+    main.commands[_name].callback = _warn_if_a_plugin_is_broken(_name, main.commands[_name].callback)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

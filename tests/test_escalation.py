@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from conftest import approve_all_reviewer, counting_agent, git_branches, invocations, ledger_rows, make_task, watch_agents
+from test_plugins import BROKEN_PLUGINS, REPO, fake_installed_plugin
 
 
 @pytest.fixture
@@ -220,6 +223,49 @@ def test_inbox_of_a_ledger_path_that_is_not_there_is_a_usage_error(cli, tmp_path
     said = " ".join(res.stderr.split())
     assert res.returncode == 2 and res.stdout == ""
     assert "no ledger at team/ledgr.db: check the --ledger path (a typo?)" in said
+
+
+def test_a_broken_plugin_stops_what_runs_the_pipeline_but_not_what_reads_the_ledger(cli, parked, suite, tmp_path):
+    """README, "Writing a plugin": a human still sees the escalation waiting, with one warning line
+    naming the broken plugin and its package; what runs agents, reviewers, policies or hooks exits 2."""
+    from crossreview.cli import NEEDS_PLUGINS, WORKS_WITHOUT_PLUGINS, main
+
+    site = fake_installed_plugin(tmp_path, "boom", BROKEN_PLUGINS["boom"][0])
+    env = {**parked["env"], "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    esc, run = parked["id"], parked["run"]
+    reads = {  # command: (arguments, exit code, what its output says)
+        "inbox": (["inbox", "--json"], 0, esc),
+        "show": (["show", esc, "--no-diff"], 0, f"crossreview decide {esc} --pick"),
+        "runs": (["runs", "--json"], 0, run),
+        "stats": (["stats", "--json"], 0, '"escalations"'),
+        "report": (["report"], 0, "wrote crossreview-report.html"),
+        "export": (["export"], 0, run),
+        "merge": (["merge", ".crossreview/ledger.db", "--ledger", "team.db"], 0, "+1 escalations"),
+        "calibrate": (["calibrate"], 1, "no threshold passes"),
+        "gc": (["gc"], 0, "removed 0 worktrees"),
+    }
+    stops = {
+        "run": ["run", str(suite)], "validate": ["validate", str(suite)], "decide": ["decide", esc, "--reject"],
+        "resume": ["resume", run], "gate": ["gate", "--base", "HEAD"], "plugins": ["plugins"],
+    }
+    # One rule, every command: a new command must say which side it is on.
+    assert (set(reads), set(stops)) == (set(WORKS_WITHOUT_PLUGINS), set(NEEDS_PLUGINS))
+    assert set(main.commands) == set(reads) | set(stops)
+    for name, (args, code, says) in reads.items():
+        res = cli(*args, env=env)
+        warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+        assert res.returncode == code and says in res.stdout, (name, res.stdout + res.stderr)
+        assert len(warnings) == 1 and "Traceback" not in res.stderr, (name, res.stderr)
+        [warning] = warnings
+        assert "plugin 'boom'" in warning and "of the package crossreview-boom" in warning, warning
+        assert "pip uninstall crossreview-boom" in warning and f"{name} needs no plugin and goes on" in warning
+    for name, args in stops.items():
+        res = cli(*args, env=env)
+        said = " ".join(res.stderr.split())
+        assert res.returncode == 2 and "plugin 'boom'" in said and "crossreview-boom" in said, (name, res.stderr)
+        assert "warning:" not in said and "Traceback" not in said, (name, said)
+    # decide stopped before it recorded anything: the escalation still waits.
+    assert [e["id"] for e in cli("inbox", "--json").json()["escalations"]] == [esc]
 
 
 def test_two_deciders_at_once_exactly_one_wins(parked, monkeypatch):
