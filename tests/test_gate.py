@@ -983,3 +983,39 @@ def test_the_body_cannot_trade_the_repositorys_tests_for_a_task_unless_the_base_
     assert r.returncode == 1, r.stdout + r.stderr  # judged by tests/test_calc.py, which fails
     report = json.loads(r.stdout)
     assert report["task"] != "easy" and report["candidates"][0]["failing_tests"] == ["tests.test_calc::test_add"]
+
+
+# --- a pull request's own new tests must not judge it ---------------------------------
+
+# add() is broken, and the pull request's new test files mend it in the running pytest process, before
+# (or between) the repository's own tests: those then pass against code that is wrong.
+_SRC_ON_PATH = "import sys, pathlib\nsys.path.insert(0, str(pathlib.Path(__file__).parent.parent / 'src'))\n"
+PATCHING_TESTS = {
+    # at import, so before test_calc.py is even collected
+    "module-level": _SRC_ON_PATH + "import calc\n\ncalc.add = lambda a, b: a + b\n\n\ndef test_sub():\n"
+                    "    assert calc.add(2, 2) == 4\n",
+    # through an alias and setattr, so no `calc.add =` to grep for
+    "setattr-alias": _SRC_ON_PATH + "import calc as _c\n\nm = _c\nsetattr(m, 'add', lambda a, b: a + b)\n\n\n"
+                     "def test_ok():\n    assert True\n",
+    # a patcher started and never stopped
+    "patch-start": _SRC_ON_PATH + "from unittest import mock\n\nimport calc\n\n"
+                   "mock.patch.object(calc, 'add', lambda a, b: a + b).start()\n\n\ndef test_ok():\n    assert True\n",
+    # the sys.modules entry replaced, so every later `from calc import add` gets the fake
+    "sys-modules": "import sys, types\n\nfake = types.ModuleType('calc')\nfake.add = lambda a, b: a + b\n"
+                   "sys.modules['calc'] = fake\n\n\ndef test_ok():\n    assert True\n",
+}
+
+
+@pytest.mark.xfail(strict=True, reason="not caught yet: the gate accepts it (exit 0, 'pr passes 2/2 tests')")
+@pytest.mark.parametrize("how", sorted(PATCHING_TESTS))
+def test_a_pr_whose_new_test_file_patches_the_code_under_test_is_never_accepted(tmp_path, cli, how):
+    """The repository's tests (unchanged) judge the pull request; a new test file that monkeypatches the
+    code they test would make a broken change pass them. The tests alone would accept it: escalate, naming
+    the file and the line."""
+    repo = make_repo(tmp_path, config=None)  # the tests alone decide
+    head = pr_branch(repo, "feature", {**FAILING, "tests/test_aaa.py": PATCHING_TESTS[how]})
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
+    report = json.loads(r.stdout)
+    assert r.returncode == 3, (r.returncode, report["reason"])
+    assert report["decision"] == "escalated"
+    assert "tests/test_aaa.py:" in report["reason"], report["reason"]
