@@ -476,7 +476,8 @@ def _candidate_row(c) -> dict[str, Any]:
     return {"agent": c.agent, "spec": c.spec, "status": c.status, "error": c.error,
             "tests_passed": c.tests.passed if c.tests else 0, "tests_total": c.tests.total if c.tests else 0,
             "failing_tests": failing[:20], "files": c.files_changed, "lines_added": c.lines_added,
-            "lines_removed": c.lines_removed, "tampering": c.tampering, "tokens": c.usage.tokens,
+            "lines_removed": c.lines_removed, "tampering": c.tampering, "test_files": c.test_files,
+            "tokens": c.usage.tokens,
             "cost": c.usage.cost, "seconds": round(c.seconds, 2),
             "diff": c.diff if c.agent != PR_AGENT else ""}  # GitHub shows the PR's own diff
 
@@ -530,6 +531,18 @@ def render_markdown(report: GateReport) -> str:
     if report.disagreements:
         lines += ["", "### Where they disagree", ""]
         lines += [f"- {_md_escape(d)}" for d in report.disagreements]
+    pr_row = next((c for c in report.candidates if c["agent"] == PR_AGENT), None)
+    judging = (pr_row or {}).get("test_files") or []  # absent from a report saved by an older version
+    if judging:
+        # The repository's tests judge the pull request: a human should see which of them it touches,
+        # and every reason one is a problem (the table above cuts them at three).
+        lines += ["", "### Tests and test configuration this pull request changes", ""]
+        for f in judging[:30]:
+            lines.append(f"- {_code(f)}")
+        problems = [t for t in pr_row.get("tampering") or []]
+        if problems:
+            lines += ["", "Never accepted on test results alone, because:", ""]
+            lines += [f"- {_md_escape(t)[:500]}" for t in problems[:30]]
     concerns = [(v, c) for v in report.verdicts for c in v["concerns"]]
     if concerns:
         lines += ["", "### Concerns", ""]

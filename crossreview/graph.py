@@ -322,11 +322,16 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         diff = DiffInfo(text="", files=[], added=0, removed=0)
         result = SolveResult(status="error", usage=result.usage, calls=result.calls, log=result.log,
                              error=f"its change could not be taken from the worktree: {exc}")
-    tampering += tamper.detect_tampering(diff.files, tamper.config_texts(path, p["base_commit"], diff.files), shown)
+    configs = tamper.config_texts(path, p["base_commit"], diff.files)
+    tampering += tamper.detect_tampering(diff.files, configs, shown)
+    texts: dict = {}
     if "{tests}" not in task.verifier_command:
-        # The verifier runs the repository's own tests (the gate's default): editing them is editing the judge.
+        # The verifier runs the repository's own tests (the gate's default): editing them is editing the
+        # judge, and so is a new test that patches what they test.
         texts = tamper.repo_test_texts(path, p["base_commit"], diff.files)
         tampering += [t for t in tamper.repo_test_edits(diff.files, texts) if t not in tampering]
+        tampering += [t for t in tamper.repo_shadowing(path, p["base_commit"], diff.files) if t not in tampering]
+    test_files = tamper.judge_files(diff.files, texts, configs)
     if len(diff.text) > MAX_DIFF_CHARS and result.status == "ok":
         # Every checkpoint, the ledger and each reviewer would carry it: an error, never reviewed or accepted.
         result = SolveResult(status="error", usage=result.usage, calls=result.calls, log=result.log,
@@ -349,6 +354,7 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         calls=result.calls,
         log=result.log,
         tampering=tampering,
+        test_files=test_files,
     )
     ctx.pm.hook.crossreview_candidate_solved(task=task, task_run=p["task_run"], candidate=cand)
     crash_point("solve", "after", spec.name)

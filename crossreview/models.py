@@ -228,6 +228,10 @@ class Candidate(BaseModel):
     tampering: list[str] = Field(default_factory=list)
     """Why this candidate may fake its test results (crossreview.tamper); such a candidate is never
     accepted automatically."""
+    test_files: list[str] = Field(default_factory=list)
+    """The files of its change that decide how it is tested — the repository's tests where they judge it
+    (the gate), conftest.py, pytest's configuration — as "path (new|changed|deleted|tests added|...)"
+    (crossreview.tamper.judge_files). Shown to the human whether or not any of them is a problem."""
 
     @property
     def seconds(self) -> float:

@@ -45,6 +45,7 @@ def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict
                 "lines_removed": c.lines_removed,
                 "seconds": round(c.seconds, 2),
                 "tampering": c.tampering,
+                "test_files": c.test_files,
                 "diff": diff,
             }
         )
@@ -128,6 +129,14 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
                            style="bold red"))
         for agent, why in tampering:
             console.print(Text(f"  ! {agent}: {why}", style="red"))
+        console.print()
+
+    judging = [(c["agent"], f) for c in p["candidates"] for f in c.get("test_files") or []]
+    if judging:
+        # Even when nothing above is flagged: a change to the tests that judge it is worth the human's look.
+        console.print(Text("Tests and test configuration it changes", style="bold"))
+        for agent, f in judging:
+            console.print(f"  {agent}: {f}", markup=False, highlight=False)  # file names a candidate chose
         console.print()
 
     table = Table(title="Candidates", title_justify="left", show_lines=False)

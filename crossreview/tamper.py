@@ -11,6 +11,14 @@ with the reasons found here.
 and, for the two files where only a section matters (pyproject.toml,
 setup.cfg), at their text before and after. The helpers at the bottom do the
 reading (git, the worktree) for the graph.
+
+Where the verifier runs the repository's own tests (the gate), those tests
+are the judge: ``repo_test_edits`` flags a change that edits or deletes one,
+or whose new tests reach beyond themselves (``test_reach``: a new test file
+that patches the code under test for the tests that run after it), and
+``shadowing_modules`` one that adds a second module of a name the repository
+has. ``judge_files`` lists every test and pytest configuration file a change
+touches, flagged or not, for the human.
 """
 
 from __future__ import annotations
@@ -270,6 +278,334 @@ _APPLIES_TO_EVERY_TEST = {"pytestmark", "setup_module", "teardown_module", "setu
                           "setUpModule", "tearDownModule", "setup", "teardown", "load_tests"}
 
 
+# --- test code a change adds: does it reach beyond its own tests? ---------------
+#
+# Where the verifier runs the repository's own tests, a change's new tests run in the same pytest process
+# as the tests that judge it. A new test file that replaces ``calc.add`` at import (or in a test that runs
+# first, or through a patcher nothing stops) makes a broken ``add`` pass tests it never touched. What a
+# test does to itself and undoes when it ends (the ``monkeypatch`` fixture, ``with mock.patch(...)``,
+# ``@mock.patch``) cannot reach them, so those stay allowed. This is a reading of the code, not a proof:
+# it catches what a test file has to write to mend the code under test in plain sight, and the reasons
+# say where; code the change hides elsewhere (in a module its tests import) is the change itself, for
+# the reviewers to read.
+
+_PER_TEST_FIXTURES = {"self", "cls", "tmp_path", "tmpdir", "capsys", "capfd", "capsysbinary", "capfdbinary",
+                      "caplog", "recwarn", "monkeypatch", "mocker"}
+"""Parameters whose objects are made for one test: changing them reaches nothing else."""
+_SCOPED_PATCHERS = {"monkeypatch", "mocker"}
+"""Fixtures that undo every patch they made when the test ends."""
+_MUTATING_METHODS = {"append", "extend", "insert", "update", "setdefault", "pop", "popitem", "clear", "remove",
+                     "discard", "__setitem__", "__delitem__", "__setattr__", "__delattr__"}
+_REFLECTIVE_CALLS = {"getattr", "vars", "globals", "locals", "__import__", "import_module", "reload"}
+"""Calls whose result is (or reaches) a module or another file's object, whatever the arguments."""
+_RUNS_BUILT_CODE = {"exec", "eval", "compile", "__import__"}
+_LONG_LIVED_SCOPES = {"session", "package"}
+
+
+def _dotted(node) -> str | None:
+    """``a.b.c`` for a Name/Attribute chain, else None."""
+    import ast
+
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        return ".".join([node.id, *reversed(parts)])
+    return None
+
+
+def _call_name(call) -> str:
+    """The last name of what a call calls (``mock.patch.object(...)`` -> ``object``)."""
+    import ast
+
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else (func.id if isinstance(func, ast.Name) else "")
+
+
+def _is_patch_call(node) -> bool:
+    """``patch(...)``, ``mock.patch(...)``, ``patch.object/dict/multiple(...)``, ``MonkeyPatch()`` and
+    ``MonkeyPatch.context()``: a patch that lasts until something undoes it."""
+    import ast
+
+    if not isinstance(node, ast.Call):
+        return False
+    dotted = _dotted(node.func) or ""
+    parts = dotted.split(".")
+    return (parts[-1] in ("patch", "MonkeyPatch") or parts[-2:] == ["MonkeyPatch", "context"]
+            or (len(parts) > 1 and parts[-2] == "patch" and parts[-1] in ("object", "dict", "multiple")))
+
+
+def _fixture_scope(func) -> str | None:
+    """The ``scope=`` of a ``@pytest.fixture(...)`` decorator ("function" when none; "?" when not a literal)."""
+    import ast
+
+    for d in func.decorator_list:
+        target = d.func if isinstance(d, ast.Call) else d
+        if (_dotted(target) or "").split(".")[-1] != "fixture":
+            continue
+        for kw in d.keywords if isinstance(d, ast.Call) else ():
+            if kw.arg == "scope":
+                return kw.value.value if isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str) else "?"
+        return "function"
+    return None
+
+
+class _Reach:
+    """Finds where test code changes something it did not make for itself (see above)."""
+
+    def __init__(self, tree) -> None:
+        import ast
+
+        self.ast = ast
+        self.tree = tree
+        self.modules: set[str] = set()  # names bound by `import x`: calling x.update() is a function call
+        self.tainted: set[str] = {"__builtins__"}
+        self.findings: list[tuple[int, str]] = []
+        self._taint()
+
+    # what reaches beyond this file: imported names, what pytest passes in, and aliases of either
+    def _taint(self) -> None:
+        ast = self.ast
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    name = alias.asname or alias.name.split(".")[0]
+                    self.tainted.add(name)
+                    self.modules.add(name)
+            elif isinstance(node, ast.ImportFrom):
+                self.tainted.update(alias.asname or alias.name for alias in node.names if alias.name != "*")
+        fixtures = {f.name: f for f in ast.walk(self.tree)
+                    if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and _fixture_scope(f) is not None}
+        by_pytest: set[str] = set()  # parameters of tests and fixtures: pytest passes them fixtures
+        for node in ast.walk(self.tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                # pytest calls tests and fixtures with fixtures (or @mock.patch's mocks): only a fixture of
+                # this file that hands out a module reaches beyond. A helper's parameters are whatever its
+                # caller passes, a module included.
+                called_by_pytest = not isinstance(node, ast.Lambda) and (
+                    node.name.startswith("test") or _fixture_scope(node) is not None
+                    or any(_is_patch_call(d) for d in node.decorator_list))
+                a = node.args
+                for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
+                    if arg is None or arg.arg in _PER_TEST_FIXTURES:
+                        continue
+                    if called_by_pytest:
+                        by_pytest.add(arg.arg)
+                    else:
+                        self.tainted.add(arg.arg)
+        changed = True
+        while changed:  # aliases of aliases (m = calc; n = m), fixtures that return one
+            changed = False
+            for name, fixture in fixtures.items():
+                hands_out = any(isinstance(n, (ast.Return, ast.Yield)) and n.value is not None and self.refers(n.value)
+                                for n in ast.walk(fixture))
+                if hands_out and name in by_pytest and name not in self.tainted:
+                    self.tainted.add(name)
+                    changed = True
+            for node in ast.walk(self.tree):
+                pairs = []
+                if isinstance(node, ast.Assign):
+                    pairs = [(t, node.value) for t in node.targets]
+                elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.NamedExpr)) and node.value is not None:
+                    pairs = [(node.target, node.value)]
+                elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+                    pairs = [(node.target, node.iter)]
+                elif isinstance(node, (ast.With, ast.AsyncWith)):
+                    pairs = [(i.optional_vars, i.context_expr) for i in node.items if i.optional_vars is not None]
+                for target, value in pairs:
+                    if not self.refers(value):
+                        continue
+                    for t in ast.walk(target):
+                        name = _dotted(t) if isinstance(t, (ast.Name, ast.Attribute)) else None
+                        if name and name not in self.tainted:
+                            self.tainted.add(name)
+                            changed = True
+
+    def refers(self, node) -> bool:
+        """Whether ``node`` evaluates to (a part of) something this file did not make for itself."""
+        ast = self.ast
+        if isinstance(node, ast.Name):
+            return node.id in self.tainted
+        if isinstance(node, ast.Attribute):
+            return _dotted(node) in self.tainted or self.refers(node.value)
+        if isinstance(node, (ast.Subscript, ast.Starred)):
+            return self.refers(node.value)
+        if isinstance(node, ast.Call):
+            # the result of an ordinary call (calc.Thing()) is a new object; getattr(calc, "x") is not
+            return _call_name(node) in _REFLECTIVE_CALLS
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            return any(self.refers(e) for e in node.elts)
+        if isinstance(node, ast.Dict):
+            return any(self.refers(v) for v in node.values)
+        if isinstance(node, ast.IfExp):
+            return self.refers(node.body) or self.refers(node.orelse)
+        if isinstance(node, ast.BoolOp):
+            return any(self.refers(v) for v in node.values)
+        if isinstance(node, ast.NamedExpr):
+            return self.refers(node.value)
+        return False
+
+    def find(self) -> list[tuple[int, str]]:
+        """(line, what) for each place the code reaches beyond its own tests."""
+        self._visit(self.tree.body, where="import", scoped_names=set())
+        seen: set[tuple[int, str]] = set()
+        return sorted(f for f in self.findings if not (f in seen or seen.add(f)))
+
+    def _flag(self, node, what: str) -> None:
+        self.findings.append((getattr(node, "lineno", 0), what))
+
+    def _visit(self, body, where: str, scoped_names: set[str], patching: bool = False) -> None:
+        """``where``: "import" (module or class body: runs while pytest collects, before any test),
+        "test" (a test or a fixture that ends with its test) or "session" (a fixture that outlives it)."""
+        for stmt in body:
+            self._statement(stmt, where, scoped_names, patching)
+
+    def _statement(self, stmt, where: str, scoped_names: set[str], patching: bool) -> None:
+        ast = self.ast
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if stmt.name in _SCOPED_PATCHERS:
+                self._flag(stmt, f"defines its own `{stmt.name}` fixture, so `{stmt.name}` no longer undoes its "
+                                 "patches when a test ends")
+            for d in stmt.decorator_list:  # @mock.patch(...) lasts for the call of what it decorates
+                self._expressions(d, where, scoped_names, patching, decorator=True)
+            for default in [*stmt.args.defaults, *stmt.args.kw_defaults]:
+                if default is not None:
+                    self._expressions(default, where, scoped_names, patching)
+            scope = _fixture_scope(stmt)
+            inner = "session" if (where == "session" or scope in _LONG_LIVED_SCOPES or scope == "?") else "test"
+            self._visit(stmt.body, inner, scoped_names, patching)
+            return
+        if isinstance(stmt, ast.ClassDef):
+            for d in stmt.decorator_list:
+                self._expressions(d, where, scoped_names, patching, decorator=True)
+            self._visit(stmt.body, where, scoped_names, patching)  # a class body runs at import
+            return
+        if isinstance(stmt, (ast.With, ast.AsyncWith)):
+            names, opens_patch = set(scoped_names), False
+            for item in stmt.items:
+                if _is_patch_call(item.context_expr) or self._scoped_patcher_call(item.context_expr, scoped_names):
+                    opens_patch = True
+                    self._patch_here(item.context_expr, where, scoped=True)
+                    for arg in [*item.context_expr.args, *(k.value for k in item.context_expr.keywords)]:
+                        self._expressions(arg, where, scoped_names, patching)
+                    opened = _dotted(item.context_expr.func) or ""
+                    if isinstance(item.optional_vars, ast.Name) and opened.endswith("MonkeyPatch.context"):
+                        names.add(item.optional_vars.id)  # `with MonkeyPatch.context() as mp`: mp undoes on exit
+                else:
+                    self._expressions(item.context_expr, where, scoped_names, patching)
+                if item.optional_vars is not None:
+                    self._expressions(item.optional_vars, where, scoped_names, patching)
+            self._visit(stmt.body, where, names, patching or opens_patch)
+            return
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            if patching:
+                self._flag(stmt, "imports a module while a patch is active: what the module takes from the "
+                                 "patched code it keeps after the patch is undone")
+            if any(alias.name.split(".")[0] == "ctypes" for alias in stmt.names) or (
+                    isinstance(stmt, ast.ImportFrom) and (stmt.module or "").split(".")[0] == "ctypes"):
+                self._flag(stmt, "imports ctypes, which can rewrite any object in the test run")
+            return
+        if isinstance(stmt, ast.Assign):
+            for t in stmt.targets:
+                if isinstance(t, ast.Name) and t.id == "pytest_plugins":
+                    self._flag(stmt, "sets `pytest_plugins`, which loads plugins into the whole test run")
+        for child in ast.iter_child_nodes(stmt):
+            if isinstance(child, ast.stmt):
+                self._statement(child, where, scoped_names, patching)
+            else:
+                self._expressions(child, where, scoped_names, patching)
+
+    def _scoped_patcher_call(self, node, scoped_names: set[str]) -> bool:
+        """``mocker.patch(...)`` / ``monkeypatch.context()``: a fixture that undoes it when the test ends."""
+        root = _dotted(node.func).split(".")[0] if isinstance(node, self.ast.Call) and _dotted(node.func) else ""
+        return root in _SCOPED_PATCHERS or root in scoped_names
+
+    def _patch_here(self, node, where: str, scoped: bool) -> None:
+        what = _dotted(node.func) or "patch"
+        if where == "import":
+            self._flag(node, f"patches with `{what}(...)` at import, while pytest collects the repository's tests")
+        elif where == "session":
+            self._flag(node, f"patches with `{what}(...)` in a session- or package-scoped fixture, which stays "
+                             "for the tests that run after this file's")
+        elif not scoped:
+            self._flag(node, f"starts a patch with `{what}(...)` that nothing undoes (use it in a `with` or as a "
+                             "decorator, or use the `monkeypatch` fixture)")
+
+    def _expressions(self, node, where: str, scoped_names: set[str], patching: bool, decorator: bool = False) -> None:
+        ast = self.ast
+        for sub in ast.walk(node):
+            if isinstance(sub, (ast.Attribute, ast.Subscript)) and isinstance(sub.ctx, (ast.Store, ast.Del)):
+                receiver = sub.value
+                if self.refers(receiver) or (isinstance(sub, ast.Attribute) and _dotted(sub) in self.tainted
+                                             and "." in (_dotted(sub) or "")):
+                    verb = "deletes" if isinstance(sub.ctx, ast.Del) else "assigns"
+                    shown = ast.unparse(sub)[:80]
+                    self._flag(sub, f"{verb} `{shown}`, which stays changed for the tests that run after it "
+                                    "(the `monkeypatch` fixture would undo it when the test ends)")
+            elif isinstance(sub, ast.Call):
+                name, dotted = _call_name(sub), _dotted(sub.func) or ""
+                if isinstance(sub.func, ast.Name) and name in ("setattr", "delattr") and sub.args and (
+                        self.refers(sub.args[0]) or not isinstance(sub.args[0], ast.Name)):
+                    self._flag(sub, f"calls `{name}({ast.unparse(sub.args[0])[:40]}, ...)` on something it did not "
+                                    "make, which stays changed for the tests that run after it")
+                elif (isinstance(sub.func, ast.Name) and name in _RUNS_BUILT_CODE | {"reload"}) \
+                        or dotted.endswith("importlib.reload"):
+                    self._flag(sub, f"calls `{name}(...)`: code it builds or reloads at run time cannot be checked")
+                elif self._scoped_patcher_call(sub, scoped_names):  # mocker.patch(...): undone with its test
+                    if where == "import" or where == "session":
+                        self._patch_here(sub, where, scoped=True)
+                elif _is_patch_call(sub):
+                    if not (decorator and where != "session"):
+                        self._patch_here(sub, where, scoped=False)
+                elif isinstance(sub.func, ast.Attribute) and name in _MUTATING_METHODS:
+                    receiver = sub.func.value
+                    bare_module = isinstance(receiver, ast.Name) and receiver.id in self.modules
+                    if self.refers(receiver) and not bare_module and _dotted(receiver) != "sys.path":
+                        self._flag(sub, f"calls `{ast.unparse(sub.func)[:80]}(...)`, which changes another module's "
+                                        "state for the tests that run after it")
+
+
+def test_reach(source: str, lines: set[int] | None = None) -> list[tuple[int, str]] | None:
+    """Where test code changes something beyond its own tests, as (line, what); None when it is not Python.
+
+    Flagged: assigning or deleting an attribute or item of an imported module or object (or an alias of
+    one, or a fixture's value), ``setattr``/``delattr`` on one, calling a mutating method on module state
+    (``sys.modules.update``; ``sys.path`` is allowed), a mock patch or ``MonkeyPatch()`` that nothing
+    undoes, any patch at import or in a session- or package-scoped fixture, imports while a patch is
+    active, ``exec``/``eval``/``compile``/``__import__``/``reload``, ``ctypes``, ``pytest_plugins``, and
+    a redefined ``monkeypatch``/``mocker`` fixture. Allowed: the ``monkeypatch`` and ``mocker`` fixtures,
+    ``with mock.patch(...)``, ``@mock.patch(...)`` and changes to what the test made itself (``self.x``).
+    ``lines``: report only findings on these lines (the lines a change added to an existing file).
+    """
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    found = _Reach(tree).find()
+    return [f for f in found if lines is None or f[0] in lines]
+
+
+def _added_lines(before: str, after: str) -> set[int]:
+    """1-based numbers of the lines of ``after`` that ``before`` did not have."""
+    import difflib
+
+    ops = difflib.SequenceMatcher(None, before.splitlines(), after.splitlines(), autojunk=False).get_opcodes()
+    return {j + 1 for tag, _, _, j1, j2 in ops if tag in ("insert", "replace") for j in range(j1, j2)}
+
+
+_MAX_REACH_PER_FILE = 3
+
+
+def _reach_reasons(raw: str, found: list[tuple[int, str]]) -> list[str]:
+    reasons = [f"{raw}:{line}: {what}" for line, what in found[:_MAX_REACH_PER_FILE]]
+    if len(found) > _MAX_REACH_PER_FILE:
+        reasons.append(f"{raw}: and {len(found) - _MAX_REACH_PER_FILE} more places like these")
+    return reasons
+
+
 def repo_test_edits(files: list[str], texts: Mapping[str, tuple[str | None, str | None]]) -> list[str]:
     """Reasons for the repository's own tests a candidate changed or deleted.
 
@@ -278,7 +614,9 @@ def repo_test_edits(files: list[str], texts: Mapping[str, tuple[str | None, str 
     ``{tests}``: the gate's default), those tests are the judge: a change
     that edits, deletes or shadows one can make itself pass. New tests (a new
     file, or test functions added to a Python test file without touching or
-    shadowing what it had) are fine.
+    shadowing what it had) are fine, as long as their code does not reach
+    beyond their own tests (``test_reach``): a new test that patches the code
+    under test for the tests that run after it is an edit of the judge.
     """
     reasons = []
     for raw in files:
@@ -286,13 +624,112 @@ def repo_test_edits(files: list[str], texts: Mapping[str, tuple[str | None, str 
             continue
         before, after = texts[raw]
         if before is None:
-            continue  # a new file: new tests
-        if after is None:
+            # A new file: new tests, unless its code reaches into what the repository's tests check.
+            found = test_reach(after) if raw.endswith(".py") and after else None
+            reasons += _reach_reasons(raw, found or [])
+        elif after is None:
             reasons.append(f"{raw}: deletes a test of the repository, whose own tests the verifier runs")
         elif not (raw.endswith(".py") and only_adds_tests(before, after)):
             reasons.append(f"{raw}: changes a test of the repository, whose own tests the verifier runs "
                            "(adding tests is fine; changing or shadowing existing ones is for a human to check)")
+        else:
+            # Tests appended to an existing file: the added lines are held to what a new file is.
+            reasons += _reach_reasons(raw, test_reach(after, _added_lines(before, after)) or [])
     return reasons
+
+
+_NOT_SHADOWING = {"conftest", "__init__", "__main__", "setup"}
+"""Module names every folder may have (conftest.py is flagged on its own)."""
+
+
+def _top_level(path: str, files: set[str]) -> tuple[str, str]:
+    """(importable top-level name, the path that provides it) of a .py file: its package's top folder,
+    climbing while the folder holding it has an ``__init__.py``, or the module itself."""
+    parts = PurePosixPath(path).parts
+    i = len(parts) - 1
+    while i > 0 and "/".join(parts[:i]) + "/__init__.py" in files:
+        i -= 1
+    name = parts[i][:-3] if i == len(parts) - 1 else parts[i]
+    return name, "/".join(parts[: i + 1])
+
+
+def shadowing_modules(added: list[str], base_files: set[str], head_files: set[str]) -> list[str]:
+    """Reasons for new .py files that bring a second module (or package) of a name the repository has.
+
+    A test the change adds can put that file's folder first on ``sys.path`` and import it: every later
+    ``import calc`` of the repository's tests then gets the change's ``calc``, not the code under test.
+    A module moved (the base's copy gone at head) is not a second one.
+    """
+    base: dict[str, set[str]] = {}
+    for f in base_files:
+        if f.endswith(".py"):
+            name, where = _top_level(f, base_files)
+            base.setdefault(name, set()).add(where)
+    reasons, seen = [], set()
+    for raw in sorted(added):
+        if not raw.endswith(".py"):
+            continue
+        name, where = _top_level(raw, head_files)
+        if name in _NOT_SHADOWING or name not in base or where in base[name] or where in seen:
+            continue
+        seen.add(where)  # one reason per new package, not per file in it
+        still = sorted(w for w in base[name] if any(h == w or h.startswith(w + "/") for h in head_files))
+        if still:
+            reasons.append(f"{raw}: a second module named `{name}` beside the repository's {still[0]}; a test "
+                           "that puts its folder first on sys.path makes the repository's tests import it "
+                           "instead of the code under test")
+    return reasons
+
+
+def tracked_files(worktree: Path, commit: str) -> set[str]:
+    """The paths of every file in ``commit`` (git ls-tree), read without running the repository's config."""
+    proc = subprocess.run(
+        ["git", "ls-tree", "-r", "-z", "--name-only", commit], cwd=worktree, capture_output=True,
+        env={"GIT_CONFIG_NOSYSTEM": "1", "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent"},
+    )
+    return {p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p} if proc.returncode == 0 else set()
+
+
+def repo_shadowing(worktree: Path, base_commit: str, files: list[str]) -> list[str]:
+    """``shadowing_modules`` for a change in ``worktree`` (its changed ``files``) over ``base_commit``."""
+    if not any(f.endswith(".py") for f in files):
+        return []
+    base = tracked_files(worktree, base_commit)
+    added = [f for f in files if f not in base and (worktree / f).is_file()]
+    gone = {f for f in files if not (worktree / f).exists()}
+    return shadowing_modules(added, base, (base - gone) | set(added))
+
+
+def judge_files(files: list[str], test_texts: Mapping[str, tuple[str | None, str | None]],
+                configs: Mapping[str, tuple[str | None, str | None]] | None = None) -> list[str]:
+    """The files of a change that decide how it is tested, each as ``"path (how)"``, for the human.
+
+    ``test_texts`` is ``repo_test_texts``'s answer (the repository's tests, where they judge the change;
+    {} otherwise) and ``configs`` ``config_texts``'s. Lists every such file, harmless or not, so a
+    packet or a pull request comment can say "this change also touches its tests" even when the
+    tests alone would have decided; why a file is a problem is in ``Candidate.tampering``.
+    """
+    out = []
+    configs = configs or {}
+    for raw in files:
+        name = PurePosixPath(raw).name
+        if raw in test_texts:
+            before, after = test_texts[raw]
+            if before is None:
+                how = "new"
+            elif after is None:
+                how = "deleted"
+            elif raw.endswith(".py") and only_adds_tests(before, after):
+                how = "tests added"
+            else:
+                how = "changed"
+            out.append(f"{raw} ({'conftest.py, ' if name == 'conftest.py' else ''}{how})")
+        elif name == "conftest.py":
+            out.append(f"{raw} (conftest.py)")
+        elif name in PYTEST_CONFIG_FILES or (name in SECTIONED_CONFIG_FILES
+                                             and (raw not in configs or pytest_section_changed(name, *configs[raw]))):
+            out.append(f"{raw} (pytest configuration)")
+    return out
 
 
 def repo_test_texts(worktree: Path, base_commit: str, files: list[str]) -> dict[str, tuple[str | None, str | None]]:

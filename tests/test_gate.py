@@ -1006,7 +1006,6 @@ PATCHING_TESTS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="not caught yet: the gate accepts it (exit 0, 'pr passes 2/2 tests')")
 @pytest.mark.parametrize("how", sorted(PATCHING_TESTS))
 def test_a_pr_whose_new_test_file_patches_the_code_under_test_is_never_accepted(tmp_path, cli, how):
     """The repository's tests (unchanged) judge the pull request; a new test file that monkeypatches the
@@ -1019,3 +1018,99 @@ def test_a_pr_whose_new_test_file_patches_the_code_under_test_is_never_accepted(
     assert r.returncode == 3, (r.returncode, report["reason"])
     assert report["decision"] == "escalated"
     assert "tests/test_aaa.py:" in report["reason"], report["reason"]
+
+
+def test_a_pr_whose_new_tests_import_a_second_calc_first_is_never_accepted(tmp_path, cli):
+    """No patch to see: the new test puts a folder of its own first on sys.path and imports the `calc`
+    there, so the repository's `from calc import add` gets that one, not the code under test."""
+    repo = make_repo(tmp_path, config=None)
+    head = pr_branch(repo, "feature", {
+        **FAILING,
+        "tests/fakes/calc.py": CALC,
+        "tests/test_aaa.py": "import sys, pathlib\nsys.path.insert(0, str(pathlib.Path(__file__).parent / 'fakes'))\n"
+                             "import calc\n\n\ndef test_ok():\n    assert calc.add(1, 1) == 2\n",
+    })
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
+    report = json.loads(r.stdout)
+    assert r.returncode == 3, (r.returncode, report["reason"])
+    assert "tests/fakes/calc.py: a second module named `calc` beside the repository's src/calc.py" in report["reason"]
+
+
+# New tests that patch only for themselves, and undo it when they end: nothing reaches the repository's tests.
+ORDINARY_NEW_TESTS = _SRC_ON_PATH + '''\
+import os
+from unittest import mock
+
+import pytest
+
+import calc
+
+
+@pytest.fixture
+def numbers():
+    return {"a": 1}
+
+
+def test_env(monkeypatch):
+    monkeypatch.setenv("CALC_MODE", "fast")
+    monkeypatch.setattr(calc, "add", lambda a, b: 0)
+    assert calc.add(1, 2) == 0 and os.environ["CALC_MODE"] == "fast"
+
+
+def test_with_patch(numbers):
+    numbers["b"] = 2
+    with mock.patch.object(calc, "add", return_value=7) as fake:
+        fake.return_value = 7
+        assert calc.add(1, 2) == 7
+
+
+@mock.patch("calc.add")
+def test_decorated(fake):
+    fake.return_value = 5
+    assert calc.add(0, 0) == 5
+
+
+class TestSub:
+    def setup_method(self):
+        self.total = 0
+
+    def test_sub(self):
+        self.total = calc.sub(3, 1)
+        assert self.total == 2
+'''
+
+
+def test_a_pr_adding_ordinary_tests_that_patch_only_themselves_is_accepted_and_named(tmp_path, cli, fake_github):
+    """The repository's tests still judge the change, and nothing the new file does outlives its own
+    tests: the tests decide as usual. The comment still names the tests the pull request touches."""
+    repo = make_repo(tmp_path, config=None)
+    more = TEST_CALC + "\n\ndef test_add_negative():\n    assert add(-1, -1) == -2\n"
+    head = pr_branch(repo, "feature", {**GOOD, "tests/test_new.py": ORDINARY_NEW_TESTS, "tests/test_calc.py": more})
+    env = gh_env(tmp_path, api=fake_github.url)
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo, env=env)
+    report = json.loads(r.stdout)
+    assert r.returncode == 0, (report["reason"], report["candidates"][0]["tampering"])
+    pr = report["candidates"][0]
+    assert pr["tampering"] == [] and pr["tests_passed"] == pr["tests_total"] == 6
+    assert pr["test_files"] == ["tests/test_calc.py (tests added)", "tests/test_new.py (new)"]
+    comment = fake_github.comments[7][0]["body"]
+    assert "Tests and test configuration this pull request changes" in comment
+    assert "`tests/test_new.py (new)`" in comment
+
+
+def test_tests_appended_to_an_existing_file_that_patch_are_never_accepted(tmp_path, cli, fake_github):
+    """Lines only added to the repository's test file, no test shadowed or name rebound — but one of them
+    rewrites the code of the `add` the file's old test already imported."""
+    repo = make_repo(tmp_path, config=None)
+    patch = "_c.add.__code__ = (lambda a, b: a + b).__code__"
+    more = TEST_CALC + f"\n\nimport calc as _c\n\n{patch}\n\n\ndef test_add_zero():\n    assert add(0, 0) == 0\n"
+    head = pr_branch(repo, "feature", {**FAILING, "tests/test_calc.py": more})
+    env = gh_env(tmp_path, api=fake_github.url)
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo, env=env)
+    report = json.loads(r.stdout)
+    assert r.returncode == 3, (r.returncode, report["reason"])
+    line = more.splitlines().index(patch) + 1
+    assert f"tests/test_calc.py:{line}: assigns `_c.add.__code__`" in report["reason"], report["reason"]
+    assert report["candidates"][0]["tests_passed"] == 2  # the patch works: the tests alone would accept it
+    summary = (tmp_path / "summary.md").read_text()
+    assert "`tests/test_calc.py (tests added)`" in summary and "Never accepted on test results alone" in summary

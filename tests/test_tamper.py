@@ -321,3 +321,134 @@ def test_the_bases_pytest_configuration_says_where_its_tests_are():
     assert parse_test_layout({"setup.cfg": "[tool:pytest]\ntestpaths = t2\n"}) == PytestLayout((), ("t2",))
     assert parse_test_layout({"pyproject.toml": "[tool.black]\n", "tox.ini": "[tox]\n"}) == PytestLayout()
     assert parse_test_layout({"pyproject.toml": "not toml ["}) == PytestLayout()
+
+
+# --- new test code that reaches beyond its own tests (where the repository's tests judge the change) -----
+
+_SRC = "import sys\nsys.path.insert(0, 'src')\nimport calc\n"
+
+
+@pytest.mark.parametrize("code, expect", [
+    ("calc.add = lambda a, b: a + b\n", (4, "assigns `calc.add`")),
+    ("def test_first():\n    calc.add = lambda a, b: a + b\n", (5, "assigns `calc.add`")),
+    ("class TestX:\n    calc.add = None\n", (5, "assigns `calc.add`")),
+    ("m = calc\nn = m\nsetattr(n, 'add', None)\n", (6, "calls `setattr(n, ...)`")),
+    ("def fix(mod):\n    mod.add = None\n\nfix(calc)\n", (5, "assigns `mod.add`")),
+    ("import pytest\n\n@pytest.fixture\ndef mod():\n    return calc\n\ndef test_x(mod):\n    del mod.add\n",
+     (11, "deletes `mod.add`")),
+    ("from calc import add\nadd.__code__ = None\n", (5, "assigns `add.__code__`")),
+    ("getattr(calc, 'TABLE')['x'] = 1\n", (4, "assigns `getattr(calc, 'TABLE')['x']`")),
+    ("sys.modules['calc'] = None\n", (4, "assigns `sys.modules['calc']`")),
+    ("sys.modules.update(calc=None)\n", (4, "calls `sys.modules.update(...)`")),
+    ("import os\nos.environ['CALC_FAST'] = '1'\n", (5, "assigns `os.environ['CALC_FAST']`")),
+    ("from unittest import mock\n\ndef test_x():\n    mock.patch('calc.add').start()\n",
+     (7, "starts a patch with `mock.patch(...)` that nothing undoes")),
+    ("from unittest import mock\nwith mock.patch('calc.add'):\n    pass\n", (5, "at import")),
+    ("import pytest\nfrom unittest import mock\n\n@pytest.fixture(scope='session', autouse=True)\ndef f():\n"
+     "    with mock.patch('calc.add'):\n        yield\n", (9, "session- or package-scoped fixture")),
+    ("from unittest import mock\n\ndef test_x():\n    with mock.patch('calc.add'):\n        import helpers\n",
+     (8, "imports a module while a patch is active")),
+    ("import pytest\n\n@pytest.fixture\ndef monkeypatch():\n    return pytest.MonkeyPatch()\n",
+     (7, "defines its own `monkeypatch` fixture")),
+    ("exec('calc.add = None')\n", (4, "calls `exec(...)`")),
+    ("import importlib\nimportlib.reload(calc)\n", (5, "calls `reload(...)`")),
+    ("import ctypes\n", (4, "imports ctypes")),
+    ("pytest_plugins = ['calc_plugin']\n", (4, "sets `pytest_plugins`")),
+], ids=lambda v: v[:28] if isinstance(v, str) else None)
+def test_new_test_code_that_reaches_beyond_its_own_tests_is_found(code, expect):
+    from crossreview.tamper import test_reach
+
+    found = test_reach(_SRC + code)
+    line, what = expect
+    assert any(f[0] == line and what in f[1] for f in found), found
+
+
+@pytest.mark.parametrize("code", [
+    "def test_x(monkeypatch):\n    monkeypatch.setattr(calc, 'add', None)\n    monkeypatch.setenv('A', '1')\n"
+    "    monkeypatch.setitem(sys.modules, 'calc', None)\n",
+    "def test_x(mocker):\n    fake = mocker.patch('calc.add')\n    fake.return_value = 3\n",
+    "from unittest import mock\n\ndef test_x():\n    with mock.patch.object(calc, 'add', return_value=1) as fake:\n"
+    "        fake.side_effect = None\n",
+    "from unittest import mock\n\n@mock.patch('calc.add')\n@mock.patch.dict('os.environ', {'A': '1'})\n"
+    "def test_x(fake):\n    fake.return_value = 3\n",
+    "import pytest\n\ndef test_x():\n    with pytest.MonkeyPatch.context() as mp:\n"
+    "        mp.setattr(calc, 'add', None)\n",
+    "import pytest\n\n@pytest.fixture\ndef case():\n    return {'a': 1}\n\n"
+    "@pytest.mark.parametrize('n', [1])\ndef test_x(case, n):\n    case['b'] = n\n",
+    "class TestX:\n    def setup_method(self):\n        self.calls = []\n\n    def test_x(self):\n"
+    "        self.calls.append(calc.add(1, 2))\n        thing = calc.Thing()\n        thing.size = 3\n"
+    "        setattr(thing, 'name', 'x')\n        out = {}\n        out['k'] = calc.add(1, 1)\n",
+    "sys.path.insert(0, 'tests/helpers')\nsys.path.append('lib')\n\ndef test_x():\n    assert calc.add(1, 2) == 3\n",
+], ids=["monkeypatch", "mocker", "with-patch", "decorators", "monkeypatch-context", "own-fixture-value",
+        "own-objects", "sys-path"])
+def test_new_test_code_that_patches_only_itself_is_not_flagged(code):
+    """What a test makes for itself, and patches undone when it ends, reach none of the repository's tests."""
+    from crossreview.tamper import test_reach
+
+    assert test_reach(_SRC + code) == []
+
+
+def test_lines_appended_to_a_test_file_are_held_to_what_a_new_file_is():
+    from crossreview.tamper import repo_test_edits, test_reach
+
+    base = _SRC + "\n\ndef test_a():\n    assert calc.add(1, 2) == 3\n"
+    # no name the file had is bound again (that is an edit already): an alias, then a patch through it
+    patched = base + "\n\nimport calc as _c\n_c.add = lambda a, b: a + b\n"
+    [why] = repo_test_edits(["tests/test_a.py"], {"tests/test_a.py": (base, patched)})
+    line = patched.splitlines().index("_c.add = lambda a, b: a + b") + 1
+    assert why.startswith(f"tests/test_a.py:{line}: assigns `_c.add`"), why
+    test_b = "\n\ndef test_b():\n    pass\n"
+    assert repo_test_edits(["tests/test_a.py"], {"tests/test_a.py": (base, base + test_b)}) == []
+    # what the file already did is not the change's doing
+    assert repo_test_edits(["tests/test_a.py"], {"tests/test_a.py": (patched, patched + test_b)}) == []
+    assert test_reach("def broken(:\n") is None  # not Python: pytest fails to collect it, nothing to find
+    # a new file: every place is named, up to three, then counted
+    many = _SRC + "".join(f"calc.x{i} = {i}\n" for i in range(5))
+    reasons = repo_test_edits(["tests/test_n.py"], {"tests/test_n.py": (None, many)})
+    assert [r.split(": ")[0] for r in reasons] == ["tests/test_n.py:4", "tests/test_n.py:5", "tests/test_n.py:6",
+                                                   "tests/test_n.py"]
+    assert reasons[-1] == "tests/test_n.py: and 2 more places like these"
+
+
+def test_a_second_module_of_a_name_the_repository_has_is_found():
+    from crossreview.tamper import shadowing_modules
+
+    base = {"src/calc.py", "tests/test_calc.py", "pkg/__init__.py", "pkg/a.py"}
+
+    def added(*files, gone=()):
+        return shadowing_modules(list(files), base, (base - set(gone)) | set(files))
+
+    [why] = added("tests/fakes/calc.py")
+    assert why.startswith("tests/fakes/calc.py: a second module named `calc` beside the repository's src/calc.py")
+    [why] = added("vendor/pkg/__init__.py", "vendor/pkg/b.py")  # one reason per package
+    assert why.startswith("vendor/pkg/__init__.py: a second module named `pkg` beside the repository's pkg")
+    assert added("pkg/b.py", "src/calc_extra.py", "tests/sub/conftest.py", "tests/test_more.py") == []
+    assert added("lib/calc.py", gone=["src/calc.py"]) == []  # moved, not doubled
+
+
+def test_the_files_that_judge_a_change_are_listed_for_the_human(tmp_path):
+    from crossreview.tamper import judge_files
+
+    base = "def test_a():\n    pass\n"
+    texts = {"tests/test_new.py": (None, base), "tests/test_a.py": (base, base + "\n\ndef test_b():\n    pass\n"),
+             "tests/test_old.py": (base, None), "tests/test_c.py": (base, "def test_a():\n    assert 0\n"),
+             "tests/conftest.py": (None, "")}
+    files = ["src/calc.py", *texts, "conftest.py", "pytest.ini", "pyproject.toml", "setup.cfg"]
+    configs = {"pyproject.toml": ("[tool.black]\n", "[tool.black]\nline-length = 99\n"),
+               "setup.cfg": ("", "[tool:pytest]\naddopts = -q\n")}
+    assert judge_files(files, texts, configs) == [
+        "tests/test_new.py (new)", "tests/test_a.py (tests added)", "tests/test_old.py (deleted)",
+        "tests/test_c.py (changed)", "tests/conftest.py (conftest.py, new)", "conftest.py (conftest.py)",
+        "pytest.ini (pytest configuration)", "setup.cfg (pytest configuration)"]
+    task = Task(id="t", path=tmp_path, instruction="x", repo_path=tmp_path)
+    cand = Candidate(agent="pr", spec="ref:x", test_files=["tests/test_new.py (new)"])
+    packet = build_packet(task, [cand], [], Decision(kind="escalated", reason="r"))
+    from io import StringIO
+
+    from rich.console import Console
+
+    from crossreview.packet import render_packet
+
+    buf = StringIO()
+    render_packet(Console(file=buf, width=200), {"id": "e-1", "run": "r", "packet": packet})
+    assert "Tests and test configuration it changes\n  pr: tests/test_new.py (new)" in buf.getvalue()
