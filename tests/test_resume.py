@@ -466,9 +466,9 @@ def test_decide_killed_after_recording_the_decision_is_finished_by_resume(cli, s
     assert stats["counts"]["escalations_decided"] == 1 and stats["counts"]["guided"] == (action[0] == "--guide")
 
 
-def test_spend_of_work_a_kill_cut_short_is_counted_and_seeds_the_resumed_budget(cli, suite, tmp_path):
-    """A solve that finished and spent, killed before it was checkpointed, is run again by resume: its
-    first spend never becomes a candidate, so only the spend journal still knows it."""
+def _paid_solve_killed_then_resumed(cli, suite, tmp_path) -> tuple[str, object]:
+    """A run whose one paid solve (150 tokens, $0.01) finished and was killed before it was
+    checkpointed, then resumed (the solve runs again): returns the run id and the resume's result."""
     make_task(suite)
     watch_agents(suite, tmp_path / "counts")
     paid = write(tmp_path / "paid.py", """
@@ -489,6 +489,14 @@ pathlib.Path(os.environ["CROSSREVIEW_USAGE_FILE"]).write_text(
     res = cli("resume", run["id"], "--json", env=env)
     assert res.returncode == 0, res.stderr
     assert invocations(tmp_path / "counts", "paid") == 2
+    return run["id"], res
+
+
+def test_spend_of_work_a_kill_cut_short_is_counted_and_seeds_the_resumed_budget(cli, suite, tmp_path):
+    """A solve that finished and spent, killed before it was checkpointed, is run again by resume: its
+    first spend never becomes a candidate, so only the spend journal still knows it."""
+    run_id, res = _paid_solve_killed_then_resumed(cli, suite, tmp_path)
+    run = {"id": run_id}
     # The task run records the solve that finished (150 tokens, $0.01); the journal both.
     [task] = res.json()["tasks"]
     assert (task["tokens"], task["cost"]) == (150, 0.01)
@@ -510,6 +518,17 @@ pathlib.Path(os.environ["CROSSREVIEW_USAGE_FILE"]).write_text(
         budget = session.context.budgets.suite(run["id"], {"max_cost": 1.0})
         assert (budget.tokens, round(budget.cost, 6)) == (300, 0.02)
     assert len(Ledger(state / "ledger.db").spend_by_task_run()) == 1  # seeding journaled nothing
+
+
+def test_the_report_shows_the_spend_of_work_cut_short_as_stats_does(cli, suite, tmp_path):
+    """`stats` showed what a kill cut short (spend the task runs' rows no longer hold); the report,
+    "the same figures with plots", left it out, so its total cost silently dropped the killed work."""
+    _paid_solve_killed_then_resumed(cli, suite, tmp_path)
+    res = cli("report", "-o", str(tmp_path / "r.html"))
+    assert res.returncode == 0, res.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "spent on work cut short" in html
+    assert "tokens 150, money $0.0100 in 1 task run(s)" in html
 
 
 def _hangs_when_guided(path: Path) -> Path:

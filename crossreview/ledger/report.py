@@ -410,7 +410,11 @@ def build_html(ledger, f: dict[str, Any]) -> str:
     else:
         out.append(_card("cost multiplier (agent-seconds)", R.times(m["agent_seconds"]),
                          f"tokens {R.times(m['tokens'])} · money {R.times(m['cost'])}"))
-    out.append(_card("total cost", R.money(co["cost"]), f"{R.tokens(co['tokens'])} tokens, {co['calls']} calls"))
+    cut = co["cut_short"]
+    out.append(_card("total cost", R.money(co["cost"]), f"{R.tokens(co['tokens'])} tokens, {co['calls']} calls"
+                     # What a kill cut short is spend too, but no task run's rows hold it: say so beside the
+                     # total, or a killed-and-resumed run reads cheaper than it was.
+                     + ("; plus work cut short (see Cost)" if cut["task_runs"] else "")))
     out.append(_card("escaped defects", R.frac(q["escaped_defects"]["count"], q["escaped_defects"]["of"]),
                      "accepted by consensus, holdout fails"))
     out.append(_card("reviewer agreement", R.kappa(ra["fleiss"]["kappa"]), "Fleiss' kappa"))
@@ -449,6 +453,9 @@ def build_html(ledger, f: dict[str, Any]) -> str:
     out.append(_table(["", "tokens", "money", "calls", "tokens / call", "money / call", "agent-seconds"], [
         [k, R.tokens(u["tokens"]), R.money(u["cost"]), u["calls"], R.num(u["tokens_per_call"]),
          R.dollars(u["cost_per_call"], 6), R.seconds(u["agent_seconds"])] for k, u in cost_rows]))
+    if cut["task_runs"]:
+        out.append("<p class='note'><b>spent on work cut short</b> (killed or crashed, redone by resume; not in the "
+                   f"table): {esc(R.cut_short(cut))}.</p>")
     if co["task_runs_costed"] != co["task_runs"]:
         out.append(f"<p class='note'>Costs cover {co['task_runs_costed']} of {co['task_runs']} task runs: task "
                    "runs parked in a ledger written before parked runs were recorded are costed when decided.</p>")
