@@ -7,6 +7,7 @@ for it, and resumes the run.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOOD_SOLUTION, approve_all_reviewer, cli_env, ledger_rows, make_task, wait_for
+from conftest import GOOD_SOLUTION, approve_all_reviewer, cli_env, ledger_rows, make_task, wait_for, write
 from fake_openai import fake_openai, llm_env, tools  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
@@ -254,3 +255,38 @@ def test_a_run_whose_calls_all_ended_has_nothing_in_flight(cli, suite, tmp_path,
     assert figures["cut_short"] == {"task_runs": 0, "tokens": 0, "cost": 0.0, "cost_known": 0.0,
                                     "calls_in_flight": 0}
     assert "spent on work cut short" not in cli("stats").stdout
+
+
+# --- a call is journaled as in flight when it is about to be sent, not seconds before ------------
+
+_FIRST_CALL = """
+import json, os, sys
+from crossreview.llm.client import ModelClient, load_litellm
+from crossreview.llm.settings import LLMSettings
+
+load_litellm()  # what the background import (prewarm) does before any call is journaled
+before = set(sys.modules)
+client = ModelClient(LLMSettings().resolve("openai/coder"))
+client.complete([{"role": "user", "content": "hello"}],
+                tools=[{"type": "function", "function": {"name": "finish", "parameters": {"type": "object",
+                                                                                        "properties": {}}}}])
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_first_model_call_imports_nothing_heavy_between_journal_and_send(tmp_path, fake_openai):
+    """A call is journaled as in flight (spend of unknown cost if the process dies) just before it is
+    sent. litellm's first completion imported some 500 modules (the OpenAI SDK's resources, litellm's
+    proxy types: 1.5 s here, far more with a dozen agents starting at once) after that row was
+    written: a run killed in those seconds was left with calls "in flight" the provider never saw,
+    and its cost unknown for good. The import done in the background (load_litellm) takes them."""
+    fake_openai.on("coder", [tools(("finish", {"summary": "done"}))])
+    script = write(tmp_path / "first_call.py", _FIRST_CALL)
+    res = subprocess.run([sys.executable, str(script)], env=cli_env(llm_env(fake_openai)), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert len(fake_openai.requests) == 1
+    imported = json.loads(res.stdout.strip().splitlines()[-1])
+    heavy = [m for m in imported if m.startswith(("openai.resources", "litellm.proxy", "httpcore", "h2."))]
+    assert not heavy, heavy[:20]
+    assert len(imported) < 60, imported

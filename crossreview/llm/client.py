@@ -80,8 +80,38 @@ def load_litellm() -> Any:
             _decide_mcp_skip(litellm)
             if hasattr(litellm, "telemetry"):
                 litellm.telemetry = False
+            _import_first_call_modules()
             _litellm = litellm
     return _litellm
+
+
+FIRST_CALL_MODULES = (
+    "openai.resources",  # the OpenAI SDK's resources, imported when litellm first builds a client (~1 s)
+    "litellm.proxy.openai_files_endpoints.common_utils",  # litellm's proxy types, read on every first call
+    "httpcore",
+    "h2.connection",
+    "jiter",
+)
+"""Modules litellm (1.106) imports lazily inside its first completion: some 500 of them, seconds
+when a dozen agents start at once."""
+
+
+def _import_first_call_modules() -> None:
+    """Import what litellm's first completion would, here (in the background import) instead.
+
+    A model call is journaled as in flight just before it is sent, so a kill while it waits counts
+    it as spend of unknown cost. litellm's first completion spent a second or more importing
+    modules between that journal row and the request: a run killed then kept calls "in flight"
+    that no provider ever saw, and its cost unknown for good; and the agent's first call timed
+    the imports as the model's answer. A module another litellm version lacks is simply skipped.
+    """
+    import importlib
+
+    for name in FIRST_CALL_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - an optional warm-up: litellm still imports what it needs
+            continue
 
 
 class ModelCallError(Exception):
