@@ -463,7 +463,8 @@ def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
     _sigterm_is_ctrl_c()
     try:
         outcome = resume_run(run_id, state_dir=state_dir, ledger=ledger, sandbox=sandbox,
-                             interactive=not no_input and not json_mode and stdin_is_interactive(), pm=pm)
+                             interactive=not no_input and not json_mode and stdin_is_interactive(), pm=pm,
+                             on_plan=lambda kept, todo: reporter.resuming(run_id, kept, todo))
     except UsageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -45,6 +45,20 @@ class TerminalReporter:
                 self.err.file.write(f"{task:<18} {plain}\n")
                 self.err.file.flush()
 
+    def resuming(self, run: str, kept: int, todo: int) -> None:
+        """A resume's first line: what it keeps and what it runs; its counter goes on from the kept."""
+        with self._lock:
+            self.total, self.done = kept + todo, kept
+        if self.quiet:
+            return
+        text = f"resuming {run}: {kept} task run(s) kept (finished or waiting for a human), {todo} to run"
+        with self._lock:
+            if self.err.is_terminal:
+                self.err.print(Text(text, style="dim"), highlight=False)
+            else:
+                self.err.file.write(text + "\n")
+                self.err.file.flush()
+
     @hookimpl
     def crossreview_task_started(self, task, task_run):
         self._line(task.id, Text(f"started ({task_run})", style="dim"))

@@ -871,8 +871,12 @@ def _latest_results(session: Session, run: str) -> list[str]:
     return [tr["decision"] for tr in session.ledger.task_runs(run)]
 
 
-def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | None = None, interactive: bool = False, pm: pluggy.PluginManager | None = None, sandbox: str | None = None) -> SuiteOutcome:
-    """Finish a run that crashed or was killed, keeping every finished branch."""
+def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | None = None, interactive: bool = False, pm: pluggy.PluginManager | None = None, sandbox: str | None = None,
+               on_plan: Callable[[int, int], None] | None = None) -> SuiteOutcome:
+    """Finish a run that crashed or was killed, keeping every finished branch.
+
+    ``on_plan(kept, todo)`` hears, before any work, how many task runs are kept as they are
+    (finished, or waiting for a human) and how many are to run (a face shows progress with it)."""
     pm = pm or plugins.get_plugin_manager()
     led = Ledger(ledger or state_dir / "ledger.db")
     row = led.get_run(run)
@@ -899,6 +903,8 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
         else:
             tasks.append(loaded)
     todo = [t for t in tasks if t.id not in done]
+    if on_plan is not None:
+        on_plan(len(done), len(todo) + len(errors))
     if todo:
         # Before the session opens (LangGraph's import, the checkpointer), where `run` builds them too.
         warm_up_agents(config["agents"], config.get("reviewers") or {}, pm)

@@ -242,6 +242,27 @@ def test_resume_reports_kept_task_runs_as_their_run_did(cli, suite, tmp_path):
     assert "(this resume)" in human.stdout
 
 
+def test_resume_says_what_it_keeps_and_counts_on_from_there(cli, suite, tmp_path):
+    """`run` counts its task runs ("[1/2] accepted"); `resume` printed no counter and nothing before
+    its first task started (seconds in), so a resumed overnight suite gave no idea how far it was."""
+    make_task(suite)
+    make_task(suite, "add2")
+    paid = write(tmp_path / "paid.py", """
+import json, os, pathlib
+pathlib.Path("calc.py").write_text("def add(a, b):\\n    return a + b\\n")
+pathlib.Path(os.environ["CROSSREVIEW_USAGE_FILE"]).write_text(
+    json.dumps({"tokens_in": 100, "tokens_out": 50, "cost": 0.01, "calls": 1}))
+""")
+    # The first task spends past the cap, so the second is not started: an error a resume runs again.
+    first = cli("run", str(suite), "--agent", f"p=command:{{python}} {paid}", "--jobs", "1", "--max-cost", "0.005",
+                "--json")
+    assert [t["decision"] for t in first.json()["tasks"]] == ["accepted", "error"], first.stderr
+    again = cli("resume", first.json()["run"])
+    lines = again.stderr.splitlines()
+    assert lines[0] == f"resuming {first.json()['run']}: 1 task run(s) kept (finished or waiting for a human), 1 to run"
+    assert any(line.startswith("add2") and "[2/2] error: not started: budget exhausted" in line for line in lines), lines
+
+
 def test_a_run_is_worked_on_by_one_process_at_a_time(cli, suite, tmp_path):
     make_task(suite)
     make_task(suite, "add2")
