@@ -195,3 +195,29 @@ def test_export_human_minutes_are_null_when_nobody_timed_the_decision(cli, suite
     assert rows["waiting"]["human_minutes"] is None
     stats = cli("stats", "--json").json()["human_time"]
     assert (stats["decided"], stats["unseen"], stats["waiting"]) == (1, 1, 1)
+
+
+def test_per_agent_figures_say_which_agent_each_name_stood_for(cli, suite, tmp_path):
+    """Agents are named a, b, c... unless named, so `stats` and `report` showed approval per "a" and
+    "b" with no word of which model that was: a researcher comparing three models could not read the
+    per-model figures. A name that meant another agent in another run shows both: its figures mix them."""
+    from conftest import make_task
+
+    make_task(suite)
+    first = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", "--json")
+    assert first.returncode == 0, first.stderr
+    stats = cli("stats", "--json").json()
+    by = {a["agent"]: a for a in stats["agents"]}
+    assert (by["a"]["specs"], by["b"]["specs"]) == (["oracle"], ["noop"])
+    assert by["a"]["reviewer_specs"] == ["tests"]
+    text = cli("stats").stdout
+    assert "oracle" in text and "noop" in text
+    res = cli("report", "-o", str(tmp_path / "r.html"))
+    assert res.returncode == 0, res.stderr
+    assert "<td>a</td><td>oracle (reviews with tests)</td>" in (tmp_path / "r.html").read_text()
+
+    again = cli("run", str(suite), "--agent", "noop", "--agent", "oracle", "--json")
+    assert again.returncode == 0, again.stderr
+    by = {a["agent"]: a for a in cli("stats", "--json").json()["agents"]}
+    assert by["a"]["specs"] == ["noop", "oracle"]
+    assert "mixed runs" in cli("stats").stdout

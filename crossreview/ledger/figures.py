@@ -502,6 +502,24 @@ def _matches_final(t: TR, v: dict) -> bool | None:
     return None
 
 
+def _specs_by_name(d: Data) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """What each agent name stood for in the runs of the counted task runs: its agent specs and
+    its reviewer specs. Names are a, b, c... unless given, so without this the per-agent figures
+    could not be read as per-model ones; a name that meant different models in different runs
+    shows them all."""
+    specs: dict[str, set[str]] = defaultdict(set)
+    reviewers: dict[str, set[str]] = defaultdict(set)
+    for run_id in {t.row["run"] for t in d.counted}:
+        cfg = (d.runs.get(run_id) or {}).get("config") or {}
+        for a in cfg.get("agents") or []:
+            if isinstance(a, dict) and a.get("name") and a.get("spec"):
+                specs[a["name"]].add(str(a["spec"]))
+        for name, spec in (cfg.get("reviewers") or {}).items():
+            if spec:
+                reviewers[name].add(str(spec))
+    return specs, reviewers
+
+
 def agents(d: Data) -> list[dict[str, Any]]:
     """Per agent: as reviewer (approval rate, agreement with the final decision and with
     the tests), as author (how often its candidates were approved, passed, won)."""
@@ -513,6 +531,7 @@ def agents(d: Data) -> list[dict[str, Any]]:
         for v in t.verdicts:
             if v["reviewer"] not in names:
                 names.append(v["reviewer"])
+    specs, reviewer_specs = _specs_by_name(d)
     out = []
     for name in sorted(names):
         given = Counter()
@@ -543,6 +562,8 @@ def agents(d: Data) -> list[dict[str, Any]]:
                 wins += 1
         out.append({
             "agent": name,
+            "specs": sorted(specs.get(name, ())),
+            "reviewer_specs": sorted(reviewer_specs.get(name, ())),
             "reviews": sum(given.values()),
             "approvals": given["approve"],
             "rejections": given["reject"],

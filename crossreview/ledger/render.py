@@ -62,6 +62,18 @@ def cut_short(c: dict[str, Any]) -> str:
     return f"tokens {tokens(c['tokens'])}, money {cost} in {c['task_runs']} task run(s)"
 
 
+def agent_specs(a: dict[str, Any]) -> str:
+    """What an agent name stood for: 'llm:openai/x', with its reviewer when that is another spec;
+    several when the name meant different agents in different runs (its figures mix them)."""
+    specs, reviewers = a.get("specs") or [], a.get("reviewer_specs") or []
+    text = " | ".join(specs) if specs else NA
+    if reviewers and reviewers != specs:
+        text += f" (reviews with {' | '.join(reviewers)})"
+    if len(specs) > 1:
+        text += " — mixed runs"
+    return text
+
+
 def times(x: float | None) -> str:
     return NA if x is None else f"{x:.2f}×"
 
@@ -165,11 +177,13 @@ def print_stats(console, f: dict[str, Any]) -> None:
             t.add_row(f"{p['a']} · {p['b']}", str(p["items"]), pct(p["agreement"]), kappa(p["kappa"]))
         console.print(t)
 
-    t = _table("Agents", "agent", "approves (as reviewer)", "approved (as author)", "matches final decision",
+    t = _table("Agents", "agent", "spec", "approves (as reviewer)", "approved (as author)", "matches final decision",
                "agrees with tests", "tests pass", "wins")
+    t.columns[1].justify = "left"  # a model's name reads from its start
     for a in f["agents"]:
         t.add_row(
             a["agent"],
+            agent_specs(a),
             frac(a["approvals"], a["approvals"] + a["rejections"], a["approval_rate"])
             + (f" +{a['abstentions']} abstained" if a["abstentions"] else ""),
             frac(a["approvals_received"], a["reviews_received"], a["approved_rate"]),

@@ -479,9 +479,9 @@ def build_html(ledger, f: dict[str, Any]) -> str:
 
     out.append("<h2 id='agents'>Agents: approval and accuracy</h2>")
     out.append(f"<div class='panel'>{p['agents']}</div>")
-    out.append(_table(["agent", "approves", "approved", "matches final decision", "agrees with tests",
+    out.append(_table(["agent", "spec", "approves", "approved", "matches final decision", "agrees with tests",
                        "tests pass", "wins"], [
-        [a["agent"], R.frac(a["approvals"], a["approvals"] + a["rejections"]),
+        [a["agent"], R.agent_specs(a), R.frac(a["approvals"], a["approvals"] + a["rejections"]),
          R.frac(a["approvals_received"], a["reviews_received"]), R.frac(a["matched_final"], a["scored"]),
          R.pct(a["agrees_with_tests"]), f"{a['candidates_passing']}/{a['candidates']}", a["wins"]]
         for a in f["agents"]]))
