@@ -420,6 +420,9 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
         _fail("give exactly one of --pick NAME, --reject, --guide TEXT")
     action = "pick" if pick is not None else "reject" if reject else "guide"
     human = HumanDecision(action=action, pick=pick, guide=guide, by=by or _user())
+    # Opened here, not by the library: Ledger() makes a missing file, and a mistyped --ledger
+    # would get an empty ledger and "no escalation" instead of "check the path".
+    location = open_ledger(state_dir, ledger).path
     out, err = _consoles(json_mode)
     pm = get_plugin_manager()
     # A guided round runs the agents again: show it as `run` does. A pick or a
@@ -428,11 +431,11 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
     pm.register(reporter, name="terminalreporter")
     _sigterm_is_ctrl_c()
     try:
-        result = decide_escalation(escalation_id, human, state_dir=state_dir, ledger=ledger, sandbox=sandbox, pm=pm)
+        result = decide_escalation(escalation_id, human, state_dir=state_dir, ledger=location, sandbox=sandbox, pm=pm)
     except UsageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        _interrupted(err, _run_of_escalation(escalation_id, ledger or state_dir / "ledger.db"))
+        _interrupted(err, _run_of_escalation(escalation_id, location))
     finally:
         pm.unregister(reporter)
     if json_mode:
@@ -455,6 +458,8 @@ def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
     from .reporting import TerminalReporter, print_errors, print_results_table, result_json, summary_line
     from .runner import UsageError, resume_run, stdin_is_interactive
 
+    # As decide: a mistyped --ledger is told so, and no empty ledger is made there.
+    location = open_ledger(state_dir, ledger).path
     out, err = _consoles(json_mode)
     pm = get_plugin_manager()
     reporter = TerminalReporter(out, err)
@@ -462,7 +467,7 @@ def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
     started = time.monotonic()
     _sigterm_is_ctrl_c()
     try:
-        outcome = resume_run(run_id, state_dir=state_dir, ledger=ledger, sandbox=sandbox,
+        outcome = resume_run(run_id, state_dir=state_dir, ledger=location, sandbox=sandbox,
                              interactive=not no_input and not json_mode and stdin_is_interactive(), pm=pm,
                              on_plan=lambda kept, todo: reporter.resuming(run_id, kept, todo))
     except UsageError as exc:

@@ -74,8 +74,8 @@ def _fail(message: str, code: int = 2) -> None:
 def open_ledger(state_dir: Path, ledger):
     """The ledger a command reads: --ledger (file or URL), else <state-dir>/ledger.db.
 
-    Every command that reads an existing ledger opens it here (inbox, show, runs, stats, report,
-    export, calibrate), so a missing one is told the same way: exit 2, and for a --ledger path
+    Every command that reads an existing ledger opens it here (inbox, show, decide, resume, runs,
+    stats, report, export, calibrate), so a missing one is told the same way: exit 2, and for a --ledger path
     the user typed, that it may be a typo and how to make a ledger there.
     """
     import shlex

@@ -225,6 +225,22 @@ def test_inbox_of_a_ledger_path_that_is_not_there_is_a_usage_error(cli, tmp_path
     assert "no ledger at team/ledgr.db: check the --ledger path (a typo?)" in said
 
 
+@pytest.mark.parametrize("args", [["decide", "e-123456", "--reject"], ["resume", "r-123456"]])
+def test_decide_and_resume_of_a_ledger_that_is_not_there_make_none(cli, tmp_path, args):
+    """As inbox, show and stats say it (ledger_cli.open_ledger): a --ledger the user typed that is
+    not there is likely a typo; without --ledger, nothing has run here yet. Neither makes a ledger."""
+    res = cli(*args, "--ledger", "team/ledgr.db")
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2 and res.stdout == "", res.stdout + res.stderr
+    assert "no ledger at team/ledgr.db: check the --ledger path (a typo?)" in said
+    assert "`crossreview run --ledger team/ledgr.db` makes a ledger there" in said
+    res = cli(*args)
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2 and "no ledger at .crossreview/ledger.db: run `crossreview run` first" in said
+    # Nothing made: no ledger (nor its folder) at the mistyped path or in the state dir.
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_a_broken_plugin_stops_what_runs_the_pipeline_but_not_what_reads_the_ledger(cli, parked, suite, tmp_path):
     """README, "Writing a plugin": a human still sees the escalation waiting, with one warning line
     naming the broken plugin and its package; what runs agents, reviewers, policies or hooks exits 2."""
