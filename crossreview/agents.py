@@ -87,9 +87,6 @@ class Reviewer(Protocol):
 
 def parse_spec(text: str, index: int) -> AgentSpec:
     """``NAME=SPEC`` or ``SPEC`` (named a, b, c, ... by position)."""
-    text = text.strip()
-    if not text:
-        raise SpecError("empty agent spec; write e.g. --agent oracle or --agent fast=command:./solve.sh")
     name, spec = split_named(text, "--agent")
     return AgentSpec(name=name or default_name(index), spec=spec)
 
@@ -107,10 +104,17 @@ def split_named(text: str, flag: str, names: set[str] | None = None) -> tuple[st
     Text before the first '=' that holds a ':' or is no valid name is part of the spec
     (``command:make FIX=1``). ``names``: the agents NAME must be one of (``--reviewer`` names an
     existing agent); None for ``--agent``, which names a new one. Raises SpecError, naming the
-    flag and the fix, for an empty NAME, a NAME not in ``names`` or an empty SPEC.
+    flag and the fix, for an empty text, an empty NAME, a NAME not in ``names`` or an empty SPEC.
+    Surrounding blanks are ignored; messages quote ``text`` as given.
     """
     example, bare_means = _NAMED_FLAGS[flag]
-    head, sep, rest = text.partition("=")
+    if not text.strip():
+        # Else the empty spec is looked up as a kind and reported as an unknown agent or reviewer ''.
+        what, name = ("agent", "x") if names is None else ("reviewer", min(names, default="a"))
+        leave_out = "" if names is None else f"; or leave out {flag} for each agent's default reviewer"
+        raise SpecError(f"{flag} {text!r}: the spec is empty; write the {what}, e.g. {flag} {example} {bare_means}, "
+                        f"or NAME=SPEC, e.g. {flag} {name}={example}{leave_out}")
+    head, sep, rest = text.strip().partition("=")
     rest = rest.strip()
     if sep and not head.strip():
         # No kind starts with '=': this is NAME=SPEC with the name left out, not a spec nobody registered.

@@ -150,6 +150,23 @@ def test_an_empty_spec_after_the_equals_sign_is_reported_as_such(cli, suite, fla
     assert "unknown" not in said
 
 
+@pytest.mark.parametrize("flag, value, fix", [
+    ("--agent", "", "write the agent, e.g. --agent oracle to be named by position, or NAME=SPEC, e.g. --agent x=oracle"),
+    ("--agent", " ", "e.g. --agent oracle"),
+    ("--reviewer", "", "write the reviewer, e.g. --reviewer tests to give it to every agent, or NAME=SPEC, "
+                       "e.g. --reviewer a=tests; or leave out --reviewer for each agent's default reviewer"),
+    ("--reviewer", " ", "e.g. --reviewer tests"),
+])
+def test_an_empty_unnamed_spec_is_reported_as_such(cli, suite, flag, value, fix):
+    """Not an unknown agent or reviewer '': the flag, what was given, and what to write instead."""
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", flag, value)
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2, res.stderr
+    assert f"{flag} {value!r}: the spec is empty" in said and fix in said
+    assert "unknown" not in said
+
+
 def test_run_json_with_every_task_broken_still_prints_one_document(cli, suite):
     broken = make_task(suite, "broken")
     (broken / "instruction.md").unlink()

@@ -394,7 +394,7 @@ def test_named_command_spec_with_equals_inside():
 
 
 def test_parse_spec_errors():
-    with pytest.raises(SpecError, match="empty agent spec"):
+    with pytest.raises(SpecError, match="--agent '  ': the spec is empty"):
         parse_spec("  ", 0)
     with pytest.raises(SpecError, match="the spec after 'b=' is empty"):
         parse_spec("b=", 0)
