@@ -68,6 +68,7 @@ def calibrate(max_escaped, confidence, output, since, suite, ledger, state_dir, 
     """
     from .ledger import LedgerError
     from .ledger.calibration import calibrate_ledger, default_path, save_calibration
+    from .packet import count_phrase
 
     led = open_ledger(state_dir, ledger)
     try:
@@ -84,7 +85,7 @@ def calibrate(max_escaped, confidence, output, since, suite, ledger, state_dir, 
         sys.exit(0 if cal.threshold is not None else 1)
     out = _console()
     c = cal.certificate
-    out.print(f"[bold]crossreview calibrate[/bold] · ledger {c.window.ledger} · {c.labeled} labeled task runs",
+    out.print(f"[bold]crossreview calibrate[/bold] · ledger {c.window.ledger} · {count_phrase(c.labeled, 'labeled task run')}",
               highlight=False)
     tried = [s for s in cal.steps if s.outcome in ("passed", "failed")]
     if tried:
@@ -107,15 +108,19 @@ def calibrate(max_escaped, confidence, output, since, suite, ledger, state_dir, 
             t.add_row(span, str(g[0].accepted), str(g[0].errors), f"{g[0].bound:.2%}", g[0].outcome)
         out.print(t)
     if c.waiting:
-        out.print(f"[yellow]warning:[/yellow] {c.waiting} task run(s) in this history wait for a human and have "
-                  f"no holdout results in the ledger (written before parked runs were recorded), so they are not labeled: the history leans "
-                  f"towards task runs decided automatically. Decide them (`crossreview inbox`) and calibrate again.",
+        # The verbs and pronouns follow the count as the noun does: "1 task run ... waits ... Decide it".
+        wait, they, them = (("waits for a human and has", "it is", "it") if c.waiting == 1 else
+                            ("wait for a human and have", "they are", "them"))
+        out.print(f"[yellow]warning:[/yellow] {count_phrase(c.waiting, 'task run')} in this history {wait} "
+                  f"no holdout results in the ledger (written before parked runs were recorded), so {they} not labeled: the history leans "
+                  f"towards task runs decided automatically. Decide {them} (`crossreview inbox`) and calibrate again.",
                   highlight=False)
     if cal.threshold is None:
         out.print(f"[bold yellow]no threshold passes[/bold yellow]: everything that is not a clear rejection "
                   f"escalates to a human. Certifying ≤{max_escaped:.1%} at {confidence:.0%} needs at least "
-                  f"{c.min_labeled} labeled task runs at or above a threshold with no error among them; "
-                  + (f"at least {c.needed_more} more labeled task runs are needed (if none of them is wrong and they "
+                  f"{count_phrase(c.min_labeled, 'labeled task run')} at or above a threshold with no error among them; "
+                  + (f"at least {count_phrase(c.needed_more, 'more labeled task run')} "
+                     f"{'is' if c.needed_more == 1 else 'are'} needed (if none of them is wrong and they "
                         f"score at or above the threshold that then passes; errors already in the history count)."
                      if c.needed_more else
                      "there are enough, but the first threshold with enough of them has too many errors "

@@ -185,11 +185,13 @@ def stats(since, suite, ledger, state_dir, calibration, json_mode):
 def report(output, since, suite, ledger, state_dir, calibration):
     """One self-contained HTML file with the figures and plots (opens offline, no server)."""
     from .ledger.report import write_report
+    from .packet import count_phrase
 
     led, figures = _figures(state_dir, ledger, since, suite, calibration, with_calibration=True)
     write_report(led, figures, output)
-    click.echo(f"wrote {output} ({figures['counts']['task_runs']} task runs, "
-               f"{figures['counts']['escalations']} escalations)")
+    counts = figures["counts"]
+    click.echo(f"wrote {output} ({count_phrase(counts['task_runs'], 'task run')}, "
+               f"{count_phrase(counts['escalations'], 'escalation')})")
 
 
 @click.command()
@@ -208,6 +210,7 @@ def export(fmt, output, since, suite, ledger, state_dir):
     """
     from .ledger import LedgerError
     from .ledger.export import task_run_rows, write_csv, write_jsonl
+    from .packet import count_phrase
 
     led = open_ledger(state_dir, ledger)
     try:
@@ -220,7 +223,7 @@ def export(fmt, output, since, suite, ledger, state_dir):
         return
     with open(output, "w", newline="", encoding="utf-8") as fh:
         writer(rows, fh)
-    click.echo(f"wrote {len(rows)} task runs to {output}", err=True)
+    click.echo(f"wrote {count_phrase(len(rows), 'task run')} to {output}", err=True)
 
 
 @click.command()
@@ -245,6 +248,7 @@ def merge(sources, ledger, state_dir):
     import tempfile
 
     from .ledger.merge import merge_into, open_source
+    from .packet import count_phrase
 
     dest = ledger if ledger is not None else state_dir / "ledger.db"
     for src in sources:
@@ -257,11 +261,12 @@ def merge(sources, ledger, state_dir):
         with tempfile.TemporaryDirectory(prefix="crossreview-merge-") as scratch:
             for src in sources:
                 got = merge_into(target, open_source(src, scratch))
-                click.echo(f"{src}: +{got.runs} runs, +{got.task_runs} task runs, +{got.escalations} escalations, "
-                           f"{got.decisions} decisions filled in")
+                click.echo(f"{src}: +{count_phrase(got.runs, 'run')}, +{count_phrase(got.task_runs, 'task run')}, "
+                           f"+{count_phrase(got.escalations, 'escalation')}, "
+                           f"{count_phrase(got.decisions, 'decision')} filled in")
     except LedgerError as exc:
         _fail(str(exc))
-    click.echo(f"merged {len(sources)} ledger(s) into {dest}")
+    click.echo(f"merged {count_phrase(len(sources), 'ledger')} into {dest}")
 
 
 def _accept_urls(group: click.Group) -> None:

@@ -77,7 +77,7 @@ def test_two_agents_that_agree_never_start_a_third(cli, suite, tmp_path):
     rep = cli("report", "-o", "r.html")
     assert rep.returncode == 0, rep.stderr
     html = (tmp_path / "r.html").read_text()
-    assert "Agents per task run (cascade)" in html and "1 solves, 4 reviews" in html
+    assert "Agents per task run (cascade)" in html and "1 solve, 4 reviews" in html
 
 
 def test_a_split_starts_exactly_one_more_agent_and_its_reviews(cli, suite, tmp_path):

@@ -256,7 +256,7 @@ def test_a_broken_plugin_stops_what_runs_the_pipeline_but_not_what_reads_the_led
         "stats": (["stats", "--json"], 0, '"escalations"'),
         "report": (["report"], 0, "wrote crossreview-report.html"),
         "export": (["export"], 0, run),
-        "merge": (["merge", ".crossreview/ledger.db", "--ledger", "team.db"], 0, "+1 escalations"),
+        "merge": (["merge", ".crossreview/ledger.db", "--ledger", "team.db"], 0, "+1 escalation"),
         "calibrate": (["calibrate"], 1, "no threshold passes"),
         "gc": (["gc"], 0, "removed 0 worktrees"),
     }
@@ -282,6 +282,21 @@ def test_a_broken_plugin_stops_what_runs_the_pipeline_but_not_what_reads_the_led
         assert "warning:" not in said and "Traceback" not in said, (name, said)
     # decide stopped before it recorded anything: the escalation still waits.
     assert [e["id"] for e in cli("inbox", "--json").json()["escalations"]] == [esc]
+
+
+def test_one_of_a_kind_is_counted_in_the_singular(cli, parked, tmp_path):
+    """A ledger with one run, one task run and one escalation: "1 escalation", never "1 escalations"."""
+    res = cli("report")
+    assert res.returncode == 0, res.stderr
+    assert "wrote crossreview-report.html (1 task run, 1 escalation)" in res.stdout
+    html = (tmp_path / "crossreview-report.html").read_text()
+    assert "1 suite run, 1 task run ·" in html and "1 of 1 task run escalated" in html
+    res = cli("export", "-o", "runs.jsonl")
+    assert res.returncode == 0 and "wrote 1 task run to runs.jsonl" in res.stderr, res.stderr
+    res = cli("merge", ".crossreview/ledger.db", "--ledger", "team.db")
+    assert res.returncode == 0, res.stderr
+    assert "+1 run, +1 task run, +1 escalation, 0 decisions filled in" in res.stdout
+    assert "merged 1 ledger into team.db" in res.stdout
 
 
 def test_two_deciders_at_once_exactly_one_wins(parked, monkeypatch):

@@ -209,7 +209,7 @@ def test_a_model_call_killed_in_flight_counts_as_work_cut_short_of_unknown_cost(
     assert figures["cut_short"] == {"task_runs": 1, "tokens": 0, "cost": None, "cost_known": 0.0,
                                     "calls_in_flight": 1}
     text = cli("stats").stdout
-    assert "spent on work cut short" in text and "1 model call(s) killed in flight" in text
+    assert "spent on work cut short" in text and "1 model call killed in flight" in text
     assert "money $0.0000 in" not in text  # unknown is never shown as $0
 
     # A resumed run starts its budget with the call as spend of unknown cost.

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..packet import count_phrase
+
 NA = "n/a"
 
 
@@ -58,8 +60,8 @@ def cut_short(c: dict[str, Any]) -> str:
     """The spend of work cut short: unknown money (model calls killed in flight) is never shown as $0."""
     flying = c.get("calls_in_flight") or 0
     cost = dollars(c["cost"], 4) if c["cost"] is not None else (
-        f"unknown (≥ ${c['cost_known']:.4f}: {flying} model call(s) killed in flight, their cost unknown)")
-    return f"tokens {tokens(c['tokens'])}, money {cost} in {c['task_runs']} task run(s)"
+        f"unknown (≥ ${c['cost_known']:.4f}: {count_phrase(flying, 'model call')} killed in flight, their cost unknown)")
+    return f"tokens {tokens(c['tokens'])}, money {cost} in {count_phrase(c['task_runs'], 'task run')}"
 
 
 def agent_specs(a: dict[str, Any]) -> str:
@@ -143,7 +145,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
         ("task runs", f"{c['task_runs']}: {c['accepted']} accepted, {c['rejected']} rejected, {c['waiting']} waiting for a human"),
         ("decided by consensus", f"{c['by_consensus']['accepted']} accepted, {c['by_consensus']['rejected']} rejected"),
         ("decided by a human", f"{c['by_human']['accepted']} accepted, {c['by_human']['rejected']} rejected"
-                               + (f" ({c['guided']} guided round(s))" if c["guided"] else "")),
+                               + (f" ({count_phrase(c['guided'], 'guided round')})" if c["guided"] else "")),
     ], note="; ".join(extra) or None))
 
     console.print(_kv("Interventions", [
@@ -168,7 +170,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
     ra = f["reviewer_agreement"]
     fl = ra["fleiss"]
     console.print(_kv("Reviewer agreement", [
-        ("Fleiss' kappa", kappa(fl["kappa"]) + (f" over {fl['subjects']} candidates, {fl['ratings']} verdicts"
+        ("Fleiss' kappa", kappa(fl["kappa"]) + (f" over {count_phrase(fl['subjects'], 'candidate')}, {count_phrase(fl['ratings'], 'verdict')}"
                                                 if fl["subjects"] else "")),
     ], note=fl.get("note")))
     if ra["pairs"]:
@@ -196,7 +198,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
 
     co = f["cost"]
     t = _table("Cost" + ("" if co["task_runs_costed"] == co["task_runs"] else
-                         f" (of {co['task_runs_costed']} task runs whose spending is in the ledger)"),
+                         f" (of {count_phrase(co['task_runs_costed'], 'task run')} whose spending is in the ledger)"),
                "", "tokens", "money", "calls", "tokens/call", "money/call", "agent-seconds")
 
     def usage_row(name: str, u: dict) -> None:
@@ -225,7 +227,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
 
     q = f["quality"]
     if q["task_runs_with_holdout"]:
-        t = _table(f"Decision quality (holdout tests, {q['task_runs_with_holdout']} task runs)", "", "count", "rate")
+        t = _table(f"Decision quality (holdout tests, {count_phrase(q['task_runs_with_holdout'], 'task run')})", "", "count", "rate")
         for key, label in (("escaped_defects", "escaped defects (accepted, holdout fails)"),
                            ("wrong_rejections", "wrong rejections (rejected, a candidate passes holdout)"),
                            ("needless_escalations", "needless escalations (majority's pick passes holdout)"),
@@ -237,7 +239,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
         console.print("[bold]Decision quality[/bold]: no task has holdout/ tests, nothing to score against")
 
     s = f["agreement_score"]
-    rows = [("mean agreement score", num(s["mean"], 3) + f" over {s['task_runs']} task runs")]
+    rows = [("mean agreement score", num(s["mean"], 3) + f" over {count_phrase(s['task_runs'], 'task run')}")]
     for k, v in s["by_outcome"].items():
         rows.append((f"  {k}", f"{num(v['mean'], 3)} ({v['task_runs']})"))
     console.print(_kv("Agreement score (crossreview/ledger/score.py)", rows))
@@ -253,7 +255,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
             ("agents started per task run", f"mean {num(ap['mean_agents_used'], 2)} of {num(ap['mean_agents_configured'], 2)} "
                                             f"configured ({ap['stopped_early']}/{ap['task_runs']} stopped early)"),
             ("agent runs / always all", f"{ap['agents_used']}/{ap['agents_configured']} = {times(ap['agent_runs_ratio'])}"),
-            ("not started", f"{ap['solves_saved']} solves, {ap['reviews_saved']} reviews"),
+            ("not started", f"{count_phrase(ap['solves_saved'], 'solve')}, {count_phrase(ap['reviews_saved'], 'review')}"),
             ("tokens", saved(ap["tokens"], lambda x: tokens(None if x is None else int(round(x))))),
             ("money", saved(ap["cost"], dollars)),
             ("agent-seconds", saved(ap["agent_seconds"], seconds)),
@@ -265,7 +267,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
         rows = [
             ("policy file", str(cal["file"])),
             ("threshold", cal["summary"]),
-            ("computed on", f"{w['ledger']}: {cert['labeled']} labeled task runs, {(w['first'] or '?')[:19]} → "
+            ("computed on", f"{w['ledger']}: {count_phrase(cert['labeled'], 'labeled task run')}, {(w['first'] or '?')[:19]} → "
                             f"{(w['last'] or '?')[:19]}" + (f", suite {w['suite']}" if w.get("suite") else "")),
             ("computed at", str(cert["computed"])[:19]),
             ("recent task runs (after the window)",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..models import utcnow
+from ..packet import count_phrase
 from . import render as R
 
 GREEN, RED, AMBER, BLUE, PURPLE, GREY = "#2e9d5b", "#d1495b", "#e8a33d", "#00798c", "#5b4b8a", "#9aa5b1"
@@ -264,7 +265,7 @@ def plots(f: dict[str, Any]) -> dict[str, str]:
         yes, n = approvals.get(rev, {}).get(cand, (0, 0))
         if not n:
             return None, "n/a", f"{rev} never reviewed {cand}"
-        return yes / n, f"{yes / n * 100:.0f}% ({yes}/{n})", f"{rev} approved {yes} of {n} candidates by {cand}"
+        return yes / n, f"{yes / n * 100:.0f}% ({yes}/{n})", f"{rev} approved {yes} of {count_phrase(n, 'candidate')} by {cand}"
 
     out["approval_matrix"] = heatmap("approval_matrix", "Who approves whom", names, names, approve_cell, lo=0, hi=1,
                                      row_title="reviewer", col_title="author of the candidate")
@@ -278,7 +279,7 @@ def plots(f: dict[str, Any]) -> dict[str, str]:
             n = p["items"] if p else 0
             return None, f"n/a ({n})", (p or {}).get("note") or "no shared candidates"
         return p["kappa"], f"{p['kappa']:.2f} ({p['items']})", (
-            f"Cohen's kappa {p['kappa']:.3f} over {p['items']} candidates both reviewed; same verdict "
+            f"Cohen's kappa {p['kappa']:.3f} over {count_phrase(p['items'], 'candidate')} both reviewed; same verdict "
             f"{R.pct(p['agreement'])}")
 
     reviewers = f["reviewer_agreement"]["reviewers"]
@@ -396,11 +397,11 @@ def build_html(ledger, f: dict[str, Any]) -> str:
            f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
            f"<title>crossreview report</title><style>{CSS}</style></head><body><main>"]
     out.append(f"<h1>crossreview report</h1><div class='sub'>ledger {esc(f['ledger'])} · "
-               f"{c['runs']} suite runs, {c['task_runs']} task runs" + (" · " + esc(", ".join(scope)) if scope else "")
+               f"{count_phrase(c['runs'], 'suite run')}, {count_phrase(c['task_runs'], 'task run')}" + (" · " + esc(", ".join(scope)) if scope else "")
                + f" · generated {esc(utcnow().strftime('%Y-%m-%d %H:%M UTC'))}</div>")
     # Benefit next to its cost, always.
     out.append("<div class='cards'>")
-    out.append(_card("intervention rate", R.pct(iv["rate"]), f"{iv['escalated']} of {iv['task_runs']} task runs escalated"))
+    out.append(_card("intervention rate", R.pct(iv["rate"]), f"{iv['escalated']} of {count_phrase(iv['task_runs'], 'task run')} escalated"))
     out.append(_card("human minutes per escalation", R.num(ht["median_minutes"]),
                      f"median; p90 {R.num(ht['p90_minutes'])}; {R.num(ht['minutes_per_100_task_runs'])} per 100 task runs"
                      + (f"; {ht['unseen']} decided without being shown (time unknown, left out)" if ht["unseen"] else "")))
@@ -411,7 +412,7 @@ def build_html(ledger, f: dict[str, Any]) -> str:
         out.append(_card("cost multiplier (agent-seconds)", R.times(m["agent_seconds"]),
                          f"tokens {R.times(m['tokens'])} · money {R.times(m['cost'])}"))
     cut = co["cut_short"]
-    out.append(_card("total cost", R.money(co["cost"]), f"{R.tokens(co['tokens'])} tokens, {co['calls']} calls"
+    out.append(_card("total cost", R.money(co["cost"]), f"{R.tokens(co['tokens'])} tokens, {count_phrase(co['calls'], 'call')}"
                      # What a kill cut short is spend too, but no task run's rows hold it: say so beside the
                      # total, or a killed-and-resumed run reads cheaper than it was.
                      + ("; plus work cut short (see Cost)" if cut["task_runs"] else "")))
@@ -457,7 +458,7 @@ def build_html(ledger, f: dict[str, Any]) -> str:
         out.append("<p class='note'><b>spent on work cut short</b> (killed or crashed, redone by resume; not in the "
                    f"table): {esc(R.cut_short(cut))}.</p>")
     if co["task_runs_costed"] != co["task_runs"]:
-        out.append(f"<p class='note'>Costs cover {co['task_runs_costed']} of {co['task_runs']} task runs: task "
+        out.append(f"<p class='note'>Costs cover {co['task_runs_costed']} of {count_phrase(co['task_runs'], 'task run')}: task "
                    "runs parked in a ledger written before parked runs were recorded are costed when decided.</p>")
     ap = f.get("agents_per_task")
     if ap and ap["task_runs"]:
@@ -466,7 +467,7 @@ def build_html(ledger, f: dict[str, Any]) -> str:
                                             f"{R.num(ap['mean_agents_configured'], 2)} configured "
                                             f"({ap['stopped_early']}/{ap['task_runs']} stopped early)"],
             ["agent runs / always all", f"{ap['agents_used']}/{ap['agents_configured']} = {R.times(ap['agent_runs_ratio'])}"],
-            ["not started", f"{ap['solves_saved']} solves, {ap['reviews_saved']} reviews"],
+            ["not started", f"{count_phrase(ap['solves_saved'], 'solve')}, {count_phrase(ap['reviews_saved'], 'review')}"],
             ["money saved (estimate)", R.dollars(ap["cost"]["saved"]) if ap["cost"]["saved"] is not None else "unknown"],
         ]) + "<p class='note'>Saving estimated at the mean solve and review of the same task runs.</p>")
 
@@ -474,7 +475,7 @@ def build_html(ledger, f: dict[str, Any]) -> str:
     out.append(f"<div class='panel'><h3>Who approves whom</h3>{p['approval_matrix']}</div>")
     out.append(f"<div class='panel'><h3>Cohen's kappa per pair (shared candidates)</h3>{p['agreement_matrix']}"
                f"<p class='note'>Fleiss' kappa over all verdicts: {esc(R.kappa(ra['fleiss']['kappa']))}"
-               + (f" ({ra['fleiss']['subjects']} candidates, {ra['fleiss']['ratings']} verdicts)" if ra["fleiss"]["subjects"] else "")
+               + (f" ({count_phrase(ra['fleiss']['subjects'], 'candidate')}, {count_phrase(ra['fleiss']['ratings'], 'verdict')})" if ra["fleiss"]["subjects"] else "")
                + (f": {esc(ra['fleiss']['note'])}" if ra["fleiss"].get("note") else "") + "</p></div></div>")
 
     out.append("<h2 id='agents'>Agents: approval and accuracy</h2>")
@@ -497,7 +498,7 @@ def build_html(ledger, f: dict[str, Any]) -> str:
                          ("human_errors", "human errors (picked one that fails holdout, or rejected a passing one)"))]))
     s = f["agreement_score"]
     out.append("<h3>Agreement score: what accepting by threshold would have done</h3>")
-    out.append(f"<p class='note'>Mean {esc(R.num(s['mean'], 3))} over {s['task_runs']} task runs; "
+    out.append(f"<p class='note'>Mean {esc(R.num(s['mean'], 3))} over {count_phrase(s['task_runs'], 'task run')}; "
                + ", ".join(f"{esc(k)} {esc(R.num(v['mean'], 3))}" for k, v in s["by_outcome"].items())
                + ". Definition: crossreview/ledger/score.py.</p>")
     out.append(_table(["threshold", "would accept", "escalations avoided", "picks with holdout", "of them fail holdout"],
@@ -511,7 +512,7 @@ def build_html(ledger, f: dict[str, Any]) -> str:
         out.append(_table(["", "value"], [
             ["policy file", esc(str(cal["file"]))],
             ["threshold", esc(cal["summary"])],
-            ["computed on", esc(f"{w['ledger']}: {cert['labeled']} labeled task runs, {(w['first'] or '?')[:19]} → "
+            ["computed on", esc(f"{w['ledger']}: {count_phrase(cert['labeled'], 'labeled task run')}, {(w['first'] or '?')[:19]} → "
                                 f"{(w['last'] or '?')[:19]}")],
             ["recent task runs (after the window)", esc(str(dr["recent"]))],
         ], raw=True, cls="text"))
