@@ -246,6 +246,48 @@ def heavy_imports(args: list[str]) -> subprocess.CompletedProcess:
                           text=True, env=cli_env(), timeout=60)
 
 
+# --- an installed plugin, real to importlib.metadata: entry point and package name -------------
+
+BROKEN_PLUGINS = {
+    # A plugin author's mistakes, each one a module for fake_installed_plugin: name: (module source, what
+    # crossreview's error must say). test_plugins checks every one; other tests install "boom" (never imports).
+    "typo": ("from crossreview.hookspecs import hookimpl\n"
+             "@hookimpl\ndef crossreview_register_agent(register):\n    pass\n",
+             ["plugin 'typo'", "crossreview-typo", "crossreview_register_agent,",
+              "did you mean crossreview_register_agents"]),
+    "argname": ("from crossreview.hookspecs import hookimpl\n"
+                "@hookimpl\ndef crossreview_register_agents(reg):\n    pass\n",
+                ["plugin 'argname'", "crossreview-argname", "def crossreview_register_agents(register)"]),
+    "boom": ("import no_such_module_for_crossreview\n",
+             ["plugin 'boom'", "cannot be imported", "no_such_module_for_crossreview", "pip uninstall crossreview-boom"]),
+    "twice": ("from crossreview.hookspecs import hookimpl\n"
+              "@hookimpl\ndef crossreview_register_agents(register):\n    register('oracle', object, help='mine')\n",
+              ["plugin 'twice'", "crossreview-twice", "agent kind 'oracle'", "crossreview.default_plugins.offline_agents",
+               "another name"]),
+    "selftwice": ("from crossreview.hookspecs import hookimpl\n"
+                  "@hookimpl\ndef crossreview_register_policies(register):\n"
+                  "    class P:\n        def decide(self, c, v): pass\n"
+                  "    register('mine', P())\n    register('mine', P())\n",
+                  ["plugin 'selftwice'", "crossreview-selftwice", "policy 'mine'", "registers already"]),
+    "nodeco": ("def crossreview_register_agents(register):\n    register('nodeco', object)\n",
+               ["plugin 'nodeco'", "not marked as a hook", "@hookimpl"]),
+    "regbad": ("from crossreview.hookspecs import hookimpl\n"
+               "@hookimpl\ndef crossreview_register_agents(register):\n    register('regbad')\n",
+               ["plugin 'regbad'", "crossreview-regbad", "TypeError", "register(name, factory, help=...)"]),
+}
+
+
+def fake_installed_plugin(root: Path, name: str, source: str) -> Path:
+    """A folder that, on PYTHONPATH, is an installed package declaring the crossreview entry point NAME."""
+    site = root / f"site-{name}"
+    info = site / f"crossreview_{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / f"crossreview_{name}.py").write_text(source)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: crossreview-{name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[crossreview]\n{name} = crossreview_{name}\n")
+    return site
+
+
 # --- a crossreview process SIGKILLed at the worst moment of starting a sandbox -------------
 
 KILL_MOMENTS = ("before-bwrap", "bwrap-releasing-its-sandbox", "bwrap-setting-up-its-sandbox")

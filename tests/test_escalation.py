@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from conftest import approve_all_reviewer, counting_agent, git_branches, invocations, ledger_rows, make_task, watch_agents
-from test_plugins import BROKEN_PLUGINS, REPO, fake_installed_plugin
+from conftest import (BROKEN_PLUGINS, REPO_ROOT, approve_all_reviewer, counting_agent, fake_installed_plugin, git_branches,
+                      invocations, ledger_rows, make_task, watch_agents)
 
 
 @pytest.fixture
@@ -247,7 +247,7 @@ def test_a_broken_plugin_stops_what_runs_the_pipeline_but_not_what_reads_the_led
     from crossreview.cli import NEEDS_PLUGINS, WORKS_WITHOUT_PLUGINS, main
 
     site = fake_installed_plugin(tmp_path, "boom", BROKEN_PLUGINS["boom"][0])
-    env = {**parked["env"], "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    env = {**parked["env"], "PYTHONPATH": os.pathsep.join([str(site), str(REPO_ROOT)])}
     esc, run = parked["id"], parked["run"]
     reads = {  # command: (arguments, exit code, what its output says)
         "inbox": (["inbox", "--json"], 0, esc),

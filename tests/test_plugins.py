@@ -18,7 +18,7 @@ from crossreview.hookspecs import hookimpl
 from crossreview.models import Decision, HumanDecision
 from crossreview.runner import RunOptions, run_suite
 
-from conftest import make_task
+from conftest import BROKEN_PLUGINS, REPO_ROOT, fake_installed_plugin, make_task
 
 SAMPLE = Path(__file__).parent / "sample_plugin"
 HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("crossreview_"))
@@ -187,52 +187,11 @@ def test_every_hook_is_exercised_by_the_recorder():
 
 # --- a plugin author's mistakes: each one names the plugin and the fix --------
 
-REPO = Path(__file__).resolve().parents[1]
-
-BROKEN_PLUGINS = {
-    # name: (module source, what the error must say)
-    "typo": ("from crossreview.hookspecs import hookimpl\n"
-             "@hookimpl\ndef crossreview_register_agent(register):\n    pass\n",
-             ["plugin 'typo'", "crossreview-typo", "crossreview_register_agent,",
-              "did you mean crossreview_register_agents"]),
-    "argname": ("from crossreview.hookspecs import hookimpl\n"
-                "@hookimpl\ndef crossreview_register_agents(reg):\n    pass\n",
-                ["plugin 'argname'", "crossreview-argname", "def crossreview_register_agents(register)"]),
-    "boom": ("import no_such_module_for_crossreview\n",
-             ["plugin 'boom'", "cannot be imported", "no_such_module_for_crossreview", "pip uninstall crossreview-boom"]),
-    "twice": ("from crossreview.hookspecs import hookimpl\n"
-              "@hookimpl\ndef crossreview_register_agents(register):\n    register('oracle', object, help='mine')\n",
-              ["plugin 'twice'", "crossreview-twice", "agent kind 'oracle'", "crossreview.default_plugins.offline_agents",
-               "another name"]),
-    "selftwice": ("from crossreview.hookspecs import hookimpl\n"
-                  "@hookimpl\ndef crossreview_register_policies(register):\n"
-                  "    class P:\n        def decide(self, c, v): pass\n"
-                  "    register('mine', P())\n    register('mine', P())\n",
-                  ["plugin 'selftwice'", "crossreview-selftwice", "policy 'mine'", "registers already"]),
-    "nodeco": ("def crossreview_register_agents(register):\n    register('nodeco', object)\n",
-               ["plugin 'nodeco'", "not marked as a hook", "@hookimpl"]),
-    "regbad": ("from crossreview.hookspecs import hookimpl\n"
-               "@hookimpl\ndef crossreview_register_agents(register):\n    register('regbad')\n",
-               ["plugin 'regbad'", "crossreview-regbad", "TypeError", "register(name, factory, help=...)"]),
-}
-
-
-def fake_installed_plugin(root: Path, name: str, source: str) -> Path:
-    """A folder that, on PYTHONPATH, is an installed package declaring the crossreview entry point NAME."""
-    site = root / f"site-{name}"
-    info = site / f"crossreview_{name}-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / f"crossreview_{name}.py").write_text(source)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: crossreview-{name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[crossreview]\n{name} = crossreview_{name}\n")
-    return site
-
-
 @pytest.mark.parametrize("name", sorted(BROKEN_PLUGINS))
 def test_a_broken_installed_plugin_is_a_usage_error_naming_it(cli, tmp_path, name):
     source, said = BROKEN_PLUGINS[name]
     site = fake_installed_plugin(tmp_path, name, source)
-    res = cli("plugins", env={"PYTHONPATH": os.pathsep.join([str(site), str(REPO)])})
+    res = cli("plugins", env={"PYTHONPATH": os.pathsep.join([str(site), str(REPO_ROOT)])})
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
     message = " ".join(res.stderr.split())
@@ -246,7 +205,7 @@ def test_a_broken_installed_plugin_under_pytest_is_a_usage_error_not_an_internal
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--crossreview", str(suite)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), "CI": "true"},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO_ROOT)]), "CI": "true"},
     )
     assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error; 3 would read "waits for a human"
     assert "INTERNALERROR" not in proc.stdout + proc.stderr
