@@ -68,7 +68,7 @@ def calibrate(max_escaped, confidence, output, since, suite, ledger, state_dir, 
     """
     from .ledger import LedgerError
     from .ledger.calibration import calibrate_ledger, default_path, save_calibration
-    from .packet import count_phrase
+    from .words import count_phrase
 
     led = open_ledger(state_dir, ledger)
     try:

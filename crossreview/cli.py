@@ -345,7 +345,7 @@ def inbox(ledger, state_dir, json_mode):
     if not rows:
         out.print("inbox empty: no escalation waits for a human")
         return
-    from .packet import count_phrase
+    from .words import count_phrase
 
     table = Table(title=f"{count_phrase(len(rows), 'escalation')} waiting", title_justify="left")
     for col in ("id", "task", "run", "waiting since (UTC)", "reason"):
@@ -529,7 +529,7 @@ def runs(ledger, state_dir, json_mode):
 def gc(ledger, state_dir):
     """Remove worktrees and branches left behind by killed processes."""
     from .gc import collect
-    from .packet import count_phrase
+    from .words import count_phrase
 
     if not state_dir.exists():
         Console().print("nothing to collect: no state directory")
@@ -646,7 +646,7 @@ def gate(base, head, attempts, task, title, body, repo, record_human, report_fil
 def _print_gate(out: Console, report) -> None:
     from rich.table import Table
 
-    from .packet import files_phrase
+    from .words import files_phrase
 
     style = {"accepted": "green", "rejected": "red", "escalated": "magenta"}.get(report.decision, "yellow")
     out.print(f"[bold {style}]{report.decision}[/bold {style}]: ", end="")

@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 
 from . import plugins
 from .models import AgentSpec, HumanDecision, Task, TaskResult, utcnow
-from .packet import count_phrase, files_phrase
+from .words import count_phrase, files_phrase
 from .runner import (
     DEFAULT_STATE_DIR,
     RunOptions,

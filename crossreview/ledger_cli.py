@@ -185,7 +185,7 @@ def stats(since, suite, ledger, state_dir, calibration, json_mode):
 def report(output, since, suite, ledger, state_dir, calibration):
     """One self-contained HTML file with the figures and plots (opens offline, no server)."""
     from .ledger.report import write_report
-    from .packet import count_phrase
+    from .words import count_phrase
 
     led, figures = _figures(state_dir, ledger, since, suite, calibration, with_calibration=True)
     write_report(led, figures, output)
@@ -210,7 +210,7 @@ def export(fmt, output, since, suite, ledger, state_dir):
     """
     from .ledger import LedgerError
     from .ledger.export import task_run_rows, write_csv, write_jsonl
-    from .packet import count_phrase
+    from .words import count_phrase
 
     led = open_ledger(state_dir, ledger)
     try:
@@ -248,7 +248,7 @@ def merge(sources, ledger, state_dir):
     import tempfile
 
     from .ledger.merge import merge_into, open_source
-    from .packet import count_phrase
+    from .words import count_phrase
 
     dest = ledger if ledger is not None else state_dir / "ledger.db"
     for src in sources:

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .models import Candidate, Decision, Task, Verdict
+from .words import files_phrase
 
 _MAX_DIFF_CHARS = 20_000
 
@@ -70,19 +71,6 @@ def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict
             for v in verdicts
         ],
     }
-
-
-def count_phrase(n: int, noun: str, nouns: str | None = None) -> str:
-    """"1 task run", "3 task runs", "0 agents": ``n`` with its noun, singular for exactly one.
-
-    ``nouns`` is the plural where adding an "s" would be wrong.
-    """
-    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
-
-
-def files_phrase(n: int) -> str:
-    """"1 file", "3 files": how every face of crossreview counts a change's files."""
-    return count_phrase(n, "file")
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

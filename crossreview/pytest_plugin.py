@@ -446,7 +446,7 @@ class CrossreviewPlugin:
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
         if self.is_worker or not self.reports:
             return
-        from .packet import count_phrase
+        from .words import count_phrase
 
         tr = terminalreporter
         waiting = [r for r in self.reports if r.get("decision") == ESCALATED]
@@ -617,7 +617,7 @@ def format_load_errors(path: Path, errors: "list[TaskError]") -> str:
 
 def format_outcome(outcome: "TaskOutcome") -> str:
     """The readable report of a task run: per candidate its tests, the verdicts on it and their concerns."""
-    from .packet import files_phrase
+    from .words import files_phrase
 
     r = outcome.result
     lines = [f"crossreview: {r.task} {r.decision} (task run {r.task_run})"]

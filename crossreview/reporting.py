@@ -17,7 +17,7 @@ from rich.text import Text
 
 from .hookspecs import hookimpl
 from .models import Candidate, TaskError, TaskResult, Verdict
-from .packet import count_phrase, files_phrase
+from .words import count_phrase, files_phrase
 
 DECISION_STYLE = {"accepted": "green", "rejected": "red", "escalated": "yellow", "error": "magenta"}
 
@@ -51,7 +51,7 @@ class TerminalReporter:
             self.total, self.done = kept + todo, kept
         if self.quiet:
             return
-        text = f"resuming {run}: {kept} task run(s) kept (finished or waiting for a human), {todo} to run"
+        text = f"resuming {run}: {count_phrase(kept, 'task run')} kept (finished or waiting for a human), {todo} to run"
         with self._lock:
             if self.err.is_terminal:
                 self.err.print(Text(text, style="dim"), highlight=False)

@@ -33,6 +33,7 @@ from . import sandbox as sandbox_mod
 from .crashpoints import crash_point
 from .sandbox import Stopping, kill_all_children, kill_leftovers
 from .worktrees import BaseRepo, ensure_state_dir, find_orphans, owner_pids, remove_worktrees
+from .words import count_phrase
 
 DEFAULT_STATE_DIR = Path(".crossreview")
 DEFAULT_AGENTS = ["oracle", "noop"]
@@ -423,8 +424,8 @@ def cap_warnings(config: dict, results: list[TaskResult]) -> list[str]:
     if not caps or not unknown:
         return []
     shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-    return [f"the {' and '.join(caps)} cap{'s' if len(caps) > 1 else ''} could not count everything: {len(unknown)} "
-            f"task run(s) spent an unknown amount ({shown}) — command agents or reviewers that report no usage "
+    return [f"the {' and '.join(caps)} cap{'s' if len(caps) > 1 else ''} could not count everything: "
+            f"{count_phrase(len(unknown), 'task run')} spent an unknown amount ({shown}) — command agents or reviewers that report no usage "
             "(write it to $CROSSREVIEW_USAGE_FILE to have it counted), or model replies without usable token counts"]
 
 
@@ -934,7 +935,7 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
             session.ledger.set_run_status(run, "interrupted")
     pm.hook.crossreview_run_finished(run=run, results=results)
     warnings = [] if not flying else [
-        f"{flying} model call(s) were in flight when run {run} was killed: the provider may have billed them, "
+        f"{count_phrase(flying, 'model call')} {'was' if flying == 1 else 'were'} in flight when run {run} was killed: the provider may have billed them, "
         "so what the run cost is unknown (`crossreview stats`: spent on work cut short); "
         "budgets count them as spend of unknown cost"]
     return SuiteOutcome(run, all_results, errors, warnings, kept=len(finished))
@@ -1014,7 +1015,7 @@ def orphan_warning(state_dir: Path) -> str | None:
     """A one-line warning when killed runs left worktrees behind."""
     orphans = find_orphans(state_dir) if state_dir.is_dir() else []
     if orphans:
-        return f"{len(orphans)} worktree(s) left by killed runs under {state_dir}/worktrees; `crossreview gc` removes them"
+        return f"{count_phrase(len(orphans), 'worktree')} left by killed runs under {state_dir}/worktrees; `crossreview gc` removes them"
     return None
 
 

@@ -259,7 +259,7 @@ pathlib.Path(os.environ["CROSSREVIEW_USAGE_FILE"]).write_text(
     assert [t["decision"] for t in first.json()["tasks"]] == ["accepted", "error"], first.stderr
     again = cli("resume", first.json()["run"])
     lines = again.stderr.splitlines()
-    assert lines[0] == f"resuming {first.json()['run']}: 1 task run(s) kept (finished or waiting for a human), 1 to run"
+    assert lines[0] == f"resuming {first.json()['run']}: 1 task run kept (finished or waiting for a human), 1 to run"
     assert any(line.startswith("add2") and "[2/2] error: not started: budget exhausted" in line for line in lines), lines
 
 
@@ -549,7 +549,7 @@ def test_the_report_shows_the_spend_of_work_cut_short_as_stats_does(cli, suite, 
     assert res.returncode == 0, res.stderr
     html = (tmp_path / "r.html").read_text()
     assert "spent on work cut short" in html
-    assert "tokens 150, money $0.0100 in 1 task run(s)" in html
+    assert "tokens 150, money $0.0100 in 1 task run" in html
 
 
 def _hangs_when_guided(path: Path) -> Path:

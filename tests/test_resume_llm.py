@@ -199,7 +199,7 @@ def test_a_model_call_killed_in_flight_counts_as_work_cut_short_of_unknown_cost(
     assert res.returncode == 0, res.stderr
     doc = res.json()
     assert doc["tasks"][0]["decision"] == "accepted"
-    assert any("1 model call(s) were in flight" in w for w in doc["warnings"]), doc["warnings"]
+    assert any("1 model call was in flight" in w for w in doc["warnings"]), doc["warnings"]
     rows = _spend(state)
     # The killed call stays in flight; the resumed session's calls were each journaled and resolved.
     assert [r["in_flight"] for r in rows] == [1, 0, 0]

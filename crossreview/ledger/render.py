@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..packet import count_phrase
+from ..words import count_phrase
 
 NA = "n/a"
 

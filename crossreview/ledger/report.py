@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..models import utcnow
-from ..packet import count_phrase
+from ..words import count_phrase
 from . import render as R
 
 GREEN, RED, AMBER, BLUE, PURPLE, GREY = "#2e9d5b", "#d1495b", "#e8a33d", "#00798c", "#5b4b8a", "#9aa5b1"
