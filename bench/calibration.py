@@ -3,8 +3,10 @@
 What it does, exactly:
 
 1. Builds a synthetic but honest population: N small tasks (implement f(x) = K·x + C) with
-   visible tests (x = 1, 2, 3) and holdout tests (x = 1000, -7). Three command agents draw,
-   per task, one of four behaviours at set rates (same draw whatever the run):
+   visible tests (x = 1, 2, 3) and holdout tests (x = 1000, -7). Three command agents each get,
+   per task, one of four behaviours, dealt at exactly the set rates (each agent's share of every
+   behaviour is its rate, up to rounding; which tasks get which is a seeded shuffle, independent
+   per agent, the same whatever the run):
        correct      the formula
        buggy        right for x < 100 only: passes the visible tests, fails holdout
        lazy         changes nothing (noop): fails the visible tests
@@ -50,19 +52,12 @@ POPULATIONS = {
 }
 
 AGENT = textwrap.dedent('''
-    import hashlib, os, pathlib, re
-    rates = {rates!r}
+    import hashlib, json, os, pathlib, re
     text = pathlib.Path(os.environ["CROSSREVIEW_INSTRUCTION_FILE"]).read_text()
     k, c = map(int, re.search(r"f\\(x\\) = (-?\\d+)\\*x \\+ (-?\\d+)", text).groups())
     task, agent = os.environ["CROSSREVIEW_TASK_ID"], os.environ["CROSSREVIEW_AGENT"]
     draw = hashlib.sha256(f"{{task}}/{{agent}}".encode()).hexdigest()[:12]
-    u = int(draw, 16) / 16 ** 12
-    kind, acc = "correct", 0.0
-    for name, rate in rates.items():
-        acc += rate
-        if u < acc:
-            kind = name
-            break
+    kind = json.loads(pathlib.Path({deal!r}).read_text())[task][agent]
     body = {{
         "correct": f"def f(x):\\n    return {{k}} * x + {{c}}\\n",
         "buggy": f"def f(x):\\n    return {{k}} * x + {{c}} if x < 100 else {{k}} * x\\n",
@@ -86,10 +81,39 @@ REVIEWER = textwrap.dedent('''
     h = hashlib.sha256(f"{{m.group(2)}}/{{me}}".encode()).digest()
     u1, u2 = h[0] / 256, h[1] / 256
     right = u1 < {accuracy!r}
-    conf = 0.7 + 0.3 * u2 if right else 0.5 + 0.3 * u2
+    conf = {right_low!r} + {span!r} * u2 if right else {wrong_low!r} + {span!r} * u2
     approve = good if right else not good
     print(json.dumps({{"verdict": "approve" if approve else "reject", "confidence": round(conf, 3), "concerns": []}}))
 ''')
+
+
+RIGHT_LOW, WRONG_LOW, SPAN = 0.7, 0.5, 0.3
+"""A reviewer's confidence: RIGHT_LOW + SPAN·u when its verdict is right, WRONG_LOW + SPAN·u when wrong."""
+
+
+def expected_not_settled(rates: dict[str, float], accuracy: float, threshold: float | None) -> float:
+    """The share of tasks two agents are expected not to settle at ``threshold``: where the cascade starts a third.
+
+    Worked out from the population's own rules, not measured: with two agents each
+    candidate has one review, so a candidate settles the task alone when it passes
+    its visible tests (all but lazy do) and its reviewer approves it with support
+    (1 + c)/2 at or above the threshold — a correct one when the reviewer is right,
+    a buggy or hacking one when it is wrong. The task is not settled when neither
+    candidate does, unless both are lazy (no candidate passes, nobody approves:
+    rejected without a third). The cascade's agent runs against always-three are
+    then (2 + p)/3. ``u`` is a byte of a hash over 256, as in the reviewer script.
+    """
+    if threshold is None:
+        settles = 0.0
+    else:
+        from crossreview.calibrate import at_or_above
+
+        def approved_at(low: float) -> float:
+            return sum(at_or_above((1 + round(low + SPAN * k / 256, 3)) / 2, threshold) for k in range(256)) / 256
+
+        bad_passing = rates["buggy"] + rates["hack"]
+        settles = rates["correct"] * accuracy * approved_at(RIGHT_LOW) + bad_passing * (1 - accuracy) * approved_at(WRONG_LOW)
+    return (1 - settles) ** 2 - rates["lazy"] ** 2
 
 
 def _write(path: Path, text: str) -> Path:
@@ -121,9 +145,37 @@ def _crossreview(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, stdin=subprocess.DEVNULL, timeout=3600)
 
 
-def agent_args(root: Path, rates: dict, accuracy: float) -> list[str]:
-    agent = _write(root / "agent.py", AGENT.format(rates=rates))
-    reviewer = _write(root / "reviewer.py", REVIEWER.format(accuracy=accuracy))
+def deal(tasks: list[str], rates: dict[str, float], agents: str = "abc", seed: int = 7) -> dict[str, dict[str, str]]:
+    """Each agent's behaviour on each task: every behaviour on exactly its rate's share of the tasks.
+
+    Drawing each task's behaviour independently at the set rates left the mix
+    itself to chance: 150 tasks drawn at 75% correct came out 68.7% correct,
+    and every figure then described a weaker population than the one named.
+    Dealing by quota (largest remainders, so the counts add up to the number
+    of tasks) fixes the mix; a seeded shuffle per agent, independent between
+    agents, decides which tasks get which, so which agents fail together is
+    still left to chance, as it would be.
+    """
+    n = len(tasks)
+    exact = {kind: rate * n for kind, rate in rates.items()}
+    counts = {kind: int(x) for kind, x in exact.items()}
+    for kind in sorted(exact, key=lambda k: exact[k] - counts[k], reverse=True)[: n - sum(counts.values())]:
+        counts[kind] += 1
+    out: dict[str, dict[str, str]] = {t: {} for t in tasks}
+    for agent in agents:
+        kinds = [kind for kind, m in counts.items() for _ in range(m)]
+        random.Random(f"{seed}/{agent}").shuffle(kinds)
+        for task, kind in zip(tasks, kinds):
+            out[task][agent] = kind
+    return out
+
+
+def agent_args(root: Path, suite: Path, rates: dict, accuracy: float) -> list[str]:
+    """The --agent and --reviewer flags of the three agents, their scripts written under ``root``."""
+    tasks = sorted(p.name for p in suite.iterdir() if (p / "task.toml").is_file())
+    deal_file = _write(root / "deal.json", json.dumps(deal(tasks, rates)))
+    agent = _write(root / "agent.py", AGENT.format(deal=str(deal_file)))
+    reviewer = _write(root / "reviewer.py", REVIEWER.format(accuracy=accuracy, right_low=RIGHT_LOW, wrong_low=WRONG_LOW, span=SPAN))
     args = []
     for name in "abc":
         args += ["--agent", f"{name}=command:{{python}} {agent}", "--reviewer", f"{name}=command:{{python}} {reviewer} {name}"]
@@ -240,13 +292,18 @@ def _same_outcome(t: dict, x, y) -> bool:
 
 
 def draws(pop: list[dict], offline: Offline, target: float, confidence: float, n_cal: int, reps: int,
-          seed: int = 11) -> dict:
-    """Repeated calibrations on resampled histories; every figure evaluated on the whole population."""
+          seed: int = 11, expected_split=None) -> dict:
+    """Repeated calibrations on resampled histories; every figure evaluated on the whole population.
+
+    ``expected_split(threshold)``: the share of tasks two agents are expected not to settle, worked out
+    from the population's rules; its cascade agent runs are averaged over the draws beside the measured.
+    """
     from crossreview.calibrate import Sample, at_or_above, scan
 
     scored = [score_ab(t) for t in pop]
     rng = random.Random(seed)
     held, certified, true_rates, esc, same_kind, same_out, same, runs, thresholds = 0, 0, [], [], [], [], [], [], []
+    runs_expected = []
     memo: dict = {}
     for _ in range(reps):
         hist = [Sample(*scored[rng.randrange(len(pop))]) for _ in range(n_cal)]
@@ -275,6 +332,8 @@ def draws(pop: list[dict], offline: Offline, target: float, confidence: float, n
         same_out.append(o)
         same.append(w)
         runs.append(ratio)
+        if expected_split is not None:
+            runs_expected.append((2 + expected_split(th)) / 3)
     mean = lambda xs: round(sum(xs) / len(xs), 3)  # noqa: E731
     known = sorted(t for t in thresholds if t is not None)
     return {
@@ -288,18 +347,20 @@ def draws(pop: list[dict], offline: Offline, target: float, confidence: float, n
         "cascade_same_outcome": mean(same_out),
         "cascade_same_winner": mean(same),
         "cascade_agent_runs": mean(runs),
+        **({"cascade_agent_runs_expected": mean(runs_expected)} if runs_expected else {}),
     }
 
 
 def one_population(name: str, quick: bool, reps: int) -> tuple[list[dict], dict]:
     """Real runs for one population, then the draws; (rows, details)."""
     rates, accuracy = POPULATIONS[name]
-    n_tasks = 60 if quick else 150
+    n_tasks = 60 if quick else 200
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"bench-cal-{name}-") as tmp:
         root = Path(tmp)
         suite = make_population(root, n_tasks)
-        args = agent_args(root, rates, accuracy)
+        args = agent_args(root, suite, rates, accuracy)
+        dealt = json.loads((root / "deal.json").read_text())
         # 1. the real ledger: three agents on every task, every review, holdout on every candidate.
         # Run under `calibrated` with threshold 0 so that every task run is recorded at once (no
         # escalation parks it without its rows); this run's own decisions are not used.
@@ -320,7 +381,8 @@ def one_population(name: str, quick: bool, reps: int) -> tuple[list[dict], dict]
 
         rows = []
         for target, confidence, n_cal in ((0.05, 0.9, 300), (0.02, 0.9, 600)):
-            row = {"population": name, **draws(pop, offline, target, confidence, n_cal, reps)}
+            row = {"population": name, **draws(pop, offline, target, confidence, n_cal, reps,
+                                               expected_split=lambda th: expected_not_settled(rates, accuracy, th))}
             for pol, ds in offline.fixed.items():
                 r = offline.rates(ds)
                 row[f"{pol}_escalation"] = round(r["escalate"], 3)
@@ -346,6 +408,11 @@ def one_population(name: str, quick: bool, reps: int) -> tuple[list[dict], dict]
         passing = sum(1 for t in pop for c in t["cands"].values() if c.tests_pass)
         details = {
             "tasks": len(pop), "rates": rates, "reviewer_accuracy": accuracy,
+            "dealt_per_agent": {kind: round(sum(1 for t in dealt.values() for k in t.values() if k == kind)
+                                            / (3 * len(dealt)), 3) for kind in rates},
+            "not_settled_by_two": round(sum(u == 3 for u in used) / len(pop), 3),
+            "not_settled_by_two_expected": round(expected_not_settled(rates, accuracy, cal.threshold), 3),
+            "agent_runs_expected": round((2 + expected_not_settled(rates, accuracy, cal.threshold)) / 3, 3),
             "candidates_passing_visible_tests": f"{passing}/{3 * len(pop)}",
             "candidates_failing_holdout": f"{sum(1 for t in pop for ok in t['holdout'].values() if not ok)}/{3 * len(pop)}",
             "real_three_agent_run_s": round(real_s, 1),

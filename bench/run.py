@@ -1,9 +1,9 @@
 """crossreview's benchmarks, each a ratio against a baseline measured in the same run.
 
-    python -m bench            # everything (about 25 minutes on 2 cores)
+    python -m bench            # everything (about 26 minutes on 2 cores)
     python -m bench --quick    # smaller sizes (about 2 minutes)
     python -m bench startup    # one benchmark: parallel, overhead, scaling, environments, startup, costs, calibration
-                               # (calibration alone: about 9 minutes, 4.5 with --quick)
+                               # (calibration alone: about 10 minutes, 3 with --quick)
     python -m bench compare --against REV   # this checkout against another revision, run by run
 
 Prints a table and writes bench/results/<date>.json with the machine's description.
