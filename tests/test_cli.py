@@ -122,48 +122,32 @@ def test_errors_print_brackets_as_written(cli, suite):
     assert res.returncode == 2 and "unknown agent '[bold]x'" in res.stderr
 
 
-@pytest.mark.parametrize("flag, value, fix", [
-    ("--agent", "=oracle", "--agent x=oracle), or just SPEC (--agent oracle)"),
-    ("--reviewer", "=tests", "one of the agents (a, b), e.g. --reviewer a=tests, or just SPEC (--reviewer tests)"),
+@pytest.mark.parametrize("flag, value, what, fix", [
+    # an empty name before '='
+    ("--agent", "=oracle", "empty agent name before '='", "--agent x=oracle), or just SPEC (--agent oracle)"),
+    ("--reviewer", "=tests", "empty agent name before '='",
+     "one of the agents (a, b), e.g. --reviewer a=tests, or just SPEC (--reviewer tests)"),
+    # an empty spec after NAME=
+    ("--agent", "x=", "the spec after 'x=' is empty", "e.g. --agent x=oracle"),
+    ("--reviewer", "a=", "the spec after 'a=' is empty",
+     "e.g. --reviewer a=tests, or leave out --reviewer a=... for agent a's default reviewer"),
+    ("--reviewer", "b= ", "the spec after 'b=' is empty", "e.g. --reviewer b=tests"),
+    # no spec at all
+    ("--agent", "", "the spec is empty",
+     "write the agent, e.g. --agent oracle to be named by position, or NAME=SPEC, e.g. --agent x=oracle"),
+    ("--agent", " ", "the spec is empty", "e.g. --agent oracle"),
+    ("--reviewer", "", "the spec is empty",
+     "write the reviewer, e.g. --reviewer tests to give it to every agent, or NAME=SPEC, "
+     "e.g. --reviewer a=tests; or leave out --reviewer for each agent's default reviewer"),
+    ("--reviewer", " ", "the spec is empty", "e.g. --reviewer tests"),
 ])
-def test_an_empty_name_before_the_equals_sign_is_reported_as_such(cli, suite, flag, value, fix):
+def test_an_empty_name_or_spec_is_reported_as_such(cli, suite, flag, value, what, fix):
+    """Not an unknown agent or reviewer '': the flag, what was given, what is empty and what to write instead."""
     make_task(suite)
     res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", flag, value)
     said = " ".join(res.stderr.split())
     assert res.returncode == 2, res.stderr
-    assert f"{flag} '{value}': empty agent name before '='" in said and fix in said
-    assert "unknown" not in said
-
-
-@pytest.mark.parametrize("flag, value, fix", [
-    ("--agent", "x=", "e.g. --agent x=oracle"),
-    ("--reviewer", "a=", "e.g. --reviewer a=tests, or leave out --reviewer a=... for agent a's default reviewer"),
-    ("--reviewer", "b= ", "e.g. --reviewer b=tests"),
-])
-def test_an_empty_spec_after_the_equals_sign_is_reported_as_such(cli, suite, flag, value, fix):
-    make_task(suite)
-    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", flag, value)
-    said = " ".join(res.stderr.split())
-    assert res.returncode == 2, res.stderr
-    name = value.split("=")[0]
-    assert f"{flag} '{value}': the spec after '{name}=' is empty" in said and fix in said
-    assert "unknown" not in said
-
-
-@pytest.mark.parametrize("flag, value, fix", [
-    ("--agent", "", "write the agent, e.g. --agent oracle to be named by position, or NAME=SPEC, e.g. --agent x=oracle"),
-    ("--agent", " ", "e.g. --agent oracle"),
-    ("--reviewer", "", "write the reviewer, e.g. --reviewer tests to give it to every agent, or NAME=SPEC, "
-                       "e.g. --reviewer a=tests; or leave out --reviewer for each agent's default reviewer"),
-    ("--reviewer", " ", "e.g. --reviewer tests"),
-])
-def test_an_empty_unnamed_spec_is_reported_as_such(cli, suite, flag, value, fix):
-    """Not an unknown agent or reviewer '': the flag, what was given, and what to write instead."""
-    make_task(suite)
-    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", flag, value)
-    said = " ".join(res.stderr.split())
-    assert res.returncode == 2, res.stderr
-    assert f"{flag} {value!r}: the spec is empty" in said and fix in said
+    assert f"{flag} {value!r}: {what}" in said and fix in said
     assert "unknown" not in said
 
 
