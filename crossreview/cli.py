@@ -111,10 +111,32 @@ state_option = click.option(
 )
 
 
+def _show_plugin_warnings() -> None:
+    """Print a plugin hook's failure (plugins.PluginWarning) as one `warning:` line on stderr.
+
+    Python's own format would add the file and line of crossreview's guard and
+    its source line; the message names the plugin's file and line already.
+    """
+    import warnings
+
+    from .plugins import PluginWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if isinstance(category, type) and issubclass(category, PluginWarning):
+            click.echo(f"warning: {message}", err=True)
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 class _Main(click.Group):
     """The command group; an installed plugin that cannot be used is a usage error (2), not a traceback."""
 
     def invoke(self, ctx: click.Context):
+        _show_plugin_warnings()
         try:
             return super().invoke(ctx)
         except Exception as exc:

@@ -112,6 +112,66 @@ def _load_entrypoints(pm: _Manager) -> None:
                 raise PluginError(f"{where}: {_validation_message(pm, exc)}") from exc
             loaded[ep.name] = (ep.value, package)
             pm.sources[ep.name] = where
+            _guard_observers(pm, plugin, where, package)
+
+
+class PluginWarning(UserWarning):
+    """An installed plugin's hook raised while a run was going on; crossreview went on without it."""
+
+
+# Hooks that only tell plugins what happened (or, ask_human, may ask someone):
+# nothing the run decides depends on a third-party implementation of them.
+_OBSERVER_HOOKS = frozenset(
+    n for n in dir(hookspecs) if n.startswith("crossreview_") and n not in _REGISTER_HOOKS)
+
+
+def _guard_observers(pm: pluggy.PluginManager, plugin: Any, where: str, package: str) -> None:
+    """Make an installed plugin's observer hooks fail on their own, with a warning, not take the run down.
+
+    A reporter or chat channel with a bug must not stop a suite run that is
+    spending money on agents, nor keep the built-in inbox (called after it)
+    from recording an escalation: an exception in one of these hooks becomes
+    one PluginWarning per plugin and hook, naming the plugin, its package, the
+    hook and the line that raised, and the hook counts as returning None
+    (for ``crossreview_ask_human``: not answered, so the escalation waits in
+    the inbox). The register hooks are not guarded: they run when the plugin
+    is loaded, where a failure is a PluginError. Wrappers are left as they are.
+    """
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.name not in _OBSERVER_HOOKS:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                # HookImpl.function is "Final" to type checkers only; the argument
+                # names pluggy passes were read from the original already.
+                impl.function = _guarded(impl.function, caller.name, where, package)  # type: ignore[misc]
+
+
+def _guarded(function: Callable[..., Any], hook_name: str, where: str, package: str) -> Callable[..., Any]:
+    """``function``, but an Exception in it is a PluginWarning (once) and a None result."""
+    import functools
+    import threading
+    import traceback
+    import warnings
+
+    warned = threading.Event()
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the plugin's bug: said once, then the run goes on
+            if not warned.is_set():
+                warned.set()
+                frames = traceback.extract_tb(exc.__traceback__)
+                at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+                warnings.warn(PluginWarning(
+                    f"{where}: its {hook_name} hook raised {type(exc).__name__}: {exc}{at}; crossreview "
+                    f"went on without it (later failures of this hook are not shown). Fix the hook, or "
+                    f"`pip uninstall {package}`"), stacklevel=2)
+            return None
+
+    return guarded
 
 
 def _check_unmarked(plugin: Any, where: str) -> None:

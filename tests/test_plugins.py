@@ -313,3 +313,66 @@ def test_a_policy_returning_garbage_errors_by_name_and_resume_keeps_the_candidat
     assert result.decision == "error"
     assert f"policy {policy!r} (plugin 'misbehaving')" in result.error and said in result.error
     assert f"crossreview resume {result.run}" in result.error
+
+
+LOUD_PLUGIN = '''
+from crossreview.hookspecs import hookimpl
+from crossreview.models import ReviewVerdictOutput
+
+
+class Grumpy:
+    def __init__(self, spec):
+        pass
+
+    def review(self, request):
+        return ReviewVerdictOutput(verdict="reject", confidence=0.9, concerns=["I never approve"])
+
+
+@hookimpl
+def crossreview_register_reviewers(register):
+    register("grumpy", Grumpy, help="rejects everything")
+
+'''
+# Every hook that only tells a plugin what happened raises: a reporter with a bug.
+LOUD_HOOKS = sorted(n for n in HOOKS if not n.startswith("crossreview_register_"))
+LOUD_PLUGIN += "".join(
+    f"\n@hookimpl\ndef {name}({', '.join(getattr(hookspecs, name).__code__.co_varnames[:getattr(hookspecs, name).__code__.co_argcount])}):\n"
+    f"    raise RuntimeError('loud {name}')\n"
+    for name in LOUD_HOOKS
+)
+
+
+def test_an_installed_plugin_whose_hooks_raise_is_named_in_a_warning_and_the_run_goes_on(cli, tmp_path, suite):
+    # Two tasks, both escalated (grumpy rejects the passing oracle): a raising
+    # task_started must not stop the suite, and a raising escalation_opened
+    # (called before the built-in inbox's) must not keep the escalation out of the inbox.
+    make_task(suite, "one")
+    make_task(suite, "two")
+    site = fake_installed_plugin(tmp_path, "loud", LOUD_PLUGIN)
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", "--reviewer", "grumpy", "--json", env=env)
+    assert res.returncode == 3, res.stderr
+    assert "Traceback" not in res.stderr
+    assert [t["decision"] for t in res.json()["tasks"]] == ["escalated", "escalated"]
+    inbox = cli("inbox", "--json", env=env)
+    assert len(inbox.json()["escalations"]) == 2
+    warned = [line for line in res.stderr.splitlines() if line.startswith("warning: plugin 'loud'")]
+    for name in LOUD_HOOKS:
+        [line] = [w for w in warned if f"its {name} hook raised RuntimeError: loud {name}" in w]  # once each
+        assert "package crossreview-loud" in line and "crossreview_loud.py:" in line
+        assert "pip uninstall crossreview-loud" in line
+
+
+def test_an_installed_plugin_whose_hooks_raise_under_pytest_is_a_warning_not_a_failure(tmp_path, suite):
+    make_task(suite, "one")
+    site = fake_installed_plugin(tmp_path, "loud", LOUD_PLUGIN)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--crossreview", str(suite),
+         "--crossreview-agent", "oracle", "--crossreview-agent", "noop"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), "CI": "true", "COLUMNS": "300"},
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "1 passed" in out and "INTERNALERROR" not in out
+    assert "PluginWarning: plugin 'loud'" in out and "crossreview_task_started hook raised" in out
