@@ -190,7 +190,7 @@ def build_agent(spec: AgentSpec, pm: pluggy.PluginManager | None = None) -> Any:
     if reg is None:
         raise SpecError(
             f"unknown agent {spec.spec!r} (agent {spec.name}); known kinds: {', '.join(sorted(kinds))}"
-            " (see `crossreview plugins`)"
+            f" (see `crossreview plugins`){plugins.misdeclared_hint(pm)}"
         )
     return _build(reg, spec, "agent")
 
@@ -202,6 +202,7 @@ def build_reviewer(spec: AgentSpec, pm: pluggy.PluginManager | None = None) -> A
     if reg is None:
         raise SpecError(
             f"unknown reviewer {spec.spec!r} (for agent {spec.name}); known kinds: {', '.join(sorted(kinds))}"
+            f"{plugins.misdeclared_hint(pm)}"
         )
     return _build(reg, spec, "reviewer")
 

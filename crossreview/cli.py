@@ -696,6 +696,8 @@ def plugins_cmd(json_mode):
     from . import plugins as plugins_mod
 
     pm = plugins_mod.get_plugin_manager()
+    for m in getattr(pm, "misdeclared", []):
+        click.echo(f"warning: {m}", err=True)  # stderr: --json stays one document
     sections = {
         "agents": plugins_mod.agent_kinds(pm),
         "reviewers": plugins_mod.reviewer_kinds(pm),

@@ -52,6 +52,7 @@ class _Manager(pluggy.PluginManager):
     def __init__(self, project_name: str):
         super().__init__(project_name)
         self.sources: dict[str, str] = {}  # plugin name -> how an error names it
+        self.misdeclared: list[str] = []  # entry points in a group that is almost "crossreview"
 
 
 def _describe(pm: pluggy.PluginManager, plugin_name: str) -> str:
@@ -85,6 +86,11 @@ def _load_entrypoints(pm: _Manager) -> None:
     loaded: dict[str, tuple[str, str]] = {}  # entry point name -> (value, package)
     for dist in list(metadata.distributions()):
         for ep in dist.entry_points:
+            if ep.group != "crossreview" and _almost_our_group(ep.group):
+                pm.misdeclared.append(
+                    f"the package {dist.metadata['Name'] or '?'} declares the entry point `{ep.name} = {ep.value}` "
+                    f"in the group {ep.group!r}, which crossreview does not read; write "
+                    "[project.entry-points.crossreview] in its pyproject.toml and reinstall it")
             if ep.group != "crossreview" or pm.is_blocked(ep.name):
                 continue
             package = dist.metadata["Name"] or "?"
@@ -172,6 +178,20 @@ def _guarded(function: Callable[..., Any], hook_name: str, where: str, package: 
             return None
 
     return guarded
+
+
+def _almost_our_group(group: str) -> bool:
+    """A misspelled entry point group ("crosreview", "crossreview.plugins") would hide a plugin without a word."""
+    import difflib
+
+    g = group.lower().replace("-", "_")
+    return g.startswith("crossreview") or bool(difflib.get_close_matches(g, ["crossreview"], n=1, cutoff=0.8))
+
+
+def misdeclared_hint(pm: pluggy.PluginManager | None = None) -> str:
+    """For an unknown agent, reviewer or policy: installed plugins declared in a misspelled group, or ""."""
+    found = getattr(pm or get_plugin_manager(), "misdeclared", [])
+    return "".join(f"; {m}" for m in found)
 
 
 def _check_unmarked(plugin: Any, where: str) -> None:

@@ -242,7 +242,8 @@ def resolve_options(opts: RunOptions, pm: pluggy.PluginManager, loaded: LoadedCo
     known = plugins.policies(pm)
     if policy not in known:
         where = from_file if not opts.policy and cfg.policy else ""
-        raise UsageError(f"unknown policy {policy!r}{where}; known: {', '.join(sorted(known))}")
+        raise UsageError(f"unknown policy {policy!r}{where}; known: {', '.join(sorted(known))}"
+                         f"{plugins.misdeclared_hint(pm)}")
     initial = getattr(known[policy].factory, "initial_agents", None)
     if initial and len(specs) <= initial:
         raise UsageError(

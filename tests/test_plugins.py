@@ -376,3 +376,22 @@ def test_an_installed_plugin_whose_hooks_raise_under_pytest_is_a_warning_not_a_f
     assert proc.returncode == 0, out
     assert "1 passed" in out and "INTERNALERROR" not in out
     assert "PluginWarning: plugin 'loud'" in out and "crossreview_task_started hook raised" in out
+
+
+@pytest.mark.parametrize("group", ["crosreview", "crossreview.plugins"])
+def test_a_plugin_declared_in_a_misspelled_entry_point_group_is_named_not_silently_missing(cli, tmp_path, suite, group):
+    site = fake_installed_plugin(tmp_path, "typogroup", "from crossreview.hookspecs import hookimpl\n")
+    (site / "crossreview_typogroup-0.1.dist-info" / "entry_points.txt").write_text(
+        f"[{group}]\ntypogroup = crossreview_typogroup\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "typogroup:x", env=env)
+    assert res.returncode == 2, res.stderr
+    message = " ".join(res.stderr.split())
+    assert "unknown agent 'typogroup:x'" in message
+    assert (f"the package crossreview-typogroup declares the entry point `typogroup = crossreview_typogroup` "
+            f"in the group '{group}'") in message
+    assert "[project.entry-points.crossreview]" in message
+    listed = cli("plugins", "--json", env=env)
+    assert listed.returncode == 0 and "typogroup" not in listed.json()["plugins"]
+    assert f"warning: the package crossreview-typogroup declares" in listed.stderr
