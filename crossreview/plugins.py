@@ -106,11 +106,17 @@ def _load_entrypoints(pm: _Manager) -> None:
                 raise PluginError(f"{where}: the name {ep.name!r} is a built-in plugin's; rename the entry point")
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
+            except AttributeError as exc:
+                if not ep.attr or not _imports(ep.module):
+                    raise PluginError(_import_failure(where, ep, package, exc)) from exc
+                # The module imports; the entry point names something it does not have.
                 raise PluginError(
-                    f"{where} cannot be imported: {type(exc).__name__}: {exc}; fix the module "
-                    f"(python -c 'import {ep.module}' shows the traceback) or `pip uninstall {package}`"
+                    f"{where}: the module {ep.module} has no {ep.attr!r}; point the entry point at the module "
+                    f"that holds the hooks (`{ep.name} = {ep.module}` under [project.entry-points.crossreview] "
+                    f"in the pyproject.toml of {package}, then reinstall it) or define {ep.attr} there"
                 ) from exc
+            except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
+                raise PluginError(_import_failure(where, ep, package, exc)) from exc
             _check_unmarked(plugin, where)
             try:
                 pm.register(plugin, name=ep.name)
@@ -119,6 +125,21 @@ def _load_entrypoints(pm: _Manager) -> None:
             loaded[ep.name] = (ep.value, package)
             pm.sources[ep.name] = where
             _guard_observers(pm, plugin, where, package)
+
+
+def _import_failure(where: str, ep: Any, package: str, exc: Exception) -> str:
+    """The error for an entry point whose module raised when imported."""
+    return (f"{where} cannot be imported: {type(exc).__name__}: {exc}; fix the module "
+            f"(python -c 'import {ep.module}' shows the traceback) or `pip uninstall {package}`")
+
+
+def _imports(module: str) -> bool:
+    """Whether ``module`` imports (it may be imported already: then it did)."""
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - any failure means "no": the caller reports the original error
+        return False
+    return True
 
 
 class PluginWarning(UserWarning):

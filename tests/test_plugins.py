@@ -395,3 +395,16 @@ def test_a_plugin_declared_in_a_misspelled_entry_point_group_is_named_not_silent
     listed = cli("plugins", "--json", env=env)
     assert listed.returncode == 0 and "typogroup" not in listed.json()["plugins"]
     assert f"warning: the package crossreview-typogroup declares" in listed.stderr
+
+
+def test_an_entry_point_naming_a_missing_attribute_says_to_fix_the_entry_point_not_the_import(cli, tmp_path):
+    site = fake_installed_plugin(tmp_path, "noattr", "from crossreview.hookspecs import hookimpl\n")
+    (site / "crossreview_noattr-0.1.dist-info" / "entry_points.txt").write_text(
+        "[crossreview]\nnoattr = crossreview_noattr:plugin\n")
+    res = cli("plugins", env={"PYTHONPATH": os.pathsep.join([str(site), str(REPO)])})
+    assert res.returncode == 2, res.stderr
+    message = " ".join(res.stderr.split())
+    assert "plugin 'noattr'" in message and "crossreview-noattr" in message
+    assert "the module crossreview_noattr has no 'plugin'" in message
+    assert "`noattr = crossreview_noattr` under [project.entry-points.crossreview]" in message
+    assert "python -c" not in message  # importing the module works: that hint would send them astray
