@@ -408,3 +408,65 @@ def test_an_entry_point_naming_a_missing_attribute_says_to_fix_the_entry_point_n
     assert "the module crossreview_noattr has no 'plugin'" in message
     assert "`noattr = crossreview_noattr` under [project.entry-points.crossreview]" in message
     assert "python -c" not in message  # importing the module works: that hint would send them astray
+
+
+def _readme_block(first_line: str) -> str:
+    """The README code block that starts with ``first_line``, as written there."""
+    text = (REPO / "README.md").read_text()
+    start = text.rindex("```", 0, text.index(first_line))  # the fence that opens the block holding it
+    start = text.index("\n", start) + 1
+    return text[start:text.index("\n```", start)] + "\n"
+
+
+@pytest.fixture(scope="module")
+def readme_plugin_site(tmp_path_factory) -> Path:
+    """README, "Writing a plugin": its two modules and its pyproject.toml, copied literally and pip-installed."""
+    src = tmp_path_factory.mktemp("src") / "crossreview-mycli"
+    src.mkdir()
+    (src / "crossreview_mycli.py").write_text(_readme_block("# crossreview_mycli.py"))
+    (src / "crossreview_smalldiff.py").write_text(_readme_block("# crossreview_smalldiff.py"))
+    pyproject = _readme_block("# pyproject.toml of the plugin package")
+    second = _readme_block('smalldiff = "crossreview_smalldiff"')
+    assert "[project.entry-points.crossreview]\nmycli = " in second
+    # The README's second block replaces the entry-point table ("declare it next to the first module").
+    pyproject = pyproject[:pyproject.index("[project.entry-points.crossreview]")] + second
+    (src / "pyproject.toml").write_text(pyproject)
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(target), str(src)],
+        check=True, capture_output=True, text=True,
+    )
+    bin_dir = tmp_path_factory.mktemp("bin")  # a stand-in `mycli`: reads the instruction, edits a file
+    (bin_dir / "mycli").write_text("#!/bin/sh\ncat > /dev/null\necho '# by mycli' >> NOTES.md\necho done\n")
+    (bin_dir / "mycli").chmod(0o755)
+    return target, bin_dir
+
+
+def test_the_readme_plugin_example_works_as_written(cli, suite, readme_plugin_site):
+    site, bin_dir = readme_plugin_site
+    env = {"PYTHONPATH": str(site), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    listed = cli("plugins", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    doc = listed.json()
+    assert {"mycli", "smalldiff"} <= set(doc["plugins"])
+    assert {"name": "mycli", "plugin": "mycli",
+            "help": "mycli:<model> runs the mycli coding agent in the worktree"} in doc["agents"]
+    assert "smalldiff" in [r["name"] for r in doc["reviewers"]] and "anyone" in [p["name"] for p in doc["policies"]]
+
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "mycli:small", "--agent", "noop", "--reviewer", "tests", "--json", env=env)
+    assert res.returncode == 1, res.stderr  # mycli's edit does not implement add(): rejected, as it should be
+    [t] = res.json()["tasks"]
+    mycli = next(c for c in t["candidates"] if c["agent"] == "a")
+    assert mycli["tests_total"] > 0 and mycli["cost"] is None  # it ran; cost=None is "unknown", not $0
+
+    bad = cli("run", str(suite), "--agent", "mycli", env=env)
+    assert bad.returncode == 2 and "agent a: write mycli:MODEL, e.g. --agent mycli:small" in bad.stderr
+
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", "--reviewer", "smalldiff:3",
+              "--policy", "anyone", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert (res.json()["tasks"][0]["decision"], res.json()["tasks"][0]["winner"]) == ("accepted", "a")
+    bad = cli("run", str(suite), "--reviewer", "smalldiff", env=env)
+    assert bad.returncode == 2 and "write smalldiff:N" in bad.stderr
