@@ -93,6 +93,9 @@ def visible(value: Any) -> Any:
     return value
 
 
+_MAX_ERROR_SHOWN = 400
+
+
 def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True) -> None:
     """Print an escalation (a ledger row with its packet) for a human."""
     esc = visible(esc)
@@ -147,6 +150,13 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
             verdicts,
         )
     console.print(table)
+    for c in p["candidates"]:
+        # The table says only "error" or "timeout": the human deciding whether that agent deserves
+        # another round (--guide) needs to know why (a missing CLI, a plugin no longer installed).
+        if c["status"] != "ok" and c.get("error"):
+            why = " ".join(str(c["error"]).split())
+            why = why if len(why) <= _MAX_ERROR_SHOWN else why[:_MAX_ERROR_SHOWN] + " … (crossreview show --json)"
+            console.print(f"  {c['agent']} {c['status']}: {why}", markup=False, highlight=False)
 
     console.print(Text("Verdicts", style="bold"))
     for v in p["verdicts"]:

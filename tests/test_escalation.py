@@ -400,3 +400,18 @@ def test_a_decision_made_without_show_has_unknown_minutes_not_zero(cli, parked):
     assert (human["decided"], human["unseen"], human["median_minutes"]) == (0, 1, None)
     assert (human["total_minutes"], human["minutes_per_100_task_runs"]) == (None, None)
     assert "1 decided unseen: time unknown" in " ".join(cli("stats").stdout.split())
+
+
+def test_show_says_why_a_candidate_errored(cli, suite, tmp_path):
+    """The packet's table says `error`; the human deciding needs the error itself (an agent CLI that
+    is missing, a plugin that is no longer installed) to know whether that agent deserved a second try."""
+    make_task(suite)
+    (tmp_path / "crash.py").write_text("import sys\nprint(\"mycli: no model named 'small'\", file=sys.stderr)\n"
+                                       "sys.exit(3)\n")
+    (tmp_path / "reject.py").write_text('import json\nprint(json.dumps({"verdict": "reject", "concerns": ["no"]}))\n')
+    res = cli("run", str(suite), "--agent", f"x=command:{{python}} {tmp_path / 'crash.py'}", "--agent", "y=oracle",
+              "--reviewer", f"x=command:{{python}} {tmp_path / 'reject.py'}", "--reviewer", "y=tests", "--json")
+    assert res.returncode == 3, res.stderr
+    [task] = res.json()["tasks"]
+    text = " ".join(cli("show", task["escalation"], "--no-diff").stdout.split())
+    assert "x error: exited 3: mycli: no model named 'small'" in text, text
