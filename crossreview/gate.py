@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field
 
 from . import plugins
 from .models import AgentSpec, HumanDecision, Task, TaskResult, utcnow
+from .packet import escalation_headline, reasons_heading
 from .words import count_phrase, files_phrase
 from .runner import (
     DEFAULT_STATE_DIR,
@@ -195,6 +196,9 @@ class GateReport(BaseModel):
     candidates: list[dict[str, Any]] = Field(default_factory=list)
     verdicts: list[dict[str, Any]] = Field(default_factory=list)
     disagreements: list[str] = Field(default_factory=list)
+    tampering_alone: list[str] = Field(default_factory=list)
+    """Decision.tampering_alone: the candidates (``pr``) whose possible faking of their test results
+    alone escalated the pull request, so the comment does not say the reviewers disagree."""
     annotations: list[Annotation] = Field(default_factory=list)
     label: str = "crossreview:needs-human"
     comment: bool = True
@@ -213,7 +217,8 @@ class GateReport(BaseModel):
         """The facts `--record-human` needs later, kept (hidden) in the pull request comment."""
         return {"run": self.run, "task_run": self.task_run, "task": self.task, "decision": self.decision,
                 "escalation": self.escalation, "created": self.created.isoformat(), "head": self.head,
-                "reason": self.reason[:500], "label": self.label, "human": self.human, "config": self.config_source}
+                "reason": self.reason[:500], "label": self.label, "human": self.human, "config": self.config_source,
+                "tampering_alone": self.tampering_alone}
 
 
 # --- running the gate ----------------------------------------------------------
@@ -467,6 +472,7 @@ def _report(run: str, outcome, decision: dict, pr: PullRequest, base: str, head:
         verdicts=[{"reviewer": v.reviewer, "candidate": v.candidate, "verdict": v.verdict,
                    "confidence": v.confidence, "concerns": v.concerns, "error": v.error} for v in outcome.verdicts],
         disagreements=list(decision.get("disagreements") or []), annotations=annotations,
+        tampering_alone=list(decision.get("tampering_alone") or []),
         label=cfg.label, comment=cfg.comment,
     )
 
@@ -488,9 +494,22 @@ _ICON = {"accepted": "✅", "rejected": "❌", "escalated": "🧑‍⚖️", "er
 _HEADLINE = {
     "accepted": "the reviewers agree: accept",
     "rejected": "the reviewers agree: reject",
-    "escalated": "the reviewers disagree: a human decides",
     "error": "the gate could not run",
-}
+}  # "escalated": escalation_headline, which says whether the reviewers split or a flag alone stopped it
+
+
+def _shown_as(agent: str) -> str:
+    """A candidate as the comment names it: the pull request, or an attempt by a configured agent."""
+    return "this pull request" if agent == PR_AGENT else f"the attempt by {_code(agent)}"
+
+
+def _headline(report: GateReport) -> str:
+    if report.decision != "escalated":
+        return _HEADLINE.get(report.decision, _md_escape(report.decision))
+    # The decision is about the pull request alone; attempts are context (and have their own table mark).
+    pr_row = next((c for c in report.candidates if c["agent"] == PR_AGENT), None)
+    flagged = [PR_AGENT] if pr_row and pr_row.get("tampering") else []
+    return escalation_headline([_shown_as(a) for a in report.tampering_alone], [_shown_as(a) for a in flagged])
 
 
 def _md_escape(text: str) -> str:
@@ -506,7 +525,7 @@ def _code(text: str) -> str:
 
 def render_markdown(report: GateReport) -> str:
     """The decision, and for a split the packet, as GitHub-flavoured Markdown (step summary and PR comment)."""
-    icon, headline = _ICON.get(report.decision, "•"), _HEADLINE.get(report.decision, report.decision)
+    icon, headline = _ICON.get(report.decision, "•"), _headline(report)
     if report.human and report.decision in ("accepted", "rejected"):
         # The reviewers split; a maintainer settled it. Saying they agreed would misstate what happened.
         headline = f"a maintainer decided: {'accept' if report.decision == 'accepted' else 'reject'}"
@@ -529,7 +548,7 @@ def render_markdown(report: GateReport) -> str:
         lines.append(f"| {who} | {tests} | {files_phrase(len(c['files']))} +{c['lines_added']} -{c['lines_removed']} "
                      f"| {reviews} |")
     if report.disagreements:
-        lines += ["", "### Where they disagree", ""]
+        lines += ["", f"### {reasons_heading(report.tampering_alone)}", ""]
         lines += [f"- {_md_escape(d)}" for d in report.disagreements]
     pr_row = next((c for c in report.candidates if c["agent"] == PR_AGENT), None)
     judging = (pr_row or {}).get("test_files") or []  # absent from a report saved by an older version
@@ -894,6 +913,9 @@ def review_outcome(gh: GitHubEnv, pr: PullRequest, head: str, ledger_location: P
         winner=PR_AGENT if meta.get("decision") == "accepted" else None, escalation=meta.get("escalation"),
         reason=meta.get("reason") or "", base="", head=head, merge_base="", pull_request=pr,
         label=meta.get("label") or GateConfig().label, comment=False, human=meta.get("human"),
+        # What the gate said of the escalation (older comments: nothing, then "the reviewers disagree").
+        tampering_alone=[a for a in meta.get("tampering_alone") or [] if isinstance(a, str)]
+        if isinstance(meta.get("tampering_alone"), list) else [],
         # The review does not judge again: the config that judged this head is the one the comment names.
         config_source=meta["config"] if isinstance(meta.get("config"), str) else None,
     )

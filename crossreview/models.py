@@ -299,6 +299,11 @@ class Decision(BaseModel):
     reason: str
     disagreements: list[str] = Field(default_factory=list)
     policy: str = ""
+    tampering_alone: list[str] = Field(default_factory=list)
+    """On an escalation that only the tampering flag caused: the candidates that may fake their test
+    results. Empty for every other decision, and for an escalation where the reviewers disagree as
+    well (crossreview.policy.tampering_alone says when they do), so that what is shown to the human
+    says which of the two it is (crossreview.packet.escalation_headline)."""
 
 
 class HumanDecision(BaseModel):

@@ -57,6 +57,7 @@ def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict
         "guidance": list(guidance or []),
         "reason": decision.reason,
         "disagreements": decision.disagreements,
+        "tampering_alone": decision.tampering_alone,
         "policy": decision.policy,
         "candidates": cands,
         "verdicts": [
@@ -71,6 +72,37 @@ def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict
             for v in verdicts
         ],
     }
+
+
+def names_phrase(names: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def faking_phrase(names: list[str]) -> str:
+    """"pr may fake its test results", "h and i may fake their test results"."""
+    return f"{names_phrase(names)} may fake {'its' if len(names) == 1 else 'their'} test results"
+
+
+def escalation_headline(tampering_alone: list[str], flagged: list[str]) -> str:
+    """Why an escalation needs a human, in one line, for every face that words it (gate comment, packet).
+
+    ``tampering_alone``: Decision.tampering_alone, the candidates whose flag alone escalated it;
+    ``flagged``: every candidate the decision was about that may fake its test results. Both are
+    names as the face wants them shown. "The reviewers disagree" is said only when they do: a
+    candidate whose only reviewer approved it, escalated because it adds a conftest.py, is not a
+    disagreement, and a human reading that would look for one that is not there.
+    """
+    if tampering_alone:
+        return f"{faking_phrase(tampering_alone)}: a human must look"
+    if flagged:
+        return f"the reviewers disagree, and {faking_phrase(flagged)}: a human decides"
+    return "the reviewers disagree: a human decides"
+
+
+def reasons_heading(tampering_alone: list[str]) -> str:
+    """The heading over an escalation's list of reasons (Decision.disagreements)."""
+    return "Why a human must look" if tampering_alone else "Where they disagree"
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -110,7 +142,7 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
         for g in p["guidance"]:
             console.print(Text(f"  → {g}"))
         console.print()
-    console.print(Text("Where they disagree", style="bold"))
+    console.print(Text(reasons_heading(p.get("tampering_alone") or []), style="bold"))  # older packets: none
     for line in p["disagreements"] or ["(no specific disagreement recorded)"]:
         console.print(f"  • {line}", markup=False, highlight=False)  # holds file names a candidate chose
     console.print()

@@ -46,6 +46,36 @@ def tampering_line(c: Candidate) -> str:
     return f"{c.agent} may fake its test results: " + "; ".join(reasons)
 
 
+def tampering_alone(policy, candidates: list[Candidate], verdicts: list[Verdict], decision: Decision) -> list[str]:
+    """The flagged candidates, when being flagged is the only reason ``decision`` is an escalation; else [].
+
+    A flagged candidate (``Candidate.tampering``) goes to a human whatever its reviewers say, and
+    its tests do not count, so a reviewer "disagreeing" with its tests is no disagreement. The
+    reviewers disagree only if they split on a flagged candidate (one approves, another rejects),
+    or if the policy, asked again about the clean candidates alone, would still escalate. Otherwise
+    the human should be told that a candidate may fake its test results, not that the reviewers
+    disagree. ``policy`` is anything with ``decide(candidates, verdicts)``; policies are pure (see
+    the module docstring), so asking again changes nothing.
+    """
+    flagged = [c.agent for c in candidates if c.tampering]
+    if decision.kind != "escalated" or not flagged:
+        return []
+    for name in flagged:
+        said = {v.verdict for v in verdicts if v.candidate == name}
+        if {"approve", "reject"} <= said:
+            return []
+    clean = [c for c in candidates if not c.tampering]
+    if clean:
+        names = {c.agent for c in clean}
+        try:
+            again = policy.decide(clean, [v for v in verdicts if v.candidate in names])
+        except Exception:  # noqa: BLE001 - a plugin policy that trips on this loses only the finer wording
+            return []
+        if getattr(again, "kind", "escalated") == "escalated":
+            return []
+    return flagged
+
+
 def _tests_line(c: Candidate) -> str:
     if c.status != "ok":
         return f"{c.agent} failed to produce a candidate ({c.status}: {c.error})"

@@ -1114,3 +1114,60 @@ def test_tests_appended_to_an_existing_file_that_patch_are_never_accepted(tmp_pa
     assert report["candidates"][0]["tests_passed"] == 2  # the patch works: the tests alone would accept it
     summary = (tmp_path / "summary.md").read_text()
     assert "`tests/test_calc.py (tests added)`" in summary and "Never accepted on test results alone" in summary
+
+
+# --- what an escalation says it is --------------------------------------------------------
+
+from hostile._common import FORCE_PASS_PLUGIN  # noqa: E402 - the tamper corpus's conftest.py that forces passes
+
+HARMLESS_HOOK = "import pytest\n\n@pytest.hookimpl(hookwrapper=True)\ndef pytest_runtest_makereport(item, call):\n    yield\n"
+
+
+@pytest.mark.parametrize("change", [
+    {**GOOD, "tests/conftest.py": HARMLESS_HOOK},  # tests pass for real; the `tests` reviewer approves
+    {"src/calc.py": "def add(a, b):\n    return a - b\n", "tests/conftest.py": FORCE_PASS_PLUGIN},  # the canary catches it
+], ids=["conftest-reviewer-approves", "conftest-forces-passes"])
+def test_a_pr_escalated_only_because_it_may_fake_its_results_does_not_say_the_reviewers_disagree(
+        tmp_path, cli, fake_github, change):
+    """One reviewer (`tests`), nothing to disagree about: the comment, the step summary, a later review's
+    summary and the packet say the pull request may fake its test results, not that the reviewers split."""
+    repo = make_repo(tmp_path, config=None)
+    head = pr_branch(repo, "feature", change)
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo, env=gh_env(tmp_path, api=fake_github.url))
+    assert r.returncode == 3, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["tampering_alone"] == ["pr"] and "conftest.py" in report["reason"], report
+    headline = "## 🧑‍⚖️ crossreview: this pull request may fake its test results: a human must look"
+    for text in ((tmp_path / "summary.md").read_text(), fake_github.comments[7][-1]["body"]):
+        assert headline in text and "### Why a human must look" in text, text
+        assert "disagree" not in text, text
+    # A review that decides nothing re-renders the last decision from the comment: still the same words.
+    job = tmp_path / "review-job"
+    job.mkdir()
+    r = cli("gate", "--base", "main", "--head", head, "--state-dir", str(job / "state"), cwd=repo,
+            env=review_event(job, fake_github.url, state="commented", head=head))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert headline in (job / "summary.md").read_text()
+    show = cli("show", report["escalation"], "--no-diff", cwd=repo)
+    assert show.returncode == 0, show.stdout + show.stderr
+    assert "Why a human must look" in show.stdout and "Where they disagree" not in show.stdout
+
+
+def test_a_pr_that_may_fake_its_results_and_splits_its_reviewers_says_both(tmp_path, cli, fake_github):
+    """The linter rejects the TODO, the tester approves: a real split, beside the conftest.py."""
+    repo = make_repo(tmp_path)  # STRICT: tester and linter
+    head = pr_branch(repo, "feature", {**SPLIT, "tests/conftest.py": HARMLESS_HOOK})
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo, env=gh_env(tmp_path, api=fake_github.url))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert json.loads(r.stdout)["tampering_alone"] == []
+    summary = (tmp_path / "summary.md").read_text()
+    assert ("crossreview: the reviewers disagree, and this pull request may fake its test results: a human decides"
+            in summary), summary
+    assert "### Where they disagree" in summary
+    # and a split with nothing flagged reads as it always did
+    plain = pr_branch(repo, "plain", SPLIT)
+    env = gh_env(tmp_path, api=fake_github.url, number=8)
+    r = cli("gate", "--base", "main", "--head", plain, "--json", cwd=repo, env=env)
+    assert r.returncode == 3 and json.loads(r.stdout)["tampering_alone"] == [], r.stdout + r.stderr
+    summary = (tmp_path / "summary.md").read_text()
+    assert "crossreview: the reviewers disagree: a human decides" in summary and "may fake" not in summary

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..models import utcnow
+from ..packet import reasons_heading
 from ..words import count_phrase
 from . import render as R
 
@@ -362,7 +363,7 @@ def _packet_html(e: dict[str, Any], full: dict[str, Any] | None, open_: bool = T
                if e["decided"] else "waiting for a human: `crossreview show " + e["id"] + "`")
     parts.append(f'<p>Decision: {esc(decided)}</p>')
     if p.get("disagreements"):
-        parts.append("<h3>Where they disagree</h3><ul>" + "".join(f"<li>{esc(x)}</li>" for x in p["disagreements"])
+        parts.append(f"<h3>{esc(reasons_heading(p.get('tampering_alone') or []))}</h3><ul>" + "".join(f"<li>{esc(x)}</li>" for x in p["disagreements"])
                      + "</ul>")
     cands = p.get("candidates") or []
     if cands:
