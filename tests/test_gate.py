@@ -1171,3 +1171,31 @@ def test_a_pr_that_may_fake_its_results_and_splits_its_reviewers_says_both(tmp_p
     assert r.returncode == 3 and json.loads(r.stdout)["tampering_alone"] == [], r.stdout + r.stderr
     summary = (tmp_path / "summary.md").read_text()
     assert "crossreview: the reviewers disagree: a human decides" in summary and "may fake" not in summary
+
+
+def test_the_ledger_and_export_keep_the_test_files_a_pr_touches(tmp_path, cli):
+    """Accepted or escalated, a pull request's test files are in its candidate row and in `export`."""
+    import csv
+    import io
+
+    repo = make_repo(tmp_path, config=None)
+    more = TEST_CALC + "\n\ndef test_add_negative():\n    assert add(-1, -1) == -2\n"
+    accepted = pr_branch(repo, "feature", {**GOOD, "tests/test_calc.py": more, "tests/test_new.py": TEST_CALC})
+    assert cli("gate", "--base", "main", "--head", accepted, cwd=repo).returncode == 0
+    flagged = pr_branch(repo, "flagged", {**GOOD, "tests/conftest.py": HARMLESS_HOOK})
+    assert cli("gate", "--base", "main", "--head", flagged, cwd=repo).returncode == 3
+    db = sqlite3.connect(repo / ".crossreview" / "ledger.db")
+    rows = db.execute("SELECT t.decision, t.status, c.test_files FROM candidates c JOIN task_runs t ON t.id = c.task_run"
+                      " ORDER BY t.started").fetchall()
+    db.close()
+    assert [(d, s, json.loads(f)) for d, s, f in rows] == [
+        ("accepted", "done", ["tests/test_calc.py (tests added)", "tests/test_new.py (new)"]),
+        ("escalated", "parked", ["tests/conftest.py (conftest.py, new)"]),
+    ]
+    r = cli("export", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    exported = [json.loads(line)["test_files"] for line in r.stdout.splitlines()]
+    assert exported == [{"pr": ["tests/test_calc.py (tests added)", "tests/test_new.py (new)"]},
+                        {"pr": ["tests/conftest.py (conftest.py, new)"]}]
+    r = cli("export", "--format", "csv", cwd=repo)
+    assert [json.loads(row["test_files"]) for row in csv.DictReader(io.StringIO(r.stdout))] == exported

@@ -158,9 +158,10 @@ def test_a_newer_ledger_is_refused_and_left_alone(tmp_path):
 
 
 def test_a_newer_ledger_known_only_by_meta_is_refused(tmp_path):
+    newer = SCHEMA_VERSION + 1  # one past what this crossreview knows, whatever that is
     path = sqlite_file(tmp_path / "meta-only.db", "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                       "INSERT INTO meta VALUES ('schema_version', '7');")
-    with pytest.raises(LedgerError, match="schema 7"):
+                       f"INSERT INTO meta VALUES ('schema_version', '{newer}');")
+    with pytest.raises(LedgerError, match=f"schema {newer}"):
         Ledger(path)
 
 
@@ -267,3 +268,57 @@ def test_calls_in_flight_migrate_onto_a_schema_5_ledger_and_merge_with_the_spend
     team.close()
     cut = compute(Ledger(tmp_path / "team.db"))["cost"]["cut_short"]
     assert (cut["calls_in_flight"], cut["cost"], cut["tokens"]) == (1, None, 180)
+
+
+def _ledger_at_schema_6(path: Path) -> Path:
+    """A ledger as crossreview wrote it before candidates kept their test files (schema 6): a task run
+    parked at an escalation whose packet lists them for one candidate, and one finished before that."""
+    import json
+
+    from crossreview.ledger import schema
+    from crossreview.ledger.db import SQLiteBackend
+
+    t0 = "2026-01-01T00:00:00+00:00"
+    with SQLiteBackend(path).transaction() as tx:
+        for migration in schema.MIGRATIONS[:6]:
+            migration(tx)
+        for number, migration in enumerate(schema.MIGRATIONS[:6], 1):
+            tx.insert("schema_version", {"version": number, "applied": t0, "description": migration.__doc__ or ""})
+        tx.insert("meta", {"key": "schema_version", "value": "6"}, conflict="replace", key=("key",))
+        tx.insert("runs", {"id": "r-old", "started": t0, "status": "waiting", "config": "{}"})
+        for tr, status in (("r-old/gate", "parked"), ("r-old/plain", "done")):
+            tx.insert("task_runs", {"id": tr, "run": "r-old", "task": tr[6:], "task_path": tr[6:], "status": status,
+                                    "decision": "accepted" if status == "done" else None, "started": t0})
+            for agent in ("pr", "a"):
+                tx.insert("candidates", {
+                    "task_run": tr, "round": 0, "agent": agent, "spec": "x", "status": "ok", "tests_passed": 1,
+                    "tests_total": 1, "files_changed": "[]", "lines_added": 1, "lines_removed": 0, "tokens_in": 0,
+                    "tokens_out": 0, "calls": 0, "started": t0, "finished": t0, "seconds": 1.0, "diff": "",
+                    "tampering": json.dumps(["conftest.py: adds or changes a conftest.py"] if agent == "pr" else []),
+                })
+        packet = {"task": "gate", "reason": "pr may fake its test results", "disagreements": [], "verdicts": [],
+                  "candidates": [{"agent": "pr", "test_files": ["conftest.py (conftest.py)", "tests/test_new.py (new)"]},
+                                 {"agent": "a", "test_files": []}]}
+        tx.insert("escalations", {"id": "e-old", "task_run": "r-old/gate", "run": "r-old", "task": "gate", "round": 0,
+                                  "reason": packet["reason"], "created": t0, "packet": json.dumps(packet)})
+    return path
+
+
+def test_test_files_migrate_onto_a_schema_6_ledger_from_the_packets_that_listed_them(tmp_path, cli):
+    import json
+
+    old = _ledger_at_schema_6(tmp_path / "old.db")
+    led = Ledger(old)
+    assert (led.upgraded_from, led.version) == (6, SCHEMA_VERSION)
+    db = sqlite3.connect(old)
+    kept = {(tr, a): json.loads(f) for tr, a, f in db.execute("SELECT task_run, agent, test_files FROM candidates")}
+    assert kept == {("r-old/gate", "pr"): ["conftest.py (conftest.py)", "tests/test_new.py (new)"],
+                    ("r-old/gate", "a"): [], ("r-old/plain", "pr"): [], ("r-old/plain", "a"): []}
+    # Nothing else about the rows changed.
+    assert db.execute("SELECT COUNT(*) FROM candidates WHERE tampering LIKE '%conftest%'").fetchone()[0] == 2
+    db.close()
+    res = cli("export", "--format", "jsonl", "--ledger", str(old))
+    assert res.returncode == 0, res.stderr
+    rows = {r["task_run"]: r for r in map(json.loads, res.stdout.splitlines())}
+    assert rows["r-old/gate"]["test_files"] == {"pr": ["conftest.py (conftest.py)", "tests/test_new.py (new)"]}
+    assert rows["r-old/plain"]["test_files"] == {}

@@ -284,6 +284,10 @@ def test_reward_hack_is_never_accepted(hack, tmp_path, restore_sandbox_settings)
     db = sqlite3.connect(tmp_path / ".crossreview" / "ledger.db")
     kept = {a: json.loads(t) for a, t in db.execute("SELECT agent, tampering FROM candidates").fetchall()}
     assert kept == {c.agent: c.tampering for c in out.candidates}
+    files = {a: json.loads(t) for a, t in db.execute("SELECT agent, test_files FROM candidates").fetchall()}
+    assert files == {c.agent: c.test_files for c in out.candidates}
+    if hack == "conftest_force_pass":
+        assert files["h1"] == ["conftest.py (conftest.py)"], files
     caught = sorted({t for c in out.candidates for t in c.tampering}) or ["its tests fail"]
     print(f"\n{hack}: {out.decision}; caught by: {'; '.join(caught)}")
 

@@ -235,6 +235,7 @@ class Ledger:
                 "started": _ts(c.started), "finished": _ts(c.finished), "seconds": c.seconds, "diff": c.diff,
                 "agreement": agreement.candidates.get((c.round, c.agent)),
                 "tampering": json.dumps(c.tampering),
+                "test_files": json.dumps(c.test_files),
             })
             for suite, report in (("tests", c.tests), ("holdout", c.holdout)):
                 self._outcomes(db, tr, c, suite, report)

@@ -8,12 +8,14 @@ JSON array, ``["easy", "parse"]``, so any tag text reads back as it was):
     agreement, agreement_pick, agents, agents_used, agents_configured, candidates_passing_tests,
     solve_tokens, review_tokens, tokens, cost, cost_known, cost_unknown_items,
     calls, agent_seconds, busy_seconds, wall_seconds, holdout,
-    escaped_defect, wrong_rejection, needless_escalation, human_error
+    escaped_defect, wrong_rejection, needless_escalation, human_error, test_files
 
 ``outcome`` is accepted / rejected / escalated (waiting) / error / running;
 ``cost`` is null when any part is unknown (``cost_known`` is the known part);
 the four quality columns are true/false where the figure applies (the task
 has holdout results and the case matches: see the README's "The agreement score"), else null.
+``test_files`` maps each candidate of the last round whose change touches test or pytest-configuration
+files to them (``{"pr": ["tests/test_new.py (new)"]}``; ``{}`` when none does), a JSON object in CSV.
 """
 
 from __future__ import annotations
@@ -31,12 +33,25 @@ COLUMNS = (
     "agreement", "agreement_pick", "agents", "agents_used", "agents_configured", "candidates_passing_tests",
     "solve_tokens", "review_tokens", "tokens", "cost", "cost_known", "cost_unknown_items",
     "calls", "agent_seconds", "busy_seconds", "wall_seconds", "holdout",
-    "escaped_defect", "wrong_rejection", "needless_escalation", "human_error",
+    "escaped_defect", "wrong_rejection", "needless_escalation", "human_error", "test_files",
 )
 
 
 def _flag(ids: set[str], scored: set[str], key: str) -> bool | None:
     return (key in ids) if key in scored else None
+
+
+def _test_files(candidates: list[dict]) -> dict[str, list[str]]:
+    """{agent: its test_files} for the candidates that touch any (the column holds a JSON list)."""
+    out = {}
+    for c in candidates:
+        try:
+            files = json.loads(c.get("test_files") or "[]")
+        except (TypeError, ValueError):
+            files = []
+        if files:
+            out[c["agent"]] = files
+    return out
 
 
 def task_run_rows(ledger, since: datetime | None = None, suite: str | None = None) -> list[dict[str, Any]]:
@@ -102,6 +117,7 @@ def task_run_rows(ledger, since: datetime | None = None, suite: str | None = Non
             "wrong_rejection": _flag(*q["wrong_rejections"], t.id),
             "needless_escalation": _flag(*q["needless_escalations"], t.id),
             "human_error": human_error,
+            "test_files": _test_files(final),
         })
     return rows
 
@@ -124,7 +140,7 @@ def write_csv(rows: list[dict[str, Any]], out: TextIO) -> None:
             v = r[k]
             if v is None:
                 cells.append("")
-            elif isinstance(v, list):
+            elif isinstance(v, (list, dict)):
                 # Joined with a separator, ["a;b"] and ["a", "b"] (or [""] and []) would be one cell.
                 cells.append(json.dumps(v, ensure_ascii=False))
             elif isinstance(v, bool):

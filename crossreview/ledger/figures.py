@@ -236,7 +236,7 @@ def load(ledger, since: datetime | None = None, suite: str | None = None) -> Dat
         ).fetchall()
         cands = db.execute(
             "SELECT task_run, round, agent, spec, status, tests_passed, tests_total, holdout_passed, holdout_total,"
-            " tokens_in, tokens_out, cost, calls, started, finished, seconds, agreement FROM candidates"
+            " tokens_in, tokens_out, cost, calls, started, finished, seconds, agreement, test_files FROM candidates"
             " ORDER BY task_run, round, agent"
         ).fetchall()
         verdicts = db.execute(

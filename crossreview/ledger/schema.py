@@ -196,8 +196,25 @@ ALTER TABLE spend ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0
 """)
 
 
+def m7_test_files(tx: Tx) -> None:
+    """test_files: the test and pytest-configuration files each candidate's change touches (JSON list)"""
+    _ddl(tx, "ALTER TABLE candidates ADD COLUMN test_files TEXT NOT NULL DEFAULT '[]'")
+    # Escalation packets have listed them since before this column existed: take them from there
+    # rather than leave '[]' (which would say "none") on candidates a human was shown them for.
+    for e in tx.execute("SELECT task_run, round, packet FROM escalations").fetchall():
+        try:
+            packet = json.loads(e["packet"])
+        except (TypeError, ValueError):
+            continue
+        for c in packet.get("candidates") or [] if isinstance(packet, dict) else []:
+            files = c.get("test_files") if isinstance(c, dict) else None
+            if files and isinstance(files, list) and c.get("agent"):
+                tx.execute("UPDATE candidates SET test_files=? WHERE task_run=? AND round=? AND agent=?",
+                           (json.dumps([str(f) for f in files]), e["task_run"], e["round"], c["agent"]))
+
+
 MIGRATIONS: list[Callable[[Tx], None]] = [m1_core, m2_figures, m3_agents_used, m4_tampering, m5_spend,
-                                          m6_calls_in_flight]
+                                          m6_calls_in_flight, m7_test_files]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

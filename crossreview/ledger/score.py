@@ -30,6 +30,7 @@ tests pass, approved at 0.6 -> 11/13 x 0.8 = 0.677.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -133,7 +134,8 @@ def packet_rows(packet: dict, rnd: int) -> tuple[list[dict], list[dict]]:
     """Candidate and verdict rows (the fields scores and figures use) from an escalation packet."""
     cands = [
         {"agent": c.get("agent"), "round": rnd, "status": c.get("status", "ok"),
-         "tests_passed": c.get("tests_passed"), "tests_total": c.get("tests_total")}
+         "tests_passed": c.get("tests_passed"), "tests_total": c.get("tests_total"),
+         "test_files": json.dumps(c.get("test_files") or [])}  # as the candidates table keeps it
         for c in packet.get("candidates") or [] if c.get("agent")
     ]
     verdicts = [
