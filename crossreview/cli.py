@@ -173,6 +173,35 @@ def _finite(ctx, param, value):
     return value
 
 
+def budget_options(resume: bool):
+    """--max-cost, --max-tokens, --max-task-cost, --max-task-tokens: the same names and meaning on
+    `run` and `resume`, so a run stopped by its cap is continued with a higher one."""
+    if resume:
+        # A resume continues a run that has spent already: say the cap is the run's total, not extra money.
+        first = ("New cap for the whole suite run, replacing the recorded one for the rest of the run: stop "
+                 "starting model calls once the run has spent this much in all, what it spent before this "
+                 "resume included (so give the total you allow, not the extra). Default: the run's recorded cap.")
+    else:
+        first = "Stop starting model calls once the suite run has spent this much (default: config's max_cost)."
+    options = [
+        click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+                     callback=_finite, help=first),
+        click.option("--max-tokens", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="The same for tokens (in + out) over the suite run."),
+        click.option("--max-task-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+                     callback=_finite, help="The same, per task run."),
+        click.option("--max-task-tokens", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="The same for tokens, per task run."),
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--agent", "agents", multiple=True, metavar="SPEC",
@@ -193,14 +222,7 @@ def _finite(ctx, param, value):
 @click.option("--no-input", is_flag=True,
               help="Never prompt; escalations wait in the inbox. Default when stdin is not a terminal or CI=true.")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout, for machines.")
-@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD", callback=_finite,
-              help="Stop starting model calls once the suite run has spent this much (default: config's max_cost).")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=None, metavar="N",
-              help="The same for tokens (in + out) over the suite run.")
-@click.option("--max-task-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD", callback=_finite,
-              help="The same, per task run.")
-@click.option("--max-task-tokens", type=click.IntRange(min=1), default=None, metavar="N",
-              help="The same for tokens, per task run.")
+@budget_options(resume=False)
 @sandbox_option
 def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, no_input, json_mode,
         max_cost, max_tokens, max_task_cost, max_task_tokens, sandbox):
@@ -473,9 +495,15 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
 @state_option
 @click.option("--no-input", is_flag=True, help="Never prompt.")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON document on stdout.")
+@budget_options(resume=True)
 @sandbox_option
-def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
-    """Finish RUN_ID after a crash or kill, keeping every finished agent's work."""
+def resume(run_id, ledger, state_dir, no_input, json_mode, max_cost, max_tokens, max_task_cost, max_task_tokens,
+           sandbox):
+    """Finish RUN_ID after a crash or kill, keeping every finished agent's work.
+
+    Also continues a run stopped by its budget: with a higher --max-cost (or --max-tokens, ...) the
+    task runs "not started: budget exhausted" run; without one, the run's recorded caps hold.
+    """
     from .plugins import get_plugin_manager
     from .reporting import TerminalReporter, print_errors, print_results_table, result_json, summary_line
     from .runner import UsageError, resume_run, stdin_is_interactive
@@ -491,7 +519,9 @@ def resume(run_id, ledger, state_dir, no_input, json_mode, sandbox):
     try:
         outcome = resume_run(run_id, state_dir=state_dir, ledger=location, sandbox=sandbox,
                              interactive=not no_input and not json_mode and stdin_is_interactive(), pm=pm,
-                             on_plan=lambda kept, todo: reporter.resuming(run_id, kept, todo))
+                             on_plan=lambda kept, todo: reporter.resuming(run_id, kept, todo),
+                             limits={"max_cost": max_cost, "max_tokens": max_tokens,
+                                     "max_task_cost": max_task_cost, "max_task_tokens": max_task_tokens})
     except UsageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -362,19 +362,31 @@ def _models_and_limits(opts: RunOptions, cfg, specs: list[AgentSpec], pairing: d
         max_task_cost=pick(opts.max_task_cost, "max_task_cost"),
         max_task_tokens=pick(opts.max_task_tokens, "max_task_tokens"),
     )
-    models = sorted({s.arg.strip() for s in specs if s.kind == "llm" and s.arg}
-                    | {spec.split(":", 1)[1].strip() for spec in pairing.values() if spec.startswith("llm:")})
-    if limits.caps_cost and models:
-        from .llm.client import ModelClient
-
-        unpriced = [m for m in models if not ModelClient(llm.resolve(m)).priced()]
-        if unpriced:
-            raise UsageError(
-                f"a cost cap (--max-cost / --max-task-cost) needs a price for every model, and litellm does not know "
-                f"{', '.join(unpriced)}: add [prices.\"{unpriced[0]}\"] input_cost_per_token = ... and "
-                f"output_cost_per_token = ... to crossreview.toml"
-            )
+    if limits.caps_cost:
+        _check_priced(llm, _llm_models(specs, pairing))
     return llm.model_dump(mode="json", exclude_defaults=True), limits.to_dict()
+
+
+def _llm_models(specs: list[AgentSpec], pairing: dict[str, str]) -> list[str]:
+    """Every model the run's `llm:` agents and reviewers call."""
+    return sorted({s.arg.strip() for s in specs if s.kind == "llm" and s.arg}
+                  | {spec.split(":", 1)[1].strip() for spec in pairing.values() if spec.startswith("llm:")})
+
+
+def _check_priced(llm, models: list[str], fix: str | None = None) -> None:
+    """A cost cap cannot hold a model whose price nobody knows: UsageError naming the `[prices]` to add
+    (or ``fix``, what to do instead, where adding a price would not help)."""
+    if not models:
+        return
+    from .llm.client import ModelClient
+
+    unpriced = [m for m in models if not ModelClient(llm.resolve(m)).priced()]
+    if unpriced:
+        raise UsageError(
+            f"a cost cap (--max-cost / --max-task-cost) needs a price for every model, and litellm does not know "
+            f"{', '.join(unpriced)}: " + (fix or f"add [prices.\"{unpriced[0]}\"] input_cost_per_token = ... and "
+                                                 f"output_cost_per_token = ... to crossreview.toml")
+        )
 
 
 def _thread_config(task_run: str, n_agents: int, n_panel: int | None = None) -> dict:
@@ -545,7 +557,7 @@ def _run_task(session: Session, run: str, task: Task, config: dict, interactive:
     started = fresh or not session.graph.get_state(gconf).values
     spent = session.context.budgets.suite(run, config.get("limits")).exceeded()
     if spent and started:
-        # The suite run's budget is gone: this task is not started (a resume with a new budget can run it).
+        # The suite run's budget is gone: this task is not started (`resume RUN --max-cost ...` with a higher cap runs it).
         session.ledger.set_task_run_status(tr, "error", "error", f"not started: {spent}")
         result = TaskResult(task=task.id, task_run=tr, run=run, decision="error", reason=spent, error=f"not started: {spent}")
         session.pm.hook.crossreview_task_finished(result=result)
@@ -874,11 +886,17 @@ def _latest_results(session: Session, run: str) -> list[str]:
 
 
 def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | None = None, interactive: bool = False, pm: pluggy.PluginManager | None = None, sandbox: str | None = None,
-               on_plan: Callable[[int, int], None] | None = None) -> SuiteOutcome:
+               on_plan: Callable[[int, int], None] | None = None, limits: dict[str, Any] | None = None) -> SuiteOutcome:
     """Finish a run that crashed or was killed, keeping every finished branch.
 
     ``on_plan(kept, todo)`` hears, before any work, how many task runs are kept as they are
-    (finished, or waiting for a human) and how many are to run (a face shows progress with it)."""
+    (finished, or waiting for a human) and how many are to run (a face shows progress with it).
+
+    ``limits``: new caps (``max_cost``, ``max_tokens``, ``max_task_cost``, ``max_task_tokens``;
+    a missing or None one keeps the run's recorded cap). A new cap replaces the recorded one for
+    the rest of the run (this resume, and every later ``decide`` or ``resume``) and is written to
+    the run's config in the ledger; what the run already spent counts against it. Task runs that
+    were not started because the budget ran out are run under it; finished ones are kept."""
     pm = pm or plugins.get_plugin_manager()
     led = Ledger(ledger or state_dir / "ledger.db")
     row = led.get_run(run)
@@ -887,6 +905,7 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
     config = row["config"]
     if sandbox:
         config = {**config, "sandbox": {**(config.get("sandbox") or {}), "mode": sandbox}}
+    config, limits_changed = _with_new_limits(config, limits or {})
     # Kept as they are: finished task runs, and those waiting for a human. A
     # decision a human made whose carrying out was cut short is finished here.
     done = {tr["task"]: tr for tr in led.task_runs(run)
@@ -915,6 +934,10 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
         # Before any worktree is removed or rebuilt: what the killed process had
         # started and a kill at a bad moment left running would write into them.
         kill_leftovers({row["pid"], *owner_pids(Path(config["state_dir"]), run)} - {None})
+        if limits_changed:
+            # Under the run's lock, so a resume turned away because the run is busy changes nothing;
+            # before the budgets are built, so they and every later decide or resume use the new caps.
+            session.ledger.set_run_config(run, config)
         flying = _seed_budget(session, run, config)
         session.ledger.set_run_status(run, "running", finished=False)
         for tr in done.values():
@@ -940,6 +963,44 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
         "so what the run cost is unknown (`crossreview stats`: spent on work cut short); "
         "budgets count them as spend of unknown cost"]
     return SuiteOutcome(run, all_results, errors, warnings, kept=len(finished))
+
+
+LIMIT_KEYS = ("max_cost", "max_tokens", "max_task_cost", "max_task_tokens")
+
+
+def _with_new_limits(config: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``config`` with the caps in ``given`` (None: keep the recorded one) replacing the recorded ones,
+    and whether any changed. Each change is appended to ``config["limit_changes"]`` (when, before,
+    after), so the ledger says which caps the run's work was done under.
+
+    A money cap needs a price for every model the run calls; the run's prices are the ones it
+    recorded when it started (a crossreview.toml edited since is not read), so a model it had no
+    price for cannot be held to one: UsageError, before anything runs.
+    """
+    from datetime import datetime, timezone
+
+    from .budget import Limits
+
+    unknown = set(given) - set(LIMIT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown limits {sorted(unknown)}; known: {', '.join(LIMIT_KEYS)}")
+    before = Limits.from_dict(config.get("limits")).to_dict()
+    after = {**before, **{k: v for k, v in given.items() if v is not None}}
+    if after == before:
+        return config, False
+    new = Limits.from_dict(after)
+    if new.caps_cost:
+        from .llm.settings import LLMSettings
+
+        # The gate's panel reviews too: its models spend as much as the agents'.
+        specs = [AgentSpec(**a) for a in [*config["agents"], *(config.get("panel") or [])]]
+        _check_priced(LLMSettings.from_any(config.get("llm")), _llm_models(specs, config.get("reviewers") or {}),
+                      fix="the run records the prices it started with, so it cannot be held to a money cap; "
+                          "cap its tokens instead (--max-tokens / --max-task-tokens)")
+    change = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "by": "resume",
+              "before": before, "after": new.to_dict()}
+    return {**config, "limits": new.to_dict(),
+            "limit_changes": [*(config.get("limit_changes") or []), change]}, True
 
 
 def _seed_budget(session: Session, run: str, config: dict) -> int:

@@ -3,9 +3,11 @@ cleanly, and the decision says why. Prices for models litellm does not know come
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from conftest import ledger_rows, make_task, write
+from conftest import GOOD_SOLUTION, ledger_rows, make_task, write
 from fake_openai import fake_openai, llm_env, tools  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
@@ -210,3 +212,89 @@ def test_a_cap_or_a_price_that_is_not_a_finite_number_is_refused_before_anything
     res = cli("run", str(suite), "--agent", "a=llm:openai/spender", "--json", env=llm_env(fake_openai))
     assert res.returncode == 2 and "max_task_cost" in res.stderr, res.stderr
     assert fake_openai.requests == []
+
+
+def _solver(fake_openai, model: str = "solver") -> None:
+    """An agent that writes the solution and finishes: two calls of 1100 tokens per solve."""
+    usage = dict(prompt_tokens=TOKENS_IN, completion_tokens=TOKENS_OUT)
+
+    def script(req):
+        if req.turn == 0:
+            return tools(("write_file", {"path": "calc.py", "content": GOOD_SOLUTION}), **usage)
+        return tools(("finish", {"summary": "done"}), **usage)
+
+    fake_openai.on(model, script)
+
+
+def test_resume_with_a_higher_cap_runs_what_the_budget_left_unstarted(cli, suite, tmp_path, fake_openai):
+    # A nightly run stopped by its --max-cost is continued with more money: `resume RUN --max-cost`
+    # runs the task runs the cap left unstarted, and pays for nothing it had finished.
+    for name in ("t1", "t2", "t3"):
+        make_task(suite, name)
+    _priced(suite, "openai/solver")
+    _solver(fake_openai)
+    agent = ["--agent", "a=llm:openai/solver", "--reviewer", "tests"]
+    res = cli("run", str(suite), *agent, "--max-cost", "0.02", "--json", env=llm_env(fake_openai))
+    by = {t["task"]: t for t in res.json()["tasks"]}
+    assert by["t1"]["decision"] == "accepted", by["t1"]  # $0.024: one solve passes the cap
+    for name in ("t2", "t3"):
+        assert "not started: budget exhausted: --max-cost $0.02" in by[name]["error"]
+    assert len(fake_openai.requests) == 2
+    run = res.json()["run"]
+    state = tmp_path / ".crossreview"
+
+    # Without new caps the recorded one holds: nothing runs.
+    same = cli("resume", run, "--json", env=llm_env(fake_openai))
+    assert all("not started" in (t["error"] or "") for t in same.json()["tasks"] if t["task"] != "t1")
+    assert len(fake_openai.requests) == 2
+
+    # A higher cap: t2 and t3 run (2 calls each), t1 is kept, not solved or paid again.
+    more = cli("resume", run, "--max-cost", "1", "--json", env=llm_env(fake_openai))
+    assert more.returncode == 0, more.stderr
+    assert {t["task"]: t["decision"] for t in more.json()["tasks"]} == {"t1": "accepted", "t2": "accepted",
+                                                                         "t3": "accepted"}
+    assert len(fake_openai.requests) == 6
+    total, tokens, calls = _total(state)
+    assert calls == 6 and total == pytest.approx(6 * PER_CALL)
+    [journal] = ledger_rows(state, "SELECT SUM(cost) AS cost, COUNT(*) AS n FROM spend")
+    assert journal["cost"] == pytest.approx(6 * PER_CALL)  # the spend journal: nothing paid twice
+    # The run's config in the ledger says which caps its work was done under.
+    [row] = ledger_rows(state, "SELECT config FROM runs WHERE id=?", (run,))
+    config = json.loads(row["config"])
+    assert config["limits"]["max_cost"] == 1
+    [change] = config["limit_changes"]
+    assert (change["before"]["max_cost"], change["after"]["max_cost"], change["by"]) == (0.02, 1, "resume")
+
+
+def test_what_a_run_spent_counts_against_the_cap_a_resume_gives_it(cli, suite, tmp_path, fake_openai):
+    for name in ("t1", "t2"):
+        make_task(suite, name)
+    _priced(suite, "openai/solver")
+    _solver(fake_openai)
+    agent = ["--agent", "a=llm:openai/solver", "--reviewer", "tests"]
+    run = cli("run", str(suite), *agent, "--max-cost", "0.02", "--json", env=llm_env(fake_openai)).json()["run"]
+    # $0.03 in all, $0.024 spent: t2 starts, its first call brings the run to $0.036, and the cap stops it there.
+    res = cli("resume", run, "--max-cost", "0.03", "--json", env=llm_env(fake_openai))
+    t2 = {t["task"]: t for t in res.json()["tasks"]}["t2"]
+    assert "budget exhausted: --max-cost $0.03 for the suite run reached ($0.0360 spent)" in t2["reason"], t2
+    assert len(fake_openai.requests) == 3
+
+
+def test_a_resume_cannot_put_a_money_cap_on_a_model_without_a_price(cli, suite, tmp_path, fake_openai):
+    make_task(suite, "t1")
+    make_task(suite, "t2")
+    _solver(fake_openai, "unpriced")
+    res = cli("run", str(suite), "--agent", "a=llm:openai/unpriced", "--reviewer", "tests", "--max-tokens", "2000",
+              "--json", env=llm_env(fake_openai))
+    run = res.json()["run"]
+    sent = len(fake_openai.requests)
+    bad = cli("resume", run, "--max-cost", "1", env=llm_env(fake_openai))
+    assert bad.returncode == 2
+    err = " ".join(bad.stderr.split())
+    assert "needs a price for every model" in err and "openai/unpriced" in err and "--max-tokens" in err, err
+    assert len(fake_openai.requests) == sent
+    [row] = ledger_rows(tmp_path / ".crossreview", "SELECT config FROM runs")
+    assert '"max_cost": null' in row["config"] and "limit_changes" not in row["config"]
+    # The token cap it can hold: raised, the unstarted task runs.
+    ok = cli("resume", run, "--max-tokens", "100000", "--json", env=llm_env(fake_openai))
+    assert {t["task"]: t["decision"] for t in ok.json()["tasks"]} == {"t1": "accepted", "t2": "accepted"}, ok.stderr

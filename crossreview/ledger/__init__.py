@@ -99,6 +99,12 @@ class Ledger:
                 (status, _ts(utcnow()) if finished else None, os.getpid(), run),
             )
 
+    def set_run_config(self, run: str, config: dict[str, Any]) -> None:
+        """Replace what suite run ``run`` recorded it runs with (``resume`` with new caps writes them here,
+        so every later ``decide`` or ``resume`` of the run uses them)."""
+        with self.connect() as db:
+            db.execute("UPDATE runs SET config=? WHERE id=?", (json.dumps(config), run))
+
     def get_run(self, run: str) -> dict[str, Any] | None:
         """The run's row, its config parsed."""
         with self.connect(write=False) as db:
