@@ -279,9 +279,11 @@ def check_known_figures(f: dict) -> None:
     assert [(by[x]["solve"]["tokens"], by[x]["review"]["tokens"]) for x in AGENTS] == [
         (5000, 1350), (10000, 1350), (2500, 1500)]
     assert by["a"]["review"]["cost"]["total"] == approx(0.009) and by["c"]["review"]["cost"]["total"] is None
-    # (13200 + 8500) / (c's solve 1500 + 1000); agent-seconds (141 + 90) / (15 + 10)
-    assert co["multiplier"]["tokens"] == approx(8.68)
-    assert co["multiplier"]["agent_seconds"] == approx(9.24)
+    # Per suite run, the cheapest agent that solved every costed task run: r-alpha c (1500 tokens,
+    # $0.015, 15 s); in r-beta c crashed on T4 (an error candidate is no solve), so a (2000, $0.020,
+    # 20 s). (13200 + 8500) / (1500 + 2000); agent-seconds (141 + 90) / (15 + 20)
+    assert co["multiplier"]["tokens"] == approx(6.2)
+    assert co["multiplier"]["agent_seconds"] == approx(6.6)
     assert co["multiplier"]["cost"] is None and "unknown" in co["multiplier"]["note"]
     assert co["review_share"]["tokens"] == approx(4200 / 21700)
     assert co["review_share"]["cost"] is None
@@ -323,7 +325,8 @@ def check_known_figures(f: dict) -> None:
     assert runs["r-alpha"]["cost"]["total"] == approx(0.153)
     assert runs["r-alpha"]["multiplier_tokens"] == approx(8.8)
     assert runs["r-beta"]["cost"] == {"total": None, "known": approx(0.099), "unknown": 1, "items": 16}
-    assert runs["r-beta"]["multiplier_tokens"] == approx(8.5)
+    assert runs["r-beta"]["multiplier_tokens"] == approx(4.25)
+    assert (runs["r-alpha"]["baseline_agent"], runs["r-beta"]["baseline_agent"]) == ("c", "a")
     assert [(e["id"], e["minutes"]) for e in f["escalations"]] == [
         ("e-t2", approx(5.0)), ("e-t4", approx(15.0)), ("e-t6", None)]
 
@@ -422,7 +425,7 @@ STATS_LINES = [
     "│ c     │ oracle │ 27.3% (3/11) +1 abstained │          40.0% (4/10) │            50.0% (3/6) │             54.5% │        3/6 │    1 │",
     "│ whole run │ 21,700 │ ≥ $0.2520 (1 of 43 unknown) │    58 │       374.1 │        n/a │       231.0 s │",
     "│ solve     │ 17,500 │                     $0.2250 │    30 │       583.3 │  $0.007500 │       175.0 s │",
-    "cost multiplier (whole run / cheapest single agent's solve) tokens 8.68×, money n/a, agent-seconds 9.24×",
+    "cost multiplier (whole run / cheapest single agent's solve) tokens 6.20×, money n/a, agent-seconds 6.60×",
     "review share of the total tokens 19.4%, money n/a, agent-seconds 24.2%",
     "parallel efficiency (busy / (wall-clock × agents))             61.6%",
     "mean agents running at once (while any runs)                   2.10 (peak 6)",
@@ -550,6 +553,66 @@ def test_cost_multiplier_baseline_is_an_agent_that_solved_every_task_run(tmp_pat
     assert m["agent_seconds"] == approx(81 / 20)
     assert f["runs"][0]["multiplier_tokens"] == approx(7700 / 2000)
     assert f["runs"][0]["multiplier_agent_seconds"] == approx(81 / 20)
+
+
+def _costed_run(led: Ledger, run: str, solves: dict[str, list[tuple[str, int, float | None, float]]]) -> None:
+    """A recorded suite run with no reviews: per task, each agent's (status, tokens, cost, seconds)."""
+    led.start_run(run, {"suite_dir": f"/suites/{run}"})
+    for task, by_agent in solves.items():
+        tr = f"{run}/{task}"
+        led.start_task_run(tr, run, task, f"/{task}", [], {})
+        cands = [Candidate(agent=agent, spec=f"llm:fake/{agent}", status=status,
+                           error=None if status == "ok" else "HTTP 500 on every attempt",
+                           started=R1, finished=R1 + timedelta(seconds=secs), tests=_report(1, 1) if status == "ok" else None,
+                           usage=Usage(tokens_in=tokens, tokens_out=0, cost=cost, calls=1))
+                 for agent, (status, tokens, cost, secs) in by_agent.items()]
+        led.record_task_run(TaskResult(task=task, task_run=tr, run=run, decision="rejected"), cands, [],
+                            [(0, Decision(kind="rejected", reason="planted"))], [], rounds=1)
+
+
+def test_an_agent_whose_solve_errored_is_no_baseline(tmp_path):
+    """`down` got HTTP 500 on every call: it produced no candidate, spent next to nothing, and did
+    not solve the task runs, so it is not the cheap single agent the run is compared with. The
+    baseline is one agent for tokens, money and agent-seconds: the cheapest by money (`thrifty`:
+    more tokens than `pricey`, but a cheaper model)."""
+    led = Ledger(tmp_path / "down.db")
+    solves = {"pricey": ("ok", 1000, 0.010, 10.0), "thrifty": ("ok", 3000, 0.003, 30.0),
+              "down": ("error", 10, 0.0001, 1.0)}
+    _costed_run(led, "r-1", {"T1": solves, "T2": solves})
+    f = compute(led)
+    # whole run: 2 x (1000 + 3000 + 10) tokens, 2 x $0.0131, 2 x 41 s; thrifty alone: 6000, $0.006, 60 s
+    m = f["cost"]["multiplier"]
+    assert m["tokens"] == approx(8020 / 6000)
+    assert m["cost"] == approx(0.0262 / 0.006)
+    assert m["agent_seconds"] == approx(82 / 60)
+    assert "note" not in m
+    assert f["runs"][0]["baseline_agent"] == "thrifty"
+
+    # Money unknown for one of them: the cheapest by tokens gives all three (and the money is n/a).
+    led = Ledger(tmp_path / "unpriced.db")
+    unpriced = {**solves, "thrifty": ("ok", 3000, None, 30.0)}
+    _costed_run(led, "r-2", {"T1": unpriced, "T2": unpriced})
+    f = compute(led)
+    assert f["runs"][0]["baseline_agent"] == "pricey"
+    m = f["cost"]["multiplier"]
+    assert (m["tokens"], m["agent_seconds"], m["cost"]) == (approx(8020 / 2000), approx(82 / 20), None)
+
+
+def test_when_no_agent_solved_every_task_run_the_one_that_solved_most_is_the_baseline(tmp_path):
+    led = Ledger(tmp_path / "partial.db")
+    ok, err = ("ok", 1000, 0.01, 10.0), ("error", 0, 0.0, 0.5)
+    _costed_run(led, "r-1", {"T1": {"a": ok, "b": err, "down": err}, "T2": {"a": ok, "b": ok, "down": err},
+                             "T3": {"a": err, "b": ok, "down": err}})
+    _costed_run(led, "r-2", {"T1": {"a": err, "b": err}})
+    f = compute(led)
+    # r-1: a and b solved 2 of 3 (tie: a's 2000 tokens, $0.02, 20.5 s); down none. r-2: nobody solved
+    # anything, so no baseline. Whole run r-1: 4 solves of 1000 tokens, $0.04, 41.5 + 1.5 s.
+    runs = {r["run"]: r for r in f["runs"]}
+    assert (runs["r-1"]["baseline_agent"], runs["r-2"]["baseline_agent"]) == ("a", None)
+    m = f["cost"]["multiplier"]
+    assert m["tokens"] == approx(4000 / 2000) and m["cost"] == approx(0.04 / 0.02)
+    assert "in 1 suite run no single agent solved every task run" in m["note"]
+    assert "1 suite run left out: no agent solved any of its task runs" in m["note"]
 
 
 def test_an_abstention_is_no_majority_for_needless_escalations(tmp_path):

@@ -99,7 +99,7 @@ def test_report_of_the_hand_built_ledger_is_self_contained_and_drawn(cli, tmp_pa
     assert "waiting for a human: `crossreview show e-t6`" in text
     assert "diff of a" in text and "+# by a" in text
     # The headline numbers, benefit beside its cost.
-    for figure in ("50.0%", "8.68×", "≥ $0.2520 (1 of 43 unknown)", "0.093", "61.6%"):
+    for figure in ("50.0%", "6.20×", "≥ $0.2520 (1 of 43 unknown)", "0.093", "61.6%"):
         assert figure in text, figure
 
     plots = drawn_plots(html_file)

@@ -7,7 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from conftest import EXAMPLE_TASKS, ledger_rows
+from conftest import EXAMPLE_TASKS, GOOD_SOLUTION, ledger_rows, make_task, write
+from fake_openai import error, fake_openai, llm_env, tools  # noqa: F401 - fixture
 from test_ledger_report import assert_self_contained, drawn_plots
 
 pytestmark = pytest.mark.slow
@@ -135,3 +136,35 @@ def test_figures_of_a_real_run_match_what_happened(cli, tmp_path):
 
     res = cli("export", "--format", "csv")
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 6
+
+
+def test_an_agent_whose_every_model_call_failed_is_not_the_cost_baseline(cli, suite, tmp_path, fake_openai):
+    """b's provider answers HTTP 500 to everything: b makes no candidate and spends $0. The cost
+    multiplier compares the run with the cheapest agent that solved every task run, a; counting b
+    as the single agent (0 tokens, $0) left the multiplier undefined, or, had b's failing calls
+    spent a little, made it huge."""
+    for name in ("t1", "t2"):
+        make_task(suite, name)
+    prices = "".join(f'[prices."openai/{m}"]\ninput_cost_per_token = 0.00001\noutput_cost_per_token = 0.00002\n'
+                     for m in ("solver", "down"))
+    write(suite / "crossreview.toml", f'[models."*"]\nmax_attempts = 2\nretry_backoff = 0.01\n{prices}')
+
+    def solver(req):
+        if req.turn == 0:
+            return tools(("write_file", {"path": "calc.py", "content": GOOD_SOLUTION}),
+                         prompt_tokens=1000, completion_tokens=100)
+        return tools(("finish", {"summary": "done"}), prompt_tokens=1000, completion_tokens=100)
+
+    fake_openai.on("solver", solver)
+    fake_openai.on("down", [error(500, "boom")])
+    res = cli("run", str(suite), "--agent", "a=llm:openai/solver", "--agent", "b=llm:openai/down",
+              "--reviewer", "tests", "--json", env=llm_env(fake_openai))
+    statuses = {(t["task"], c["agent"]): c["status"] for t in res.json()["tasks"] for c in t["candidates"]}
+    assert statuses == {("t1", "a"): "ok", ("t1", "b"): "error", ("t2", "a"): "ok", ("t2", "b"): "error"}, res.stderr
+    f = cli("stats", "--json").json()
+    # Only a spent (2 solves of 2 calls, 1100 tokens and $0.012 each; the tests reviewer is free):
+    # the whole run costs exactly what a alone did.
+    m = f["cost"]["multiplier"]
+    assert f["cost"]["tokens"] == 4400
+    assert m["tokens"] == pytest.approx(1.0) and m["cost"] == pytest.approx(1.0), m
+    assert f["runs"][0]["baseline_agent"] == "a"

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any, Iterable
 
+from ..words import count_phrase
 from . import score
 
 # --- small helpers ------------------------------------------------------------
@@ -636,31 +637,50 @@ def _usage(trs: list[TR]) -> tuple[Usage, Usage, dict[str, Usage], dict[str, Usa
     return solve, review, solve_by, review_by
 
 
-def _baseline(solve_by: dict[str, Usage], trs: list[TR] | None = None) -> dict[str, Any]:
-    """The cheapest single agent's solve: by tokens, by money (all known), by agent-seconds.
+def _solved(agent: str, t: TR) -> bool:
+    """Whether ``agent`` solved task run ``t``: it produced a candidate (status ok) every time it was asked.
 
-    Only agents that solved every costed task run of ``trs`` qualify: under
-    ``--policy cascade`` a later agent solves only the task runs the first two
-    did not settle, and its solve over those few is not what one agent alone
-    would have cost on all of them. (When no agent solved them all, every agent
-    is considered, as before.)
+    A candidate that errored or timed out (every model call got a 5xx, the budget ran out, the
+    agent crashed) is no solve: it cost next to nothing because it did next to nothing, and
+    counting it would make that agent the cheap baseline and inflate the multiplier. Whether
+    the candidate's tests pass does not matter: its solve is what one agent alone would have cost.
     """
+    mine = [c for c in t.candidates if c["agent"] == agent]
+    return bool(mine) and all(c.get("status") == "ok" for c in mine)
+
+
+def _baseline(solve_by: dict[str, Usage], trs: list[TR] | None = None) -> dict[str, Any]:
+    """The cheapest single agent's solve on the costed task runs of ``trs`` (one suite run).
+
+    One agent gives the tokens, the money and the agent-seconds of the baseline, so the three
+    multipliers compare the run with the same alternative: running that agent alone. It is the
+    cheapest by money when the money of every candidate agent is known, else by tokens (ties:
+    fewer tokens, then fewer agent-seconds, then the name).
+
+    Only agents that solved (``_solved``) every costed task run qualify: under ``--policy
+    cascade`` a later agent solves only the task runs the first two did not settle, and an agent
+    that errored spent next to nothing where it failed; neither is what one agent alone would
+    have cost on all of them. When no agent solved them all, those that solved the most do
+    (``partial``: their solve covers fewer task runs than the run, so the multiplier reads
+    high); when none solved any, there is no baseline.
+    """
+    partial = False
     if trs is not None:
         costed = [t for t in trs if t.costed]
-        every = [a for a in solve_by
-                 if all(any(c["agent"] == a for c in t.candidates) for t in costed)]
-        if every:
-            solve_by = {a: solve_by[a] for a in every}
+        solved = {a: sum(_solved(a, t) for t in costed) for a in solve_by}
+        most = max(solved.values(), default=0)
+        if not most:
+            return {"tokens": None, "cost": None, "agent_seconds": None, "agent": None, "partial": False}
+        partial = most < len(costed)
+        solve_by = {a: u for a, u in solve_by.items() if solved[a] == most}
     if not solve_by:
-        return {"tokens": None, "cost": None, "agent_seconds": None, "agent": None}
-    cheapest = min(sorted(solve_by), key=lambda a: solve_by[a].tokens)
-    monies = [u.money.total for u in solve_by.values()]
-    return {
-        "agent": cheapest,
-        "tokens": solve_by[cheapest].tokens,
-        "cost": None if any(m is None for m in monies) else min(monies),
-        "agent_seconds": min(u.seconds for u in solve_by.values()),
-    }
+        return {"tokens": None, "cost": None, "agent_seconds": None, "agent": None, "partial": False}
+    by_money = all(u.money.total is not None for u in solve_by.values())
+    cheapest = min(sorted(solve_by), key=lambda a: ((solve_by[a].money.total,) if by_money else ())
+                   + (solve_by[a].tokens, solve_by[a].seconds))
+    u = solve_by[cheapest]
+    return {"agent": cheapest, "tokens": u.tokens, "cost": u.money.total, "agent_seconds": u.seconds,
+            "partial": partial}
 
 
 def cut_short(d: Data) -> dict[str, Any]:
@@ -708,6 +728,7 @@ def cost(d: Data) -> dict[str, Any]:
     whole_sec = base_sec = 0.0
     whole_money, base_money = Money(), 0.0
     base_money_known = True
+    partial = no_baseline = 0
     runs = defaultdict(list)
     for t in d.task_runs:
         if t.costed:
@@ -715,6 +736,12 @@ def cost(d: Data) -> dict[str, Any]:
     for trs in runs.values():
         s, r, sb, _ = _usage(trs)
         b = _baseline(sb, trs)
+        if b["agent"] is None:
+            # No agent solved any of its task runs: no single-agent cost to set the run against,
+            # and its spend alone over another run's baseline would read as extra cost.
+            no_baseline += 1
+            continue
+        partial += b["partial"]
         whole_tok += s.tokens + r.tokens
         base_tok += b["tokens"] or 0
         whole_sec += s.seconds + r.seconds
@@ -731,12 +758,19 @@ def cost(d: Data) -> dict[str, Any]:
         "agent_seconds": ratio(whole_sec, base_sec),
     }
     notes = []
-    if runs and not base_tok:
+    based = len(runs) - no_baseline
+    if based and not base_tok:
         notes.append("the cheapest single agent used no tokens (offline agents): the token multiplier is undefined")
     if whole_money.unknown or not base_money_known:
         notes.append("some costs are unknown: the money multiplier is undefined")
-    elif runs and not base_money:
+    elif based and not base_money:
         notes.append("the cheapest single agent cost nothing: the money multiplier is undefined")
+    if no_baseline:
+        notes.append(f"{count_phrase(no_baseline, 'suite run')} left out: no agent solved any of its task runs")
+    if partial:
+        notes.append(f"in {count_phrase(partial, 'suite run')} no single agent solved every task run (an error or "
+                     "timeout instead of a candidate): the baseline is the agent that solved the most, so the "
+                     "multiplier reads high")
     if notes:
         multiplier["note"] = "; ".join(notes)
     agents_out = []
@@ -1038,6 +1072,7 @@ def per_run(d: Data) -> list[dict[str, Any]]:
             "tokens": s.tokens + r.tokens,
             "cost": money.json(),
             "agent_seconds": s.seconds + r.seconds,
+            "baseline_agent": b["agent"],
             "multiplier_tokens": ratio(s.tokens + r.tokens, b["tokens"] or 0),
             "multiplier_agent_seconds": ratio(s.seconds + r.seconds, b["agent_seconds"] or 0.0),
         })
