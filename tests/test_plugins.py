@@ -349,7 +349,7 @@ def test_an_installed_plugin_whose_hooks_raise_is_named_in_a_warning_and_the_run
     make_task(suite, "one")
     make_task(suite, "two")
     site = fake_installed_plugin(tmp_path, "loud", LOUD_PLUGIN)
-    env = {"PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(REPO_ROOT)])}
     res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", "--reviewer", "grumpy", "--json", env=env)
     assert res.returncode == 3, res.stderr
     assert "Traceback" not in res.stderr
@@ -370,7 +370,7 @@ def test_an_installed_plugin_whose_hooks_raise_under_pytest_is_a_warning_not_a_f
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--crossreview", str(suite),
          "--crossreview-agent", "oracle", "--crossreview-agent", "noop"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), "CI": "true", "COLUMNS": "300"},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO_ROOT)]), "CI": "true", "COLUMNS": "300"},
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -383,7 +383,7 @@ def test_a_plugin_declared_in_a_misspelled_entry_point_group_is_named_not_silent
     site = fake_installed_plugin(tmp_path, "typogroup", "from crossreview.hookspecs import hookimpl\n")
     (site / "crossreview_typogroup-0.1.dist-info" / "entry_points.txt").write_text(
         f"[{group}]\ntypogroup = crossreview_typogroup\n")
-    env = {"PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(REPO_ROOT)])}
     make_task(suite)
     res = cli("run", str(suite), "--agent", "typogroup:x", env=env)
     assert res.returncode == 2, res.stderr
@@ -401,7 +401,7 @@ def test_an_entry_point_naming_a_missing_attribute_says_to_fix_the_entry_point_n
     site = fake_installed_plugin(tmp_path, "noattr", "from crossreview.hookspecs import hookimpl\n")
     (site / "crossreview_noattr-0.1.dist-info" / "entry_points.txt").write_text(
         "[crossreview]\nnoattr = crossreview_noattr:plugin\n")
-    res = cli("plugins", env={"PYTHONPATH": os.pathsep.join([str(site), str(REPO)])})
+    res = cli("plugins", env={"PYTHONPATH": os.pathsep.join([str(site), str(REPO_ROOT)])})
     assert res.returncode == 2, res.stderr
     message = " ".join(res.stderr.split())
     assert "plugin 'noattr'" in message and "crossreview-noattr" in message
@@ -412,7 +412,7 @@ def test_an_entry_point_naming_a_missing_attribute_says_to_fix_the_entry_point_n
 
 def _readme_block(first_line: str) -> str:
     """The README code block that starts with ``first_line``, as written there."""
-    text = (REPO / "README.md").read_text()
+    text = (REPO_ROOT / "README.md").read_text()
     start = text.rindex("```", 0, text.index(first_line))  # the fence that opens the block holding it
     start = text.index("\n", start) + 1
     return text[start:text.index("\n```", start)] + "\n"
