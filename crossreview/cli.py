@@ -709,6 +709,8 @@ def _print_gate(out: Console, report) -> None:
     for c in report.candidates:
         on_it = [v for v in report.verdicts if v["candidate"] == c["agent"]]
         tests = f"{c['tests_passed']}/{c['tests_total']}" if c["status"] == "ok" else c["status"]
+        if c.get("tampering"):  # as the comment's table says it: these counts are not to be trusted
+            tests += " ⚠ may fake its results"
         table.add_row(c["agent"], tests, f"{files_phrase(len(c['files']))} +{c['lines_added']} -{c['lines_removed']}",
                       ", ".join(f"{v['reviewer']}: {v['verdict']}" for v in on_it) or "-")
     if report.candidates:  # none when a review settled or kept an earlier decision

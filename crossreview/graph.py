@@ -784,6 +784,7 @@ def summarize(c: Candidate, verdicts: list[Verdict]) -> CandidateSummary:
         tokens=c.usage.tokens,
         cost=c.usage.cost,
         seconds=round(c.seconds, 3),
+        tampering=list(c.tampering),
     )
 
 

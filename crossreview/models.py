@@ -343,6 +343,8 @@ class CandidateSummary(BaseModel):
     tokens: int
     cost: float | None
     seconds: float
+    tampering: list[str] = Field(default_factory=list)
+    """Candidate.tampering: why its test results may be faked; when any, its counts are not to be trusted."""
 
 
 class TaskResult(BaseModel):

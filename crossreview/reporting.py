@@ -78,11 +78,14 @@ class TerminalReporter:
         if t is None:
             return
         ok = t.all_passed
+        counts = f"{t.passed}/{t.total} passed"
+        if candidate.tampering:  # what it made pytest report, not what its tests do
+            counts = f"{t.passed}/{t.total} reported passed, may be faked"
         self._line(
             task.id,
             Text.assemble(
                 f"{candidate.agent} tests ",
-                (f"{t.passed}/{t.total} passed", "green" if ok else "red"),
+                (counts, "green" if ok and not candidate.tampering else "red"),
                 f" ({t.seconds:.1f}s)" + (" TIMED OUT" if t.timed_out else ""),
             ),
         )
@@ -129,8 +132,13 @@ def _row(r: TaskResult) -> tuple:
     for c in r.candidates:
         ok = c.tests_total > 0 and c.tests_passed == c.tests_total
         mark = "✓" if ok else "✗"
+        counts = f"{c.tests_passed}/{c.tests_total}"
+        if c.tampering:
+            # Its counts are what the candidate made pytest report (a conftest that forces passes, a
+            # canary reported passed): a tick would tell the reader its tests pass when nobody knows.
+            mark, counts = "⚠", f"{counts} (may be faked)"
         status = "" if c.status == "ok" else f" {c.status}"
-        cells.append(f"{c.agent} {mark} {c.tests_passed}/{c.tests_total}, {c.approvals}/{c.reviews}{status}")
+        cells.append(f"{c.agent} {mark} {counts}, {c.approvals}/{c.reviews}{status}")
     tokens, cost = r.tokens, r.cost
     decision = Text(r.decision, style=DECISION_STYLE.get(r.decision, ""))
     if r.escalation and r.decision == "escalated":

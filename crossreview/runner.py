@@ -10,6 +10,7 @@ escalation or killed mid-way is finished later from any process.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -1068,6 +1069,7 @@ def _summaries_from_rows(ledger: Ledger, task_run: str) -> list:
             tokens=(c["tokens_in"] or 0) + (c["tokens_out"] or 0),
             cost=c["cost"],  # None stays None: unknown money is never shown as $0
             seconds=round(c["seconds"] or 0.0, 3),
+            tampering=json.loads(c.get("tampering") or "[]"),
         )
         for c in cands if c["round"] == last
     ]

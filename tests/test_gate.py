@@ -1153,6 +1153,16 @@ def test_a_pr_escalated_only_because_it_may_fake_its_results_does_not_say_the_re
     assert "Why a human must look" in show.stdout and "Where they disagree" not in show.stdout
 
 
+def test_the_gates_terminal_table_does_not_pass_off_faked_test_results(tmp_path, cli):
+    """A conftest.py forces passes: pytest reports 1/1, and the table printed in the job's log says it may be faked."""
+    repo = make_repo(tmp_path, config=None)
+    head = pr_branch(repo, "feature", {"src/calc.py": "def add(a, b):\n    return a - b\n",
+                                        "tests/conftest.py": FORCE_PASS_PLUGIN})
+    r = cli("gate", "--base", "main", "--head", head, cwd=repo)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert re.search(r"pr\s+│ 1/1 ⚠ may fake its results", r.stdout), r.stdout
+
+
 def test_a_pr_that_may_fake_its_results_and_splits_its_reviewers_says_both(tmp_path, cli, fake_github):
     """The linter rejects the TODO, the tester approves: a real split, beside the conftest.py."""
     repo = make_repo(tmp_path)  # STRICT: tester and linter

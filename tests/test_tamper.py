@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from crossreview.models import Candidate, Decision, Task, TestOutcome, TestReport, Verdict
@@ -312,6 +314,31 @@ def test_an_escalation_only_for_tampering_says_so_in_the_packet_and_the_report(t
     assert report.returncode == 0, report.stdout + report.stderr
     html = (tmp_path / "r.html").read_text()
     assert "<h3>Why a human must look</h3>" in html and "Where they disagree" not in html
+
+
+def test_the_results_table_and_json_do_not_pass_off_faked_test_results(tmp_path, cli):
+    """A conftest.py that forces every test to pass makes pytest report 2/2: the table must not tick
+    it as passing, and `run --json` must say why its counts are not to be trusted."""
+    make_task(tmp_path / "suite", instruction=INSTRUCTION)
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    spec = f"command:{sys.executable} {HOSTILE / 'conftest_force_pass.py'}"
+    r = cli("run", "suite", "--agent", f"h1={spec}", "--agent", "oracle", "--reviewer", approve)
+    assert r.returncode == 0, r.stdout + r.stderr  # the clean candidate is accepted beside it
+    assert "h1 ✓" not in r.stdout, r.stdout
+    assert re.search(r"h1 ⚠ (\d+)/\1 \(may be faked\)", r.stdout), r.stdout
+    assert re.search(r"b ✓ (\d+)/\1, ", r.stdout), r.stdout  # the clean candidate keeps its tick
+    assert re.search(r"h1 tests \d+/\d+ reported passed, may be faked", r.stderr), r.stderr  # progress too
+
+    r = cli("run", "suite", "--agent", f"h1={spec}", "--agent", "oracle", "--reviewer", approve, "--json")
+    [task] = r.json()["tasks"]
+    h1, b = task["candidates"]
+    assert h1["tests_passed"] == h1["tests_total"] > 0  # what pytest was made to report...
+    assert any("must fail was reported passed" in t for t in h1["tampering"]), h1  # ...and why it is not believed
+    assert any("conftest.py" in t for t in h1["tampering"]), h1
+    assert b["tampering"] == []
+    # A resume of the finished run reads the candidates back from the ledger: the reasons come with them.
+    [again] = cli("resume", r.json()["run"], "--json").json()["tasks"]
+    assert {c["agent"]: c["tampering"] for c in again["candidates"]} == {"h1": h1["tampering"], "b": []}
 
 
 @BOTH
