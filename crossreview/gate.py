@@ -199,6 +199,9 @@ class GateReport(BaseModel):
     tampering_alone: list[str] = Field(default_factory=list)
     """Decision.tampering_alone: the candidates (``pr``) whose possible faking of their test results
     alone escalated the pull request, so the comment does not say the reviewers disagree."""
+    cause: str = ""
+    """Decision.cause: why the policy escalated when it is not a disagreement (a score below the
+    calibrated threshold), so the comment says that instead."""
     annotations: list[Annotation] = Field(default_factory=list)
     label: str = "crossreview:needs-human"
     comment: bool = True
@@ -218,7 +221,7 @@ class GateReport(BaseModel):
         return {"run": self.run, "task_run": self.task_run, "task": self.task, "decision": self.decision,
                 "escalation": self.escalation, "created": self.created.isoformat(), "head": self.head,
                 "reason": self.reason[:500], "label": self.label, "human": self.human, "config": self.config_source,
-                "tampering_alone": self.tampering_alone}
+                "tampering_alone": self.tampering_alone, "cause": self.cause}
 
 
 # --- running the gate ----------------------------------------------------------
@@ -403,6 +406,8 @@ def run_gate(opts: GateOptions, pm: pluggy.PluginManager | None = None) -> GateR
         "keep": False,
         "reviewers": res.reviewers,
         "policy": res.policy,
+        # A calibrated or cascade policy decides with the file resolve_options read; without it the graph cannot decide.
+        **({"calibration": res.calibration} if res.calibration is not None else {}),
         "jobs": 1,
         "suite_dir": str(base_dir),
         "state_dir": str(state_dir.resolve()),
@@ -473,6 +478,7 @@ def _report(run: str, outcome, decision: dict, pr: PullRequest, base: str, head:
                    "confidence": v.confidence, "concerns": v.concerns, "error": v.error} for v in outcome.verdicts],
         disagreements=list(decision.get("disagreements") or []), annotations=annotations,
         tampering_alone=list(decision.get("tampering_alone") or []),
+        cause=str(decision.get("cause") or ""),
         label=cfg.label, comment=cfg.comment,
     )
 
@@ -509,7 +515,8 @@ def _headline(report: GateReport) -> str:
     # The decision is about the pull request alone; attempts are context (and have their own table mark).
     pr_row = next((c for c in report.candidates if c["agent"] == PR_AGENT), None)
     flagged = [PR_AGENT] if pr_row and pr_row.get("tampering") else []
-    return escalation_headline([_shown_as(a) for a in report.tampering_alone], [_shown_as(a) for a in flagged])
+    return escalation_headline([_shown_as(a) for a in report.tampering_alone], [_shown_as(a) for a in flagged],
+                               _md_escape(report.cause))
 
 
 def _md_escape(text: str) -> str:
@@ -548,7 +555,7 @@ def render_markdown(report: GateReport) -> str:
         lines.append(f"| {who} | {tests} | {files_phrase(len(c['files']))} +{c['lines_added']} -{c['lines_removed']} "
                      f"| {reviews} |")
     if report.disagreements:
-        lines += ["", f"### {reasons_heading(report.tampering_alone)}", ""]
+        lines += ["", f"### {reasons_heading(report.tampering_alone, report.cause)}", ""]
         lines += [f"- {_md_escape(d)}" for d in report.disagreements]
     pr_row = next((c for c in report.candidates if c["agent"] == PR_AGENT), None)
     judging = (pr_row or {}).get("test_files") or []  # absent from a report saved by an older version
@@ -916,6 +923,7 @@ def review_outcome(gh: GitHubEnv, pr: PullRequest, head: str, ledger_location: P
         # What the gate said of the escalation (older comments: nothing, then "the reviewers disagree").
         tampering_alone=[a for a in meta.get("tampering_alone") or [] if isinstance(a, str)]
         if isinstance(meta.get("tampering_alone"), list) else [],
+        cause=meta["cause"][:200] if isinstance(meta.get("cause"), str) else "",
         # The review does not judge again: the config that judged this head is the one the comment names.
         config_source=meta["config"] if isinstance(meta.get("config"), str) else None,
     )

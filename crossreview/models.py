@@ -304,6 +304,10 @@ class Decision(BaseModel):
     results. Empty for every other decision, and for an escalation where the reviewers disagree as
     well (crossreview.policy.tampering_alone says when they do), so that what is shown to the human
     says which of the two it is (crossreview.packet.escalation_headline)."""
+    cause: str = ""
+    """On an escalation for another reason than that the reviewers disagree, that reason in a few
+    words ("agreement score below the calibrated threshold"); the faces head the escalation with it
+    (crossreview.packet.escalation_headline). Empty: the reviewers disagree."""
 
 
 class HumanDecision(BaseModel):

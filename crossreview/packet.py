@@ -58,6 +58,7 @@ def build_packet(task: Task, candidates: list[Candidate], verdicts: list[Verdict
         "reason": decision.reason,
         "disagreements": decision.disagreements,
         "tampering_alone": decision.tampering_alone,
+        "cause": decision.cause,
         "policy": decision.policy,
         "candidates": cands,
         "verdicts": [
@@ -84,25 +85,28 @@ def faking_phrase(names: list[str]) -> str:
     return f"{names_phrase(names)} may fake {'its' if len(names) == 1 else 'their'} test results"
 
 
-def escalation_headline(tampering_alone: list[str], flagged: list[str]) -> str:
+def escalation_headline(tampering_alone: list[str], flagged: list[str], cause: str = "") -> str:
     """Why an escalation needs a human, in one line, for every face that words it (gate comment, packet).
 
     ``tampering_alone``: Decision.tampering_alone, the candidates whose flag alone escalated it;
     ``flagged``: every candidate the decision was about that may fake its test results. Both are
-    names as the face wants them shown. "The reviewers disagree" is said only when they do: a
-    candidate whose only reviewer approved it, escalated because it adds a conftest.py, is not a
-    disagreement, and a human reading that would look for one that is not there.
+    names as the face wants them shown. ``cause``: Decision.cause, the policy's own reason when it
+    is not a disagreement (a score below the calibrated threshold). "The reviewers disagree" is said
+    only when they do: a candidate whose only reviewer approved it, escalated because it adds a
+    conftest.py or because its score is below a threshold, is not a disagreement, and a human
+    reading that would look for one that is not there.
     """
     if tampering_alone:
         return f"{faking_phrase(tampering_alone)}: a human must look"
+    why = cause or "the reviewers disagree"
     if flagged:
-        return f"the reviewers disagree, and {faking_phrase(flagged)}: a human decides"
-    return "the reviewers disagree: a human decides"
+        return f"{why}, and {faking_phrase(flagged)}: a human decides"
+    return f"{why}: a human decides"
 
 
-def reasons_heading(tampering_alone: list[str]) -> str:
-    """The heading over an escalation's list of reasons (Decision.disagreements)."""
-    return "Why a human must look" if tampering_alone else "Where they disagree"
+def reasons_heading(tampering_alone: list[str], cause: str = "") -> str:
+    """The heading over an escalation's list of reasons (Decision.disagreements); ``cause`` as for escalation_headline."""
+    return "Why a human must look" if tampering_alone or cause else "Where they disagree"
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -142,7 +146,7 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
         for g in p["guidance"]:
             console.print(Text(f"  → {g}"))
         console.print()
-    console.print(Text(reasons_heading(p.get("tampering_alone") or []), style="bold"))  # older packets: none
+    console.print(Text(reasons_heading(p.get("tampering_alone") or [], p.get("cause") or ""), style="bold"))  # older packets: none
     for line in p["disagreements"] or ["(no specific disagreement recorded)"]:
         console.print(f"  • {line}", markup=False, highlight=False)  # holds file names a candidate chose
     console.print()

@@ -240,14 +240,18 @@ class CalibratedPolicy:
                             reason="no candidate passes its tests and no reviewer approves any: "
                             + "; ".join(_tests_line(c) for c in candidates),
                             disagreements=disagreements, policy=self.name)
+        # The reviewers may all agree here: what sends it to a human is the score, and the faces say so.
         if th is None:
             why = f"no auto-accept threshold is certified yet ({summary})"
+            cause = "no auto-accept threshold is certified yet"
         else:
             who = f" (best: {agreement.pick})" if agreement.pick else ""
             why = f"agreement score {s if s is not None else 0:.3f}{who} is below the calibrated threshold {th:.2f}"
+            cause = "agreement score below the calibrated threshold"
         lines = [f"{c.agent}: score {agreement.candidates.get((c.round, c.agent), 0.0):.3f}, {_tests_line(c)}"
                  for c in candidates]
-        return Decision(kind="escalated", reason=why, disagreements=disagreements + lines, policy=self.name)
+        return Decision(kind="escalated", reason=why, disagreements=disagreements + lines, policy=self.name,
+                        cause=cause)
 
 
 CALIBRATED = CalibratedPolicy("calibrated")

@@ -1209,3 +1209,55 @@ def test_the_ledger_and_export_keep_the_test_files_a_pr_touches(tmp_path, cli):
                         {"pr": ["tests/conftest.py (conftest.py, new)"]}]
     r = cli("export", "--format", "csv", cwd=repo)
     assert [json.loads(row["test_files"]) for row in csv.DictReader(io.StringIO(r.stdout))] == exported
+
+
+# --- a calibrated policy's escalation says it is the score ----------------------------------------
+
+APPROVE_UNSURE = 'import json\nprint(json.dumps({"verdict": "approve", "confidence": 0.5, "concerns": []}))\n'
+CALIBRATED = '''\
+agents = ["tester=noop"]
+reviewers = ["tester=command:{python} {suite}/ci/approve_unsure.py"]
+policy = "calibrated"
+calibration = "ci/calibration.json"
+
+[gate]
+verifier = "python -m pytest -q tests"
+'''
+
+
+@pytest.mark.parametrize("history, headline", [
+    (64, "agreement score below the calibrated threshold: a human decides"),  # certified 0.81; this scores 0.75
+    (10, "no auto-accept threshold is certified yet: a human decides"),  # too little history for any threshold
+], ids=["below-threshold", "no-threshold"])
+def test_a_calibrated_escalation_says_why_not_that_the_reviewers_disagree(tmp_path, cli, fake_github, history,
+                                                                          headline):
+    """Its one reviewer approves the pull request, unsure: nobody disagrees, the score alone sends it to a human."""
+    from crossreview.ledger import Ledger
+    from crossreview.ledger.calibration import calibrate_ledger, save_calibration
+    from test_calibrate_ledger import T0, plant, planted
+
+    if history == 64:
+        led = planted(tmp_path / "hist.db")
+    else:
+        led = Ledger(tmp_path / "hist.db")
+        plant(led, "r-few", [(0.9, False)] * history, T0)
+    cal = calibrate_ledger(led, 0.1, 0.9)
+    assert cal.threshold == (0.81 if history == 64 else None)
+    save_calibration(cal, tmp_path / "repo" / "ci" / "calibration.json")  # committed with the base by make_repo
+    write(tmp_path / "repo" / "ci" / "approve_unsure.py", APPROVE_UNSURE)
+    repo = make_repo(tmp_path, config=CALIBRATED)
+    head = pr_branch(repo, "feature", GOOD)
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo, env=gh_env(tmp_path, api=fake_github.url))
+    assert r.returncode == 3, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["cause"] == headline.split(":")[0] and report["tampering_alone"] == [], report
+    for text in ((tmp_path / "summary.md").read_text(), fake_github.comments[7][-1]["body"]):
+        assert f"## 🧑‍⚖️ crossreview: {headline}" in text, text
+        assert "disagree" not in text and "### Why a human must look" in text, text
+    # A review that decides nothing re-renders the last decision from the comment: still the same words.
+    job = tmp_path / "review-job"
+    job.mkdir()
+    r = cli("gate", "--base", "main", "--head", head, "--state-dir", str(job / "state"), cwd=repo,
+            env=review_event(job, fake_github.url, state="commented", head=head))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert f"crossreview: {headline}" in (job / "summary.md").read_text()

@@ -363,7 +363,7 @@ def _packet_html(e: dict[str, Any], full: dict[str, Any] | None, open_: bool = T
                if e["decided"] else "waiting for a human: `crossreview show " + e["id"] + "`")
     parts.append(f'<p>Decision: {esc(decided)}</p>')
     if p.get("disagreements"):
-        parts.append(f"<h3>{esc(reasons_heading(p.get('tampering_alone') or []))}</h3><ul>" + "".join(f"<li>{esc(x)}</li>" for x in p["disagreements"])
+        parts.append(f"<h3>{esc(reasons_heading(p.get('tampering_alone') or [], p.get('cause') or ''))}</h3><ul>" + "".join(f"<li>{esc(x)}</li>" for x in p["disagreements"])
                      + "</ul>")
     cands = p.get("candidates") or []
     if cands:
