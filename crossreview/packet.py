@@ -191,7 +191,7 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
         # another round (--guide) needs to know why (a missing CLI, a plugin no longer installed).
         if c["status"] != "ok" and c.get("error"):
             why = " ".join(str(c["error"]).split())
-            why = why if len(why) <= _MAX_ERROR_SHOWN else why[:_MAX_ERROR_SHOWN] + " … (crossreview show --json)"
+            why = why if len(why) <= _MAX_ERROR_SHOWN else why[:_MAX_ERROR_SHOWN] + f" … (crossreview show {esc['id']} --json)"
             console.print(f"  {c['agent']} {c['status']}: {why}", markup=False, highlight=False)
 
     console.print(Text("Verdicts", style="bold"))
@@ -203,7 +203,9 @@ def render_packet(console: Console, esc: dict[str, Any], with_diffs: bool = True
         for concern in v["concerns"][:5]:  # reviewers' text (and diff snippets in it): never markup
             console.print(f"      - {concern}", markup=False, highlight=False)
         if len(v["concerns"]) > 5:
-            console.print(f"      ... and {len(v['concerns']) - 5} more concerns (crossreview show --json)")
+            # The hint must run as printed: `show --json` without the id is a usage error.
+            console.print(f"      ... and {len(v['concerns']) - 5} more concerns "
+                          f"(crossreview show {esc['id']} --json)", markup=False, highlight=False)
         if v.get("error"):
             console.print(f"      ! {v['error']}", markup=False, highlight=False)
     for c in p["candidates"]:

@@ -415,3 +415,20 @@ def test_show_says_why_a_candidate_errored(cli, suite, tmp_path):
     [task] = res.json()["tasks"]
     text = " ".join(cli("show", task["escalation"], "--no-diff").stdout.split())
     assert "x error: exited 3: mycli: no model named 'small'" in text, text
+
+
+def test_show_hint_for_more_concerns_names_the_escalation(cli, suite, tmp_path):
+    """`show` prints five concerns per verdict and points at the rest; the command it points at must run
+    as printed (without the id, `crossreview show --json` is a usage error)."""
+    make_task(suite)
+    (tmp_path / "many.py").write_text(
+        'import json\nprint(json.dumps({"verdict": "approve", "concerns": [f"concern {i}" for i in range(8)]}))\n')
+    # An approval of a candidate that fails its tests: the tests and the reviewer disagree.
+    res = cli("run", str(suite), "--agent", "x=noop", "--agent", "y=noop",
+              "--reviewer", f"x=command:{{python}} {tmp_path / 'many.py'}", "--reviewer", "y=tests", "--json")
+    assert res.returncode == 3, res.stderr
+    [task] = res.json()["tasks"]
+    eid = task["escalation"]
+    text = " ".join(cli("show", eid, "--no-diff").stdout.split())
+    assert f"... and 3 more concerns (crossreview show {eid} --json)" in text, text
+    assert cli("show", eid, "--json").returncode == 0
