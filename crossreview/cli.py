@@ -96,6 +96,24 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
     sys.exit(code)
 
 
+def _missing_paths_hint(given: bool) -> str:
+    """What to type instead when the default `tasks/` is not here, judged from the current folder.
+
+    A newcomer who `cd`s into the example suite (or into one task) and types `crossreview run`
+    would otherwise be told only that `tasks` does not exist, with no hint that `.` would do.
+    """
+    if given:
+        return ""
+    here = Path.cwd()
+    if (here / "task.toml").is_file():
+        return "; this folder is a task folder (it has task.toml): `crossreview run .` runs it"
+    from .tasks import find_task_dirs
+
+    if (here / "crossreview.toml").is_file() or find_task_dirs([here]):
+        return "; this folder holds task folders: `crossreview run .` runs them"
+    return ""
+
+
 ledger_option = click.option(
     "--ledger", type=click.Path(path_type=Path), default=None,
     help="Ledger file (default: .crossreview/ledger.db).",
@@ -233,10 +251,12 @@ def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, 
     from .tasks import find_task_dirs
 
     out, err = _consoles(json_mode)
+    given = bool(paths)
     paths = list(paths) or [Path("tasks")]
     for p in paths:
         if not p.exists():
-            _fail(f"{p} does not exist; give a folder of task folders (each with task.toml)")
+            _fail(f"{p} does not exist; give a folder of task folders (each with task.toml)"
+                  + _missing_paths_hint(given))
     warning = orphan_warning(state_dir)
     if warning:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
@@ -319,10 +339,16 @@ def validate(paths, state_dir, json_mode):
     from .worktrees import ensure_state_dir
 
     out, err = _consoles(json_mode)
+    given = bool(paths)
     paths = list(paths) or [Path("tasks")]
+    for p in paths:  # as `run` says it: "no task folders under tasks" would hide that there is no tasks/
+        if not p.exists():
+            _fail(f"{p} does not exist; give a folder of task folders (each with task.toml)"
+                  + _missing_paths_hint(given).replace("crossreview run .", "crossreview validate ."))
     suite = load_suite(paths)
     if not suite.tasks and not suite.errors:
-        _fail(f"no task folders (folders with task.toml) under {', '.join(map(str, paths))}")
+        _fail(f"no task folders (folders with task.toml) under {', '.join(map(str, paths))}"
+              + _missing_paths_hint(given).replace("crossreview run .", "crossreview validate ."))
     from .plugins import get_plugin_manager
     from .runner import RunOptions, UsageError, resolve_options
 

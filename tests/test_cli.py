@@ -185,3 +185,21 @@ def test_validate_says_what_a_failing_solve_sh_printed_last(cli, suite):
     [task] = res.json()["tasks"]
     [check] = [c for c in task["checks"] if not c["ok"]][:1]
     assert "solve.sh exited 3: pip: no such package foo" in check["detail"]
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_without_paths_inside_a_suite_or_a_task_the_error_says_to_give_dot(cli, suite, command):
+    """`crossreview run` defaults to tasks/; typed from inside the suite (or one task) folder it must say
+    that `.` is what was meant, not only that tasks/ does not exist."""
+    task = make_task(suite, "add")
+    res = cli(command, cwd=suite)
+    assert res.returncode == 2, res.stderr
+    text = " ".join(res.stderr.split())
+    assert "tasks does not exist" in text and f"`crossreview {command} .` runs them" in text, text
+    text = " ".join(cli(command, cwd=task).stderr.split())
+    assert f"this folder is a task folder (it has task.toml): `crossreview {command} .` runs it" in text, text
+    # Where nothing is a task, there is nothing to suggest.
+    empty = suite.parent / "empty"
+    empty.mkdir()
+    text = " ".join(cli(command, cwd=empty).stderr.split())
+    assert "tasks does not exist" in text and "crossreview run ." not in text, text
