@@ -121,7 +121,9 @@ def print_errors(console: Console, errors: list[TaskError]) -> None:
         console.print(Text.assemble(("broken task ", "bold red"), str(e)), highlight=False)
 
 
-_COLUMNS = (("task", {"style": "bold"}), ("decision", {}), ("winner", {}), ("candidates (tests, approvals)", {}),
+# The task id is what other commands are typed with: on a narrow terminal (80 columns) Rich would cut it
+# to "parse_dura…"; folded onto a second line, every character of it is still there.
+_COLUMNS = (("task", {"style": "bold", "overflow": "fold"}), ("decision", {}), ("winner", {}), ("candidates (tests, approvals)", {}),
             ("seconds", {"justify": "right"}), ("tokens", {"justify": "right"}), ("cost", {"justify": "right"}))
 TABLE_CHUNK = 200
 """Rows rendered at once: a suite of thousands of tasks prints its table in parts of this many rows."""

@@ -203,3 +203,15 @@ def test_without_paths_inside_a_suite_or_a_task_the_error_says_to_give_dot(cli, 
     empty.mkdir()
     text = " ".join(cli(command, cwd=empty).stderr.split())
     assert "tasks does not exist" in text and "crossreview run ." not in text, text
+
+
+def test_results_table_on_an_80_column_terminal_keeps_every_task_id_whole(cli, suite):
+    """The task id is what `show`, `--suite` and the branch names go by: a narrow terminal may fold it
+    onto two lines but must not cut it to "a_rather_long…"."""
+    make_task(suite, "a_rather_long_task_id")
+    res = cli("run", str(suite), "--agent", "oracle", "--agent", "noop", env={"COLUMNS": "80"})
+    assert res.returncode == 0, res.stderr
+    rows = [line for line in res.stdout.splitlines() if line.startswith("│")]
+    assert rows and all(len(line) <= 80 for line in rows), res.stdout
+    first_cells = "".join(line.split("│")[1].strip() for line in rows)
+    assert "a_rather_long_task_id" in first_cells and "…" not in res.stdout, res.stdout
