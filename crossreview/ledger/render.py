@@ -228,8 +228,10 @@ def print_stats(console, f: dict[str, Any]) -> None:
     q = f["quality"]
     if q["task_runs_with_holdout"]:
         t = _table(f"Decision quality (holdout tests, {count_phrase(q['task_runs_with_holdout'], 'task run')})", "", "count", "rate")
-        for key, label in (("escaped_defects", "escaped defects (accepted, holdout fails)"),
-                           ("wrong_rejections", "wrong rejections (rejected, a candidate passes holdout)"),
+        # "by consensus": a human's pick is scored under human errors, so "4 accepted" above and
+        # "1/3" here would otherwise not add up for the reader (the report says it the same way).
+        for key, label in (("escaped_defects", "escaped defects (accepted by consensus, holdout fails)"),
+                           ("wrong_rejections", "wrong rejections (rejected by consensus, a candidate passes holdout)"),
                            ("needless_escalations", "needless escalations (majority's pick passes holdout)"),
                            ("human_errors", "human errors (pick fails holdout / reject while one passes)")):
             e = q[key]
