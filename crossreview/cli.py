@@ -244,7 +244,20 @@ def budget_options(resume: bool):
 @sandbox_option
 def run(paths, agents, reviewers, policy, calibration, jobs, ledger, state_dir, no_input, json_mode,
         max_cost, max_tokens, max_task_cost, max_task_tokens, sandbox):
-    """Run every task under PATHS (default: tasks/)."""
+    """Run every task under PATHS (default: tasks/).
+
+    \b
+    Each agent solves the task in its own git worktree, the task's tests run on
+    every result, the agents review each other's diffs, and the policy accepts,
+    rejects or escalates to a human. Progress goes to stderr, the results table
+    to stdout, everything to the ledger. In a terminal an escalation asks for
+    your decision at once (Enter skips: it waits in `crossreview inbox`).
+
+    \b
+    Exit codes: 0 every task accepted; 1 one rejected, errored or broken;
+    2 usage or input error, nothing ran; 3 one waits for a human; 130 Ctrl-C
+    (`crossreview resume RUN_ID` continues it).
+    """
     from .plugins import get_plugin_manager
     from .reporting import TerminalReporter, print_errors, print_results_table, result_json, summary_line
     from .runner import AllTasksBroken, RunOptions, UsageError, orphan_warning, run_suite, stdin_is_interactive
@@ -478,7 +491,14 @@ def show(escalation_id, ledger, state_dir, no_diff, json_mode):
 @click.option("--json", "json_mode", is_flag=True, help="Print the task run's result as JSON.")
 @sandbox_option
 def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode, sandbox):
-    """Resume the run parked at ESCALATION_ID with your decision."""
+    """Resume the run parked at ESCALATION_ID with your decision.
+
+    \b
+    Give exactly one of --pick NAME (an agent `crossreview show ESCALATION_ID`
+    lists), --reject, or --guide TEXT (a new round; it may escalate again).
+    Each escalation is decided once. Exit code: 0 accepted, 1 rejected,
+    3 the guided round escalated again, 2 usage error.
+    """
     from .default_plugins.terminal import _user
     from .models import HumanDecision
     from .plugins import get_plugin_manager

@@ -23,6 +23,11 @@ def test_help_explains_the_commands(cli):
         assert word in res.stdout
     res = cli("run", "--help")
     assert "NAME=SPEC" in res.stdout and "--no-input" in res.stdout and "--jobs" in res.stdout
+    # A newcomer reads `run --help` to learn what a run does and why it exited 1 on the examples.
+    text = " ".join(res.stdout.split())
+    assert "Exit codes: 0 every task accepted; 1 one rejected" in text and "crossreview resume" in text
+    text = " ".join(cli("decide", "--help").stdout.split())
+    assert "exactly one of --pick NAME" in text and "3 the guided round escalated again" in text
 
 
 def test_validate_example_suite(cli, tmp_path):
