@@ -220,3 +220,16 @@ def test_results_table_on_an_80_column_terminal_keeps_every_task_id_whole(cli, s
     assert rows and all(len(line) <= 80 for line in rows), res.stdout
     first_cells = "".join(line.split("│")[1].strip() for line in rows)
     assert "a_rather_long_task_id" in first_cells and "…" not in res.stdout, res.stdout
+
+
+def test_stats_on_an_80_column_terminal_keeps_agent_names_and_specs_whole(cli, suite):
+    """`stats`' per-agent rows are read by name and spec; on a narrow terminal they fold, never "shortc…"."""
+    make_task(suite)
+    res = cli("run", str(suite), "--agent", "a_long_agent_name=oracle", "--agent", "b=noop")
+    assert res.returncode == 0, res.stderr
+    res = cli("stats", env={"COLUMNS": "80"})
+    assert res.returncode == 0, res.stderr
+    agents = res.stdout.split("\nAgents")[1].split("└")[0]
+    rows = [line.split("│") for line in agents.splitlines() if line.startswith("│")]
+    assert "a_long_agent_name" in "".join(r[1].strip() for r in rows), res.stdout
+    assert "oracle" in "".join(r[2].strip() for r in rows), res.stdout

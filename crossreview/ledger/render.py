@@ -92,7 +92,9 @@ def _table(title: str, *columns: str):
 
     t = Table(title=title, title_justify="left", title_style="bold")
     for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right")
+        # The row's name (agent, tag, suite, pair) is folded, not cut to "shortc…": on a narrow
+        # terminal it wraps onto a second line with every character still there.
+        t.add_column(c, justify="left" if i == 0 else "right", overflow="fold" if i == 0 else "ellipsis")
     return t
 
 
@@ -182,6 +184,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
     t = _table("Agents", "agent", "spec", "approves (as reviewer)", "approved (as author)", "matches final decision",
                "agrees with tests", "tests pass", "wins")
     t.columns[1].justify = "left"  # a model's name reads from its start
+    t.columns[1].overflow = "fold"  # ... and is only useful whole ("command:{pytho…" says nothing)
     for a in f["agents"]:
         t.add_row(
             a["agent"],
