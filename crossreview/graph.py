@@ -286,6 +286,7 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         artifacts_dir=_artifacts_dir(ctx, p, task),
     )
     started = utcnow()
+    solving = False  # set once agent.solve is called: from then on a raise may follow spending
     try:
         agent = ctx.agent(spec)
         _warm_up(agent)
@@ -298,6 +299,7 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         if spent:
             result = SolveResult(status="error", error=f"not started: {spent}")
         else:
+            solving = True
             result = agent.solve(workspace)
             if not isinstance(result, SolveResult):
                 raise TypeError(f"{_plugin_of(ctx.pm, 'agent', spec.kind)} solve() returned "
@@ -308,6 +310,8 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         raise  # shutting down: leave this branch unfinished so resume re-runs it
     except Exception as exc:  # an agent plugin's bug is that candidate's error, not the run's
         result = SolveResult(status="error", error=f"{type(exc).__name__}: {exc}")
+        if solving:
+            result.usage, result.calls = _usage_of_failed_solve(exc, agent, workspace)
     finished = utcnow()
     crash_point("solve", "after-agent", spec.name)
     # Before any git command runs in the worktree: a .git the agent replaced
@@ -764,6 +768,28 @@ def _itemized_calls(cands: list[Candidate], verdicts: list[Verdict]) -> list[dic
     return out
 
 
+def _usage_of_failed_solve(exc: Exception, agent: Any, workspace: agents_mod.Workspace) -> tuple[Usage, list]:
+    """What a solve that raised spent: unknown (cost None), never $0, and at least what it reported.
+
+    An agent may have called a model before it raised, and nothing returned says for how much,
+    so its cost is unknown, as for a model call killed in flight. What it did report, on the
+    exception's ``usage`` (as reviewers do) or in ``calls``, is kept, and its money becomes
+    the lower bound (``cost_known``): the cost is "≥ $X", not $X.
+    """
+    reported = getattr(exc, "usage", None)
+    reported = reported if isinstance(reported, Usage) else Usage()
+    calls = getattr(exc, "calls", None)
+    known = reported.cost if reported.cost is not None else reported.cost_known
+    usage = Usage(tokens_in=reported.tokens_in, tokens_out=reported.tokens_out, calls=reported.calls,
+                  cost=None, cost_known=known)
+    if workspace.budget is not None and not getattr(agent, "charges_budget", False):
+        # Its budget heard nothing of this solve (charged only when solve returns): count what was
+        # reported against the caps, and the rest as a charge of unknown cost, as it is.
+        workspace.budget.charge(usage.tokens, known)
+        workspace.budget.charge(0, None)
+    return usage, calls if isinstance(calls, list) else []
+
+
 def spend(usages: list[Usage]) -> dict:
     """``tokens`` and ``cost`` of a TaskResult from every solve's and review's usage (an unknown cost stays unknown)."""
     costs = [u.cost for u in usages]
@@ -783,6 +809,7 @@ def summarize(c: Candidate, verdicts: list[Verdict]) -> CandidateSummary:
         reviews=len(on_it),
         tokens=c.usage.tokens,
         cost=c.usage.cost,
+        cost_known=c.usage.cost_known if c.usage.cost is None else None,
         seconds=round(c.seconds, 3),
         tampering=list(c.tampering),
     )

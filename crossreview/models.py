@@ -140,6 +140,9 @@ class Usage(BaseModel):
     tokens_out: int = 0
     cost: float | None = 0.0
     calls: int = 0
+    cost_known: float = 0.0
+    """When cost is None, what is known to have been spent (a lower bound: "≥ $cost_known"),
+    e.g. what an agent reported before its solve raised; 0 when nothing is known."""
 
     @property
     def tokens(self) -> int:
@@ -349,6 +352,8 @@ class CandidateSummary(BaseModel):
     seconds: float
     tampering: list[str] = Field(default_factory=list)
     """Candidate.tampering: why its test results may be faked; when any, its counts are not to be trusted."""
+    cost_known: float | None = None
+    """When cost is unknown (None), the part known to have been spent: the cost is at least this."""
 
 
 class TaskResult(BaseModel):

@@ -470,3 +470,64 @@ def test_the_readme_plugin_example_works_as_written(cli, suite, readme_plugin_si
     assert (res.json()["tasks"][0]["decision"], res.json()["tasks"][0]["winner"]) == ("accepted", "a")
     bad = cli("run", str(suite), "--reviewer", "smalldiff", env=env)
     assert bad.returncode == 2 and "write smalldiff:N" in bad.stderr
+
+
+class SpendsThenRaises:
+    """A third-party agent whose solve raises after spending: one says what it spent, one says nothing."""
+
+    class Reporting:
+        def __init__(self, spec):
+            pass
+
+        def solve(self, workspace):
+            from crossreview.models import Usage
+
+            exc = RuntimeError("the agent CLI crashed after its model calls")
+            exc.usage = Usage(tokens_in=900, tokens_out=100, cost=0.03, calls=2)  # as reviewers report it
+            raise exc
+
+    class Silent:
+        def __init__(self, spec):
+            pass
+
+        def solve(self, workspace):
+            raise RuntimeError("segfault in the agent's model client")
+
+    @hookimpl
+    def crossreview_register_agents(self, register):
+        register("reports-then-raises", self.Reporting)
+        register("raises", self.Silent)
+
+
+def test_a_solve_that_raises_costs_unknown_not_nothing(tmp_path, suite, cli):
+    """It may have spent before it raised: unknown in the ledger, stats and run --json, ≥ what it reported."""
+    import json
+
+    from crossreview.ledger import Ledger
+
+    make_task(suite)
+    pm = plugins.new_plugin_manager(load_entrypoints=False)
+    pm.register(SpendsThenRaises(), name="spends-then-raises")
+    opts = RunOptions(paths=[suite], agents=["a=reports-then-raises", "b=raises", "c=oracle"],
+                      reviewers=["a=tests", "b=tests", "c=tests"], state_dir=tmp_path / "state", interactive=False)
+    [result] = run_suite(opts, pm).results
+    by = {c.agent: c for c in result.candidates}
+    assert by["a"].status == by["b"].status == "error"
+    assert (by["a"].cost, by["a"].cost_known, by["a"].tokens) == (None, 0.03, 1000)
+    assert by["b"].cost is None and not by["b"].cost_known
+    assert by["c"].cost == 0.0 and result.cost is None  # the task run's cost is unknown too
+
+    ledger = tmp_path / "state" / "ledger.db"
+    rows = {r["agent"]: r for r in Ledger(ledger).candidate_rows(result.task_run)}
+    assert (rows["a"]["cost"], rows["a"]["cost_known"], rows["a"]["calls"]) == (None, 0.03, 2)
+    assert rows["b"]["cost"] is None and not rows["b"]["cost_known"]
+
+    res = cli("stats", "--json", "--ledger", str(ledger))
+    assert res.returncode == 0, res.stderr
+    agents = {a["agent"]: a["solve"]["cost"] for a in json.loads(res.stdout)["cost"]["by_agent"]}
+    assert agents["a"] == {"total": None, "known": 0.03, "unknown": 1, "items": 1}
+    assert agents["b"] == {"total": None, "known": 0.0, "unknown": 1, "items": 1}
+    assert agents["c"]["total"] == 0.0
+    text = cli("stats", "--ledger", str(ledger)).stdout
+    assert "≥ $0.0300" in text and "unknown" in text
+    assert json.loads(res.stdout)["cost"]["cut_short"]["cost"] == 0.0  # the reported spend is the candidate's, once

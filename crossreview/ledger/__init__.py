@@ -238,6 +238,7 @@ class Ledger:
                 "files_changed": json.dumps(c.files_changed), "lines_added": c.lines_added,
                 "lines_removed": c.lines_removed, "tokens_in": c.usage.tokens_in,
                 "tokens_out": c.usage.tokens_out, "cost": c.usage.cost, "calls": c.usage.calls,
+                "cost_known": c.usage.cost_known if c.usage.cost is None else None,
                 "started": _ts(c.started), "finished": _ts(c.finished), "seconds": c.seconds, "diff": c.diff,
                 "agreement": agreement.candidates.get((c.round, c.agent)),
                 "tampering": json.dumps(c.tampering),

@@ -82,10 +82,12 @@ class Money:
     unknown: int = 0
     items: int = 0
 
-    def add(self, cost: float | None) -> None:
+    def add(self, cost: float | None, at_least: float | None = None) -> None:
+        """Add one item; ``at_least`` is the known part of an unknown cost (it raises ``known``, not the total)."""
         self.items += 1
         if cost is None:
             self.unknown += 1
+            self.known += float(at_least or 0.0)
         else:
             self.known += float(cost)
 
@@ -237,7 +239,7 @@ def load(ledger, since: datetime | None = None, suite: str | None = None) -> Dat
         ).fetchall()
         cands = db.execute(
             "SELECT task_run, round, agent, spec, status, tests_passed, tests_total, holdout_passed, holdout_total,"
-            " tokens_in, tokens_out, cost, calls, started, finished, seconds, agreement, test_files FROM candidates"
+            " tokens_in, tokens_out, cost, cost_known, calls, started, finished, seconds, agreement, test_files FROM candidates"
             " ORDER BY task_run, round, agent"
         ).fetchall()
         verdicts = db.execute(
@@ -595,7 +597,7 @@ class Usage:
     def add(self, row: dict) -> None:
         self.tokens_in += row.get("tokens_in") or 0
         self.tokens_out += row.get("tokens_out") or 0
-        self.money.add(row.get("cost"))
+        self.money.add(row.get("cost"), row.get("cost_known"))
         self.calls += row.get("calls") or 0
         self.seconds += row.get("seconds") or 0.0
 
@@ -704,7 +706,9 @@ def cut_short(d: Data) -> dict[str, Any]:
         if not t.pending:
             rows = t.candidates + t.verdicts
             recorded_tokens = sum((r.get("tokens_in") or 0) + (r.get("tokens_out") or 0) for r in rows)
-            recorded_cost = sum(r.get("cost") or 0.0 for r in rows)
+            # A candidate of unknown cost still recorded its known part (what a failed solve reported).
+            recorded_cost = sum((r.get("cost") if r.get("cost") is not None else r.get("cost_known")) or 0.0
+                                for r in rows)
             extra_tokens = max(0, int(j["tokens"] or 0) - recorded_tokens)
             extra_cost = max(0.0, float(j["cost"] or 0.0) - recorded_cost)
         if extra_tokens or extra_cost > 1e-12 or waiting:

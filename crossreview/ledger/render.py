@@ -45,7 +45,7 @@ def money(m: dict[str, Any] | None, digits: int = 4) -> str:
     """A Money sum: '$0.1530', 'unknown', or '≥ $0.2520 (1 of 38 unknown)'; never unknown as 0."""
     if m is None:
         return NA
-    if m["items"] and m["unknown"] == m["items"]:
+    if m["items"] and m["unknown"] == m["items"] and not m["known"]:
         return "unknown"
     if m["unknown"]:
         return f"≥ ${m['known']:.{digits}f} ({m['unknown']} of {m['items']} unknown)"

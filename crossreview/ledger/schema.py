@@ -213,8 +213,14 @@ def m7_test_files(tx: Tx) -> None:
                            (json.dumps([str(f) for f in files]), e["task_run"], e["round"], c["agent"]))
 
 
+def m8_cost_known(tx: Tx) -> None:
+    """candidates.cost_known: when cost is NULL (unknown), what is known to have been spent (a lower bound)"""
+    # Rows before this migration keep NULL: an unknown cost with no known part, as they were read.
+    _ddl(tx, "ALTER TABLE candidates ADD COLUMN cost_known {REAL}")
+
+
 MIGRATIONS: list[Callable[[Tx], None]] = [m1_core, m2_figures, m3_agents_used, m4_tampering, m5_spend,
-                                          m6_calls_in_flight, m7_test_files]
+                                          m6_calls_in_flight, m7_test_files, m8_cost_known]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
