@@ -176,7 +176,10 @@ def main() -> None:
       crossreview run tasks/          run the example suite on offline agents
       crossreview inbox               escalations waiting for you
       crossreview show ID             the packet: who did what, where they disagree
-      crossreview decide ID --pick a  finish the parked run with your decision
+      crossreview decide ID --pick alice
+                                      finish the parked run with your decision
+                                      (alice is an agent of tasks/; `show ID`
+                                      names the agents you can pick)
       crossreview gate --base main    CI: review a pull request, escalate splits
 
     Exit codes (run, gate): 0 all accepted, 1 something rejected or broken,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,6 +29,17 @@ def test_help_explains_the_commands(cli):
     assert "Exit codes: 0 every task accepted; 1 one rejected" in text and "crossreview resume" in text
     text = " ".join(cli("decide", "--help").stdout.split())
     assert "exactly one of --pick NAME" in text and "3 the guided round escalated again" in text
+
+
+def test_help_example_picks_an_agent_the_example_suite_has(cli):
+    # The "Start here" lines are a walk through `crossreview run tasks/`: its --pick must name
+    # an agent that suite's escalation offers, or the first decision a newcomer types fails.
+    import tomllib
+
+    suite = tomllib.loads((EXAMPLE_TASKS / "crossreview.toml").read_text())
+    names = {spec.split("=", 1)[0] for spec in suite["agents"]}
+    [picked] = re.findall(r"decide ID --pick (\S+)", cli("--help").stdout)
+    assert picked in names, (picked, names)
 
 
 def test_validate_example_suite(cli, tmp_path):
