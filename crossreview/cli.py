@@ -231,8 +231,9 @@ def budget_options(resume: bool):
 @click.option("--reviewer", "reviewers", multiple=True, metavar="SPEC",
               help="NAME=SPEC gives agent NAME its reviewer; a bare SPEC gives it to every agent. "
                    "Default: offline agents review with `tests`.")
-@click.option("--policy", default=None,
-              help="Consensus policy: unanimous (default), majority, calibrated, cascade, or a plugin's.")
+@click.option("--policy", default=None, metavar="NAME",
+              help="Consensus policy: unanimous (default), majority, calibrated, cascade, or a plugin's; "
+                   "`crossreview plugins` lists the installed ones.")
 @click.option("--calibration", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Policy file of --policy calibrated / cascade, written by `crossreview calibrate` "
                    "(default: config's `calibration`, else <state-dir>/calibration.json).")

@@ -79,7 +79,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="NAME=SPEC gives agent NAME its reviewer; a bare SPEC gives it to every agent.",
     )
     group.addoption("--crossreview-policy", default=None, metavar="NAME",
-                    help="Consensus policy: unanimous (default) or majority, or a plugin's.")
+                    help="Consensus policy: unanimous (default), majority, calibrated, cascade, or a plugin's; "
+                         "`crossreview plugins` lists the installed ones.")
     group.addoption("--crossreview-calibration", default=None, metavar="FILE",
                     help="Policy file of the calibrated / cascade policies (default: the suite config's "
                          "`calibration`, else <state-dir>/calibration.json).")

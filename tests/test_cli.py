@@ -27,6 +27,10 @@ def test_help_explains_the_commands(cli):
     # A newcomer reads `run --help` to learn what a run does and why it exited 1 on the examples.
     text = " ".join(res.stdout.split())
     assert "Exit codes: 0 every task accepted; 1 one rejected" in text and "crossreview resume" in text
+    # --policy takes a name, not free text: the help says which, and where to find a plugin's.
+    assert "--policy NAME" in text and "TEXT" not in text.split("--policy")[1].split("--")[0]
+    for name in ("unanimous", "majority", "calibrated", "cascade", "`crossreview plugins` lists"):
+        assert name in text.split("--policy NAME")[1].split("--calibration")[0], name
     text = " ".join(cli("decide", "--help").stdout.split())
     assert "exactly one of --pick NAME" in text and "3 the guided round escalated again" in text
 
