@@ -469,11 +469,12 @@ def show(escalation_id, ledger, state_dir, no_diff, json_mode):
     render_packet(_console(), esc, with_diffs=not no_diff)
     if esc["decided"]:
         from .runner import decision_progress
+        from .words import when
 
         run = led.get_run(esc["run"])
         run_state = Path(run["config"]["state_dir"]) if run else state_dir
         _console().print(f"[dim]already decided: {escape(esc['action'] + ' ' + (esc['pick'] or esc['guide'] or ''))} "
-                         f"by {esc['decided_by']} at {esc['decided']}"
+                         f"by {esc['decided_by']} at {when(esc['decided'])}"
                          f"{escape(decision_progress(led, esc, run_state))}[/dim]")
         # An old id (a guided round escalated again): where the story went on, so nobody is stranded here.
         then = after_decision_phrase(story)

@@ -34,7 +34,7 @@ from . import sandbox as sandbox_mod
 from .crashpoints import crash_point
 from .sandbox import Stopping, kill_all_children, kill_leftovers
 from .worktrees import BaseRepo, ensure_state_dir, find_orphans, owner_pids, remove_worktrees
-from .words import count_phrase
+from .words import count_phrase, when
 
 DEFAULT_STATE_DIR = Path(".crossreview")
 DEFAULT_AGENTS = ["oracle", "noop"]
@@ -823,7 +823,7 @@ def _carry_out(session: Session, esc: dict, values: dict, gconf: dict, human: Hu
 
 def _already_decided(ledger: Ledger, esc: dict, state_dir: Path) -> str:
     """Why an escalation cannot be decided again, and what to do instead."""
-    said = f"escalation {esc['id']} was already decided ({esc['action']} by {esc['decided_by']} at {esc['decided']})"
+    said = f"escalation {esc['id']} was already decided ({esc['action']} by {esc['decided_by']} at {when(esc['decided'])})"
     # An old id from a guided round: say where the task run went on, so the decider is not left at a dead end.
     then = after_decision_phrase(after_decision(ledger, esc))
     return f"{said}{decision_progress(ledger, esc, state_dir)}" + (f"; {then}" if then else "")
@@ -878,7 +878,7 @@ def after_decision_phrase(story: dict[str, Any]) -> str:
 
 def _decided_by(ledger: Ledger, esc_id: str) -> str:
     row = ledger.get_escalation(esc_id) or {}
-    return f"{row.get('action')} by {row.get('decided_by')} at {row.get('decided')}"
+    return f"{row.get('action')} by {row.get('decided_by')} at {when(row.get('decided'))}"
 
 
 def _latest_results(session: Session, run: str) -> list[str]:

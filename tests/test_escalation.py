@@ -199,6 +199,21 @@ def test_decide_twice_is_refused(cli, parked):
     assert res.returncode == 2 and "already decided" in res.stderr
 
 
+def test_already_decided_says_when_to_the_second_not_in_raw_iso(cli, parked):
+    import re
+
+    assert cli("decide", parked["id"], "--reject", "--by", "tester").returncode == 1
+    [esc] = ledger_rows(parked["state"], "SELECT decided FROM escalations")
+    readable = re.compile(r"at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
+    refused = " ".join(cli("decide", parked["id"], "--pick", "x").stderr.split())
+    shown = " ".join(cli("show", parked["id"], "--no-diff").stdout.split())
+    for text in (refused, shown):
+        assert "by tester" in text and readable.search(text), text
+        assert esc["decided"] not in text and "+00:00" not in text
+    # Machines keep the ledger's ISO time, microseconds and offset included.
+    assert cli("show", parked["id"], "--json").json()["decided"] == esc["decided"]
+
+
 def test_show_unknown_without_ledger(cli, tmp_path):
     res = cli("show", "e-123456")
     assert res.returncode == 2 and "no ledger" in res.stderr

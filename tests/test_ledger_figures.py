@@ -453,6 +453,9 @@ def test_stats_prints_exactly_the_paper_figures(cli, tmp_path):
     assert res.json()["interventions"]["rate"] == approx(2 / 3)
     res = cli("stats", "--ledger", "paper.db", "--since", "yesterday-ish")
     assert res.returncode == 2 and "7d" in res.stderr
+    # The heading says the --since a person gave in words they read, not raw ISO with an offset.
+    heading = cli("stats", "--ledger", "paper.db", "--since", "2026-03-10").stdout.splitlines()[0]
+    assert "since 2026-03-10 00:00:00 UTC" in heading and "+00:00" not in heading, heading
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..words import count_phrase
+from ..words import count_phrase, when
 
 NA = "n/a"
 
@@ -128,7 +128,7 @@ def print_stats(console, f: dict[str, Any]) -> None:
     c, iv, ht, au = f["counts"], f["interventions"], f["human_time"], f["autonomy"]
     scope = []
     if f["filters"]["since"]:
-        scope.append(f"since {f['filters']['since']}")
+        scope.append(f"since {when(f['filters']['since'])}")
     if f["filters"]["suite"]:
         scope.append(f"suite {f['filters']['suite']}")
     console.print(f"[bold]crossreview stats[/bold] · ledger {f['ledger']}" + (" · " + ", ".join(scope) if scope else ""),

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from ..models import utcnow
 from ..packet import reasons_heading
-from ..words import count_phrase
+from ..words import count_phrase, when
 from . import render as R
 
 GREEN, RED, AMBER, BLUE, PURPLE, GREY = "#2e9d5b", "#d1495b", "#e8a33d", "#00798c", "#5b4b8a", "#9aa5b1"
@@ -391,7 +391,7 @@ def build_html(ledger, f: dict[str, Any]) -> str:
     m = co["multiplier"]
     scope = []
     if f["filters"]["since"]:
-        scope.append(f"since {f['filters']['since']}")
+        scope.append(f"since {when(f['filters']['since'])}")
     if f["filters"]["suite"]:
         scope.append(f"suite {f['filters']['suite']}")
     out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
