@@ -446,6 +446,8 @@ def test_stats_prints_exactly_the_paper_figures(cli, tmp_path):
     lines = [squeeze(line) for line in res.stdout.splitlines()]
     for expected in STATS_LINES:
         assert squeeze(expected) in lines, f"missing line: {expected}\n{res.stdout}"
+    # The score's heading sends a user to the README section that explains it, not to a source file.
+    assert 'Agreement score (README: "The agreement score")' in res.stdout and "score.py" not in res.stdout
     res = cli("stats", "--ledger", "paper.db", "--json")
     assert res.returncode == 0, res.stderr
     check_known_figures(res.json())

@@ -247,7 +247,8 @@ def print_stats(console, f: dict[str, Any]) -> None:
     rows = [("mean agreement score", num(s["mean"], 3) + f" over {count_phrase(s['task_runs'], 'task run')}")]
     for k, v in s["by_outcome"].items():
         rows.append((f"  {k}", f"{num(v['mean'], 3)} ({v['task_runs']})"))
-    console.print(_kv("Agreement score (crossreview/ledger/score.py)", rows))
+    # A user reading stats wants what the score means, not where its code lives.
+    console.print(_kv("Agreement score (README: \"The agreement score\")", rows))
 
     ap = f.get("agents_per_task")
     if ap and ap["task_runs"]:

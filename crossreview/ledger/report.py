@@ -501,7 +501,7 @@ def build_html(ledger, f: dict[str, Any]) -> str:
     out.append("<h3>Agreement score: what accepting by threshold would have done</h3>")
     out.append(f"<p class='note'>Mean {esc(R.num(s['mean'], 3))} over {count_phrase(s['task_runs'], 'task run')}; "
                + ", ".join(f"{esc(k)} {esc(R.num(v['mean'], 3))}" for k, v in s["by_outcome"].items())
-               + ". Definition: crossreview/ledger/score.py.</p>")
+               + ". What it means: the README's section \"The agreement score\".</p>")
     out.append(_table(["threshold", "would accept", "escalations avoided", "picks with holdout", "of them fail holdout"],
                       [[f"≥ {t['threshold']:.1f}", t["would_accept"], t["escalations_avoided"], t["holdout_known"],
                         t["holdout_fails"]] for t in s["thresholds"]]))
