@@ -83,11 +83,12 @@ def _run_of_escalation(esc_id: str, ledger) -> str | None:
     """The run an escalation belongs to, for the resume hint after Ctrl-C; None when it cannot be read."""
     try:
         from .ledger import Ledger
+        from .runner import find_escalation
 
-        esc = Ledger(ledger).get_escalation(esc_id)
+        esc = find_escalation(Ledger(ledger), esc_id)  # the id as typed: it may be a prefix
     except Exception:  # noqa: BLE001 - only a hint: the generic one is printed instead
         return None
-    return esc["run"] if esc else None
+    return esc["run"]
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -450,16 +451,21 @@ def inbox(ledger, state_dir, json_mode):
 @click.option("--no-diff", is_flag=True, help="Leave the diffs out.")
 @click.option("--json", "json_mode", is_flag=True, help="Print the packet as JSON.")
 def show(escalation_id, ledger, state_dir, no_diff, json_mode):
-    """The escalation packet: what each agent did, test outcomes, verdicts, where they disagree."""
+    """The escalation packet: what each agent did, test outcomes, verdicts, where they disagree.
+
+    ESCALATION_ID may be the start of an id that no other id starts with (`crossreview inbox` lists them).
+    """
     from .packet import render_packet
 
+    from .runner import NotFound, after_decision, after_decision_phrase, find_escalation
+
     led = open_ledger(state_dir, ledger)
-    esc = led.get_escalation(escalation_id)
-    if esc is None:
-        _fail(f"no escalation {escalation_id!r}; `crossreview inbox` lists the open ones")
+    try:
+        esc = find_escalation(led, escalation_id)  # the whole id, or a unique start of it
+    except NotFound as exc:
+        _fail(str(exc))
     if not json_mode:
-        led.mark_shown(escalation_id)  # the human's decision time starts now
-    from .runner import after_decision, after_decision_phrase
+        led.mark_shown(esc["id"])  # the human's decision time starts now
 
     story = after_decision(led, esc)
     if json_mode:
@@ -501,6 +507,7 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
     \b
     Give exactly one of --pick NAME (an agent `crossreview show ESCALATION_ID`
     lists), --reject, or --guide TEXT (a new round; it may escalate again).
+    ESCALATION_ID may be the start of an id that no other id starts with.
     Each escalation is decided once. Exit code: 0 accepted, 1 rejected,
     3 the guided round escalated again, 2 usage error.
     """

@@ -10,6 +10,7 @@ escalation or killed mid-way is finished later from any process.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import secrets
@@ -726,6 +727,37 @@ class NotFound(UsageError):
     """An id the ledger does not know."""
 
 
+def find_escalation(led: Ledger, given: str) -> dict[str, Any]:
+    """The escalation ``given`` names: its whole id, or the start of exactly one id.
+
+    Ids are random (``e-`` and six hex digits) and people copy them by hand from
+    a table or a PR comment, so a unique prefix is enough, with or without the
+    ``e-``. Raises NotFound when ``given`` starts several ids or none: the
+    message lists the nearest ids, so the next attempt is a copy, not a guess.
+    """
+    esc = led.get_escalation(given)
+    if esc is not None:
+        return esc
+    index = led.escalation_index()
+    starts = [r for r in index if given and (r["id"].startswith(given) or r["id"].startswith("e-" + given))]
+    if len(starts) == 1:
+        return led.get_escalation(starts[0]["id"])
+
+    def named(rows: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{r['id']} ({r['task']}, {'decided' if r['decided'] else 'waiting'})" for r in rows)
+
+    hint = "`crossreview inbox` lists the open ones"
+    if starts:
+        shown = starts[:8]
+        more = f" and {len(starts) - len(shown)} more" if len(starts) > len(shown) else ""
+        raise NotFound(f"{given!r} starts {count_phrase(len(starts), 'escalation id')}: {named(shown)}{more}; "
+                       f"give more of the id ({hint})")
+    by_id = {r["id"]: r for r in index}
+    close = difflib.get_close_matches(given if given.startswith("e-") else "e-" + given, list(by_id), n=3, cutoff=0.5)
+    nearest = f"; closest: {named([by_id[i] for i in close])}" if close else ""
+    raise NotFound(f"no escalation {given!r} in {led.path}{nearest}; {hint}")
+
+
 def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | None = None, interactive: bool = False, pm: pluggy.PluginManager | None = None, sandbox: str | None = None) -> TaskResult:
     """Resume the run parked at escalation ``esc_id`` with the human's decision.
 
@@ -735,9 +767,8 @@ def decide_escalation(esc_id: str, human: HumanDecision, state_dir: Path = DEFAU
     """
     pm = pm or plugins.get_plugin_manager()
     led = Ledger(ledger or state_dir / "ledger.db")
-    esc = led.get_escalation(esc_id)
-    if esc is None:
-        raise NotFound(f"no escalation {esc_id!r} in {led.path}; `crossreview inbox` lists the open ones")
+    esc = find_escalation(led, esc_id)
+    esc_id = esc["id"]  # a prefix was given: every message and lock below names the whole id
     run = led.get_run(esc["run"])
     state_dir = Path(run["config"]["state_dir"]) if run else state_dir
     if esc["decided"]:

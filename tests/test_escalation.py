@@ -20,14 +20,15 @@ def parked(cli, suite, tmp_path):
     agent = counting_agent(tmp_path / "agent.py", solution="def add(a, b):\n    return a - b\n")
     approve = approve_all_reviewer(tmp_path / "approve.py")
     env = {"CROSSREVIEW_COUNT_DIR": str(counter)}
-    res = cli("run", str(suite),
-              "--agent", f"x=command:{{python}} {agent}", "--agent", f"y=command:{{python}} {agent}",
-              "--reviewer", f"x={approve}", "--reviewer", "y=tests", "--json", env=env)
+    args = ["run", str(suite),
+            "--agent", f"x=command:{{python}} {agent}", "--agent", f"y=command:{{python}} {agent}",
+            "--reviewer", f"x={approve}", "--reviewer", "y=tests", "--json"]
+    res = cli(*args, env=env)
     assert res.returncode == 3, res.stderr
     [task] = res.json()["tasks"]
     assert task["decision"] == "escalated"
     return {"id": task["escalation"], "run": res.json()["run"], "counter": counter, "env": env,
-            "state": tmp_path / ".crossreview"}
+            "state": tmp_path / ".crossreview", "args": args}
 
 
 def test_decide_pick_in_a_new_process_finishes_the_run_without_resolving(cli, parked):
@@ -212,6 +213,39 @@ def test_already_decided_says_when_to_the_second_not_in_raw_iso(cli, parked):
         assert esc["decided"] not in text and "+00:00" not in text
     # Machines keep the ledger's ISO time, microseconds and offset included.
     assert cli("show", parked["id"], "--json").json()["decided"] == esc["decided"]
+
+
+def test_show_and_decide_take_a_unique_start_of_the_id(cli, parked):
+    full = parked["id"]
+    shown = cli("show", full[:5], "--no-diff")
+    assert shown.returncode == 0, shown.stderr
+    assert f"crossreview decide {full} --pick" in shown.stdout  # the hint names the whole id
+    assert cli("show", full[2:6], "--json").json()["id"] == full  # the "e-" may be left off
+    res = cli("decide", full[:6], "--reject", "--json")
+    assert res.returncode == 1, res.stderr
+    assert res.json()["escalation"] == full
+    [esc] = ledger_rows(parked["state"], "SELECT action, first_shown FROM escalations")
+    assert esc["action"] == "reject" and esc["first_shown"]  # show marked the whole id as seen
+
+
+def test_an_id_that_starts_several_or_none_is_refused_with_the_nearest(cli, parked):
+    # A second run of the same task parks a second escalation beside the fixture's.
+    again = cli(*parked["args"], env=parked["env"])
+    assert again.returncode == 3, again.stderr
+    first, second = parked["id"], again.json()["tasks"][0]["escalation"]
+    shared = os.path.commonprefix([first, second])
+    for command in (["show", shared], ["decide", shared, "--reject"]):
+        res = cli(*command)
+        said = " ".join(res.stderr.split())
+        assert res.returncode == 2 and "starts 2 escalation ids" in said, said
+        assert first in said and second in said and "`crossreview inbox` lists" in said
+    typo = first[:-1] + ("0" if first[-1] != "0" else "1")
+    for command in (["show", typo], ["decide", typo, "--reject"]):
+        res = cli(*command)
+        said = " ".join(res.stderr.split())
+        assert res.returncode == 2 and f"no escalation {typo!r}" in said, said
+        assert f"closest: {first}" in said and "`crossreview inbox` lists" in said
+    assert {e["id"] for e in cli("inbox", "--json").json()["escalations"]} == {first, second}  # both still wait
 
 
 def test_show_unknown_without_ledger(cli, tmp_path):

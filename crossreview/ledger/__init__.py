@@ -452,6 +452,11 @@ class Ledger:
                  _ts(human.decided_at), task_run),
             )
 
+    def escalation_index(self) -> list[dict[str, Any]]:
+        """Every escalation's ``id``, ``task`` and ``decided`` (None while it waits), oldest first: no packets."""
+        with self.connect(write=False) as db:
+            return db.execute("SELECT id, task, decided FROM escalations ORDER BY created").fetchall()
+
     def escalations_of(self, task_run: str) -> list[dict[str, Any]]:
         """Every escalation of a task run, in order."""
         with self.connect(write=False) as db:
