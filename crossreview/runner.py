@@ -1099,6 +1099,8 @@ def _summaries_from_rows(ledger: Ledger, task_run: str) -> list:
             reviews=sum(1 for v in verdicts if v["candidate"] == c["agent"]),
             tokens=(c["tokens_in"] or 0) + (c["tokens_out"] or 0),
             cost=c["cost"],  # None stays None: unknown money is never shown as $0
+            # As summarize gives it live: the known part of an unknown cost (0.0 when nothing is known).
+            cost_known=(c.get("cost_known") or 0.0) if c["cost"] is None else None,
             seconds=round(c["seconds"] or 0.0, 3),
             tampering=json.loads(c.get("tampering") or "[]"),
         )

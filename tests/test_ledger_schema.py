@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import sqlite3
 import subprocess
 import sys
@@ -225,18 +227,26 @@ def test_merging_an_older_ledger_reads_it_without_upgrading_it(tmp_path, cli):
     assert empty.read_bytes() == b""
 
 
-def _ledger_at_schema_5(path: Path) -> Path:
-    """A ledger as crossreview wrote it before model calls were journaled in flight (schema 5)."""
+@contextmanager
+def _at_schema(path: Path, version: int):
+    """A transaction on a new ledger at ``path`` made by the first ``version`` migrations only, recorded
+    as that version (as an older crossreview left it), to add the old rows a migration test needs."""
     from crossreview.ledger import schema
     from crossreview.ledger.db import SQLiteBackend
 
     with SQLiteBackend(path).transaction() as tx:
-        for migration in schema.MIGRATIONS[:5]:
+        for migration in schema.MIGRATIONS[:version]:
             migration(tx)
-        for number, migration in enumerate(schema.MIGRATIONS[:5], 1):
+        for number, migration in enumerate(schema.MIGRATIONS[:version], 1):  # the table is made by one of them
             tx.insert("schema_version", {"version": number, "applied": "2026-01-01T00:00:00+00:00",
                                          "description": migration.__doc__ or ""})
-        tx.insert("meta", {"key": "schema_version", "value": "5"}, conflict="replace", key=("key",))
+        tx.insert("meta", {"key": "schema_version", "value": str(version)}, conflict="replace", key=("key",))
+        yield tx
+
+
+def _ledger_at_schema_5(path: Path) -> Path:
+    """A ledger as crossreview wrote it before model calls were journaled in flight (schema 5)."""
+    with _at_schema(path, 5) as tx:
         tx.insert("runs", {"id": "r-old", "started": "2026-01-01T00:00:00+00:00", "status": "finished",
                            "config": "{}"})
         tx.insert("task_runs", {"id": "r-old/t", "run": "r-old", "task": "t", "task_path": "t",
@@ -275,16 +285,8 @@ def _ledger_at_schema_6(path: Path) -> Path:
     parked at an escalation whose packet lists them for one candidate, and one finished before that."""
     import json
 
-    from crossreview.ledger import schema
-    from crossreview.ledger.db import SQLiteBackend
-
     t0 = "2026-01-01T00:00:00+00:00"
-    with SQLiteBackend(path).transaction() as tx:
-        for migration in schema.MIGRATIONS[:6]:
-            migration(tx)
-        for number, migration in enumerate(schema.MIGRATIONS[:6], 1):
-            tx.insert("schema_version", {"version": number, "applied": t0, "description": migration.__doc__ or ""})
-        tx.insert("meta", {"key": "schema_version", "value": "6"}, conflict="replace", key=("key",))
+    with _at_schema(path, 6) as tx:
         tx.insert("runs", {"id": "r-old", "started": t0, "status": "waiting", "config": "{}"})
         for tr, status in (("r-old/gate", "parked"), ("r-old/plain", "done")):
             tx.insert("task_runs", {"id": tr, "run": "r-old", "task": tr[6:], "task_path": tr[6:], "status": status,
