@@ -1125,7 +1125,8 @@ HARMLESS_HOOK = "import pytest\n\n@pytest.hookimpl(hookwrapper=True)\ndef pytest
 
 @pytest.mark.parametrize("change", [
     {**GOOD, "tests/conftest.py": HARMLESS_HOOK},  # tests pass for real; the `tests` reviewer approves
-    {"src/calc.py": "def add(a, b):\n    return a - b\n", "tests/conftest.py": FORCE_PASS_PLUGIN},  # the canary catches it
+    {"src/calc.py": "def add(a, b):\n    return a - b\n", "tests/conftest.py": FORCE_PASS_PLUGIN},
+    # ^ caught only by tamper.py's static conftest.py flag: the canary sits outside tests/, beyond its hooks
 ], ids=["conftest-reviewer-approves", "conftest-forces-passes"])
 def test_a_pr_escalated_only_because_it_may_fake_its_results_does_not_say_the_reviewers_disagree(
         tmp_path, cli, fake_github, change):
