@@ -377,7 +377,7 @@ def verify(p: dict, runtime: Runtime[Context]) -> dict:
     crash_point("verify", "before", cand.agent)
     if cand.status == "ok":
         path = _ensure_candidate_tree(ctx, p, cand)
-        cand.tests = run_tests(task, path)
+        cand.tests = run_tests(task, path, changed=cand.files_changed)
         cand.tampering += [t for t in cand.tests.tampering if t not in cand.tampering]
     ctx.pm.hook.crossreview_candidate_verified(task=task, task_run=p["task_run"], candidate=cand)
     crash_point("verify", "after", cand.agent)

@@ -22,6 +22,9 @@ could try to change what pytest reports. Two checks make that visible:
   pytest -q``, which collects the repository's own tests) gets the canary
   too: a small plugin (``-p``, from the JUnit folder) adds its tests after
   the ones pytest collected from the configured paths or ``testpaths``.
+  A ``conftest.py``'s hooks apply only to tests in its folder, so when the
+  change adds or edits one below the root, a copy of the canary (names of
+  its own) goes into that folder as well and is checked the same way.
 """
 
 from __future__ import annotations
@@ -160,16 +163,59 @@ from pathlib import Path
 
 import pytest
 
-_PATH = {path!r}
+_PATHS = [Path(p) for p in {paths!r}]
+_EARLY = set()
+_SESSION = []
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
-    # the test that must fail goes last: a configured -x / --maxfail then stops after it, not before the other
-    items.extend(reversed(pytest.Module.from_parent(session, path=Path(_PATH)).collect()))
+    # A copy beside a conftest.py may have been collected already, mid-run: it moves to the end with the rest.
+    items[:] = [i for i in items if Path(i.path).resolve() not in _PATHS]
+    musts, others = [], []
+    for path in _PATHS:
+        # each module defines its must-fail test first
+        first, *rest = pytest.Module.from_parent(session, path=path).collect()
+        musts.append(first)
+        others.extend(rest)
+    # the tests that must fail go last: a configured -x / --maxfail then stops after them, not before the others
+    items.extend(others + musts)
+    _EARLY.update(i.nodeid for i in musts[:-1])
+    _SESSION.append(session)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_logreport(report):
+    # A must-fail test before the last one must not trip -x / --maxfail, so the later copies still run: the
+    # session counts it, but its limit grows by one first (only canaries come after it). pytest will not unset
+    # a session's shouldfail once set, and the session's own hook is tryfirst, hence a wrapper.
+    if report.failed and report.nodeid in _EARLY and _SESSION:
+        option = _SESSION[0].config.option
+        if getattr(option, "maxfail", 0):
+            option.maxfail += 1
+    yield
 '''
-"""Adds the canary's tests after everything collected and selected. (Appending its path to the
+"""Adds the canaries' tests after everything collected and selected. (Appending a path to the
 collection arguments does not work: under the rootdir, a dot-folder, it is merged away.)"""
+
+
+def conftest_folders(worktree: Path, changed: list[str] | tuple[str, ...]) -> list[Path]:
+    """Folders below the root of ``worktree`` holding a conftest.py among the ``changed`` files.
+
+    A conftest.py's hooks reach only the tests in and under its folder; the root's reach the canary
+    wherever it is. A folder that leads outside the worktree (through a symbolic link) is left out:
+    crossreview writes the canary there.
+    """
+    root = worktree.resolve()
+    out: list[Path] = []
+    for raw in changed:
+        rel = Path(raw)
+        if rel.name != "conftest.py" or len(rel.parts) < 2 or rel.is_absolute() or ".." in rel.parts:
+            continue
+        folder = worktree / rel.parent
+        if (folder / "conftest.py").is_file() and folder.resolve() == root / rel.parent and folder not in out:
+            out.append(folder)
+    return out
 
 
 def _module_stems(root: Path, limit: int = 200_000) -> set[str]:
@@ -259,8 +305,13 @@ def run_tests(
     worktree: Path,
     source: Path | None = None,
     dirname: str = TESTS_DIRNAME,
+    changed: list[str] | tuple[str, ...] = (),
 ) -> TestReport:
-    """Copy ``source`` (default: the task's tests/) into ``worktree`` and run the verifier."""
+    """Copy ``source`` (default: the task's tests/) into ``worktree`` and run the verifier.
+
+    ``changed``: the files the candidate's diff touches; a conftest.py among them gets a copy of the
+    canary beside it when the verifier collects the repository's own tests.
+    """
     source = source or task.tests_dir
     dest = copy_tests(source, worktree, dirname)
     by_plugin = canary_by_plugin(task.verifier_command)
@@ -274,6 +325,14 @@ def run_tests(
     canary = dest / f"{spec.module}.py" if spec is not None else None
     if canary is not None:
         canary.write_text(spec.source())
+    copies: list[tuple[Canary, Path]] = []  # the canary beside each conftest.py the change touches
+    if by_plugin and spec is not None:
+        taken = _module_stems(worktree)
+        for folder in conftest_folders(worktree, changed):
+            extra = new_canary(taken)
+            taken.add(extra.module)
+            copies.append((extra, folder / f"{extra.module}.py"))
+            copies[-1][1].write_text(extra.source())
     tampering: list[str] = []
     pointer = tamper.git_pointer(worktree)
     try:
@@ -282,7 +341,8 @@ def run_tests(
             env, plugin = dict(VERIFIER_ENV), None
             if by_plugin and canary is not None:
                 plugin = f"{spec.module}_{secrets.token_hex(4)}"
-                Path(tmp, plugin + ".py").write_text(CANARY_PLUGIN_SOURCE.format(path=str(canary.resolve())))
+                paths = [str(c.resolve()) for c in [canary, *(path for _, path in copies)]]
+                Path(tmp, plugin + ".py").write_text(CANARY_PLUGIN_SOURCE.format(paths=paths))
                 env["PYTHONPATH"] = str(Path(tmp).resolve())
             cmd = build_command(task.verifier_command, dirname, junit, plugin)
             proc = run_confined(
@@ -300,6 +360,11 @@ def run_tests(
                 else:
                     if canary is not None:
                         outcomes, tampering = check_canary(outcomes, spec)
+                        for extra, path in copies:
+                            outcomes, found = check_canary(outcomes, extra)
+                            where = path.parent.relative_to(worktree).as_posix()
+                            tampering += [f"{where}/conftest.py: {problem} (the canary beside it)"
+                                          for problem in found]
                         real_failures = any(o.outcome in ("failed", "error") for o in outcomes)
                         if not tampering and exit_code == 1 and not real_failures:
                             exit_code = 0  # the one failure was the canary's, as it must be
@@ -331,6 +396,8 @@ def run_tests(
     finally:
         if canary is not None:
             canary.unlink(missing_ok=True)
+        for _, path in copies:
+            path.unlink(missing_ok=True)
         # The tests ran the candidate's code in the worktree: before crossreview
         # runs git there again, its .git must be the one crossreview made.
         fixed = pointer and tamper.restore_git_pointer(worktree, pointer)

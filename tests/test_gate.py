@@ -1126,7 +1126,7 @@ HARMLESS_HOOK = "import pytest\n\n@pytest.hookimpl(hookwrapper=True)\ndef pytest
 @pytest.mark.parametrize("change", [
     {**GOOD, "tests/conftest.py": HARMLESS_HOOK},  # tests pass for real; the `tests` reviewer approves
     {"src/calc.py": "def add(a, b):\n    return a - b\n", "tests/conftest.py": FORCE_PASS_PLUGIN},
-    # ^ caught only by tamper.py's static conftest.py flag: the canary sits outside tests/, beyond its hooks
+    # ^ caught by tamper.py's static conftest.py flag and by the canary copied beside that conftest.py
 ], ids=["conftest-reviewer-approves", "conftest-forces-passes"])
 def test_a_pr_escalated_only_because_it_may_fake_its_results_does_not_say_the_reviewers_disagree(
         tmp_path, cli, fake_github, change):
@@ -1152,6 +1152,32 @@ def test_a_pr_escalated_only_because_it_may_fake_its_results_does_not_say_the_re
     show = cli("show", report["escalation"], "--no-diff", cwd=repo)
     assert show.returncode == 0, show.stdout + show.stderr
     assert "Why a human must look" in show.stdout and "Where they disagree" not in show.stdout
+
+
+@pytest.mark.parametrize("stop_early", [False, True], ids=["plain", "base-stops-at-first-failure"])
+def test_the_canary_runs_beside_a_conftest_the_pr_adds(tmp_path, cli, stop_early):
+    """A tests/conftest.py's hooks reach only tests/: a copy of the canary there catches it forcing passes,
+    while a harmless conftest.py gets no canary reason (only the static flag), even when the base says -x."""
+    repo = make_repo(tmp_path, config=None)
+    if stop_early:
+        write(repo / "pytest.ini", "[pytest]\naddopts = -x\n")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "stop at the first failure")
+    forced = pr_branch(repo, "forced", {"src/calc.py": "def add(a, b):\n    return a - b\n",
+                                        "tests/conftest.py": FORCE_PASS_PLUGIN})
+    r = cli("gate", "--base", "main", "--head", forced, "--json", cwd=repo)
+    assert r.returncode == 3, r.stdout + r.stderr
+    tampering = json.loads(r.stdout)["candidates"][0]["tampering"]
+    assert any(t.startswith("tests/conftest.py: a canary test that must fail was reported passed")
+               for t in tampering), tampering
+    harmless = pr_branch(repo, "harmless", {**GOOD, "tests/conftest.py": HARMLESS_HOOK})
+    r = cli("gate", "--base", "main", "--head", harmless, "--json", cwd=repo)
+    assert r.returncode == 3, r.stdout + r.stderr  # the static conftest.py flag still escalates it
+    pr = json.loads(r.stdout)["candidates"][0]
+    assert (pr["tests_passed"], pr["tests_total"]) == (1, 1), pr
+    assert not any("canary" in t or "assertions" in t for t in pr["tampering"]), pr["tampering"]
+    assert not any(p.name.startswith("test_") and p.name != "test_calc.py"
+                   for p in (repo / "tests").iterdir())  # no copy left behind in the user's repository
 
 
 def test_the_gates_terminal_table_does_not_pass_off_faked_test_results(tmp_path, cli):
