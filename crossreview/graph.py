@@ -311,7 +311,7 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
     except Exception as exc:  # an agent plugin's bug is that candidate's error, not the run's
         result = SolveResult(status="error", error=f"{type(exc).__name__}: {exc}")
         if solving:
-            result.usage, result.calls = _usage_of_failed_solve(exc, agent, workspace)
+            result.usage, result.calls = _usage_of_failure(exc, agent, workspace.budget)
     finished = utcnow()
     crash_point("solve", "after-agent", spec.name)
     # Before any git command runs in the worktree: a .git the agent replaced
@@ -463,6 +463,7 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
     usage = Usage()
     crash_point("review", "before", agent.name)
     started = utcnow()
+    reviewing = False  # set once reviewer.review is called: from then on a raise may follow spending
     try:
         reviewer = ctx.reviewer(rspec)
         _warm_up(reviewer)
@@ -470,6 +471,7 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
         spent = None if getattr(reviewer, "spends_nothing", False) else request.budget.exceeded()
         if spent:
             raise RuntimeError(f"not started: {spent}")
+        reviewing = True
         out = reviewer.review(request)
         if not isinstance(out, ReviewVerdictOutput):
             raise TypeError(f"{_plugin_of(ctx.pm, 'reviewer', rspec.kind)} review() returned "
@@ -490,6 +492,14 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
     except Stopping:
         raise
     except Exception as exc:  # noqa: BLE001 - any reviewer failure is an abstention
+        calls = exc.calls if isinstance(getattr(exc, "calls", None), list) else []
+        if isinstance(getattr(exc, "usage", None), Usage):
+            # What the reviewer spent before it gave up: model and command reviewers report their
+            # whole spend on the exception (unknown where they cannot tell), so it is kept as is.
+            usage = exc.usage
+        elif reviewing:
+            # It said nothing, yet may have called a model before it raised: unknown, not $0.
+            usage, calls = _usage_of_failure(exc, reviewer, request.budget)
         verdict = Verdict(
             reviewer=agent.name,
             candidate=cand.agent,
@@ -497,9 +507,8 @@ def review(p: dict, runtime: Runtime[Context]) -> dict:
             verdict="abstain",
             confidence=0.0,
             error=f"{rspec.spec}: {exc}",
-            # What the reviewer spent before it gave up (model reviewers say so on the exception).
-            usage=exc.usage if isinstance(getattr(exc, "usage", None), Usage) else usage,
-            calls=exc.calls if isinstance(getattr(exc, "calls", None), list) else [],
+            usage=usage,
+            calls=calls,
         )
     finished = utcnow()
     verdict.seconds = (finished - started).total_seconds()
@@ -768,13 +777,13 @@ def _itemized_calls(cands: list[Candidate], verdicts: list[Verdict]) -> list[dic
     return out
 
 
-def _usage_of_failed_solve(exc: Exception, agent: Any, workspace: agents_mod.Workspace) -> tuple[Usage, list]:
-    """What a solve that raised spent: unknown (cost None), never $0, and at least what it reported.
+def _usage_of_failure(exc: Exception, plugin: Any, budget: Any) -> tuple[Usage, list]:
+    """What a solve or review that raised spent: unknown (cost None), never $0, and at least what it reported.
 
-    An agent may have called a model before it raised, and nothing returned says for how much,
-    so its cost is unknown, as for a model call killed in flight. What it did report, on the
-    exception's ``usage`` (as reviewers do) or in ``calls``, is kept, and its money becomes
-    the lower bound (``cost_known``): the cost is "≥ $X", not $X.
+    An agent or reviewer may have called a model before it raised, and nothing returned says
+    for how much, so its cost is unknown, as for a model call killed in flight. What it did
+    report, on the exception's ``usage`` or in ``calls``, is kept, and its money becomes the
+    lower bound (``cost_known``): the cost is "≥ $X", not $X.
     """
     reported = getattr(exc, "usage", None)
     reported = reported if isinstance(reported, Usage) else Usage()
@@ -782,11 +791,11 @@ def _usage_of_failed_solve(exc: Exception, agent: Any, workspace: agents_mod.Wor
     known = reported.cost if reported.cost is not None else reported.cost_known
     usage = Usage(tokens_in=reported.tokens_in, tokens_out=reported.tokens_out, calls=reported.calls,
                   cost=None, cost_known=known)
-    if workspace.budget is not None and not getattr(agent, "charges_budget", False):
-        # Its budget heard nothing of this solve (charged only when solve returns): count what was
+    if budget is not None and not getattr(plugin, "charges_budget", False):
+        # Its budget heard nothing of this work (charged only when it returns): count what was
         # reported against the caps, and the rest as a charge of unknown cost, as it is.
-        workspace.budget.charge(usage.tokens, known)
-        workspace.budget.charge(0, None)
+        budget.charge(usage.tokens, known)
+        budget.charge(0, None)
     return usage, calls if isinstance(calls, list) else []
 
 

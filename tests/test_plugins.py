@@ -531,3 +531,45 @@ def test_a_solve_that_raises_costs_unknown_not_nothing(tmp_path, suite, cli):
     text = cli("stats", "--ledger", str(ledger)).stdout
     assert "≥ $0.0300" in text and "unknown" in text
     assert json.loads(res.stdout)["cost"]["cut_short"]["cost"] == 0.0  # the reported spend is the candidate's, once
+
+
+class ReviewRaises:
+    """A third-party reviewer whose review raises and says nothing of what it spent."""
+
+    class Silent:
+        def __init__(self, spec):
+            pass
+
+        def review(self, request):
+            raise RuntimeError("the reviewer's model client crashed mid-call")
+
+    @hookimpl
+    def crossreview_register_reviewers(self, register):
+        register("raises", self.Silent)
+
+
+def test_a_review_that_raises_costs_unknown_not_nothing(tmp_path, suite, cli):
+    """As for a solve: a reviewer may have called a model before it raised, so its review's cost is unknown."""
+    import json
+
+    from crossreview.ledger import Ledger
+
+    make_task(suite)
+    pm = plugins.new_plugin_manager(load_entrypoints=False)
+    pm.register(ReviewRaises(), name="review-raises")
+    opts = RunOptions(paths=[suite], agents=["a=oracle", "b=oracle"], reviewers=["a=raises", "b=tests"],
+                      state_dir=tmp_path / "state", interactive=False)
+    [result] = run_suite(opts, pm).results
+    assert result.cost is None  # the task run's cost is unknown with it
+
+    ledger = tmp_path / "state" / "ledger.db"
+    rows = {r["reviewer"]: r for r in Ledger(ledger).verdict_rows(result.task_run)}
+    assert rows["a"]["verdict"] == "abstain" and "crashed mid-call" in rows["a"]["error"]
+    assert rows["a"]["cost"] is None
+    assert rows["b"]["cost"] == 0.0  # the tests reviewer is free, as before
+
+    res = cli("stats", "--json", "--ledger", str(ledger))
+    assert res.returncode == 0, res.stderr
+    review = {a["agent"]: a["review"]["cost"] for a in json.loads(res.stdout)["cost"]["by_agent"]}
+    assert review["a"] == {"total": None, "known": 0.0, "unknown": 1, "items": 1}
+    assert review["b"]["total"] == 0.0
