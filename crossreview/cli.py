@@ -433,13 +433,14 @@ def inbox(ledger, state_dir, json_mode):
     if not rows:
         out.print("inbox empty: no escalation waits for a human")
         return
-    from .words import count_phrase
+    from .words import count_phrase, when
 
     table = Table(title=f"{count_phrase(len(rows), 'escalation')} waiting", title_justify="left")
-    for col in ("id", "task", "run", "waiting since (UTC)", "reason"):
+    for col in ("id", "task", "run", "waiting since", "reason"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["id"], r["task"], r["run"], r["created"][:19].replace("T", " "), escape(r["reason"]))
+        # when(): converted to UTC and says so; cutting the ISO text would show another zone's clock as UTC.
+        table.add_row(r["id"], r["task"], r["run"], when(r["created"]), escape(r["reason"]))
     out.print(table)
     out.print(f"next: crossreview show {rows[0]['id']}{_where_flags(state_dir, ledger)}", highlight=False)
 
@@ -624,11 +625,14 @@ def runs(ledger, state_dir, json_mode):
     if json_mode:
         click.echo(json.dumps({"runs": rows}, indent=2))
         return
+    from .words import when
+
     table = Table(title="runs", title_justify="left")
-    for col in ("run", "started (UTC)", "status", "task runs"):
+    for col in ("run", "started", "status", "task runs"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["id"], (r["started"] or "")[:19].replace("T", " "), r["status"],
+        # when(): converted to UTC and says so, as inbox shows it (JSON above keeps ISO).
+        table.add_row(r["id"], when(r["started"]) if r["started"] else "", r["status"],
                       ", ".join(f"{n} {k}" for k, n in sorted(r["decisions"].items())) or "-")
     _console().print(table)
 

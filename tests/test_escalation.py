@@ -399,7 +399,24 @@ def test_hints_carry_the_ledger_and_state_dir_the_run_used(cli, suite, tmp_path)
     shown = cli("show", esc, "--state-dir", str(tmp_path / "st"), "--ledger", str(ledger))
     assert shown.returncode == 0, shown.stderr
     inbox = cli("inbox", "--state-dir", str(tmp_path / "st"), "--ledger", str(ledger))
-    assert "waiting since (UTC)" in inbox.stdout and f"next: crossreview show {esc} {flags}" in " ".join(inbox.stdout.split())
+    assert "waiting since" in inbox.stdout and f"next: crossreview show {esc} {flags}" in " ".join(inbox.stdout.split())
+
+    # Tables show times in UTC and say so, converting a stored offset (a ledger written elsewhere);
+    # JSON keeps the stored ISO text.
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(ledger)) as db, db:
+        db.execute("UPDATE escalations SET created = '2026-11-25T04:31:44.123456+02:00'")
+        db.execute("UPDATE runs SET started = '2026-11-25T04:30:00.500000+02:00'")
+    where = ("--state-dir", str(tmp_path / "st"), "--ledger", str(ledger))
+    inbox = cli("inbox", *where)
+    assert "2026-11-25 02:31:44 UTC" in inbox.stdout and "04:31" not in inbox.stdout
+    assert cli("inbox", "--json", *where).json()["escalations"][0]["created"] == "2026-11-25T04:31:44.123456+02:00"
+    runs = cli("runs", *where)
+    assert runs.returncode == 0, runs.stderr
+    assert "2026-11-25 02:30:00 UTC" in runs.stdout and "04:30" not in runs.stdout
+    assert cli("runs", "--json", *where).json()["runs"][0]["started"] == "2026-11-25T04:30:00.500000+02:00"
 
 
 def test_show_never_passes_terminal_escapes_from_a_packet_through():
