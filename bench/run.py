@@ -273,42 +273,54 @@ def bench_overhead(quick: bool) -> dict:
       between the two suite sizes (start-up cancels out; it is measured on
       its own by the startup benchmark).
 
+    Two more contenders split the gap (``bench/floor.py``): ``stack``, the
+    required stack alone (LangGraph with its checkpoints, a git base, worktrees
+    and diffs, the test command run as the baseline runs it), and ``floor``,
+    the stack with the security features (the reset to base + diff, the
+    canary, bubblewrap). What crossreview costs beyond ``floor`` is its own
+    orchestration (``beyond_floor_*``).
+
     Wall-clock is the issue's figure; CPU-seconds of each whole process tree
     (perf stat) say the same without the neighbours' load.
     """
     n, jobs, rounds = (10, 2, 3) if quick else (30, 2, 5)
     small, large = n, 3 * n
     load = os.getloadavg()[0]
+    who_all = ("base", "stack", "floor", "cr")
     rows: list[dict[str, tuple[float, float | None]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ovh-") as tmp:
         root = Path(tmp)
         argvs = {}
+        boot = f"import sys; sys.path.insert(0, {str(HERE.parent)!r}); from pathlib import Path; "
         for size in (small, large):
             suite = root / f"suite{size}"
             for i in range(size):
                 trivial_task(suite, f"t{i:04d}")
             argvs[("base", size)] = [
-                sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE.parent)!r}); from pathlib import Path; "
-                f"from bench.run import _baseline; _baseline(Path({str(suite)!r}), {jobs})"]
+                sys.executable, "-c", boot + f"from bench.run import _baseline; _baseline(Path({str(suite)!r}), {jobs})"]
+            for who, secure in (("stack", False), ("floor", True)):
+                argvs[(who, size)] = [
+                    sys.executable, "-c",
+                    boot + f"from bench.floor import floor_run; floor_run(Path({str(suite)!r}), {jobs}, secure={secure})"]
             argvs[("cr", size)] = [sys.executable, "-m", "crossreview", "run", str(suite), "--agent", "oracle",
                                    "--agent", "noop", "--jobs", str(jobs)]
-        # Every round runs all four back to back, so drift in the neighbours'
+        # Every round runs all of them back to back, so drift in the neighbours'
         # load (large on shared machines, in CPU-seconds too) hits all alike;
         # each figure is the median of its per-round values.
         for _ in range(rounds):
             row = {}
             for size in (small, large):
-                for who in ("base", "cr"):
+                for who in who_all:
                     shutil.rmtree(root / ".crossreview", ignore_errors=True)
                     wall, cpu, code = timed_with_cpu(argvs[(who, size)], root)
                     assert code == 0, f"{who} run of {size} tasks exited {code}"
                     row[f"{who}{size}"] = (wall, cpu)
             rows.append(row)
 
-    def figures(i: int) -> dict[str, float] | None:
+    def figures(i: int, who: str, against: str = "base") -> dict[str, float] | None:
         per_round = []
         for r in rows:
-            b, c, bl, cl = r[f"base{small}"][i], r[f"cr{small}"][i], r[f"base{large}"][i], r[f"cr{large}"][i]
+            b, c, bl, cl = r[f"{against}{small}"][i], r[f"{who}{small}"][i], r[f"{against}{large}"][i], r[f"{who}{large}"][i]
             if None in (b, c, bl, cl):
                 return None
             d_b, d_c = bl - b, cl - c
@@ -317,7 +329,7 @@ def bench_overhead(quick: bool) -> dict:
                               "fixed_s": (c - d_c / (large - small) * small) - (b - d_b / (large - small) * small)})
         return {k: _median([f[k] for f in per_round]) for k in per_round[0]}
 
-    wall = figures(0)
+    wall = figures(0, "cr")
     out = {
         "tasks": small, "jobs": jobs, "rounds": rounds, "baseline_s": round(wall["base"], 3),
         "crossreview_s": round(wall["cr"], 3), "ratio": round(wall["ratio"], 3),
@@ -325,13 +337,30 @@ def bench_overhead(quick: bool) -> dict:
         "marginal_ratio": round(wall["marginal_ratio"], 3), "marginal_extra_ms_per_task": round(wall["marginal_ms"], 1),
         "fixed_extra_s": round(wall["fixed_s"], 3), "load_before": round(load, 2),
     }
-    cpu = figures(1)
+    for who in ("stack", "floor"):
+        f = figures(0, who)
+        out.update({f"{who}_s": round(f["cr"], 3), f"{who}_ratio": round(f["ratio"], 3),
+                    f"{who}_extra_ms_per_task": round(f["extra_ms"], 1),
+                    f"{who}_marginal_ratio": round(f["marginal_ratio"], 3),
+                    f"{who}_marginal_extra_ms_per_task": round(f["marginal_ms"], 1)})
+    beyond = figures(0, "cr", against="floor")
+    out.update({"beyond_floor_ms_per_task": round(beyond["extra_ms"], 1),
+                "beyond_floor_marginal_ms_per_task": round(beyond["marginal_ms"], 1)})
+    cpu = figures(1, "cr")
     if cpu:
         out.update({"baseline_cpu_s": round(cpu["base"], 2), "crossreview_cpu_s": round(cpu["cr"], 2),
                     "cpu_ratio": round(cpu["ratio"], 3), "extra_cpu_ms_per_task": round(cpu["extra_ms"], 1),
                     "marginal_cpu_ratio": round(cpu["marginal_ratio"], 3),
                     "marginal_extra_cpu_ms_per_task": round(cpu["marginal_ms"], 1),
                     "fixed_extra_cpu_s": round(cpu["fixed_s"], 3)})
+        for who in ("stack", "floor"):
+            f = figures(1, who)
+            out.update({f"{who}_cpu_ratio": round(f["ratio"], 3),
+                        f"{who}_extra_cpu_ms_per_task": round(f["extra_ms"], 1),
+                        f"{who}_marginal_extra_cpu_ms_per_task": round(f["marginal_ms"], 1)})
+        beyond = figures(1, "cr", against="floor")
+        out.update({"beyond_floor_cpu_ms_per_task": round(beyond["extra_ms"], 1),
+                    "beyond_floor_marginal_cpu_ms_per_task": round(beyond["marginal_ms"], 1)})
     return out
 
 
