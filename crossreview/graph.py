@@ -60,7 +60,7 @@ from .models import (
 from . import tamper
 from .crashpoints import crash_point
 from .packet import build_packet
-from .policy import tampering_alone, tampering_line
+from .policy import explain_flagged, tampering_line
 from .sandbox import Stopping
 from .verify import run_tests
 from .worktrees import (
@@ -547,9 +547,11 @@ def decide(state: TaskRunState, runtime: Runtime[Context]) -> dict:
             policy=decision.policy,
         )
     # So the faces can say "may fake its test results" instead of "the reviewers disagree" when that
-    # is the whole story (computed here for every policy; a plugin policy's own value is not kept).
+    # is the whole story, and name what else sends it to a human when it is not (a score below the
+    # threshold is no disagreement). Computed here for every policy; a plugin policy's own
+    # tampering_alone is not kept, its cause is.
     decided = [c for c in cands if c.agent == focus] if focus else cands
-    decision.tampering_alone = tampering_alone(
+    decision = explain_flagged(
         policy, decided, [v for v in verdicts if v.candidate == focus] if focus else verdicts, decision)
     stopped = [c.agent for c in cands if EXHAUSTED in (c.error or "")] + [
         f"{v.reviewer}'s review of {v.candidate}" for v in verdicts if EXHAUSTED in (v.error or "")]

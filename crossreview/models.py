@@ -310,7 +310,9 @@ class Decision(BaseModel):
     cause: str = ""
     """On an escalation for another reason than that the reviewers disagree, that reason in a few
     words ("agreement score below the calibrated threshold"); the faces head the escalation with it
-    (crossreview.packet.escalation_headline). Empty: the reviewers disagree."""
+    (crossreview.packet.escalation_headline). Empty: the reviewers disagree. Beside a tampering flag,
+    every other cause, "; "-joined (crossreview.policy.explain_flagged), "the reviewers disagree" among
+    them when they split as well as, say, scoring below the threshold."""
 
 
 class HumanDecision(BaseModel):

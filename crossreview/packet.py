@@ -94,7 +94,9 @@ def escalation_headline(tampering_alone: list[str], flagged: list[str], cause: s
     is not a disagreement (a score below the calibrated threshold). "The reviewers disagree" is said
     only when they do: a candidate whose only reviewer approved it, escalated because it adds a
     conftest.py or because its score is below a threshold, is not a disagreement, and a human
-    reading that would look for one that is not there.
+    reading that would look for one that is not there. Beside a flag, ``cause`` holds every other
+    cause (crossreview.policy.explain_flagged): "agreement score below the calibrated threshold, and
+    h1 may fake its test results", not "the reviewers disagree, and ..." when they all approve.
     """
     if tampering_alone:
         return f"{faking_phrase(tampering_alone)}: a human must look"

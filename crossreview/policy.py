@@ -46,6 +46,10 @@ def tampering_line(c: Candidate) -> str:
     return f"{c.agent} may fake its test results: " + "; ".join(reasons)
 
 
+DISAGREE = "the reviewers disagree"
+"""How an escalation's cause is worded when it is a disagreement (Decision.cause leaves it empty then)."""
+
+
 def tampering_alone(policy, candidates: list[Candidate], verdicts: list[Verdict], decision: Decision) -> list[str]:
     """The flagged candidates, when being flagged is the only reason ``decision`` is an escalation; else [].
 
@@ -57,23 +61,52 @@ def tampering_alone(policy, candidates: list[Candidate], verdicts: list[Verdict]
     disagree. ``policy`` is anything with ``decide(candidates, verdicts)``; policies are pure (see
     the module docstring), so asking again changes nothing.
     """
+    return explain_flagged(policy, candidates, verdicts, decision).tampering_alone
+
+
+def explain_flagged(policy, candidates: list[Candidate], verdicts: list[Verdict], decision: Decision) -> Decision:
+    """``decision`` with ``tampering_alone`` and ``cause`` saying what really sends it to a human.
+
+    An escalation with a flagged candidate has the flag for a reason; the policy's own reason and
+    its cause speak of the flag only. What else is wrong comes from the flagged candidates' verdicts
+    (a split on one is a disagreement) and from the policy asked again about the clean candidates
+    alone: if it would still escalate, its cause (a score below the threshold) is a cause here too,
+    with the lines that explain it; if it escalates without one, the reviewers disagree. Without a
+    cause beside the flag, ``tampering_alone`` names the flagged candidates (see tampering_alone).
+    A decision that is no escalation, or has nothing flagged, comes back as it was.
+    """
     flagged = [c.agent for c in candidates if c.tampering]
     if decision.kind != "escalated" or not flagged:
-        return []
-    for name in flagged:
-        said = {v.verdict for v in verdicts if v.candidate == name}
-        if {"approve", "reject"} <= said:
-            return []
+        return decision.model_copy(update={"tampering_alone": []})
+    causes = []
+    if any({"approve", "reject"} <= {v.verdict for v in verdicts if v.candidate == name} for name in flagged):
+        causes.append(DISAGREE)
+    lines: list[str] = []
     clean = [c for c in candidates if not c.tampering]
     if clean:
         names = {c.agent for c in clean}
         try:
             again = policy.decide(clean, [v for v in verdicts if v.candidate in names])
         except Exception:  # noqa: BLE001 - a plugin policy that trips on this loses only the finer wording
-            return []
+            return decision.model_copy(update={"tampering_alone": []})
         if getattr(again, "kind", "escalated") == "escalated":
-            return []
-    return flagged
+            why = str(getattr(again, "cause", "") or "") or DISAGREE
+            if why not in causes:
+                causes.append(why)
+            if why != DISAGREE:
+                # The flag's own lines do not show the scores that keep the clean candidates from
+                # being accepted; without them the human would not see that they are below it.
+                lines = [d for d in getattr(again, "disagreements", None) or [] if d not in decision.disagreements]
+    if not causes:
+        return decision.model_copy(update={"tampering_alone": flagged})
+    # A cause the policy gave itself stays first; "the reviewers disagree" alone is the empty cause.
+    own = [decision.cause] if decision.cause else []
+    cause = "; ".join(own + [c for c in causes if c not in own])
+    return decision.model_copy(update={
+        "tampering_alone": [],
+        "cause": "" if cause == DISAGREE else cause,
+        "disagreements": [*decision.disagreements, *lines],
+    })
 
 
 def _tests_line(c: Candidate) -> str:

@@ -250,3 +250,33 @@ def test_without_a_certified_threshold_nothing_is_accepted():
     with pytest.raises(RuntimeError, match="no calibration bound"):
         CALIBRATED.decide([_cand("a")], [])
     assert CASCADE.initial_agents == 2 and CASCADE.needs_calibration
+
+
+def test_an_escalation_for_a_flag_and_a_score_names_both_and_a_split_only_when_there_is_one():
+    from crossreview.packet import escalation_headline, reasons_heading
+    from crossreview.policy import explain_flagged
+
+    pol = _bound(0.85)
+    faker, clean = _cand("a", tampering=["adds conftest.py"]), _cand("b")
+
+    def headline(verdicts):
+        d = explain_flagged(pol, [faker, clean], verdicts, pol.decide([faker, clean], verdicts))
+        return d, escalation_headline(d.tampering_alone, ["a"], d.cause), reasons_heading(d.tampering_alone, d.cause)
+
+    # Everyone approves (b at 0.6 -> 0.80, below 0.85): the flag and the score, no disagreement.
+    approve = [Verdict(reviewer="b", candidate="a", verdict="approve", confidence=0.6),
+               Verdict(reviewer="a", candidate="b", verdict="approve", confidence=0.6),
+               Verdict(reviewer="c", candidate="a", verdict="approve", confidence=0.6)]
+    d, line, heading = headline(approve)
+    assert line == ("agreement score below the calibrated threshold, and a may fake its test results: "
+                    "a human decides"), line
+    assert heading == "Why a human must look" and "b: score 0.800, b passes 1/1 tests" in d.disagreements
+    # c rejects a where b approves it: now they do disagree, and the score is still a cause.
+    split = approve[:2] + [Verdict(reviewer="c", candidate="a", verdict="reject", confidence=0.6)]
+    d, line, _ = headline(split)
+    assert line.startswith("the reviewers disagree; agreement score below the calibrated threshold, and a may"), line
+    # b alone would be accepted (approved at 0.9 -> 0.95; a, at 1.0, holds the run's score): the flag alone.
+    sure = [Verdict(reviewer=r, candidate="a", verdict="approve", confidence=1.0) for r in "bc"]
+    alone = [*sure, Verdict(reviewer="a", candidate="b", verdict="approve", confidence=0.9)]
+    d, line, _ = headline(alone)
+    assert d.kind == "escalated" and d.tampering_alone == ["a"] and d.cause == "" and line == "a may fake its test results: a human must look"
