@@ -183,6 +183,30 @@ def test_calibrate_command_writes_the_file_and_stats_shows_certificate_and_drift
     assert "id='calibration'" in html and "threshold 0.81" in html and "Drift warning" in html
 
 
+def test_stats_and_the_report_show_the_calibrations_times_as_every_other_time(cli, tmp_path):
+    """The window and the moment it was computed read "2026-03-02 09:00:00 UTC", converted from any offset
+    the policy file holds, not the ISO text cut at 19 characters (another zone's clock, no zone said)."""
+    led = planted(tmp_path / "ledger.db")
+    cal = calibrate_ledger(led, 0.1, 0.9, now=datetime(2026, 3, 3, 11, 30, tzinfo=timezone(timedelta(hours=2))))
+    out = save_calibration(cal, tmp_path / "cal.json")
+    doc = json.loads(out.read_text())
+    doc["certificate"]["window"]["first"] = "2026-03-02T11:00:00+02:00"  # T0, as a machine two hours east writes it
+    out.write_text(json.dumps(doc))
+    window = "2026-03-02 09:00:00 UTC → 2026-03-02 10:03:00 UTC"
+    stats = cli("stats", "--ledger", str(led.path), "--calibration", str(out))
+    assert stats.returncode == 0, stats.stderr
+    assert window in stats.stdout and "2026-03-03 09:30:00 UTC" in stats.stdout, stats.stdout
+    assert "T09:00" not in stats.stdout and "11:00:00" not in stats.stdout and "11:30" not in stats.stdout
+    # --json keeps ISO with its offset, for machines
+    doc = cli("stats", "--ledger", str(led.path), "--calibration", str(out), "--json").json()
+    assert doc["calibration"]["certificate"]["computed"] == "2026-03-03T11:30:00+02:00"
+    rep = cli("report", "--ledger", str(led.path), "--calibration", str(out), "-o", str(tmp_path / "r.html"))
+    assert rep.returncode == 0, rep.stderr
+    html = (tmp_path / "r.html").read_text()
+    section = html[html.index("id='calibration'"):html.index("id='escalations'")]  # the raw JSON below keeps ISO
+    assert window in section and "T09:00" not in section and "11:00:00" not in section, section
+
+
 def test_calibrate_with_too_little_history_says_how_many_more(cli, tmp_path):
     led = Ledger(tmp_path / "ledger.db")
     plant(led, "r-few", [(0.9, False)] * 10, T0)

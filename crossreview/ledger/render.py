@@ -273,9 +273,10 @@ def print_stats(console, f: dict[str, Any]) -> None:
         rows = [
             ("policy file", str(cal["file"])),
             ("threshold", cal["summary"]),
-            ("computed on", f"{w['ledger']}: {count_phrase(cert['labeled'], 'labeled task run')}, {(w['first'] or '?')[:19]} → "
-                            f"{(w['last'] or '?')[:19]}" + (f", suite {w['suite']}" if w.get("suite") else "")),
-            ("computed at", str(cert["computed"])[:19]),
+            # when(): the policy file may hold any offset; cutting its ISO text would show that clock as if UTC.
+            ("computed on", f"{w['ledger']}: {count_phrase(cert['labeled'], 'labeled task run')}, {when(w['first'])} → "
+                            f"{when(w['last'])}" + (f", suite {w['suite']}" if w.get("suite") else "")),
+            ("computed at", when(cert["computed"])),
             ("recent task runs (after the window)",
              f"{dr['recent']}" + (f", {pct(dr['share_at_or_above'])} at or above the threshold (window "
                                   f"{pct(w['share_at_or_above'])})" if dr["share_at_or_above"] is not None else "")),

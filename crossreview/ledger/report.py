@@ -513,8 +513,8 @@ def build_html(ledger, f: dict[str, Any]) -> str:
         out.append(_table(["", "value"], [
             ["policy file", esc(str(cal["file"]))],
             ["threshold", esc(cal["summary"])],
-            ["computed on", esc(f"{w['ledger']}: {count_phrase(cert['labeled'], 'labeled task run')}, {(w['first'] or '?')[:19]} → "
-                                f"{(w['last'] or '?')[:19]}")],
+            ["computed on", esc(f"{w['ledger']}: {count_phrase(cert['labeled'], 'labeled task run')}, {when(w['first'])} → "
+                                f"{when(w['last'])}")],
             ["recent task runs (after the window)", esc(str(dr["recent"]))],
         ], raw=True, cls="text"))
         if dr.get("warning"):
