@@ -127,3 +127,24 @@ def test_report_of_an_empty_ledger_says_so(cli, tmp_path):
     text = (tmp_path / "r.html").read_text()
     assert_self_contained(text)
     assert "No escalation" in text and 'data-empty="1"' in text
+
+
+def test_the_report_shows_every_time_as_the_terminal_does(cli, tmp_path):
+    """The escalations table, a decided packet and a suite run's hover text read "2026-03-02 10:01:25 UTC":
+    a ledger time written with an offset (a merged ledger, another backend) is converted, never its ISO text
+    cut at 16 characters and called UTC with another zone's clock."""
+    led = build_known(tmp_path / "paper.db")
+    with led.connect() as db:  # the same instants, as a machine five hours west writes them
+        db.execute("UPDATE escalations SET created='2026-03-02T05:01:25-05:00', decided='2026-03-02T06:05:00-05:00'"
+                   " WHERE id='e-t2'")
+        db.execute("UPDATE runs SET started='2026-03-02T05:00:00-05:00' WHERE id='r-alpha'")
+    res = cli("report", "--ledger", "paper.db", "-o", "r.html")
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "r.html").read_text()
+    table = text[text.index("id='escalations'"):text.index("<h3>Packets</h3>")]
+    assert "<td>2026-03-02 10:01:25 UTC</td>" in table and "<td>2026-03-10 10:00:25 UTC</td>" in table, table
+    assert "05:01" not in table
+    packet = text[text.index('id="packet-e-t2"'):]
+    packet = packet[:packet.index("</details>")]
+    assert "pick b by paper at 2026-03-02 11:05:00 UTC, " in packet and "06:05" not in packet, packet
+    assert "run r-alpha (alpha) 2026-03-02 10:00:00 UTC: " in text and "run r-alpha (alpha) 2026-03-02T05" not in text

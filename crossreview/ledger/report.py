@@ -200,7 +200,8 @@ def grouped_hbars(name: str, label: str, cats: Sequence[str],
 
 
 def _short_date(ts: str | None) -> str:
-    return (ts or "")[5:10]
+    """"03-02": a suite run's day on an axis, in UTC as every other time (when()), whatever offset it was written in."""
+    return when(ts)[5:10] if ts else ""
 
 
 def _time_series(f: dict[str, Any]) -> tuple[list[str], list[float | None], list[float], list[str], str]:
@@ -210,7 +211,7 @@ def _time_series(f: dict[str, Any]) -> tuple[list[str], list[float | None], list
         cats = [f"{_short_date(r['started'])} {r['run'] if len(r['run']) <= 12 else r['run'][:12] + '…'}" for r in runs]
         rates = [r["rate"] for r in runs]
         human = [r["human_minutes"] for r in runs]
-        tips = [f"run {r['run']} ({r['suite']}) {r['started'][:16]}: {r['escalated']}/{r['task_runs']} escalated, "
+        tips = [f"run {r['run']} ({r['suite']}) {when(r['started'])}: {r['escalated']}/{r['task_runs']} escalated, "
                 f"{r['human_minutes']:.1f} human minutes" for r in runs]
         return cats, rates, human, tips, "suite run"
     weeks = f["interventions"]["by_week"]
@@ -358,7 +359,7 @@ def _packet_html(e: dict[str, Any], full: dict[str, Any] | None, open_: bool = T
     parts = [f'<details id="packet-{esc(e["id"])}"{" open" if open_ else ""}><summary>{esc(e["id"])} · {esc(e["task"])} · run {esc(e["run"])}'
              f' · {esc(e["reason"])}</summary>']
     decided = (f"{e['action']}{' ' + e['pick'] if e['pick'] else ''}{' “' + e['guide'] + '”' if e['guide'] else ''}"
-               f" by {e['decided_by'] or '?'} at {(e['decided'] or '')[:16].replace('T', ' ')} UTC, "
+               f" by {e['decided_by'] or '?'} at {when(e['decided'])}, "
                f"{R.minutes(e['minutes'])} after first shown"
                if e["decided"] else "waiting for a human: `crossreview show " + e["id"] + "`")
     parts.append(f'<p>Decision: {esc(decided)}</p>')
@@ -525,7 +526,7 @@ def build_html(ledger, f: dict[str, Any]) -> str:
     if escs:
         out.append(_table(["escalation", "task", "run", "created", "decision", "by", "minutes", "final", "reason"], [
             [f'<a href="#packet-{esc(e["id"])}">{esc(e["id"])}</a>', esc(e["task"]), esc(e["run"]),
-             esc((e["created"] or "")[:16].replace("T", " ")),
+             esc(when(e["created"]) if e["created"] else ""),  # converted, as `inbox` shows it
              esc((e["action"] or "waiting") + (" " + e["pick"] if e["pick"] else "")), esc(e["decided_by"] or "-"),
              esc(R.num(e["minutes"])), f'<span class="d-{esc(e["outcome"])}">{esc(e["outcome"])}</span>',
              esc(e["reason"])]
