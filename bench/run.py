@@ -679,6 +679,11 @@ def print_table(name: str, result) -> None:
     if not rows:
         return
     cols = list(rows[0])
+    if len(rows) == 1 and len(cols) > 12:  # one wide result (overhead): a line per figure reads better
+        width = max(map(len, cols))
+        for c in cols:
+            print(f"  {c:<{width}}  {rows[0][c]}")
+        return
     print("  " + " | ".join(cols))
     for r in rows:
         print("  " + " | ".join(str(r[c]) for c in cols))
