@@ -21,10 +21,21 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 EXHAUSTED = "budget exhausted"
 """Every message about a spent budget starts with this, so decisions can say why."""
+
+
+def stopped_by_cap(errors: "Iterable[str | None]") -> str | None:
+    """The cap that cut a task run short, from its candidates' and reviews' errors (and a task run's
+    own "not started: ..." error): the first ``budget exhausted: ...`` message, None when no cap stopped
+    anything. Read from the errors themselves, so a task run recorded before this was asked reads the same."""
+    for error in errors:
+        at = (error or "").find(EXHAUSTED)
+        if at >= 0:
+            return error[at:]
+    return None
 
 
 class BudgetExceeded(Exception):

@@ -39,7 +39,7 @@ from langgraph.types import Command, Send, interrupt
 
 from . import agents as agents_mod
 from . import plugins
-from .budget import EXHAUSTED, Budget, Budgets
+from .budget import EXHAUSTED, Budget, Budgets, stopped_by_cap
 from .ledger import Ledger
 from .models import (
     AgentSpec,
@@ -723,6 +723,7 @@ def record(state: TaskRunState, runtime: Runtime[Context]) -> dict:
         branch=branch,
         candidates=[summarize(c, round_verdicts) for c in cands],
         seconds=seconds,
+        stopped=stopped_by_cap([c.error for c in all_cands] + [v.error for v in verdicts]),
         **spend([c.usage for c in all_cands] + [v.usage for v in verdicts]),
     )
     crash_point("record", "before-ledger")

@@ -376,3 +376,7 @@ class TaskResult(BaseModel):
     """Everything the task run spent: every round's solves and reviews (the candidates' lines hold their solves)."""
     cost: float | None = 0.0
     """The same in money; None when any part is unknown (never summed as 0)."""
+    stopped: str | None = None
+    """The budget cap that cut this task run short ("budget exhausted: --max-cost $50 for the suite run
+    reached ..."): an agent or review it stopped, or the whole task run not started. None when no cap
+    stopped anything. Its decision, if any, was made without the work the cap stopped."""

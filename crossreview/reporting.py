@@ -22,6 +22,18 @@ from .words import count_phrase, files_phrase
 DECISION_STYLE = {"accepted": "green", "rejected": "red", "escalated": "yellow", "error": "magenta"}
 
 
+def stopped_label(stopped: str) -> str:
+    """``stopped by --max-cost $50``: which cap cut a task run short, short enough for a table cell.
+
+    ``stopped`` is a TaskResult's (``budget exhausted: --max-cost $50 for the suite run reached (...)``);
+    a message of another shape is shown whole rather than guessed at."""
+    head = stopped.split(": ", 1)[-1]
+    words = head.split(" ")
+    if len(words) >= 2 and words[0].startswith("--"):
+        return f"stopped by {words[0]} {words[1]}"
+    return f"stopped: {stopped}"
+
+
 class TerminalReporter:
     """Progress lines on stderr; the table and summary on stdout."""
 
@@ -109,6 +121,9 @@ class TerminalReporter:
             extra += f" → waiting: crossreview show {result.escalation}" if result.decision == "escalated" else ""
         if result.error:
             extra += f": {result.error}"
+        elif result.stopped:
+            # Decided without the work the cap stopped: the progress line must not read as a clean finish.
+            extra += f" ({stopped_label(result.stopped)}, decided without what it stopped)"
         counter = f"[{done}/{self.total}] " if self.total else ""
         self._line(result.task, Text.assemble(counter, (result.decision, DECISION_STYLE.get(result.decision, "")), extra))
 
@@ -145,6 +160,9 @@ def _row(r: TaskResult) -> tuple:
     decision = Text(r.decision, style=DECISION_STYLE.get(r.decision, ""))
     if r.escalation and r.decision == "escalated":
         decision.append(f" {r.escalation}", style="dim")
+    if r.stopped:
+        # On its own line under the decision: "accepted" alone would read as a task run that did all its work.
+        decision.append(f"\n{stopped_label(r.stopped)}", style="bold magenta")
     return (r.task, decision, r.winner or "-", "\n".join(cells) or (r.error or "-"),
             f"{r.seconds:.1f}", str(tokens), _fmt_cost(cost))
 
@@ -208,6 +226,13 @@ def summary_line(results: list[TaskResult], errors: list[TaskError], wall: float
         parts.append(f"{counts['error']} error")
     if errors:  # folders, not problems: one folder may have several
         parts.append(f"{len({e.path for e in errors})} broken")
+    stopped = [r for r in results if r.stopped]
+    if stopped:
+        # Counted apart (they are also among the decisions above), so the reader sees the run did not finish its work.
+        unstarted = sum(1 for r in stopped if r.decision == "error")
+        cut = len(stopped) - unstarted
+        what = ", ".join(p for p in (f"{cut} cut short" if cut else "", f"{unstarted} not started" if unstarted else "") if p)
+        parts.append(f"{len(stopped)} stopped by a budget cap ({what})")
     agent_seconds = sum(c.seconds for r in results for c in r.candidates)
     tokens = sum(r.tokens for r in results)
     cost = _sum_cost(r.cost for r in results)
@@ -231,5 +256,6 @@ def result_json(r: TaskResult) -> dict[str, Any]:
         "error": r.error,
         "tokens": r.tokens,
         "cost": r.cost,
+        "stopped": r.stopped,
         "candidates": [c.model_dump() for c in r.candidates],
     }

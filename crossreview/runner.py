@@ -92,14 +92,17 @@ class SuiteOutcome:
 
     @property
     def exit_code(self) -> int:
-        """0 all accepted, 1 anything rejected or broken, 3 anything waiting for a human."""
+        """0 all accepted, 1 anything rejected, broken or cut short by a budget cap, 3 anything waiting for a human."""
         return exit_code_for(self.results, self.errors)
 
 
 def exit_code_for(results: list[TaskResult], errors: list[TaskError] | None = None) -> int:
-    """DESIGN.md's exit codes: a rejection or failure (1) outranks a wait for a human (3)."""
+    """DESIGN.md's exit codes: a rejection or failure (1) outranks a wait for a human (3).
+
+    A task run a budget cap cut short did not finish its work, whatever was decided without it: it
+    counts as a failure (1), so "every task accepted" (0) is never said of a run the cap stopped."""
     decisions = {r.decision for r in results}
-    if "rejected" in decisions or "error" in decisions or errors:
+    if "rejected" in decisions or "error" in decisions or errors or any(r.stopped for r in results):
         return 1 if results else 2
     if "escalated" in decisions:
         return 3
@@ -561,7 +564,8 @@ def _run_task(session: Session, run: str, task: Task, config: dict, interactive:
     if spent and started:
         # The suite run's budget is gone: this task is not started (`resume RUN --max-cost ...` with a higher cap runs it).
         session.ledger.set_task_run_status(tr, "error", "error", f"not started: {spent}")
-        result = TaskResult(task=task.id, task_run=tr, run=run, decision="error", reason=spent, error=f"not started: {spent}")
+        result = TaskResult(task=task.id, task_run=tr, run=run, decision="error", reason=spent, error=f"not started: {spent}",
+                            stopped=spent)
         session.pm.hook.crossreview_task_finished(result=result)
         return result
     if started:
@@ -641,6 +645,7 @@ def _drive(session: Session, gconf: dict, payload: Any, interactive: bool) -> Ta
                 reason=reason,
                 candidates=_summaries_from_state(state),
                 seconds=_elapsed(state),
+                stopped=_stopped_from_state(state),
                 **_spend_from_state(state),
             )
         out = session.graph.invoke(Command(resume=human.model_dump(mode="json")), gconf, context=session.context)
@@ -681,6 +686,14 @@ def _spend_from_state(state: dict) -> dict:
 
     cands, verdicts = everything_so_far(state)
     return spend([c.usage for c in cands] + [v.usage for v in verdicts])
+
+
+def _stopped_from_state(state: dict) -> str | None:
+    from .budget import stopped_by_cap
+    from .graph import everything_so_far
+
+    cands, verdicts = everything_so_far(state)
+    return stopped_by_cap([c.error for c in cands] + [v.error for v in verdicts])
 
 
 def _summaries_from_state(state: dict) -> list:
@@ -1070,8 +1083,16 @@ def _result_from_row(ledger: Ledger, tr: dict) -> TaskResult:
         branch=tr["branch"], candidates=_summaries_from_rows(ledger, tr["id"]),
         # A parked task run has no seconds of its own yet: until it parked, as its run reported it.
         seconds=tr["seconds"] if tr["seconds"] is not None else (ledger.steps_seconds(tr["id"]) or 0.0),
+        stopped=_stopped_from_rows(ledger, tr),
         **_spend_from_rows(ledger, tr["id"]),
     )
+
+
+def _stopped_from_rows(ledger: Ledger, tr: dict) -> str | None:
+    from .budget import stopped_by_cap
+
+    rows = ledger.candidate_rows(tr["id"]) + ledger.verdict_rows(tr["id"])
+    return stopped_by_cap([tr.get("error")] + [r.get("error") for r in rows])
 
 
 def _spend_from_rows(ledger: Ledger, task_run: str) -> dict:

@@ -126,7 +126,61 @@ def test_an_exhausted_budget_does_not_stop_what_spends_nothing(cli, suite, tmp_p
     verdicts = ledger_rows(tmp_path / ".crossreview", "SELECT reviewer, candidate, verdict, error FROM verdicts")
     assert [(v["reviewer"], v["candidate"], v["verdict"]) for v in verdicts] == [("x", "y", "approve")], verdicts
     assert (task["decision"], task["winner"]) == ("accepted", "y"), task["reason"]
-    assert res.returncode == 0
+    # Accepted without x's attempt: the cap cut the task run short, so the run did not finish its work.
+    assert task["stopped"].startswith("budget exhausted: --max-task-tokens 3000")
+    assert res.returncode == 1
+
+
+def test_a_task_run_the_cap_cut_short_is_reported_as_stopped_not_as_finished(cli, suite, tmp_path, fake_openai):
+    # x runs into its task run's cap; y's candidate is accepted without x's attempt. The table, the
+    # summary, --json, stats and the exit code must all say the cap stopped it: "accepted" alone (exit 0)
+    # read as a task run that did all its work. t2 is not started at all once the suite's money is gone.
+    make_task(suite, "t1")
+    make_task(suite, "t2")
+    _priced(suite)
+    _spender(fake_openai)
+    args = ["run", str(suite), "--agent", "x=llm:openai/spender", "--agent", "y=oracle", "--reviewer", "tests",
+            "--jobs", "1", "--max-task-tokens", "3000", "--max-cost", "0.03"]
+    res = cli(*args, env=llm_env(fake_openai))
+    assert res.returncode == 1, res.stdout + res.stderr  # not 0: "every task accepted" is not what happened
+    out = " ".join(res.stdout.split())
+    assert "stopped by --max-task-tokens 3000" in out, res.stdout  # under t1's "accepted" in the table
+    assert "stopped by --max-cost $0.03" in out, res.stdout  # under t2's "error"
+    assert "2 task runs: 1 accepted, 0 rejected, 0 escalated, 1 error, 2 stopped by a budget cap " \
+           "(1 cut short, 1 not started)" in out, res.stdout
+    assert "accepted → winner y (stopped by --max-task-tokens 3000, decided without what it stopped)" in \
+        " ".join(res.stderr.split()), res.stderr
+
+    doc = cli(*args, "--json", env=llm_env(fake_openai))
+    assert doc.returncode == 1
+    by = {t["task"]: t for t in doc.json()["tasks"]}
+    assert (by["t1"]["decision"], by["t1"]["winner"]) == ("accepted", "y")
+    assert by["t1"]["stopped"] == "budget exhausted: --max-task-tokens 3000 for the task run reached (3300 tokens spent)"
+    assert by["t2"]["decision"] == "error" and by["t2"]["stopped"].startswith("budget exhausted: --max-cost $0.03")
+
+    # A resume reads the same from the ledger (it keeps both: t1 finished, t2's cap still holds).
+    again = cli("resume", doc.json()["run"], "--json", env=llm_env(fake_openai))
+    assert again.returncode == 1
+    assert [t["stopped"] is not None for t in again.json()["tasks"]] == [True, True], again.stdout
+
+    stats = cli("stats", "--json").json()["counts"]
+    assert stats["stopped_by_cap"] == {"task_runs": 4, "cut_short": 2, "accepted": 2, "rejected": 0, "waiting": 0,
+                                       "not_started": 2}, stats
+    human = " ".join(cli("stats").stdout.split())
+    assert "stopped by a budget cap 2 cut short (2 accepted, 0 rejected, 0 waiting), decided without the agents " \
+           "and reviews the cap stopped" in human, human
+    assert "2 failed with an error (2 not started: a budget cap ran out)" in human, human
+
+
+def test_stopped_by_cap_reads_the_cap_from_errors():
+    from crossreview.budget import stopped_by_cap
+    from crossreview.reporting import stopped_label
+
+    msg = "budget exhausted: --max-cost $50 for the suite run reached ($50.0100 spent)"
+    assert stopped_by_cap([None, "timed out", f"not started: {msg}"]) == msg
+    assert stopped_by_cap([None, "", "HTTP 500"]) is None
+    assert stopped_label(msg) == "stopped by --max-cost $50"
+    assert stopped_label("budget exhausted") == "stopped: budget exhausted"
 
 
 def test_a_money_cap_over_work_of_unknown_price_says_so(cli, suite, tmp_path):

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any, Iterable
 
+from ..budget import stopped_by_cap
 from ..words import count_phrase
 from . import score
 
@@ -192,6 +193,12 @@ class TR:
             return "escalated"
         return "error" if self.status == "error" else "running"
 
+    @property
+    def stopped(self) -> str | None:
+        """The budget cap that cut this task run short, or left it unstarted (None: no cap stopped anything)."""
+        return stopped_by_cap([self.row.get("error")] + [c.get("error") for c in self.candidates]
+                              + [v.get("error") for v in self.verdicts])
+
     def round_candidates(self, rnd: int) -> list[dict]:
         return [c for c in self.candidates if c["round"] == rnd]
 
@@ -239,7 +246,8 @@ def load(ledger, since: datetime | None = None, suite: str | None = None) -> Dat
         ).fetchall()
         cands = db.execute(
             "SELECT task_run, round, agent, spec, status, tests_passed, tests_total, holdout_passed, holdout_total,"
-            " tokens_in, tokens_out, cost, cost_known, calls, started, finished, seconds, agreement, test_files FROM candidates"
+            " tokens_in, tokens_out, cost, cost_known, calls, started, finished, seconds, agreement, test_files, error"
+            " FROM candidates"
             " ORDER BY task_run, round, agent"
         ).fetchall()
         verdicts = db.execute(
@@ -322,6 +330,24 @@ def counts(d: Data) -> dict[str, Any]:
         "escalations": len(escs),
         "escalations_decided": sum(1 for e in escs if e["decided"]),
         "guided": sum(1 for e in escs if e["action"] == "guide"),
+        "stopped_by_cap": stopped_by_cap_counts(d),
+    }
+
+
+def stopped_by_cap_counts(d: Data) -> dict[str, int]:
+    """Task runs a budget cap stopped: cut short (decided, or waiting, without the work it stopped) by
+    final outcome, and not started at all (counted among the errors). They stay in the other counts,
+    as decided; this says which of those decisions were made on part of the work."""
+    stopped = [t for t in d.task_runs if t.stopped]
+    out = Counter(t.outcome for t in stopped)
+    cut = [t for t in stopped if t.counted]
+    return {
+        "task_runs": len(stopped),
+        "cut_short": len(cut),
+        "accepted": out["accepted"],
+        "rejected": out["rejected"],
+        "waiting": out["escalated"],
+        "not_started": out["error"],
     }
 
 

@@ -138,8 +138,11 @@ def print_stats(console, f: dict[str, Any]) -> None:
                       + ": run `crossreview run` first")
         return
     extra = []
+    cap = c.get("stopped_by_cap") or {}
     if c["errors"]:
-        extra.append(f"{c['errors']} failed with an error")
+        unstarted = cap.get("not_started", 0)
+        extra.append(f"{c['errors']} failed with an error"
+                     + (f" ({unstarted} not started: a budget cap ran out)" if unstarted else ""))
     if c["unfinished"]:
         extra.append(f"{c['unfinished']} unfinished (running, or killed: `crossreview resume`)")
     console.print(_kv("Task runs", [
@@ -148,6 +151,11 @@ def print_stats(console, f: dict[str, Any]) -> None:
         ("decided by consensus", f"{c['by_consensus']['accepted']} accepted, {c['by_consensus']['rejected']} rejected"),
         ("decided by a human", f"{c['by_human']['accepted']} accepted, {c['by_human']['rejected']} rejected"
                                + (f" ({count_phrase(c['guided'], 'guided round')})" if c["guided"] else "")),
+        # Without this line a task run the cap cut short reads as one that did all its work.
+        *([("stopped by a budget cap",
+            f"{cap['cut_short']} cut short ({cap['accepted']} accepted, {cap['rejected']} rejected, "
+            f"{cap['waiting']} waiting), decided without the agents and reviews the cap stopped")]
+          if cap.get("cut_short") else []),
     ], note="; ".join(extra) or None))
 
     console.print(_kv("Interventions", [

@@ -399,7 +399,9 @@ def build_html(ledger, f: dict[str, Any]) -> str:
            f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
            f"<title>crossreview report</title><style>{CSS}</style></head><body><main>"]
     out.append(f"<h1>crossreview report</h1><div class='sub'>ledger {esc(f['ledger'])} · "
-               f"{count_phrase(c['runs'], 'suite run')}, {count_phrase(c['task_runs'], 'task run')}" + (" · " + esc(", ".join(scope)) if scope else "")
+               f"{count_phrase(c['runs'], 'suite run')}, {count_phrase(c['task_runs'], 'task run')}"
+               + (f" ({c['stopped_by_cap']['cut_short']} cut short by a budget cap)"
+                  if c.get("stopped_by_cap", {}).get("cut_short") else "") + (" · " + esc(", ".join(scope)) if scope else "")
                + f" · generated {esc(utcnow().strftime('%Y-%m-%d %H:%M UTC'))}</div>")
     # Benefit next to its cost, always.
     out.append("<div class='cards'>")
