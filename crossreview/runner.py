@@ -1007,6 +1007,8 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
         f"{count_phrase(flying, 'model call')} {'was' if flying == 1 else 'were'} in flight when run {run} was killed: the provider may have billed them, "
         "so what the run cost is unknown (`crossreview stats`: spent on work cut short); "
         "budgets count them as spend of unknown cost"]
+    # As `run` says it: the caps cover the whole run, so kept task runs of unknown spend count too.
+    warnings += cap_warnings(config, all_results)
     return SuiteOutcome(run, all_results, errors, warnings, kept=len(finished))
 
 

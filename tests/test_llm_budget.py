@@ -4,6 +4,7 @@ cleanly, and the decision says why. Prices for models litellm does not know come
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
@@ -199,6 +200,25 @@ def test_a_money_cap_over_work_of_unknown_price_says_so(cli, suite, tmp_path):
     # Without a cap there is nothing to warn about.
     assert cli("run", str(suite), "--agent", "a=oracle", "--agent", f"b=command:{{python}} {silent}",
                "--json").json()["warnings"] == []
+
+
+def test_resume_warns_that_the_cap_could_not_count_everything_as_run_does(cli, suite, tmp_path):
+    # A killed run resumed under its money cap: the command agent reports no usage, so the cap cannot
+    # hold it. `run` said so after its table; `resume` (the overnight journey's next step) said nothing.
+    make_task(suite, "t1")
+    make_task(suite, "t2")
+    silent = write(tmp_path / "silent.py", "import shutil, sys\n")  # changes nothing, reports no usage
+    args = ["--agent", "a=oracle", "--agent", f"b=command:{{python}} {silent}", "--jobs", "1", "--max-cost", "1"]
+    killed = cli("run", str(suite), *args, env={"CROSSREVIEW_TEST_CRASH_AT": "review:a:before"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [run] = ledger_rows(tmp_path / ".crossreview", "SELECT id FROM runs")
+    res = cli("resume", run["id"])
+    assert res.returncode in (0, 1, 3), res.stderr
+    err = " ".join(res.stderr.split())
+    assert "warning: the money cap could not count everything: 2 task runs spent an unknown amount (t1, t2)" in err, err
+    # And in --json (a second resume of the finished run prints its results, and the warning, again).
+    doc = cli("resume", run["id"], "--json").json()
+    assert [w for w in doc["warnings"] if w.startswith("the money cap could not count everything")], doc["warnings"]
 
 
 def test_every_charge_of_real_work_is_told_as_it_happens_and_seeding_is_not():
