@@ -183,7 +183,7 @@ def main() -> None:
                                       names the agents you can pick)
       crossreview gate --base main    CI: review a pull request, escalate splits
 
-    Exit codes (run, gate): 0 all accepted, 1 something rejected or broken,
+    Exit codes (run, gate): 0 all accepted, 1 something rejected, broken or stopped by a budget cap,
     2 usage or input error (nothing ran), 3 something waits for a human.
     """
 
