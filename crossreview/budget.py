@@ -38,6 +38,11 @@ def stopped_by_cap(errors: "Iterable[str | None]") -> str | None:
     return None
 
 
+NO_CAP = "none"
+"""What a cap option is given to lift the cap (``resume RUN --max-cost none``): unlike leaving the option
+out (which keeps the recorded or configured cap), it removes it."""
+
+
 class BudgetExceeded(Exception):
     """A limit was reached before some work could start; the message says which and how much was spent."""
 

@@ -188,31 +188,54 @@ def main() -> None:
     """
 
 
+class _Cap(click.ParamType):
+    """A cap's value: a number in ``inner``'s range, or ``none`` (budget.NO_CAP) to lift the cap.
+
+    A word rather than a separate --no-max-cost flag: one option per cap says both "this much" and
+    "no limit", and a `resume` given both could not say which wins."""
+
+    def __init__(self, inner: click.ParamType, unit: str):
+        self.inner, self.unit = inner, unit
+        self.name = f"{unit}|none"
+
+    def convert(self, value, param, ctx):
+        from .budget import NO_CAP
+
+        if isinstance(value, str) and value.strip().lower() == NO_CAP:
+            return NO_CAP
+        try:
+            return self.inner.convert(value, param, ctx)
+        except click.BadParameter as exc:
+            self.fail(f"{exc.message.rstrip('.')}; give a number of {self.unit}, or `none` to lift the cap", param, ctx)
+
+
 def _finite(ctx, param, value):
     """A money cap must be a number: "nan" or "inf" would pass the range check and cap nothing."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite amount of USD")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite amount of USD (give `none` to lift the cap)")
     return value
 
 
 def budget_options(resume: bool):
     """--max-cost, --max-tokens, --max-task-cost, --max-task-tokens: the same names and meaning on
-    `run` and `resume`, so a run stopped by its cap is continued with a higher one."""
+    `run` and `resume`, so a run stopped by its cap is continued with a higher one, or with none."""
     if resume:
         # A resume continues a run that has spent already: say the cap is the run's total, not extra money.
         first = ("New cap for the whole suite run, replacing the recorded one for the rest of the run: stop "
                  "starting model calls once the run has spent this much in all, what it spent before this "
-                 "resume included (so give the total you allow, not the extra). Default: the run's recorded cap.")
+                 "resume included (so give the total you allow, not the extra). `none` lifts the cap. "
+                 "Default: the run's recorded cap.")
     else:
-        first = "Stop starting model calls once the suite run has spent this much (default: config's max_cost)."
+        first = ("Stop starting model calls once the suite run has spent this much (default: config's max_cost; "
+                 "`none`: no cap, whatever the config says).")
+    usd, tokens = (_Cap(click.FloatRange(min=0, min_open=True), "USD"), _Cap(click.IntRange(min=1), "tokens"))
     options = [
-        click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
-                     callback=_finite, help=first),
-        click.option("--max-tokens", type=click.IntRange(min=1), default=None, metavar="N",
+        click.option("--max-cost", type=usd, default=None, metavar="USD|none", callback=_finite, help=first),
+        click.option("--max-tokens", type=tokens, default=None, metavar="N|none",
                      help="The same for tokens (in + out) over the suite run."),
-        click.option("--max-task-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+        click.option("--max-task-cost", type=usd, default=None, metavar="USD|none",
                      callback=_finite, help="The same, per task run."),
-        click.option("--max-task-tokens", type=click.IntRange(min=1), default=None, metavar="N",
+        click.option("--max-task-tokens", type=tokens, default=None, metavar="N|none",
                      help="The same for tokens, per task run."),
     ]
 
@@ -561,7 +584,8 @@ def resume(run_id, ledger, state_dir, no_input, json_mode, max_cost, max_tokens,
     """Finish RUN_ID after a crash or kill, keeping every finished agent's work.
 
     Also continues a run stopped by its budget: with a higher --max-cost (or --max-tokens, ...) the
-    task runs "not started: budget exhausted" run; without one, the run's recorded caps hold.
+    task runs "not started: budget exhausted" run; `--max-cost none` (and so on) lifts that cap
+    altogether; without one, the run's recorded caps hold.
     """
     from .plugins import get_plugin_manager
     from .reporting import TerminalReporter, print_errors, print_results_table, result_json, summary_line

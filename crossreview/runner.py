@@ -66,12 +66,13 @@ class RunOptions:
     state_dir: Path = DEFAULT_STATE_DIR
     interactive: bool = False
     run_id: str | None = None
-    max_cost: float | None = None
-    """USD for the whole suite run (default: the config's max_cost; None: no cap)."""
-    max_tokens: int | None = None
-    max_task_cost: float | None = None
+    max_cost: float | str | None = None
+    """USD for the whole suite run (None: the config's max_cost; budget.NO_CAP: no cap, whatever the config
+    says). The same holds for the other three caps."""
+    max_tokens: int | str | None = None
+    max_task_cost: float | str | None = None
     """USD for each task run."""
-    max_task_tokens: int | None = None
+    max_task_tokens: int | str | None = None
     sandbox: str | None = None
     """auto | required | off (default: the config's ``sandbox``, else auto); see crossreview/sandbox.py."""
     calibration: Path | None = None
@@ -348,7 +349,7 @@ def _models_and_limits(opts: RunOptions, cfg, specs: list[AgentSpec], pairing: d
     """The run's model settings and budgets; a cost cap needs a price for every model (else UsageError)."""
     from pydantic import ValidationError
 
-    from .budget import Limits
+    from .budget import NO_CAP, Limits
     from .llm.settings import LLMSettings
 
     where = f" ({source})" if source else ""
@@ -359,6 +360,8 @@ def _models_and_limits(opts: RunOptions, cfg, specs: list[AgentSpec], pairing: d
         raise UsageError(f"model settings{where}: " + "; ".join(e["msg"] for e in exc.errors())) from None
 
     def pick(flag, key):
+        if flag == NO_CAP:
+            return None
         return flag if flag is not None else getattr(cfg, key)
 
     limits = Limits(
@@ -938,7 +941,7 @@ def resume_run(run: str, state_dir: Path = DEFAULT_STATE_DIR, ledger: Path | Non
     (finished, or waiting for a human) and how many are to run (a face shows progress with it).
 
     ``limits``: new caps (``max_cost``, ``max_tokens``, ``max_task_cost``, ``max_task_tokens``;
-    a missing or None one keeps the run's recorded cap). A new cap replaces the recorded one for
+    a missing or None one keeps the run's recorded cap, ``budget.NO_CAP`` lifts it). A new cap replaces the recorded one for
     the rest of the run (this resume, and every later ``decide`` or ``resume``) and is written to
     the run's config in the ledger; what the run already spent counts against it. Task runs that
     were not started because the budget ran out are run under it; finished ones are kept."""
@@ -1016,7 +1019,7 @@ LIMIT_KEYS = ("max_cost", "max_tokens", "max_task_cost", "max_task_tokens")
 
 
 def _with_new_limits(config: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """``config`` with the caps in ``given`` (None: keep the recorded one) replacing the recorded ones,
+    """``config`` with the caps in ``given`` (None: keep the recorded one; NO_CAP: lift it) replacing the recorded ones,
     and whether any changed. Each change is appended to ``config["limit_changes"]`` (when, before,
     after), so the ledger says which caps the run's work was done under.
 
@@ -1026,13 +1029,13 @@ def _with_new_limits(config: dict[str, Any], given: dict[str, Any]) -> tuple[dic
     """
     from datetime import datetime, timezone
 
-    from .budget import Limits
+    from .budget import NO_CAP, Limits
 
     unknown = set(given) - set(LIMIT_KEYS)
     if unknown:
         raise ValueError(f"unknown limits {sorted(unknown)}; known: {', '.join(LIMIT_KEYS)}")
     before = Limits.from_dict(config.get("limits")).to_dict()
-    after = {**before, **{k: v for k, v in given.items() if v is not None}}
+    after = {**before, **{k: (None if v == NO_CAP else v) for k, v in given.items() if v is not None}}
     if after == before:
         return config, False
     new = Limits.from_dict(after)

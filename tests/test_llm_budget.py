@@ -340,6 +340,43 @@ def test_resume_with_a_higher_cap_runs_what_the_budget_left_unstarted(cli, suite
     assert (change["before"]["max_cost"], change["after"]["max_cost"], change["by"]) == (0.02, 1, "resume")
 
 
+def test_resume_can_lift_a_cap_altogether_with_none(cli, suite, tmp_path, fake_openai):
+    # A higher cap was the only way on: a user who wants the run finished whatever it costs had to guess
+    # a big number. `--max-cost none` lifts the cap (recorded as such); leaving the option out keeps it.
+    for name in ("t1", "t2", "t3"):
+        make_task(suite, name)
+    _priced(suite, "openai/solver")
+    _solver(fake_openai)
+    agent = ["--agent", "a=llm:openai/solver", "--reviewer", "tests"]
+    run = cli("run", str(suite), *agent, "--max-cost", "0.02", "--max-task-tokens", "9000", "--json",
+              env=llm_env(fake_openai)).json()["run"]
+    assert len(fake_openai.requests) == 2  # t1 spent past the cap; t2 and t3 not started
+
+    help_text = " ".join(cli("resume", "--help").stdout.split())
+    assert "`none` lifts the cap" in help_text and "--max-cost USD|none" in help_text, help_text
+    bad = cli("resume", run, "--max-cost", "lots")
+    assert bad.returncode == 2 and "or `none` to lift the cap" in " ".join(bad.stderr.split()), bad.stderr
+
+    res = cli("resume", run, "--max-cost", "none", "--json", env=llm_env(fake_openai))
+    assert res.returncode == 0, res.stderr
+    assert {t["task"]: t["decision"] for t in res.json()["tasks"]} == {"t1": "accepted", "t2": "accepted",
+                                                                        "t3": "accepted"}
+    assert len(fake_openai.requests) == 6
+    [row] = ledger_rows(tmp_path / ".crossreview", "SELECT config FROM runs WHERE id=?", (run,))
+    config = json.loads(row["config"])
+    # Only the cap given is lifted: the task-token cap not named stays as recorded.
+    assert (config["limits"]["max_cost"], config["limits"]["max_task_tokens"]) == (None, 9000)
+    [change] = config["limit_changes"]
+    assert (change["before"]["max_cost"], change["after"]["max_cost"]) == (0.02, None)
+
+    # `run` takes the same word: it lifts a cap the suite's config sets.
+    write(suite / "crossreview.toml", "max_cost = 0.02\n" + (suite / "crossreview.toml").read_text())
+    capped = cli("run", str(suite), *agent, "--json", env=llm_env(fake_openai))
+    assert sum(1 for t in capped.json()["tasks"] if t["stopped"]) == 2, capped.stdout
+    free = cli("run", str(suite), *agent, "--max-cost", "NONE", "--json", env=llm_env(fake_openai))
+    assert free.returncode == 0 and not any(t["stopped"] for t in free.json()["tasks"]), free.stdout
+
+
 def test_what_a_run_spent_counts_against_the_cap_a_resume_gives_it(cli, suite, tmp_path, fake_openai):
     for name in ("t1", "t2"):
         make_task(suite, name)
