@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from conftest import GOOD_SOLUTION, ledger_rows, make_task, write
+from conftest import GOOD_SOLUTION, approve_all_reviewer, ledger_rows, make_task, write
 from fake_openai import fake_openai, llm_env, tools  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
@@ -375,6 +375,51 @@ def test_resume_can_lift_a_cap_altogether_with_none(cli, suite, tmp_path, fake_o
     assert sum(1 for t in capped.json()["tasks"] if t["stopped"]) == 2, capped.stdout
     free = cli("run", str(suite), *agent, "--max-cost", "NONE", "--json", env=llm_env(fake_openai))
     assert free.returncode == 0 and not any(t["stopped"] for t in free.json()["tasks"]), free.stdout
+
+
+def test_decide_keeps_the_runs_caps_and_takes_the_ones_a_resume_recorded(cli, suite, tmp_path, fake_openai):
+    # `decide --guide` runs the agents again in a new process: the run's recorded caps must hold there
+    # too, and a cap a later `resume` changed (here: lifted) is the one a later decide uses. decide has
+    # no cap options of its own; `resume RUN --max-task-tokens ...` is how a parked run's caps change.
+    make_task(suite, "t1")
+    make_task(suite, "t2")
+    # Bounded even if the caps were lost: 6 model calls per solve at most.
+    write(suite / "crossreview.toml", '[models."*"]\nmax_turns = 6\n')
+    usage = dict(prompt_tokens=TOKENS_IN, completion_tokens=TOKENS_OUT)
+
+    def script(req):
+        # The first round finishes at once (nothing written: the reviewers split, a human is asked);
+        # the guided round lists files until something stops it.
+        if "GUIDED" in req.text():
+            return tools(("list_files", {}), **usage)
+        return tools(("finish", {"summary": "nothing to do"}), **usage)
+
+    for model in ("x", "y"):
+        fake_openai.on(model, script)
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    parked = cli("run", str(suite), "--agent", "x=llm:openai/x", "--agent", "y=llm:openai/y", "--reviewer",
+                 f"x={approve}", "--reviewer", "y=tests", "--max-task-tokens", "3000", "--json",
+                 env=llm_env(fake_openai))
+    assert parked.returncode == 3, parked.stderr
+    run = parked.json()["run"]
+    esc = {t["task"]: t["escalation"] for t in parked.json()["tasks"]}
+    assert len(fake_openai.requests) == 4  # one finishing call per agent per task: 2200 tokens a task run
+
+    first = cli("decide", esc["t1"], "--guide", "GUIDED: write calc.add", "--json", env=llm_env(fake_openai))
+    t1 = first.json()
+    assert "budget exhausted: --max-task-tokens 3000 for the task run reached" in t1["reason"], t1
+    assert t1["stopped"] is not None
+    guided = len(fake_openai.requests) - 4
+    assert 1 <= guided <= 2, guided  # within one call per agent of the cap (2200 spent + 1100 each)
+
+    # A resume of the parked run with the cap lifted runs nothing (t2 waits for a human) but records it.
+    lifted = cli("resume", run, "--max-task-tokens", "none", "--json", env=llm_env(fake_openai))
+    assert lifted.returncode in (1, 3), lifted.stderr
+    sent = len(fake_openai.requests)
+    second = cli("decide", esc["t2"], "--guide", "GUIDED: write calc.add", "--json", env=llm_env(fake_openai))
+    t2 = second.json()
+    assert "budget exhausted" not in t2["reason"] and t2["stopped"] is None, t2
+    assert len(fake_openai.requests) - sent == 2 * 6  # each agent ran to its max_turns: no cap stopped it
 
 
 def test_what_a_run_spent_counts_against_the_cap_a_resume_gives_it(cli, suite, tmp_path, fake_openai):
