@@ -218,6 +218,10 @@ class CalibratedPolicy:
     """Accept the candidate the agreement score picks when the task run's score reaches the
     threshold `crossreview calibrate` certified; reject what every policy rejects; escalate the rest.
 
+    Candidates flagged for tampering take no part in the pick or the task run's score (see
+    score.agreement's ``exclude``): the best clean candidate is accepted beside a flagged one when
+    it reaches the threshold, as under unanimous and majority; otherwise the flag escalates.
+
     ``calibration`` is a crossreview.calibrate.Calibration, bound per run by
     :meth:`with_calibration` (the runner reads the file; a policy does no I/O).
     ``initial_agents`` makes it a cascade: the graph starts that many agents,
@@ -248,11 +252,14 @@ class CalibratedPolicy:
         from .calibrate import at_or_above
         from .ledger import score
 
-        agreement = score.from_models(candidates, verdicts)
+        tampered = [c for c in candidates if c.tampering]
+        # A flagged candidate is never accepted, and its score comes from test counts it may have
+        # faked: it must not be the pick, nor hold the score that keeps a clean candidate at or above
+        # the threshold from being accepted (unanimous and majority accept a clean one beside it too).
+        agreement = score.from_models(candidates, verdicts, exclude=[c.agent for c in tampered])
         th = self.threshold
         by_name = {c.agent: c for c in candidates}
         pick = by_name.get(agreement.pick) if agreement.pick else None
-        tampered = [c for c in candidates if c.tampering]
         disagreements = [tampering_line(c) for c in tampered]
         summary = getattr(self.calibration, "summary", lambda: "")()
         s = agreement.task_run

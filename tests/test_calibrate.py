@@ -275,8 +275,62 @@ def test_an_escalation_for_a_flag_and_a_score_names_both_and_a_split_only_when_t
     split = approve[:2] + [Verdict(reviewer="c", candidate="a", verdict="reject", confidence=0.6)]
     d, line, _ = headline(split)
     assert line.startswith("the reviewers disagree; agreement score below the calibrated threshold, and a may"), line
-    # b alone would be accepted (approved at 0.9 -> 0.95; a, at 1.0, holds the run's score): the flag alone.
+    # b alone would be accepted (approved at 0.9 -> 0.95; a scores 1.0 but is flagged): b is accepted beside
+    # the flag, as under unanimous and majority, and the flag is listed.
     sure = [Verdict(reviewer=r, candidate="a", verdict="approve", confidence=1.0) for r in "bc"]
     alone = [*sure, Verdict(reviewer="a", candidate="b", verdict="approve", confidence=0.9)]
-    d, line, _ = headline(alone)
-    assert d.kind == "escalated" and d.tampering_alone == ["a"] and d.cause == "" and line == "a may fake its test results: a human must look"
+    d, _, _ = headline(alone)
+    assert (d.kind, d.winner, d.tampering_alone) == ("accepted", "b", []), d
+    assert any(x.startswith("a may fake its test results") for x in d.disagreements), d.disagreements
+    # Every candidate flagged: the flag alone sends it to a human, whatever the scores.
+    d = explain_flagged(pol, [faker], sure, pol.decide([faker], sure))
+    assert d.kind == "escalated" and d.tampering_alone == ["a"] and d.cause == ""
+    assert escalation_headline(d.tampering_alone, ["a"], d.cause) == "a may fake its test results: a human must look"
+
+
+FLAG = ["conftest.py: adds or changes a conftest.py, which pytest runs before the tests"]
+
+
+@pytest.mark.parametrize("policy", [CALIBRATED, CASCADE], ids=["calibrated", "cascade"])
+@pytest.mark.parametrize("order", ["flagged first", "flagged last"])
+def test_a_flagged_top_score_neither_wins_nor_blocks_a_clean_candidate_at_the_threshold(policy, order):
+    """a may fake its tests and scores 1.0 (approved at 1.0); b, clean, scores 0.85 (approved at 0.7), at
+    the threshold: b is accepted, as unanimous and majority accept a clean candidate beside a flagged
+    one. The score in the reason is b's own, not the flagged one's."""
+    from crossreview.policy import MAJORITY, UNANIMOUS
+
+    when = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    cal = build(scan(samples(0.95, 120), 0.02, 0.9), 0.02, 0.9, Window(ledger="l"), when)
+    pol = policy.with_calibration(cal.model_copy(update={"threshold": 0.85}))
+    faker, clean = _cand("a", tampering=FLAG), _cand("b")
+    cands = [faker, clean] if order == "flagged first" else [clean, faker]
+    verdicts = [Verdict(reviewer="b", candidate="a", verdict="approve", confidence=1.0),
+                Verdict(reviewer="a", candidate="b", verdict="approve", confidence=0.7)]
+    d = pol.decide(cands, verdicts)
+    assert (d.kind, d.winner, d.policy) == ("accepted", "b", policy.name), d
+    assert "agreement score 0.850 of b" in d.reason, d.reason
+    assert any(x.startswith("a may fake its test results") for x in d.disagreements), d.disagreements
+    for other in (UNANIMOUS, MAJORITY):  # the behaviour matched
+        assert (other.decide(cands, verdicts).kind, other.decide(cands, verdicts).winner) == ("accepted", "b")
+    # The clean candidate just below the threshold (0.84): the flag and the score escalate, with the clean
+    # candidate's score as the best, never the flagged one's.
+    low = [verdicts[0], Verdict(reviewer="a", candidate="b", verdict="approve", confidence=0.68)]
+    d = pol.decide(cands, low)
+    assert (d.kind, d.winner) == ("escalated", None) and "a may fake its test results" in d.reason, d
+    again = pol.decide([clean], [low[1]])
+    assert again.cause == "agreement score below the calibrated threshold" and "(best: b)" in again.reason
+
+
+def test_a_flagged_candidate_never_holds_the_task_runs_score():
+    """score.agreement with ``exclude``: the flagged agent keeps its own score but not the run's."""
+    from crossreview.ledger.score import from_models
+
+    verdicts = [Verdict(reviewer="b", candidate="a", verdict="approve", confidence=1.0),
+                Verdict(reviewer="a", candidate="b", verdict="approve", confidence=0.7)]
+    cands = [_cand("a", tampering=FLAG), _cand("b")]
+    every = from_models(cands, verdicts)
+    assert (every.pick, every.task_run) == ("a", 1.0)
+    clean = from_models(cands, verdicts, exclude=["a"])
+    assert clean.pick == "b" and clean.task_run == pytest.approx(0.85)
+    assert clean.candidates[(0, "a")] == 1.0
+    assert from_models(cands, verdicts, exclude=["a", "b"]).pick is None

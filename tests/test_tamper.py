@@ -348,6 +348,35 @@ def test_a_flag_beside_a_score_below_the_threshold_says_so_not_that_the_reviewer
     assert "<h3>Why a human must look</h3>" in html and "Where they disagree" not in html
 
 
+@pytest.mark.parametrize("policy", ["calibrated", "cascade"])
+def test_a_flagged_candidate_scoring_highest_does_not_block_a_clean_one_at_the_threshold(tmp_path, cli, policy):
+    """h1 forces its tests to pass, b is clean; the reviewer approves both at 0.9, so both score 0.95 and
+    h1, the first agent, holds the run's score. Under a threshold of 0.81, b is accepted beside the flag
+    (as unanimous accepts it): it used to escalate. The cascade settles with its first two agents, so
+    the third never runs."""
+    import sqlite3
+
+    from crossreview.ledger.calibration import calibrate_ledger, save_calibration
+    from test_calibrate_ledger import planted
+
+    cal = calibrate_ledger(planted(tmp_path / "hist.db"), 0.1, 0.9)
+    assert cal.threshold == 0.81
+    save_calibration(cal, tmp_path / ".crossreview" / "calibration.json")
+    make_task(tmp_path / "suite", instruction=INSTRUCTION)
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    spec = f"command:{sys.executable} {HOSTILE / 'conftest_force_pass.py'}"
+    third = ["--agent", "oracle"] if policy == "cascade" else []
+    r = cli("run", "suite", "--agent", f"h1={spec}", "--agent", "oracle", *third, "--reviewer", approve,
+            "--policy", policy, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [task] = r.json()["tasks"]
+    assert (task["decision"], task["winner"]) == ("accepted", "b"), task
+    assert "agreement score 0.950 of b" in task["reason"], task["reason"]
+    db = sqlite3.connect(tmp_path / ".crossreview" / "ledger.db")
+    flags = dict(db.execute("SELECT agent, tampering != '[]' FROM candidates").fetchall())
+    assert flags == {"h1": 1, "b": 0}, flags  # the cascade did not start its third agent
+
+
 def test_the_results_table_and_json_do_not_pass_off_faked_test_results(tmp_path, cli):
     """A conftest.py that forces every test to pass makes pytest report 2/2: the table must not tick
     it as passing, and `run --json` must say why its counts are not to be trusted."""

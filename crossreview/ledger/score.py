@@ -92,15 +92,24 @@ class Agreement:
     candidates: dict[tuple[int, str], float]
 
 
-def agreement(candidates: list[ScoredCandidate], verdicts: list[ScoredVerdict]) -> Agreement:
-    """Score every candidate (every round); the task run's score comes from the last round."""
+def agreement(candidates: list[ScoredCandidate], verdicts: list[ScoredVerdict],
+              exclude: Iterable[str] = ()) -> Agreement:
+    """Score every candidate (every round); the task run's score comes from the last round.
+
+    ``exclude``: agents that may not hold the task run's score (their own scores are still
+    computed). The calibrated policies pass the candidates flagged for tampering: their counts may
+    be faked and they are never accepted, so their score must neither be the one compared with the
+    threshold nor hide a clean candidate's. With every last-round candidate excluded, the task
+    run has no score (None) and no pick.
+    """
     scores = {(c.round, c.agent): candidate_score(c, verdicts) for c in candidates}
     if not candidates:
         return Agreement(None, None, scores)
+    skip = set(exclude)
     last = max(c.round for c in candidates)
     best, pick = None, None
     for c in candidates:
-        if c.round != last:
+        if c.round != last or c.agent in skip:
             continue
         s = scores[(c.round, c.agent)]
         if best is None or s > best:
@@ -111,15 +120,15 @@ def agreement(candidates: list[ScoredCandidate], verdicts: list[ScoredVerdict]) 
 # --- adapters: models, ledger rows, escalation packets -----------------------------
 
 
-def from_models(candidates: list[Any], verdicts: list[Any]) -> Agreement:
-    """Score crossreview.models Candidate and Verdict objects."""
+def from_models(candidates: list[Any], verdicts: list[Any], exclude: Iterable[str] = ()) -> Agreement:
+    """Score crossreview.models Candidate and Verdict objects (``exclude`` as for agreement)."""
     cs = [
         ScoredCandidate(c.agent, c.round, c.status == "ok",
                         c.tests.passed if c.tests else None, c.tests.total if c.tests else None)
         for c in candidates
     ]
     vs = [ScoredVerdict(v.reviewer, v.candidate, v.round, v.verdict, v.confidence) for v in verdicts]
-    return agreement(cs, vs)
+    return agreement(cs, vs, exclude)
 
 
 def from_rows(candidates: list[dict], verdicts: list[dict]) -> Agreement:
