@@ -307,3 +307,48 @@ def test_pytest_plugin_takes_the_policy_file(tmp_path, suite):
     missing = subprocess.run([*args, "--crossreview-calibration", "none.json"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
     assert missing.returncode == 4 and "none.json" in missing.stdout + missing.stderr
+
+
+def test_a_flagged_candidate_never_counts_as_an_auto_accept_in_the_history(tmp_path):
+    """40 task runs where f may fake its tests, scores 1.0 (approved at 1.0) and passes holdout, beside a
+    clean c scoring 0.85 (approved at 0.7) that fails it. The ledger's recorded pick is f; but the
+    calibrated policy never accepts f — it accepts c at any threshold up to 0.85, and c is always wrong.
+    Counting f's score and label certified 0.50 for ≤10% escaped defects while every acceptance escaped;
+    labeled by c, the scan certifies nothing. A task run whose candidates are all flagged is not labeled,
+    and is not counted as waiting for holdout results either (the parked one read from its packet)."""
+    from crossreview.ledger.calibration import labeled
+    from crossreview.ledger.figures import load
+
+    led = Ledger(tmp_path / "ledger.db")
+    run = "r-flag"
+    led.start_run(run, {"suite_dir": "/suites/planted", "agents": [{"name": "f"}, {"name": "c"}]})
+    flag = ["conftest.py: adds or changes a conftest.py, which pytest runs before the tests"]
+    for i in range(42):
+        tr = f"{run}/t{i:03d}"
+        led.start_task_run(tr, run, f"t{i:03d}", "/suites/planted", [], {})
+        every = i >= 40  # the last two: both candidates flagged
+        cands = [Candidate(agent="f", spec="x", tests=_report(2, 2), holdout=_report(1, 1), tampering=flag),
+                 Candidate(agent="c", spec="x", tests=_report(2, 2), holdout=_report(0, 1),
+                           tampering=flag if every else [])]
+        verdicts = [Verdict(reviewer="c", candidate="f", verdict="approve", confidence=1.0),
+                    Verdict(reviewer="f", candidate="c", verdict="approve", confidence=0.7)]
+        decision = Decision(kind="escalated", reason="flagged", policy="calibrated")
+        result = TaskResult(task=f"t{i:03d}", task_run=tr, run=run, decision="escalated", reason="flagged")
+        if i == 41:  # parked, as older ledgers wrote it: the packet alone, no candidate rows
+            led.open_escalation(Escalation(id="e-flag", run=run, task_run=tr, task=f"t{i:03d}", reason="flagged",
+                                           packet={"candidates": [{"agent": a, "tests_passed": 2, "tests_total": 2,
+                                                                   "tampering": flag} for a in ("f", "c")],
+                                                   "verdicts": []}))
+        else:
+            led.record_task_run(result, cands, verdicts, [(0, decision)], [], rounds=1)
+        with led.connect() as db:
+            db.execute("UPDATE task_runs SET started=? WHERE id=?", ((T0 + timedelta(minutes=i)).isoformat(), tr))
+
+    d = load(led)
+    assert {t.row["agreement_pick"] for t in d.task_runs if t.status == "done"} == {"f"}  # the recorded score
+    pairs = labeled(d)
+    assert len(pairs) == 40, [t.id for t, _ in pairs]
+    assert {(round(s.score, 6), s.wrong) for _, s in pairs} == {(0.85, True)}
+    cal = calibrate_ledger(led, 0.1, 0.9)
+    assert cal.threshold is None, cal.summary()
+    assert (cal.certificate.labeled, cal.certificate.waiting) == (40, 0)

@@ -8,8 +8,11 @@ Which history counts as *labeled*: a task run that was recorded or parked
 agreement score, and whose *picked* candidate — the one the score names, in
 the task run's last round, which is the candidate the ``calibrated`` policy
 would accept — has holdout results (a task with a ``holdout/`` folder, and a
-candidate that produced a diff). Its label is *wrong* when that candidate
-fails any holdout test. The decision actually taken does not matter: holdout
+candidate that produced a diff). A candidate flagged for tampering is never that
+candidate: the policy never accepts one, so the score and the pick are those of
+the best clean candidate (accept_pick), and a task run whose candidates are all
+flagged is not labeled — it never counts as an auto-accept, right or wrong.
+Its label is *wrong* when that candidate fails any holdout test. The decision actually taken does not matter: holdout
 tests run on every candidate whatever the decision, so task runs escalated
 or rejected under another policy label the score just as well. Failed task
 runs are not labeled, nor are parked ones without holdout results in the
@@ -29,6 +32,7 @@ from pydantic import ValidationError
 
 from ..calibrate import Calibration, Drift, Sample, Window, at_or_above, build, drift, scan
 from ..models import utcnow
+from . import score
 from .figures import TR, Data, holdout_known, holdout_passes, load
 
 DEFAULT_NAME = "calibration.json"
@@ -38,18 +42,57 @@ class CalibrationError(Exception):
     """The policy file is missing or malformed (the message names the file and the fix)."""
 
 
-def _pick(t: TR) -> dict | None:
-    return next((c for c in t.round_candidates(t.last_round) if c["agent"] == t.row.get("agreement_pick")), None)
+def flagged(c: dict) -> bool:
+    """Whether a candidate row was flagged for tampering (its ``tampering`` JSON list is not empty).
+
+    A value that does not read as a list counts as flagged: the policy never accepts a flagged
+    candidate, so when in doubt it must not count as an acceptance in the history either.
+    """
+    raw = c.get("tampering")
+    if raw in (None, "", "[]"):
+        return False
+    try:
+        return bool(json.loads(raw))
+    except (TypeError, ValueError):
+        return True
+
+
+def all_flagged(t: TR) -> bool:
+    """Every candidate of ``t``'s last round was flagged for tampering: no policy auto-accepts it."""
+    last = t.round_candidates(t.last_round)
+    return bool(last) and all(flagged(c) for c in last)
+
+
+def accept_pick(t: TR) -> tuple[float, dict] | None:
+    """The score and row of the candidate the ``calibrated`` policy would accept in ``t``'s last round.
+
+    That is the ledger's recorded pick, unless a candidate of the round was flagged for tampering:
+    the policy never accepts one and leaves flagged candidates out of the pick and of the score it
+    compares with the threshold (crossreview/policy.py), so the score is computed again from the
+    rows without them, in the run's agent order (its tie-break). None when every candidate of the
+    round was flagged: such a task run is never auto-accepted, whatever its score.
+    """
+    last = t.round_candidates(t.last_round)
+    out = [c["agent"] for c in last if flagged(c)]
+    if not out:
+        pick = next((c for c in last if c["agent"] == t.row.get("agreement_pick")), None)
+        return (float(t.row["agreement"]), pick) if pick is not None else None
+    order = [a.get("name") for a in (t.run.get("config") or {}).get("agents") or [] if isinstance(a, dict)]
+    rank = {name: i for i, name in enumerate(order)}
+    ordered = sorted(last, key=lambda c: rank.get(c["agent"], len(rank)))  # stable: unknown agents keep their order
+    a = score.from_rows(ordered, t.round_verdicts(t.last_round), exclude=out)
+    pick = next((c for c in last if c["agent"] == a.pick), None)
+    return (float(a.task_run), pick) if pick is not None and a.task_run is not None else None
 
 
 def sample_of(t: TR) -> Sample | None:
     """The task run as a labeled sample, or None when it is not labeled (see the module docstring)."""
     if t.status not in ("done", "parked") or t.row.get("agreement") is None:
         return None
-    pick = _pick(t)
-    if pick is None or not holdout_known(pick):
+    got = accept_pick(t)
+    if got is None or not holdout_known(got[1]):
         return None
-    return Sample(score=float(t.row["agreement"]), wrong=not holdout_passes(pick), task_run=t.id)
+    return Sample(score=got[0], wrong=not holdout_passes(got[1]), task_run=t.id)
 
 
 def labeled(d: Data) -> list[tuple[TR, Sample]]:
@@ -88,7 +131,10 @@ def calibrate_ledger(ledger, max_escaped: float, confidence: float, since: datet
         mean_score=sum(scores) / len(scores) if scores else None,
     )
     cal = build(result, max_escaped, confidence, window, now or utcnow())
-    cal.certificate.waiting = sum(1 for t in d.counted if t.status == "parked" and sample_of(t) is None)
+    # Waiting means "no holdout results yet"; a parked task run whose candidates are all flagged is
+    # not labeled because it can never be auto-accepted, which holdout results would not change.
+    cal.certificate.waiting = sum(1 for t in d.counted
+                                  if t.status == "parked" and sample_of(t) is None and not all_flagged(t))
     return cal
 
 

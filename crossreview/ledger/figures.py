@@ -246,7 +246,7 @@ def load(ledger, since: datetime | None = None, suite: str | None = None) -> Dat
         ).fetchall()
         cands = db.execute(
             "SELECT task_run, round, agent, spec, status, tests_passed, tests_total, holdout_passed, holdout_total,"
-            " tokens_in, tokens_out, cost, cost_known, calls, started, finished, seconds, agreement, test_files, error"
+            " tokens_in, tokens_out, cost, cost_known, calls, started, finished, seconds, agreement, test_files, error, tampering"
             " FROM candidates"
             " ORDER BY task_run, round, agent"
         ).fetchall()

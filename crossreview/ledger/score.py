@@ -131,12 +131,12 @@ def from_models(candidates: list[Any], verdicts: list[Any], exclude: Iterable[st
     return agreement(cs, vs, exclude)
 
 
-def from_rows(candidates: list[dict], verdicts: list[dict]) -> Agreement:
-    """Score ledger rows (candidates and verdicts tables)."""
+def from_rows(candidates: list[dict], verdicts: list[dict], exclude: Iterable[str] = ()) -> Agreement:
+    """Score ledger rows (candidates and verdicts tables; ``exclude`` as for agreement)."""
     cs = [ScoredCandidate(c["agent"], c["round"], c["status"] == "ok", c["tests_passed"], c["tests_total"])
           for c in candidates]
     vs = [ScoredVerdict(v["reviewer"], v["candidate"], v["round"], v["verdict"], v["confidence"]) for v in verdicts]
-    return agreement(cs, vs)
+    return agreement(cs, vs, exclude)
 
 
 def packet_rows(packet: dict, rnd: int) -> tuple[list[dict], list[dict]]:
@@ -144,7 +144,8 @@ def packet_rows(packet: dict, rnd: int) -> tuple[list[dict], list[dict]]:
     cands = [
         {"agent": c.get("agent"), "round": rnd, "status": c.get("status", "ok"),
          "tests_passed": c.get("tests_passed"), "tests_total": c.get("tests_total"),
-         "test_files": json.dumps(c.get("test_files") or [])}  # as the candidates table keeps it
+         # as the candidates table keeps them
+         "test_files": json.dumps(c.get("test_files") or []), "tampering": json.dumps(c.get("tampering") or [])}
         for c in packet.get("candidates") or [] if c.get("agent")
     ]
     verdicts = [
