@@ -71,8 +71,10 @@ def explain_flagged(policy, candidates: list[Candidate], verdicts: list[Verdict]
     its cause speak of the flag only. What else is wrong comes from the flagged candidates' verdicts
     (a split on one is a disagreement) and from the policy asked again about the clean candidates
     alone: if it would still escalate, its cause (a score below the threshold) is a cause here too,
-    with the lines that explain it; if it escalates without one, the reviewers disagree. Without a
-    cause beside the flag, ``tampering_alone`` names the flagged candidates (see tampering_alone).
+    with the lines that explain it; if it escalates without one, the reviewers disagree. The causes
+    beside the flag also go in front of ``reason`` (the score one in the policy's own words, with its
+    numbers), which otherwise names the flag only. Without a cause beside the flag,
+    ``tampering_alone`` names the flagged candidates (see tampering_alone).
     A decision that is no escalation, or has nothing flagged, comes back as it was.
     """
     flagged = [c.agent for c in candidates if c.tampering]
@@ -81,6 +83,7 @@ def explain_flagged(policy, candidates: list[Candidate], verdicts: list[Verdict]
     causes = []
     if any({"approve", "reject"} <= {v.verdict for v in verdicts if v.candidate == name} for name in flagged):
         causes.append(DISAGREE)
+    said: dict[str, str] = {DISAGREE: DISAGREE}  # each cause as the reason text words it
     lines: list[str] = []
     clean = [c for c in candidates if not c.tampering]
     if clean:
@@ -94,6 +97,10 @@ def explain_flagged(policy, candidates: list[Candidate], verdicts: list[Verdict]
             if why not in causes:
                 causes.append(why)
             if why != DISAGREE:
+                # The policy's own reason has the numbers ("agreement score 0.750 (best: b) is below the
+                # calibrated threshold 0.81"); the cause alone is the short form the headline uses.
+                said[why] = str(getattr(again, "reason", "") or "") or why
+            if why != DISAGREE:
                 # The flag's own lines do not show the scores that keep the clean candidates from
                 # being accepted; without them the human would not see that they are below it.
                 lines = [d for d in getattr(again, "disagreements", None) or [] if d not in decision.disagreements]
@@ -102,10 +109,15 @@ def explain_flagged(policy, candidates: list[Candidate], verdicts: list[Verdict]
     # A cause the policy gave itself stays first; "the reviewers disagree" alone is the empty cause.
     own = [decision.cause] if decision.cause else []
     cause = "; ".join(own + [c for c in causes if c not in own])
+    # The reason (the panel of `crossreview show`, the inbox, `run`'s output) spoke of the flag only:
+    # put the other causes in front of it, so a human reading one line does not think that removing
+    # the flagged candidate would settle it. A cause the policy's own reason already gives stays out.
+    extra = [said.get(c, c) for c in causes if c not in own and said.get(c, c) not in decision.reason]
     return decision.model_copy(update={
         "tampering_alone": [],
         "cause": "" if cause == DISAGREE else cause,
         "disagreements": [*decision.disagreements, *lines],
+        "reason": "; ".join([*extra, decision.reason]),
     })
 
 

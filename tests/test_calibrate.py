@@ -270,11 +270,16 @@ def test_an_escalation_for_a_flag_and_a_score_names_both_and_a_split_only_when_t
     d, line, heading = headline(approve)
     assert line == ("agreement score below the calibrated threshold, and a may fake its test results: "
                     "a human decides"), line
+    # The reason (show's panel, the inbox) names the score, with its numbers, before the flag.
+    assert d.reason.startswith("agreement score 0.800 (best: b) is below the calibrated threshold 0.85; "
+                               "a may fake its test results: adds conftest.py"), d.reason
     assert heading == "Why a human must look" and "b: score 0.800, b passes 1/1 tests" in d.disagreements
     # c rejects a where b approves it: now they do disagree, and the score is still a cause.
     split = approve[:2] + [Verdict(reviewer="c", candidate="a", verdict="reject", confidence=0.6)]
     d, line, _ = headline(split)
     assert line.startswith("the reviewers disagree; agreement score below the calibrated threshold, and a may"), line
+    assert d.reason.startswith("the reviewers disagree; agreement score 0.800 (best: b) is below the calibrated "
+                               "threshold 0.85; a may fake"), d.reason
     # b alone would be accepted (approved at 0.9 -> 0.95; a scores 1.0 but is flagged): b is accepted beside
     # the flag, as under unanimous and majority, and the flag is listed.
     sure = [Verdict(reviewer=r, candidate="a", verdict="approve", confidence=1.0) for r in "bc"]
@@ -285,6 +290,7 @@ def test_an_escalation_for_a_flag_and_a_score_names_both_and_a_split_only_when_t
     # Every candidate flagged: the flag alone sends it to a human, whatever the scores.
     d = explain_flagged(pol, [faker], sure, pol.decide([faker], sure))
     assert d.kind == "escalated" and d.tampering_alone == ["a"] and d.cause == ""
+    assert d.reason.startswith("a may fake its test results"), d.reason  # the flag alone: nothing in front
     assert escalation_headline(d.tampering_alone, ["a"], d.cause) == "a may fake its test results: a human must look"
 
 

@@ -342,6 +342,15 @@ def test_a_flag_beside_a_score_below_the_threshold_says_so_not_that_the_reviewer
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "Why a human must look" in shown.stdout and "disagree" not in shown.stdout, shown.stdout
     assert "h1 may fake its test results" in shown.stdout and "b: score 0.750" in shown.stdout, shown.stdout
+    # The panel's reason and the inbox name the score as well as the flag, not the flag alone.
+    assert packet["reason"].startswith("agreement score 0.750 (best: b) is below the calibrated threshold 0.81; "
+                                       "h1 may fake its test results"), packet["reason"]
+    panel = " ".join(shown.stdout.split("Why a human must look")[0].replace("│", " ").split())
+    assert "agreement score 0.750 (best: b) is below the calibrated threshold 0.81; h1 may fake" in panel, panel
+    inbox = cli("inbox", "--json")
+    assert inbox.returncode == 0, inbox.stdout + inbox.stderr
+    [row] = inbox.json()["escalations"]
+    assert row["reason"] == packet["reason"], row
     report = cli("report", "-o", str(tmp_path / "r.html"))
     assert report.returncode == 0, report.stdout + report.stderr
     html = (tmp_path / "r.html").read_text()
