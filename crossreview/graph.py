@@ -335,6 +335,9 @@ def solve(p: dict, runtime: Runtime[Context]) -> Command:
         texts = tamper.repo_test_texts(path, p["base_commit"], diff.files)
         tampering += [t for t in tamper.repo_test_edits(diff.files, texts) if t not in tampering]
         tampering += [t for t in tamper.repo_shadowing(path, p["base_commit"], diff.files) if t not in tampering]
+        # The patch can sit outside the tests, in a module the change adds or edits that its tests import.
+        tampering += [t for t in tamper.repo_helper_reach(path, p["base_commit"], diff.files, texts)
+                      if t not in tampering]
     test_files = tamper.judge_files(diff.files, texts, configs)
     if len(diff.text) > MAX_DIFF_CHARS and result.status == "ok":
         # Every checkpoint, the ledger and each reviewer would carry it: an error, never reviewed or accepted.

@@ -15,10 +15,11 @@ reading (git, the worktree) for the graph.
 Where the verifier runs the repository's own tests (the gate), those tests
 are the judge: ``repo_test_edits`` flags a change that edits or deletes one,
 or whose new tests reach beyond themselves (``test_reach``: a new test file
-that patches the code under test for the tests that run after it), and
-``shadowing_modules`` one that adds a second module of a name the repository
-has. ``judge_files`` lists every test and pytest configuration file a change
-touches, flagged or not, for the human.
+that patches the code under test for the tests that run after it),
+``helper_reach`` one whose tests import a module it adds or edits outside the
+tests that does the same, and ``shadowing_modules`` one that adds a second
+module of a name the repository has. ``judge_files`` lists every test and
+pytest configuration file a change touches, flagged or not, for the human.
 """
 
 from __future__ import annotations
@@ -286,8 +287,8 @@ _APPLIES_TO_EVERY_TEST = {"pytestmark", "setup_module", "teardown_module", "setu
 # test does to itself and undoes when it ends (the ``monkeypatch`` fixture, ``with mock.patch(...)``,
 # ``@mock.patch``) cannot reach them, so those stay allowed. This is a reading of the code, not a proof:
 # it catches what a test file has to write to mend the code under test in plain sight, and the reasons
-# say where; code the change hides elsewhere (in a module its tests import) is the change itself, for
-# the reviewers to read.
+# say where. A module outside the tests that the change edits and its tests import is read the same way
+# (``helper_reach``, below).
 
 _PER_TEST_FIXTURES = {"self", "cls", "tmp_path", "tmpdir", "capsys", "capfd", "capsysbinary", "capfdbinary",
                       "caplog", "recwarn", "monkeypatch", "mocker"}
@@ -636,6 +637,195 @@ def repo_test_edits(files: list[str], texts: Mapping[str, tuple[str | None, str 
             # Tests appended to an existing file: the added lines are held to what a new file is.
             reasons += _reach_reasons(raw, test_reach(after, _added_lines(before, after)) or [])
     return reasons
+
+
+# --- modules outside the tests that a change's tests import ---------------------------------------
+#
+# The patch need not sit in the test file: a new test can import a module the change adds or edits
+# outside the tests (``testing_utils.py``, ``src/compat.py``), and that module's code runs in the same
+# pytest process (at import, or when the test calls it). ``repo_test_edits`` reads only the tests, so
+# ``imported_changes`` follows the tests' imports to the change's other Python files and ``helper_reach``
+# holds them to what a test file is held to. Only files the change touches are read: the base is trusted.
+
+_DYNAMIC_IMPORTS = {"import_module", "__import__", "importorskip"}
+"""Calls that import the module a string names (``importlib.import_module("testing_utils")``)."""
+
+
+def _module_index(paths) -> dict[str, set[str]]:
+    """Every dotted name each .py path may be imported by, to the paths: ``src/lib/helpers.py`` answers to
+    ``helpers``, ``lib.helpers`` and ``src.lib.helpers``, since a test can put any folder on sys.path."""
+    index: dict[str, set[str]] = {}
+    for path in paths:
+        parts = list(PurePosixPath(path[:-3]).parts)
+        if parts and parts[-1] == "__init__":
+            parts.pop()  # a package's __init__.py is the package
+        for i in range(len(parts)):
+            index.setdefault(".".join(parts[i:]), set()).add(path)
+    return index
+
+
+def _imported_names(tree, path: str) -> tuple[set[str], set[str]]:
+    """(dotted module names a file imports, paths its relative imports name), each with the packages an
+    import runs on the way (``import a.b.c`` runs ``a``, ``a.b`` and ``a.b.c``)."""
+    import ast
+
+    names: set[str] = set()
+    relative: set[str] = set()
+
+    def absolute(dotted: str) -> None:
+        parts = dotted.split(".")
+        names.update(".".join(parts[: i + 1]) for i in range(len(parts)) if parts[i])
+
+    def from_folder(level: int, module: str, imported: list[str]) -> None:
+        folder = PurePosixPath(path).parent
+        for _ in range(level - 1):
+            if folder == PurePosixPath("."):
+                return  # above the repository: nothing of the change's
+            folder = folder.parent
+        relative.add(str(folder / "__init__.py"))
+        here = folder
+        for part in [p for p in module.split(".") if p]:
+            here = here / part
+            relative.update({f"{here}.py", str(here / "__init__.py")})
+        for name in imported:  # `from . import helpers`: a name may be a submodule
+            relative.update({str(here / f"{name}.py"), str(here / name / "__init__.py")})
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                absolute(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            imported = [a.name for a in node.names if a.name != "*"]
+            if node.level:
+                from_folder(node.level, node.module or "", imported)
+            elif node.module:
+                absolute(node.module)
+                names.update(f"{node.module}.{n}" for n in imported)
+        elif (isinstance(node, ast.Call) and _call_name(node) in _DYNAMIC_IMPORTS and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            target = node.args[0].value
+            level = len(target) - len(target.lstrip("."))
+            if level:
+                from_folder(level, target.lstrip("."), [])
+            else:
+                absolute(target)
+    return names, {str(PurePosixPath(p)) for p in relative}
+
+
+def imported_changes(sources: Mapping[str, str], starts) -> dict[str, list[str]]:
+    """The changed Python files the test files ``starts`` import, directly or through each other, each
+    with the chain of files that leads to it (the test first); a start is not in the answer.
+
+    ``sources`` maps every .py file the change adds or edits to its text. Imports are read, never run:
+    ``import x``, ``from x import y`` (``y`` may be a submodule), relative imports, the packages an
+    import runs (``__init__.py``) and ``import_module("x")`` with a literal name. A name is matched
+    against every folder (``helpers`` is ``src/lib/helpers.py`` as well), since a test can put any
+    folder on sys.path: this reads more than Python would import, never less. Files not in
+    ``sources`` (the base's) are not followed through.
+    """
+    import ast
+
+    index = _module_index(sources)
+    known = set(sources)
+    chains: dict[str, list[str]] = {s: [] for s in starts if s in sources}
+    queue = list(chains)
+    # Breadth first, each file once (by its shortest chain): at most one turn per changed file.
+    for _ in range(len(sources)):
+        if not queue:
+            break
+        path = queue.pop(0)
+        try:
+            tree = ast.parse(sources[path])
+        except (SyntaxError, ValueError):
+            continue  # not Python: nothing it imports
+        names, relative = _imported_names(tree, path)
+        reached = set().union(*(index.get(n, set()) for n in names)) | (relative & known)
+        for target in sorted(reached - set(chains)):
+            chains[target] = [*chains[path], path]
+            queue.append(target)
+    return {p: chain for p, chain in chains.items() if chain}
+
+
+def _new_findings(before: str | None, after: str) -> list[tuple[int, str]]:
+    """``test_reach`` of a module the change adds, or of its part the change wrote: findings on lines it
+    added or rewrote, and any the base's text did not have (an edited import can turn an old line into
+    a patch)."""
+    from collections import Counter
+
+    found = test_reach(after) or []
+    if before is None:
+        return found
+    old = Counter(what for _, what in test_reach(before) or [])
+    added = _added_lines(before, after)
+    out = []
+    for line, what in found:
+        if old[what] > 0 and line not in added:
+            old[what] -= 1
+            continue
+        out.append((line, what))
+    return out
+
+
+def _imported_by(chain: list[str]) -> str:
+    """``imported by tests/test_a.py through support/__init__.py``: the test, then the modules between."""
+    return f"imported by {chain[0]}" + (f" through {', '.join(chain[1:])}" if len(chain) > 1 else "")
+
+
+def helper_reach(tests: Mapping[str, tuple[str | None, str | None]],
+                 modules: Mapping[str, tuple[str | None, str | None]]) -> list[str]:
+    """Reasons for changed modules outside the tests that reach beyond them, where the change's tests
+    import them: what ``test_reach`` finds there, named with the test that imports it.
+
+    ``tests`` is ``repo_test_texts``'s answer (the tests a change adds or edits, judged by
+    ``repo_test_edits`` themselves); ``modules`` maps every other .py file it adds or edits to its
+    (before, after) text (None: absent). A module's code runs in the test run at import, and its
+    functions when a test calls them, so it is held to what a test file is held to (only what the
+    change wrote, for a module the base had). A module no changed test imports is not read.
+    """
+    sources = {p: after for p, (_, after) in {**modules, **tests}.items() if p.endswith(".py") and after is not None}
+    starts = [p for p in tests if p in sources]
+    reasons = []
+    for path, chain in sorted(imported_changes(sources, starts).items()):
+        if path in tests or path not in modules:
+            continue  # a test file: repo_test_edits judged it
+        found = _new_findings(modules[path][0], sources[path])
+        shown = [f"{path}:{line}: {what} ({_imported_by(chain)})" for line, what in found[:_MAX_REACH_PER_FILE]]
+        if len(found) > _MAX_REACH_PER_FILE:
+            shown.append(f"{path}: and {len(found) - _MAX_REACH_PER_FILE} more places like these "
+                         f"({_imported_by(chain)})")
+        reasons += shown
+    return reasons
+
+
+def repo_helper_reach(worktree: Path, base_commit: str, files: list[str],
+                      test_texts: Mapping[str, tuple[str | None, str | None]]) -> list[str]:
+    """``helper_reach`` for a change in ``worktree`` (its changed ``files``) over ``base_commit``:
+    reads the head text of its changed .py files, and the base's text of those its tests import."""
+    if not any(t.endswith(".py") and after for t, (_, after) in test_texts.items()):
+        return []
+    afters: dict[str, str] = {}
+    links: set[str] = set()
+    for rel in files:
+        target = worktree / rel
+        if rel in test_texts or not rel.endswith(".py") or not (target.is_file() or target.is_symlink()):
+            continue
+        if target.is_symlink():
+            # its code is wherever it points, maybe outside the change: never read, named if a test imports it
+            afters[rel] = ""
+            links.add(rel)
+            continue
+        try:
+            afters[rel] = target.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+    sources = {**afters, **{p: a for p, (_, a) in test_texts.items() if p.endswith(".py") and a is not None}}
+    reached = imported_changes(sources, [p for p in test_texts if p in sources])
+    reasons = [f"{rel}: a symbolic link the change adds or edits, whose code was not read "
+               f"({_imported_by(reached[rel])})"
+               for rel in sorted(links & set(reached))]
+    modules = {rel: (_base_text(worktree, base_commit, rel), text)
+               for rel, text in afters.items() if rel in reached and rel not in links}
+    return reasons + helper_reach(test_texts, modules)
 
 
 _NOT_SHADOWING = {"conftest", "__init__", "__main__", "setup"}

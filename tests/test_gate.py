@@ -1116,6 +1116,38 @@ def test_tests_appended_to_an_existing_file_that_patch_are_never_accepted(tmp_pa
     assert "`tests/test_calc.py (tests added)`" in summary and "Never accepted on test results alone" in summary
 
 
+# A patch moved out of the new test file into a module outside the tests, which the new test imports.
+TESTING_UTILS_PATCH = ("import sys, pathlib\nsys.path.insert(0, str(pathlib.Path(__file__).parent / 'src'))\n"
+                       "import calc\n\ncalc.add = lambda a, b: a + b\n")
+TESTING_UTILS_DATA = "CASES = [(1, 2, 3), (2, 2, 4)]\n"
+
+
+@pytest.mark.parametrize("helper, change, code", [
+    (TESTING_UTILS_PATCH, FAILING, 3),
+    (TESTING_UTILS_DATA, GOOD, 0),
+], ids=["patches", "data-only"])
+def test_a_pr_whose_new_tests_import_a_module_that_patches_is_never_accepted(tmp_path, cli, helper, change, code):
+    """The new test file is clean, but it imports a module the pull request adds outside the tests, and
+    that module mends the broken `add` at import: escalate, naming the module, the line and the test."""
+    repo = make_repo(tmp_path, config=None)  # the tests alone decide
+    head = pr_branch(repo, "feature", {
+        **change,
+        "testing_utils.py": helper,
+        "tests/test_aaa.py": "from testing_utils import *\n\n\ndef test_ok():\n    assert True\n",
+    })
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
+    report = json.loads(r.stdout)
+    assert r.returncode == code, (r.returncode, report["reason"])
+    pr = report["candidates"][0]
+    assert pr["tests_passed"] == pr["tests_total"] == 2  # the patch works: the tests alone would accept it
+    if code == 3:
+        line = helper.splitlines().index("calc.add = lambda a, b: a + b") + 1
+        assert (f"testing_utils.py:{line}: assigns `calc.add`" in report["reason"]
+                and "(imported by tests/test_aaa.py)" in report["reason"]), report["reason"]
+    else:
+        assert pr["tampering"] == [], pr["tampering"]
+
+
 # --- what an escalation says it is --------------------------------------------------------
 
 from hostile._common import FORCE_PASS_PLUGIN  # noqa: E402 - the tamper corpus's conftest.py that forces passes

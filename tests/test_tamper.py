@@ -602,3 +602,130 @@ def test_the_files_that_judge_a_change_are_listed_for_the_human(tmp_path):
     buf = StringIO()
     render_packet(Console(file=buf, width=200), {"id": "e-1", "run": "r", "packet": packet})
     assert "Tests and test configuration it changes\n  pr: tests/test_new.py (new)" in buf.getvalue()
+
+
+# --- modules outside the tests that a change's new tests import -------------------------------------
+
+_PATCH_CALC = "import sys\nsys.path.insert(0, 'src')\nimport calc\n\ncalc.add = lambda a, b: a + b\n"
+_IMPORTS = [
+    ("tests/test_a.py", "import testing_utils\n", "testing_utils.py"),
+    ("tests/test_a.py", "from support.patches import *\n", "support/patches.py"),
+    ("tests/test_a.py", "from support import patches\n", "support/patches.py"),
+    ("tests/test_a.py", "import support.patches as p\n", "support/__init__.py"),  # the package runs too
+    ("pkg/tests/test_a.py", "from ..fixup import apply\n", "pkg/fixup.py"),
+    ("pkg/tests/test_a.py", "from .. import fixup\n", "pkg/fixup.py"),
+    ("tests/test_a.py", "import importlib\nimportlib.import_module('testing_utils')\n", "testing_utils.py"),
+    ("tests/test_a.py", "import helpers\n", "src/lib/helpers.py"),  # by name: sys.path may hold any folder
+]
+
+
+@pytest.mark.parametrize("test, code, module", _IMPORTS, ids=[f"{c.splitlines()[-1][:30]}->{m}" for _, c, m in _IMPORTS])
+def test_the_changed_modules_a_new_test_imports_are_found(test, code, module):
+    from crossreview.tamper import imported_changes
+
+    sources = {test: code, module: "x = 1\n", "support/__init__.py": "", "other.py": "x = 2\n",
+               "pkg/__init__.py": ""}
+    reached = imported_changes(sources, [test])
+    assert reached.get(module) == [test], reached
+    assert "other.py" not in reached
+
+
+def test_imports_are_followed_through_changed_modules_and_stop_at_the_rest():
+    from crossreview.tamper import imported_changes
+
+    sources = {"tests/test_a.py": "from tests.helpers import *\n",
+               "tests/helpers.py": "from . import deeper\nimport testing_utils\n",
+               "tests/deeper.py": "import os\n",
+               "testing_utils.py": "import lib.fix\n",
+               "lib/fix.py": "import tests.test_a\n",  # a cycle ends
+               "lib/unused.py": "calc.add = None\n"}
+    reached = imported_changes(sources, ["tests/test_a.py"])
+    assert reached["testing_utils.py"] == ["tests/test_a.py", "tests/helpers.py"]
+    assert reached["lib/fix.py"] == ["tests/test_a.py", "tests/helpers.py", "testing_utils.py"]
+    assert reached["tests/deeper.py"] == ["tests/test_a.py", "tests/helpers.py"]
+    assert "lib/unused.py" not in reached and "tests/test_a.py" not in reached
+    assert imported_changes({"a.py": "def broken(:\n"}, ["a.py"]) == {}
+
+
+def test_a_patch_in_a_module_a_new_test_imports_is_named_with_the_test_that_imports_it():
+    from crossreview.tamper import helper_reach
+
+    tests = {"tests/test_a.py": (None, "from testing_utils import *\n\n\ndef test_ok():\n    assert True\n")}
+    module_level = {"testing_utils.py": (None, _PATCH_CALC)}
+    [why] = helper_reach(tests, module_level)
+    assert why.startswith("testing_utils.py:5: assigns `calc.add`"), why
+    assert why.endswith("(imported by tests/test_a.py)"), why
+    # inside a function a test calls (params are whatever the test passes: a module, say), or a patcher left on
+    in_function = {"testing_utils.py": (None, "def fix(mod):\n    mod.add = lambda a, b: a + b\n\n\n"
+                                              "def start():\n    from unittest import mock\n"
+                                              "    mock.patch('calc.add').start()\n")}
+    reasons = helper_reach(tests, in_function)
+    assert [r.split(": ")[0] for r in reasons] == ["testing_utils.py:2", "testing_utils.py:7"], reasons
+    assert "starts a patch with `mock.patch(...)` that nothing undoes" in reasons[1]
+    # through another changed module: the chain is named
+    through = {**module_level, "support/__init__.py": (None, "from testing_utils import *\n")}
+    [why] = helper_reach({"tests/test_a.py": (None, "import support\n")}, through)
+    assert why.endswith("(imported by tests/test_a.py through support/__init__.py)"), why
+    # a changed file of the tests imports it: that file, itself judged as a test, is the one named
+    tests_helpers = {"tests/test_a.py": (None, "import tests.helpers\n"), "tests/helpers.py": (None, "import testing_utils\n")}
+    [why] = helper_reach(tests_helpers, module_level)
+    assert why.endswith("(imported by tests/helpers.py)"), why
+
+
+def test_a_module_of_fixtures_data_or_its_own_objects_is_not_flagged():
+    from crossreview.tamper import helper_reach
+
+    tests = {"tests/test_a.py": (None, "import testing_utils\nfrom support import *\n")}
+    quiet = {
+        "testing_utils.py": (None, "import pytest\n\nCASES = [(1, 2, 3)]\n\n\n@pytest.fixture\ndef numbers():\n"
+                                   "    return {'a': 1}\n\n\ndef make():\n    out = {}\n    out['k'] = 1\n"
+                                   "    return out\n"),
+        "support/__init__.py": (None, "class Box:\n    def __init__(self):\n        self.items = []\n\n"
+                                      "    def put(self, x):\n        self.items.append(x)\n\n\nTABLE = {}\n"
+                                      "TABLE['x'] = 1\n"),
+        # changed by the change but not imported by its tests: not read
+        "src/other.py": (None, _PATCH_CALC),
+    }
+    assert helper_reach(tests, quiet) == []
+    # the base is trusted: what a changed module already did is not the change's doing
+    before = _PATCH_CALC
+    after = _PATCH_CALC + "\n\ndef sub(a, b):\n    return a - b\n"
+    assert helper_reach(tests, {"testing_utils.py": (before, after)}) == []
+    [why] = helper_reach(tests, {"testing_utils.py": (before, after + "calc.sub = None\n")})
+    assert why.startswith("testing_utils.py:10: assigns `calc.sub`"), why
+    # a line the change rewrote is the change's, even if the base had one like it
+    [why] = helper_reach(tests, {"testing_utils.py": (before, before.replace("a + b", "a - b + 2 * b"))})
+    assert why.startswith("testing_utils.py:5: assigns `calc.add`"), why
+
+
+def test_a_changes_imported_modules_are_read_from_its_worktree_against_the_base(tmp_path):
+    """The glue the graph calls: head text from the worktree, base text from git, symbolic links unread."""
+    import subprocess
+
+    from crossreview.tamper import repo_helper_reach, repo_test_texts
+
+    repo = tmp_path / "repo"
+    write(repo / "src" / "calc.py", "def add(a, b):\n    return a + b\n")
+    write(repo / "testing_utils.py", _PATCH_CALC)  # the base's own patch is trusted
+    write(repo / "tests" / "test_calc.py", "def test_a():\n    pass\n")
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "base")
+    base = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    write(repo / "testing_utils.py", _PATCH_CALC + "calc.sub = None\n")
+    (repo / "support").mkdir()
+    (repo / "support" / "link.py").symlink_to("../testing_utils.py")
+    write(repo / "src" / "unused.py", _PATCH_CALC)  # no test imports it
+    write(repo / "tests" / "test_new.py", "import testing_utils\nfrom support import link\n")
+    files = ["src/unused.py", "support/link.py", "testing_utils.py", "tests/test_new.py"]
+    texts = repo_test_texts(repo, base, files)
+    assert repo_helper_reach(repo, base, files, texts) == [
+        "support/link.py: a symbolic link the change adds or edits, whose code was not read "
+        "(imported by tests/test_new.py)",
+        "testing_utils.py:6: assigns `calc.sub`, which stays changed for the tests that run after it "
+        "(the `monkeypatch` fixture would undo it when the test ends) (imported by tests/test_new.py)"]
+    assert repo_helper_reach(repo, base, ["src/unused.py", "testing_utils.py"], {}) == []  # no test changed
