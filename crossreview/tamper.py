@@ -17,7 +17,8 @@ are the judge: ``repo_test_edits`` flags a change that edits or deletes one,
 or whose new tests reach beyond themselves (``test_reach``: a new test file
 that patches the code under test for the tests that run after it),
 ``helper_reach`` one whose tests import a module it adds or edits outside the
-tests that does the same, and ``shadowing_modules`` one that adds a second
+tests that does the same (``module_patches``: for the code under test, only
+patches of other modules), and ``shadowing_modules`` one that adds a second
 module of a name the repository has. ``judge_files`` lists every test and
 pytest configuration file a change touches, flagged or not, for the human.
 """
@@ -288,7 +289,7 @@ _APPLIES_TO_EVERY_TEST = {"pytestmark", "setup_module", "teardown_module", "setu
 # ``@mock.patch``) cannot reach them, so those stay allowed. This is a reading of the code, not a proof:
 # it catches what a test file has to write to mend the code under test in plain sight, and the reasons
 # say where. A module outside the tests that the change edits and its tests import is read the same way
-# (``helper_reach``, below).
+# if it is named as test support, and by a narrower rule if it is the code under test (``helper_reach``).
 
 _PER_TEST_FIXTURES = {"self", "cls", "tmp_path", "tmpdir", "capsys", "capfd", "capsysbinary", "capfdbinary",
                       "caplog", "recwarn", "monkeypatch", "mocker"}
@@ -350,6 +351,26 @@ def _fixture_scope(func) -> str | None:
                 return kw.value.value if isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str) else "?"
         return "function"
     return None
+
+
+def _bound(target, containers: bool = False) -> list[str]:
+    """The names an assignment target binds: ``x`` and ``a.b`` themselves, never the receiver ``a`` of
+    ``a.b`` (storing on ``self`` does not make ``self`` another module's object). ``containers``: the
+    container of ``d[k] = ...`` too (a test file's rule: a dict holding a module reaches beyond it)."""
+    import ast
+
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, ast.Attribute):
+        dotted = _dotted(target)
+        return [dotted] if dotted else []
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [n for e in target.elts for n in _bound(e, containers)]
+    if isinstance(target, ast.Starred):
+        return _bound(target.value, containers)
+    if isinstance(target, ast.Subscript) and containers:
+        return _bound(target.value, containers)
+    return []  # d[k] = calc: d holds a module, but d is the module's own object (see _Patches.holds)
 
 
 class _Reach:
@@ -417,9 +438,10 @@ class _Reach:
                 for target, value in pairs:
                     if not self.refers(value):
                         continue
-                    for t in ast.walk(target):
-                        name = _dotted(t) if isinstance(t, (ast.Name, ast.Attribute)) else None
-                        if name and name not in self.tainted:
+                    # `self.h = h` makes `self.h` an alias, not `self` (a test's own object), nor the key
+                    # of `d[k] = calc`
+                    for name in _bound(target, containers=True):
+                        if name not in self.tainted:
                             self.tainted.add(name)
                             changed = True
 
@@ -538,8 +560,7 @@ class _Reach:
         for sub in ast.walk(node):
             if isinstance(sub, (ast.Attribute, ast.Subscript)) and isinstance(sub.ctx, (ast.Store, ast.Del)):
                 receiver = sub.value
-                if self.refers(receiver) or (isinstance(sub, ast.Attribute) and _dotted(sub) in self.tainted
-                                             and "." in (_dotted(sub) or "")):
+                if self.refers(receiver):
                     verb = "deletes" if isinstance(sub.ctx, ast.Del) else "assigns"
                     shown = ast.unparse(sub)[:80]
                     self._flag(sub, f"{verb} `{shown}`, which stays changed for the tests that run after it "
@@ -645,7 +666,8 @@ def repo_test_edits(files: list[str], texts: Mapping[str, tuple[str | None, str 
 # outside the tests (``testing_utils.py``, ``src/compat.py``), and that module's code runs in the same
 # pytest process (at import, or when the test calls it). ``repo_test_edits`` reads only the tests, so
 # ``imported_changes`` follows the tests' imports to the change's other Python files and ``helper_reach``
-# holds them to what a test file is held to. Only files the change touches are read: the base is trusted.
+# judges them (below: a test helper as a test file, the code under test by a narrower rule). Only files
+# the change touches are read: the base is trusted.
 
 _DYNAMIC_IMPORTS = {"import_module", "__import__", "importorskip"}
 """Calls that import the module a string names (``importlib.import_module("testing_utils")``)."""
@@ -746,16 +768,316 @@ def imported_changes(sources: Mapping[str, str], starts) -> dict[str, list[str]]
     return {p: chain for p, chain in chains.items() if chain}
 
 
-def _new_findings(before: str | None, after: str) -> list[tuple[int, str]]:
-    """``test_reach`` of a module the change adds, or of its part the change wrote: findings on lines it
-    added or rewrote, and any the base's text did not have (an edited import can turn an old line into
-    a patch)."""
+# A followed module that is the code under test (``src/calc.py`` with a new function a new test calls)
+# is not test code: it mutates its parameters, stores them on ``self`` and keeps its own globals, all of
+# which ``test_reach`` would flag (there, a helper's parameter may be the module under test). Such a
+# module is held to a narrower rule, ``module_patches``: it may change whatever it made or was handed,
+# but not the code of the modules it imports. A module whose name says it serves the tests
+# (``testing_utils.py``, ``fixtures/db.py``) is still read as a test file.
+
+_TEST_SUPPORT_WORDS = TEST_DIR_NAMES | {"testutils", "fixtures", "conftest"}
+"""Words of a file or folder name (split at ``_``, ``-``, ``.``) that mark code written for the tests."""
+
+
+def is_test_support(raw: str) -> bool:
+    """Whether a module outside the tests is named as test support (``testing_utils.py``,
+    ``support/fixtures/db.py``): such a module is read as a test file, the rest by ``module_patches``."""
+    import re
+
+    path = PurePosixPath(raw)
+    names = [*path.parts[:-1], path.stem]
+    return any(word in _TEST_SUPPORT_WORDS for name in names for word in re.split(r"[_.\-]+", name.lower()))
+
+
+_PATCHERS_BY_ARGUMENT = {"setattr", "delattr", "setitem", "delitem"}
+"""``monkeypatch.setattr(target, ...)`` and the like: what they change is their first argument."""
+_LOOKUPS = {"getattr", "vars"}
+"""Calls whose result is part of their first argument."""
+_MODULE_FINDERS = {"import_module", "__import__", "reload"}
+"""Calls whose result is a module, whatever it is."""
+_ENTRY_GETTERS = {"get", "setdefault", "pop"}
+"""Methods that hand out an entry of their receiver (``sys.modules.get("calc")``)."""
+
+
+def _scope_nodes(body) -> tuple[list, list]:
+    """(the nodes of one scope, the functions and lambdas it defines): a function's decorators and
+    defaults run in the scope that defines it, its body in its own."""
+    import ast
+
+    nodes, nested = [], []
+    stack = list(reversed(body))
+    while stack:  # each node is pushed once: bounded by the size of the tree
+        node = stack.pop()
+        nodes.append(node)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            nested.append(node)
+            outer = [*getattr(node, "decorator_list", []), *node.args.defaults,
+                     *(d for d in node.args.kw_defaults if d is not None)]
+            stack.extend(reversed(outer))
+            continue
+        stack.extend(reversed(list(ast.iter_child_nodes(node))))
+    return nodes, nested
+
+
+class _Patches:
+    """Finds where a module outside the tests changes the code of a module it imports (see above)."""
+
+    def __init__(self, tree, own: set[str]) -> None:
+        import ast
+
+        self.ast = ast
+        self.own = own  # the names this module is imported by: patching itself is its own business
+        self.dotted: set[str] = set()  # attributes holding an imported object (self.mod = calc), module-wide
+        self.holders: set[str] = set()  # names of the module's own containers that hold one ({"m": calc})
+        self.scopes: list[tuple[list, set[str], int]] = []  # (nodes, parameters, enclosing scope's index)
+        todo = [(tree.body, set(), -1)]
+        while todo:  # each function once: bounded by the number of functions
+            body, params, parent = todo.pop(0)
+            nodes, nested = _scope_nodes(body)
+            self.scopes.append((nodes, params, parent))
+            here = len(self.scopes) - 1
+            for f in nested:
+                a = f.args
+                names = {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if x is not None}
+                todo.append((f.body if isinstance(f.body, list) else [f.body], names, here))
+        self.tainted: list[set[str]] = []
+
+    def _imports(self, scope: int) -> set[str]:
+        """Names an import statement binds in this scope (the objects of other modules)."""
+        ast = self.ast
+        out = set()
+        for node in self.scopes[scope][0]:
+            if isinstance(node, ast.Import):
+                out.update(a.asname or a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                out.update(a.asname or a.name for a in node.names if a.name != "*")
+        return out
+
+    def _pairs(self, scope: int) -> list:
+        """(target, value) of each binding in this scope whose value may alias another module's object."""
+        ast = self.ast
+        pairs = []
+        for node in self.scopes[scope][0]:
+            if isinstance(node, ast.Assign):
+                pairs += [(t, node.value) for t in node.targets]
+            elif isinstance(node, (ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+                pairs.append((node.target, node.value))
+            elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+                pairs.append((node.target, node.iter))
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                pairs += [(i.optional_vars, i.context_expr) for i in node.items if i.optional_vars is not None]
+        return pairs
+
+    def _locals(self, scope: int) -> set[str]:
+        """Names a function binds for itself (its parameters, assignments, defs), which hide the module's."""
+        ast = self.ast
+        nodes, params, parent = self.scopes[scope]
+        if parent < 0:
+            return set()
+        declared = {n for node in nodes if isinstance(node, (ast.Global, ast.Nonlocal)) for n in node.names}
+        stored = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del))}
+        stored |= {n.name for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        return (params | stored) - declared
+
+    def _taint(self) -> None:
+        """Per scope, the names that hold another module's object: its imports, the enclosing scope's
+        (unless a local hides them) and aliases of either (``m = calc``; ``self.m = calc``, module-wide)."""
+        ast = self.ast
+        pairs = [self._pairs(i) for i in range(len(self.scopes))]
+        loops = [{(n.target, n.iter) for n in nodes if isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension))}
+                 for nodes, _, _ in self.scopes]
+        total = sum(len(p) for p in pairs)
+        for _ in range(total + 1):  # each round that goes on adds an alias: at most one per binding
+            before = len(self.dotted) + len(self.holders)
+            self.tainted = []
+            for i, (_, _, parent) in enumerate(self.scopes):
+                outer = self.tainted[parent] if parent >= 0 else {"__builtins__"}
+                tainted = (outer - self._locals(i)) | self._imports(i)
+                for _ in range(len(pairs[i]) + 1):  # likewise within the scope
+                    grown = False
+                    for target, value in pairs[i]:
+                        # a container the module builds is its own, but its items (d["m"], a loop's m,
+                        # `a, b = calc, x`) are not
+                        unpacks = isinstance(target, (ast.Tuple, ast.List)) or (target, value) in loops[i]
+                        if self.refers(value, tainted) or (unpacks and self.holds(value, tainted)):
+                            names = [(n, self.dotted if "." in n else tainted) for n in _bound(target)]
+                        elif self.holds(value, tainted):
+                            names = [(n, self.holders) for n in _bound(target)]
+                        else:
+                            continue
+                        for name, into in names:
+                            if name not in into:
+                                into.add(name)
+                                grown = True
+                    if not grown:
+                        break
+                self.tainted.append(tainted)
+            if len(self.dotted) + len(self.holders) == before:
+                break
+
+    def refers(self, node, tainted: set[str]) -> bool:
+        """Whether ``node`` evaluates to (a part of) an object of another module, in a scope where the
+        names ``tainted`` hold one. Parameters, ``self`` and what the module made are not."""
+        ast = self.ast
+        if isinstance(node, ast.Name):
+            return node.id in tainted
+        if isinstance(node, ast.Attribute):
+            return _dotted(node) in self.dotted or self.refers(node.value, tainted)
+        if isinstance(node, ast.Subscript):
+            if _dotted(node.value) == "sys.modules" and isinstance(node.slice, ast.Name) \
+                    and node.slice.id == "__name__":
+                return False  # sys.modules[__name__]: this module itself
+            if isinstance(node.value, ast.Call) and _call_name(node.value) in ("globals", "vars") \
+                    and not node.value.args:
+                return True  # globals()["calc"]: a global looked up by name, an import as likely as not
+            return self.refers(node.value, tainted) or self.holds(node.value, tainted)
+        if isinstance(node, ast.Starred):
+            return self.refers(node.value, tainted)
+        if isinstance(node, ast.Call):
+            # an ordinary call makes a new object (calc.Thing()); these hand out an existing one
+            name = _call_name(node)
+            if name in _MODULE_FINDERS:
+                return True
+            if name in _LOOKUPS and isinstance(node.func, ast.Name):
+                return bool(node.args) and self.refers(node.args[0], tainted)
+            if name in _ENTRY_GETTERS and isinstance(node.func, ast.Attribute):
+                return self.refers(node.func.value, tainted)
+            return False
+        if isinstance(node, ast.IfExp):
+            return self.refers(node.body, tainted) or self.refers(node.orelse, tainted)
+        if isinstance(node, ast.BoolOp):
+            return any(self.refers(v, tainted) for v in node.values)
+        if isinstance(node, ast.NamedExpr):
+            return self.refers(node.value, tainted)
+        return False
+
+    def holds(self, node, tainted: set[str]) -> bool:
+        """Whether ``node`` is a container of the module's own that holds another module's object
+        (``[calc, x]``, ``{"m": calc}``, a name bound to one): changing it is fine, its items are not."""
+        ast = self.ast
+        if isinstance(node, ast.Name):
+            return node.id in self.holders
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            return any(self.refers(e, tainted) or self.holds(e, tainted) for e in node.elts)
+        if isinstance(node, ast.Dict):
+            return any(self.refers(v, tainted) or self.holds(v, tainted) for v in node.values)
+        if isinstance(node, ast.Call) and _call_name(node) in ("list", "tuple", "dict", "zip", "reversed",
+                                                                 "sorted", "enumerate", "items", "values"):
+            parts = [*node.args, *(k.value for k in node.keywords)]
+            if isinstance(node.func, ast.Attribute):
+                parts.append(node.func.value)
+            return any(self.refers(p, tainted) or self.holds(p, tainted) for p in parts)
+        return False
+
+    def _names_other_module(self, target, tainted: set[str], dotted_only: bool) -> bool:
+        """Whether a patcher's target is another module's: a string naming one (``"calc.add"``; with
+        ``dotted_only``, only a dotted one, as ``monkeypatch.setattr("calc.add", ...)`` takes) or an
+        object of one (``calc``, ``sys.modules``)."""
+        ast = self.ast
+        if isinstance(target, ast.Constant) and isinstance(target.value, str):
+            text = target.value.strip()
+            if not all(part.isidentifier() for part in text.split(".")) or (dotted_only and "." not in text):
+                return False  # not a Python path: `client.patch("/items/1")` is an HTTP PATCH
+            return not any(text == own or text.startswith(own + ".") for own in self.own)
+        return target is not None and self.refers(target, tainted)
+
+    def find(self) -> list[tuple[int, str]]:
+        """(line, what) for each place the module changes another module's code or state."""
+        self._taint()
+        found: set[tuple[int, str]] = set()
+        for i, (nodes, _, _) in enumerate(self.scopes):
+            tainted = self.tainted[i]
+            for node in nodes:
+                what = self._judge(node, tainted)
+                if what:
+                    found.add((getattr(node, "lineno", 0), what))
+        return sorted(found)
+
+    def _judge(self, node, tainted: set[str]) -> str | None:
+        """What is wrong with one node, or None."""
+        ast = self.ast
+        if isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            if self.refers(node.value, tainted):
+                verb = "deletes" if isinstance(node.ctx, ast.Del) else "assigns"
+                return (f"{verb} `{ast.unparse(node)[:80]}`, part of another module it imports, which stays "
+                        "changed for the tests that run after it")
+            return None
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(a.name.split(".")[0] == "ctypes" for a in node.names) or (
+                    isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "ctypes"):
+                return "imports ctypes, which can rewrite any object in the test run"
+            return None
+        if not isinstance(node, ast.Call):
+            return None
+        name, dotted = _call_name(node), _dotted(node.func) or ""
+        first = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "target"), None)
+        if isinstance(node.func, ast.Name) and name in ("setattr", "delattr"):
+            if first is not None and self.refers(first, tainted):
+                return f"calls `{name}({ast.unparse(first)[:40]}, ...)` on another module it imports"
+            return None
+        if isinstance(node.func, ast.Name) and name in ("exec", "eval", "compile"):
+            return f"calls `{name}(...)`: code it builds at run time cannot be checked"
+        if _is_patch_call(node):
+            if name in ("MonkeyPatch", "context"):
+                return None  # its setattr(...) calls are the patches
+            # mock.patch("calc.add") needs a dotted path; patch.multiple("calc", ...) names a module alone
+            if self._names_other_module(first, tainted, dotted_only=name != "multiple"):
+                return f"patches another module with `{dotted}(...)` while the tests run"
+            return None
+        if isinstance(node.func, ast.Attribute) and name in _PATCHERS_BY_ARGUMENT:
+            if self._names_other_module(first, tainted, dotted_only=True):
+                return f"patches another module with `{dotted or name}(...)` while the tests run"
+            return None
+        if isinstance(node.func, ast.Attribute) and name in _MUTATING_METHODS:
+            receiver = node.func.value
+            if not self.refers(receiver, tainted):
+                return None
+            shown = _dotted(receiver) or ""
+            if (shown in ("sys.modules", "__builtins__", "builtins.__dict__") or shown.endswith(".__dict__")
+                    or (isinstance(receiver, ast.Call) and _call_name(receiver) == "vars")
+                    or name.startswith("__")):
+                return (f"calls `{ast.unparse(node.func)[:80]}(...)`, which changes another module's code for "
+                        "the tests that run after it")
+        return None
+
+
+def module_patches(source: str, own: set[str] | frozenset[str] = frozenset()) -> list[tuple[int, str]] | None:
+    """Where a module outside the tests changes another module's code, as (line, what); None when it
+    is not Python. ``own``: the dotted names the module is imported by (a patch of itself is allowed).
+
+    Flagged, at import or in any function: assigning or deleting an attribute or item of a name an
+    import binds (``calc.add = ...``, ``Thing.method = ...`` after ``from calc import Thing``,
+    ``os.environ[...] = ...``) or of an alias of one (``m = calc``, ``self.m = calc``, ``getattr(calc,
+    "x")``, ``sys.modules["calc"]``), ``setattr``/``delattr`` on one, writes to ``sys.modules`` and
+    ``builtins``, ``mock.patch``/``patch.object``/``monkeypatch.setattr`` (started, as a decorator or in
+    a ``with``) on another module, ``exec``/``eval``/``compile`` and ``ctypes``. Allowed: changing
+    parameters, ``self``/``cls``, local objects and the module's own globals, and calling
+    ``append``/``update``... on anything but ``sys.modules`` and a module's ``__dict__``.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    return _Patches(tree, set(own)).find()
+
+
+def _own_names(path: str) -> set[str]:
+    """The dotted names a .py path may be imported by (as ``_module_index`` gives them)."""
+    return {name for name, paths in _module_index([path]).items() if path in paths}
+
+
+def _new_findings(before: str | None, after: str, find=test_reach) -> list[tuple[int, str]]:
+    """``find`` (``test_reach`` or ``module_patches``) of a module the change adds, or of its part the
+    change wrote: findings on lines it added or rewrote, and any the base's text did not have (an edited
+    import can turn an old line into a patch)."""
     from collections import Counter
 
-    found = test_reach(after) or []
+    found = find(after) or []
     if before is None:
         return found
-    old = Counter(what for _, what in test_reach(before) or [])
+    old = Counter(what for _, what in find(before) or [])
     added = _added_lines(before, after)
     out = []
     for line, what in found:
@@ -774,13 +1096,16 @@ def _imported_by(chain: list[str]) -> str:
 def helper_reach(tests: Mapping[str, tuple[str | None, str | None]],
                  modules: Mapping[str, tuple[str | None, str | None]]) -> list[str]:
     """Reasons for changed modules outside the tests that reach beyond them, where the change's tests
-    import them: what ``test_reach`` finds there, named with the test that imports it.
+    import them, named with the test that imports it.
 
     ``tests`` is ``repo_test_texts``'s answer (the tests a change adds or edits, judged by
     ``repo_test_edits`` themselves); ``modules`` maps every other .py file it adds or edits to its
     (before, after) text (None: absent). A module's code runs in the test run at import, and its
-    functions when a test calls them, so it is held to what a test file is held to (only what the
-    change wrote, for a module the base had). A module no changed test imports is not read.
+    functions when a test calls them. One named as test support (``is_test_support``:
+    ``testing_utils.py``) is held to what a test file is held to (``test_reach``); any other, most
+    likely the code under test, to ``module_patches``: it may change its parameters, ``self`` and its
+    own globals, not the modules it imports. Only what the change wrote counts, for a module the base
+    had. A module no changed test imports is not read.
     """
     sources = {p: after for p, (_, after) in {**modules, **tests}.items() if p.endswith(".py") and after is not None}
     starts = [p for p in tests if p in sources]
@@ -788,7 +1113,11 @@ def helper_reach(tests: Mapping[str, tuple[str | None, str | None]],
     for path, chain in sorted(imported_changes(sources, starts).items()):
         if path in tests or path not in modules:
             continue  # a test file: repo_test_edits judged it
-        found = _new_findings(modules[path][0], sources[path])
+        if is_test_support(path):
+            found = _new_findings(modules[path][0], sources[path])
+        else:  # the code under test, most likely: only patches of other modules count
+            own = _own_names(path)
+            found = _new_findings(modules[path][0], sources[path], lambda text: module_patches(text, own))
         shown = [f"{path}:{line}: {what} ({_imported_by(chain)})" for line, what in found[:_MAX_REACH_PER_FILE]]
         if len(found) > _MAX_REACH_PER_FILE:
             shown.append(f"{path}: and {len(found) - _MAX_REACH_PER_FILE} more places like these "

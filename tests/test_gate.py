@@ -1148,6 +1148,31 @@ def test_a_pr_whose_new_tests_import_a_module_that_patches_is_never_accepted(tmp
         assert pr["tampering"] == [], pr["tampering"]
 
 
+# The most common pull request: a function in the code under test, and a new test that imports it. What
+# the function does to its argument, to `self` and to the module's own globals is no patch.
+ADD_WITH_TEST = {
+    "src/calc.py": CALC + ("\n\n_SEEN = {}\n\n\ndef fill(items):\n    items.append(1)\n    _SEEN[len(items)] = True\n"
+                           "    return items\n\n\nclass Tally:\n    def __init__(self, start):\n"
+                           "        self.start = start\n        self.items = []\n\n    def add(self, x):\n"
+                           "        self.items.append(x)\n        return self.start + sum(self.items)\n"),
+    "tests/test_fill.py": ("import sys, pathlib\nsys.path.insert(0, str(pathlib.Path(__file__).parent.parent / 'src'))\n"
+                           "import calc\n\n\ndef test_fill():\n    assert calc.fill([]) == [1]\n\n\n"
+                           "def test_tally():\n    assert calc.Tally(1).add(2) == 3\n"),
+}
+
+
+def test_a_pr_adding_a_function_and_its_test_is_accepted_on_its_tests(tmp_path, cli):
+    """The new test imports the module the pull request changes; nothing there patches another module,
+    so the tests decide: accepted, nothing flagged."""
+    repo = make_repo(tmp_path, config=None)  # the tests alone decide
+    head = pr_branch(repo, "feature", ADD_WITH_TEST)
+    r = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo)
+    report = json.loads(r.stdout)
+    assert r.returncode == 0, (r.returncode, report["reason"])
+    pr = report["candidates"][0]
+    assert pr["tampering"] == [] and pr["tests_passed"] == pr["tests_total"] == 3, pr
+
+
 # --- what an escalation says it is --------------------------------------------------------
 
 from hostile._common import FORCE_PASS_PLUGIN  # noqa: E402 - the tamper corpus's conftest.py that forces passes

@@ -729,3 +729,107 @@ def test_a_changes_imported_modules_are_read_from_its_worktree_against_the_base(
         "testing_utils.py:6: assigns `calc.sub`, which stays changed for the tests that run after it "
         "(the `monkeypatch` fixture would undo it when the test ends) (imported by tests/test_new.py)"]
     assert repo_helper_reach(repo, base, ["src/unused.py", "testing_utils.py"], {}) == []  # no test changed
+
+
+def test_a_test_helper_storing_its_parameter_on_self_is_not_flagged():
+    """`self.h = h` stores a parameter on the test's own object: `self` stays its own (a quirk copied the
+    parameter's taint onto `self`, flagging every later `self.items.append`). What `self.h` holds may
+    still be a module: patching through it is flagged."""
+    from crossreview.tamper import test_reach
+
+    own = ("class Box:\n    def __init__(self, h):\n        self.h = h\n        self.items = []\n\n"
+           "    def put(self, x):\n        self.items.append(x)\n        self.size = len(self.items)\n")
+    assert test_reach(_SRC + own) == []
+    [(line, what)] = test_reach(_SRC + own + "\n    def fix(self):\n        self.h.add = None\n")
+    assert line == 14 and what.startswith("assigns `self.h.add`"), what
+
+
+# --- the code under test that a change's new tests import: only patches of other modules count ---------
+
+@pytest.mark.parametrize("code, expect", [
+    ("import calc\ncalc.add = lambda a, b: 3\n", (2, "assigns `calc.add`")),
+    ("import calc\n\ndef fix():\n    calc.add = None\n", (4, "assigns `calc.add`")),
+    ("from pkg import calc\nsetattr(calc, 'add', None)\n", (2, "calls `setattr(calc, ...)`")),
+    ("import pkg.calc\n\ndef f():\n    delattr(pkg.calc, 'add')\n", (4, "calls `delattr(pkg.calc, ...)`")),
+    ("from calc import Calculator\nCalculator.add = lambda self, a, b: 3\n", (2, "assigns `Calculator.add`")),
+    ("from calc import add\nadd.__code__ = (lambda a, b: 3).__code__\n", (2, "assigns `add.__code__`")),
+    ("import calc\nm = calc\n\ndef f():\n    m.add = None\n", (5, "assigns `m.add`")),
+    ("import calc\n\nclass A:\n    def __init__(self):\n        self.m = calc\n\n    def go(self):\n"
+     "        self.m.add = None\n", (8, "assigns `self.m.add`")),
+    ("import calc, other\nfor m in (calc, other):\n    m.add = None\n", (3, "assigns `m.add`")),
+    ("import calc\nd = {'m': calc}\nd['m'].add = None\n", (3, "assigns `d['m'].add`")),
+    ("import calc\ngetattr(calc, 'TABLE')['x'] = 1\n", (2, "assigns `getattr(calc, 'TABLE')['x']`")),
+    ("import importlib\nimportlib.import_module('calc').add = None\n", (2, "assigns `importlib.import_module")),
+    ("import sys\nsys.modules['calc'] = None\n", (2, "assigns `sys.modules['calc']`")),
+    ("import sys\n\ndef f():\n    sys.modules.update(calc=None)\n", (4, "calls `sys.modules.update(...)`")),
+    ("import sys\nsys.modules['calc'].add = None\n", (2, "assigns `sys.modules['calc'].add`")),
+    ("import builtins\nbuiltins.len = lambda x: 0\n", (2, "assigns `builtins.len`")),
+    ("__builtins__['len'] = None\n", (1, "assigns `__builtins__['len']`")),
+    ("from unittest import mock\nmock.patch('calc.add', lambda a, b: 3).start()\n", (2, "`mock.patch(...)`")),
+    ("from unittest import mock\n\n@mock.patch('calc.add', lambda a, b: 3)\ndef run(t):\n    t()\n",
+     (3, "`mock.patch(...)`")),
+    ("import calc\nfrom unittest.mock import patch\n\ndef faked():\n    with patch.object(calc, 'add'):\n"
+     "        yield\n", (5, "`patch.object(...)`")),
+    ("def fake(monkeypatch):\n    monkeypatch.setattr('calc.add', lambda a, b: 3)\n",
+     (2, "`monkeypatch.setattr(...)`")),
+    ("import calc\n\ndef fake(mp):\n    mp.setattr(calc, 'add', lambda a, b: 3)\n", (4, "`mp.setattr(...)`")),
+    ("from unittest import mock\nmock.patch.multiple('calc', add=None).start()\n", (2, "`mock.patch.multiple(...)`")),
+    ("exec('import calc; calc.add = None')\n", (1, "calls `exec(...)`")),
+], ids=lambda v: v[:30] if isinstance(v, str) else None)
+def test_the_code_under_test_that_patches_another_module_is_found(code, expect):
+    from crossreview.tamper import module_patches
+
+    found = module_patches(code, {"src.calc2", "calc2"})
+    line, what = expect
+    assert any(f[0] == line and what in f[1] for f in found), found
+
+
+@pytest.mark.parametrize("code", [
+    "def f(items):\n    items.append(1)\n    items[0] = 2\n",
+    "class B:\n    def __init__(self, h):\n        self.h = h\n        self.h.size = 1\n\n"
+    "    @classmethod\n    def make(cls):\n        cls.count = 1\n        setattr(cls, 'made', True)\n",
+    "_CACHE = {}\nCOUNT = 0\n\n\ndef f(k):\n    global COUNT\n    COUNT += 1\n    _CACHE[k] = 1\n"
+    "    globals()['LAST'] = k\n",
+    "import calc\n\n\ndef f(calc):\n    calc.add = None\n",  # the parameter hides the module
+    "import calc\n\n\ndef f():\n    t = calc.Thing()\n    t.size = 3\n    setattr(t, 'name', 'x')\n",
+    "import sys\nenv = {'err': sys.stderr}\nenv['k'] = 1\nsetattr(sys.modules[__name__], 'X', 1)\n",
+    "from . import registry\nregistry.ITEMS.append(1)\nregistry.TABLE.update(a=1)\n",
+    "from unittest import mock\n\ndef f():\n    with mock.patch('src.calc2.helper'):\n        pass\n",  # itself
+    "import os\n\n\ndef f(obj, name, value):\n    setattr(obj, name, value)\n    path = os.path.join('a', 'b')\n",
+    "import httpx\n\n\ndef rename(client):\n    httpx.patch('https://x/items/1')\n    client.patch('users')\n",
+], ids=["parameter", "self-and-cls", "own-globals", "shadowed-import", "own-objects", "own-containers",
+        "list-methods", "patches-itself", "setattr-parameter", "http-patch"])
+def test_ordinary_code_under_test_is_not_flagged(code):
+    from crossreview.tamper import module_patches
+
+    assert module_patches(code, {"src.calc2", "calc2"}) == []
+    assert module_patches("def broken(:\n") is None
+
+
+def test_new_code_under_test_that_a_new_test_imports_is_judged_by_what_it_patches():
+    """The most common change, a function plus its test, is not escalated for what a function does to
+    its own arguments, objects and globals; a patch of another module in the same file still is."""
+    from crossreview.tamper import helper_reach, is_test_support
+
+    before = "def add(a, b):\n    return a + b\n"
+    grown = before + ("\n\ndef fill(items):\n    items.append(1)\n    return items\n\n\n"
+                      "class Counter:\n    def __init__(self, start):\n        self.start = start\n"
+                      "        self.seen = []\n\n    def see(self, x):\n        self.seen.append(x)\n\n\n"
+                      "_TOTALS = {}\n\n\ndef remember(k, v):\n    _TOTALS[k] = v\n")
+    tests = {"tests/test_more.py": (None, "import sys\nsys.path.insert(0, 'src')\nimport calc\n\n\n"
+                                          "def test_fill():\n    assert calc.fill([]) == [1]\n")}
+    assert helper_reach(tests, {"src/calc.py": (before, grown)}) == []
+    assert helper_reach(tests, {"src/calc.py": (None, grown)}) == []
+    patched = grown + "\n\nimport math\nmath.floor = lambda x: 0\n"
+    [why] = helper_reach(tests, {"src/calc.py": (before, patched)})
+    line = patched.splitlines().index("math.floor = lambda x: 0") + 1
+    assert why == (f"src/calc.py:{line}: assigns `math.floor`, part of another module it imports, which stays "
+                   "changed for the tests that run after it (imported by tests/test_more.py)"), why
+    # a module named for the tests is a test helper, read as a test file: its functions' parameters may be
+    # the module under test
+    assert is_test_support("testing_utils.py") and is_test_support("src/fixtures/db.py")
+    assert not is_test_support("src/calc.py") and not is_test_support("src/contest.py")
+    fixer = "def fix(mod):\n    mod.add = None\n"
+    assert helper_reach(tests, {"src/calc.py": (None, fixer)}) == []
+    assert len(helper_reach({"tests/test_a.py": (None, "import testing_utils\n")},
+                            {"testing_utils.py": (None, fixer)})) == 1
