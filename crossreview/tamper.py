@@ -1063,6 +1063,86 @@ def module_patches(source: str, own: set[str] | frozenset[str] = frozenset()) ->
     return _Patches(tree, set(own)).find()
 
 
+# ``module_patches`` leaves a function's parameters alone: ``def fill(items): items.append(1)`` is what
+# the code under test does all day. But ``def fix(mod): mod.add = ...`` in src/compat.py, called by a new
+# test as ``compat.fix(calc)``, is a patch split in two, each half harmless on its own. So the functions
+# of a followed module that change an attribute of a parameter are named, and a changed test or followed
+# module that hands one of them a name it imports is flagged.
+
+def parameter_patchers(source: str) -> dict[str, tuple[int, str]]:
+    """The module's top-level functions that change an attribute of a parameter (``mod.add = ...``,
+    ``setattr(mod, ...)``, ``del mod.x``; not ``self``/``cls``, not ``items[0] = 1`` or
+    ``items.append``), by name, with the first such place as (line, what). {} when not Python."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return {}
+
+    def root(node):
+        """The name at the bottom of ``a.b[c].d``, and whether an attribute is on the way."""
+        through = False
+        for _ in range(200):  # a chain's length; deeper ones are not real code
+            if isinstance(node, ast.Attribute):
+                node, through = node.value, True
+            elif isinstance(node, ast.Subscript):
+                node = node.value
+            else:
+                break
+        return (node.id if isinstance(node, ast.Name) else None), through
+
+    out: dict[str, tuple[int, str]] = {}
+    for func in tree.body:
+        if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        a = func.args
+        params = {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if x is not None}
+        params -= {"self", "cls"}
+        places = []
+        for sub in ast.walk(func):
+            if isinstance(sub, (ast.Attribute, ast.Subscript)) and isinstance(sub.ctx, (ast.Store, ast.Del)):
+                name, through = root(sub)
+                if name in params and (through or isinstance(sub, ast.Attribute)):
+                    verb = "deletes" if isinstance(sub.ctx, ast.Del) else "assigns"
+                    places.append((sub.lineno, f"`{func.name}` {verb} `{ast.unparse(sub)[:60]}` on its parameter"))
+            elif (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id in ("setattr", "delattr")
+                  and sub.args and root(sub.args[0])[0] in params):
+                places.append((sub.lineno, f"`{func.name}` calls `{sub.func.id}({ast.unparse(sub.args[0])[:40]}, ...)` "
+                                           "on its parameter"))
+        if places:
+            out[func.name] = min(places)
+    return out
+
+
+def modules_handed_to(source: str, names) -> list[tuple[int, str, str]]:
+    """Where ``source`` calls a function named in ``names`` with a name it imports (``fix(calc)``,
+    ``compat.fix(mod=pkg.calc)``), as (line, function, argument). [] when not Python."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(a.asname or a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.update(a.asname or a.name for a in node.names if a.name != "*")
+    out = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and _call_name(node) in names):
+            continue
+        for arg in [*node.args, *(k.value for k in node.keywords)]:
+            arg = arg.value if isinstance(arg, ast.Starred) else arg
+            dotted = _dotted(arg)
+            if dotted and dotted.split(".")[0] in imported:
+                out.append((node.lineno, _call_name(node), dotted))
+                break
+    return sorted(out)
+
+
 def _own_names(path: str) -> set[str]:
     """The dotted names a .py path may be imported by (as ``_module_index`` gives them)."""
     return {name for name, paths in _module_index([path]).items() if path in paths}
@@ -1104,13 +1184,16 @@ def helper_reach(tests: Mapping[str, tuple[str | None, str | None]],
     functions when a test calls them. One named as test support (``is_test_support``:
     ``testing_utils.py``) is held to what a test file is held to (``test_reach``); any other, most
     likely the code under test, to ``module_patches``: it may change its parameters, ``self`` and its
-    own globals, not the modules it imports. Only what the change wrote counts, for a module the base
-    had. A module no changed test imports is not read.
+    own globals, not the modules it imports; and none of its functions that change a parameter's
+    attributes may be handed an imported name by a changed test or followed module
+    (``parameter_patchers``, ``modules_handed_to``). Only what the change wrote counts, for a module the
+    base had. A module no changed test imports is not read.
     """
     sources = {p: after for p, (_, after) in {**modules, **tests}.items() if p.endswith(".py") and after is not None}
     starts = [p for p in tests if p in sources]
     reasons = []
-    for path, chain in sorted(imported_changes(sources, starts).items()):
+    reached = imported_changes(sources, starts)
+    for path, chain in sorted(reached.items()):
         if path in tests or path not in modules:
             continue  # a test file: repo_test_edits judged it
         if is_test_support(path):
@@ -1123,6 +1206,44 @@ def helper_reach(tests: Mapping[str, tuple[str | None, str | None]],
             shown.append(f"{path}: and {len(found) - _MAX_REACH_PER_FILE} more places like these "
                          f"({_imported_by(chain)})")
         reasons += shown
+    return reasons + _handed_modules(sources, tests, modules, reached)
+
+
+def _handed_modules(sources: Mapping[str, str], tests, modules, reached: Mapping[str, list[str]]) -> list[str]:
+    """Reasons for a function of a followed module (not test support: ``helper_reach`` read that as a
+    test file) that changes its parameter's attributes, where a changed test or followed module hands
+    it a name it imports: ``src/compat.py:2: `fix` assigns `mod.add` on its parameter, and
+    tests/test_a.py:4 hands it `calc` (imported by tests/test_a.py)``."""
+    patchers: dict[str, list[tuple[str, int, str]]] = {}
+    for path in sorted(reached):
+        if path in tests or path not in modules or is_test_support(path):
+            continue
+        for name, (line, what) in parameter_patchers(sources[path]).items():
+            patchers.setdefault(name, []).append((path, line, what))
+    if not patchers:
+        return []
+    texts = {**modules, **tests}
+    added: dict[str, set[int] | None] = {}
+
+    def wrote(path: str, line: int) -> bool:
+        """Whether the change wrote this line (the base is trusted: an old call of an old function is not
+        the change's doing)."""
+        if path not in added:
+            before, after = texts.get(path, (None, None))
+            added[path] = None if before is None or after is None else _added_lines(before, after)
+        return added[path] is None or line in added[path]
+
+    reasons = []
+    callers = sorted({*(p for p in tests if p in sources), *reached})
+    for caller in callers:
+        for call_line, name, arg in modules_handed_to(sources[caller], set(patchers)):
+            for path, line, what in patchers[name]:
+                if not (wrote(path, line) or wrote(caller, call_line)):
+                    continue
+                why = (f"{path}:{line}: {what}, and {caller}:{call_line} hands it `{arg}`, which it imports "
+                       f"({_imported_by(reached[path])})")
+                if why not in reasons:
+                    reasons.append(why)
     return reasons
 
 

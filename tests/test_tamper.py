@@ -833,3 +833,31 @@ def test_new_code_under_test_that_a_new_test_imports_is_judged_by_what_it_patche
     assert helper_reach(tests, {"src/calc.py": (None, fixer)}) == []
     assert len(helper_reach({"tests/test_a.py": (None, "import testing_utils\n")},
                             {"testing_utils.py": (None, fixer)})) == 1
+
+
+def test_a_function_of_the_code_under_test_handed_a_module_by_a_new_test_is_flagged():
+    """`def fix(mod): mod.add = ...` is harmless until a caller hands it a module: a patch split between
+    src/compat.py and the test that calls `compat.fix(calc)`."""
+    from crossreview.tamper import helper_reach, modules_handed_to, parameter_patchers
+
+    compat = ("def fix(mod):\n    mod.add = lambda a, b: 3\n\n\ndef fill(items):\n    items.append(1)\n"
+              "    items[0] = 2\n\n\nclass Box:\n    def put(self, x):\n        self.x = x\n")
+    assert parameter_patchers(compat) == {"fix": (2, "`fix` assigns `mod.add` on its parameter")}
+    assert modules_handed_to("import calc as c\nfrom x import compat\ncompat.fix(mod=c.sub)\n", {"fix"}) \
+        == [(3, "fix", "c.sub")]
+    head = "import sys\nsys.path.insert(0, 'src')\nimport calc, compat\n\n"
+    modules = {"src/compat.py": (None, compat)}
+    [why] = helper_reach({"tests/test_a.py": (None, head + "\ndef test_x():\n    compat.fix(calc)\n")}, modules)
+    assert why == ("src/compat.py:2: `fix` assigns `mod.add` on its parameter, and tests/test_a.py:7 hands it "
+                   "`calc`, which it imports (imported by tests/test_a.py)"), why
+    # what it makes, or a list, is no module
+    ordinary = head + "\ndef test_x():\n    compat.fix(object())\n    compat.fill([])\n    compat.Box().put(calc)\n"
+    assert helper_reach({"tests/test_a.py": (None, ordinary)}, modules) == []
+    # the call can sit in another followed module
+    through = {**modules, "src/setup_all.py": (None, "import calc\nfrom compat import fix\n\nfix(calc)\n")}
+    [why] = helper_reach({"tests/test_a.py": (None, "import setup_all\n")}, through)
+    assert "src/setup_all.py:4 hands it `calc`" in why, why
+    # the base is trusted: an old function called the old way in an edited module is not the change's doing
+    old = "import calc\n\n\ndef fix(mod):\n    mod.add = None\n\n\nfix(calc)\n"
+    edited = {"src/compat.py": (old, old + "\n\ndef sub(a, b):\n    return a - b\n")}
+    assert helper_reach({"tests/test_a.py": (None, "import compat\n")}, edited) == []
