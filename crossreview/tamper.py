@@ -841,6 +841,20 @@ class _Patches:
                 names = {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if x is not None}
                 todo.append((f.body if isinstance(f.body, list) else [f.body], names, here))
         self.tainted: list[set[str]] = []
+        # `from calc import *` binds names no statement shows: any name the module never binds itself may
+        # be one of them (a builtin's attributes are not writable, so builtins need no exception)
+        self.star = any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree))
+        self.bound_here: set[str] = set()
+        if self.star:
+            for n in ast.walk(tree):
+                if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+                    self.bound_here.add(n.id)
+                elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    self.bound_here.add(n.name)
+                elif isinstance(n, ast.arg):
+                    self.bound_here.add(n.arg)
+                elif isinstance(n, (ast.Import, ast.ImportFrom)):
+                    self.bound_here.update((a.asname or a.name).split(".")[0] for a in n.names)
 
     def _imports(self, scope: int) -> set[str]:
         """Names an import statement binds in this scope (the objects of other modules)."""
@@ -920,7 +934,7 @@ class _Patches:
         names ``tainted`` hold one. Parameters, ``self`` and what the module made are not."""
         ast = self.ast
         if isinstance(node, ast.Name):
-            return node.id in tainted
+            return node.id in tainted or (self.star and node.id not in self.bound_here)
         if isinstance(node, ast.Attribute):
             return _dotted(node) in self.dotted or self.refers(node.value, tainted)
         if isinstance(node, ast.Subscript):

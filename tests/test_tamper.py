@@ -753,6 +753,7 @@ def test_a_test_helper_storing_its_parameter_on_self_is_not_flagged():
     ("import pkg.calc\n\ndef f():\n    delattr(pkg.calc, 'add')\n", (4, "calls `delattr(pkg.calc, ...)`")),
     ("from calc import Calculator\nCalculator.add = lambda self, a, b: 3\n", (2, "assigns `Calculator.add`")),
     ("from calc import add\nadd.__code__ = (lambda a, b: 3).__code__\n", (2, "assigns `add.__code__`")),
+    ("from calc import *\n\ndef f(x):\n    x.y = 1\n    add.__code__ = None\n", (5, "assigns `add.__code__`")),
     ("import calc\nm = calc\n\ndef f():\n    m.add = None\n", (5, "assigns `m.add`")),
     ("import calc\n\nclass A:\n    def __init__(self):\n        self.m = calc\n\n    def go(self):\n"
      "        self.m.add = None\n", (8, "assigns `self.m.add`")),
