@@ -532,14 +532,16 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
     Give exactly one of --pick NAME (an agent `crossreview show ESCALATION_ID`
     lists), --reject, or --guide TEXT (a new round; it may escalate again).
     ESCALATION_ID may be the start of an id that no other id starts with.
-    Each escalation is decided once. Exit code: 0 accepted, 1 rejected,
-    3 the guided round escalated again, 2 usage error.
+    Each escalation is decided once. Exit code, as `run`'s: 0 accepted,
+    1 rejected, or a guided round a budget cap of the run cut short
+    (whatever was decided without the work it stopped), 3 the guided round
+    escalated again, 2 usage error.
     """
     from .default_plugins.terminal import _user
     from .models import HumanDecision
     from .plugins import get_plugin_manager
     from .reporting import TerminalReporter, result_json, results_table
-    from .runner import UsageError, decide_escalation
+    from .runner import UsageError, decide_escalation, exit_code_for
 
     given = [x for x in (pick is not None, reject, guide is not None) if x]
     if len(given) != 1:
@@ -568,7 +570,9 @@ def decide(escalation_id, pick, reject, guide, by, ledger, state_dir, json_mode,
         click.echo(json.dumps(result_json(result), indent=2))
     else:
         _console().print(results_table([result]))
-    sys.exit({"accepted": 0, "rejected": 1, "escalated": 3}.get(result.decision, 1))
+    # The rule every face follows (runner.exit_code_for): a guided round the cap cut short is not
+    # "accepted" (0), whatever was decided on what the cap left.
+    sys.exit(exit_code_for([result]))
 
 
 @main.command()

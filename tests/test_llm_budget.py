@@ -454,3 +454,38 @@ def test_a_resume_cannot_put_a_money_cap_on_a_model_without_a_price(cli, suite, 
     # The token cap it can hold: raised, the unstarted task runs.
     ok = cli("resume", run, "--max-tokens", "100000", "--json", env=llm_env(fake_openai))
     assert {t["task"]: t["decision"] for t in ok.json()["tasks"]} == {"t1": "accepted", "t2": "accepted"}, ok.stderr
+
+
+def test_decide_exits_1_when_the_cap_cut_the_guided_round_short_even_if_accepted(cli, suite, tmp_path, fake_openai):
+    # decide had its own exit-code table: a guided round the cap cut short but accepted exited 0 while
+    # `run` exits 1 for the same task run. One rule (runner.exit_code_for) for every face.
+    make_task(suite, "t1")
+    usage = dict(prompt_tokens=TOKENS_IN, completion_tokens=TOKENS_OUT)
+
+    def script(req):
+        # The first round finishes at once; the guided round lists files until the cap stops it.
+        if "GUIDED" in req.text():
+            return tools(("list_files", {}), **usage)
+        return tools(("finish", {"summary": "nothing to do"}), **usage)
+
+    fake_openai.on("x", script)
+    # y (free: a command) writes the solution only when guided ({instruction} is the instruction file).
+    # The first round splits (an approve-all reviewer approves x's empty attempt, the tests reject y's),
+    # so a human is asked; in the guided round the free tests reviewer approves y's solution.
+    guided = write(tmp_path / "guided.py", "import pathlib, sys\n"
+                                           "if 'GUIDED' in pathlib.Path(sys.argv[1]).read_text():\n"
+                                           f"    pathlib.Path('calc.py').write_text({GOOD_SOLUTION!r})\n")
+    approve = approve_all_reviewer(tmp_path / "approve.py")
+    parked = cli("run", str(suite), "--agent", "x=llm:openai/x", "--agent", f"y=command:{{python}} {guided} {{instruction}}",
+                 "--reviewer", "x=tests", "--reviewer", f"y={approve}", "--max-task-tokens", "3000", "--json",
+                 env=llm_env(fake_openai))
+    assert parked.returncode == 3, parked.stdout + parked.stderr
+    [esc] = [t["escalation"] for t in parked.json()["tasks"]]
+
+    res = cli("decide", esc, "--guide", "GUIDED: write calc.add", "--json", env=llm_env(fake_openai))
+    t1 = res.json()
+    assert (t1["decision"], t1["winner"]) == ("accepted", "y"), json.dumps(t1, indent=1)
+    assert t1["stopped"].startswith("budget exhausted: --max-task-tokens 3000"), t1
+    assert res.returncode == 1, res.stderr  # as `run` exits for a task run the cap cut short
+    help_text = " ".join(cli("decide", "--help").stdout.split())
+    assert "a guided round a budget cap of the run cut short" in help_text, help_text
