@@ -18,7 +18,10 @@ Each task folder (a folder holding task.toml) is one item, ``<folder>::crossrevi
   ``N broken``, not as a task run, as ``crossreview run`` does;
 - escalated is an outcome of its own: letter ``H`` (waits for a human), word
   ``ESCALATED``, counted as ``N escalated`` in the summary line. The session
-  exits 3 when something waits for a human and nothing failed.
+  exits 3 when something waits for a human and nothing failed;
+- a task run a budget cap cut short (``TaskResult.stopped``) fails, whatever its
+  decision: it was decided without the work the cap stopped, and ``crossreview
+  run`` exits 1 for it (runner.exit_code_for); the report names the cap.
 
 Runs and the ledger: one run id per pytest session, made by the controller
 and handed to pytest-xdist workers through ``workerinput``, so every task of
@@ -160,7 +163,7 @@ class TaskDirectory(pytest.Directory):
 
 
 class TaskFailed(Exception):
-    """A task that was rejected, errored or cannot run: the message is the readable report."""
+    """A task that was rejected, errored, cut short by a budget cap or cannot run: the message is the readable report."""
 
 
 class TaskItem(pytest.Item):
@@ -396,7 +399,9 @@ class CrossreviewPlugin:
             outcome = run_task_detailed(session, run, item.task, config, self.interactive)
         item.outcome = outcome
         item.user_properties.extend(junit_properties(outcome))
-        if outcome.decision in ("rejected", "error"):
+        if outcome.decision in ("rejected", "error") or outcome.result.stopped:
+            # A cap that cut the task run short fails it even when what was left was accepted: the
+            # CLI exits 1 for it, and a pass would tell CI the task was solved with all its work done.
             raise TaskFailed(format_outcome(outcome))
 
     @pytest.hookimpl(wrapper=True)
@@ -421,6 +426,7 @@ class CrossreviewPlugin:
             "tokens": outcome.tokens,
             "cost": outcome.cost,
             "ledger": str(outcome.ledger) if outcome.ledger else None,
+            "stopped": outcome.result.stopped,
         }
         if outcome.decision == ESCALATED and rep.passed:
             # Not a pass, not a failure: a skip to everything that reads
@@ -433,7 +439,8 @@ class CrossreviewPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_report_teststatus(self, report, config):
         info = getattr(report, "crossreview", None)
-        if info and report.when == "call" and info.get("decision") == ESCALATED:
+        # An escalated task run the cap cut short failed (run_item): shown as the failure it is.
+        if info and report.when == "call" and info.get("decision") == ESCALATED and not report.failed:
             return ESCALATED, ESCALATED_LETTER, (ESCALATED_WORD, {"yellow": True})
         return None
 
@@ -472,6 +479,10 @@ class CrossreviewPlugin:
             parts += f", {counts['error']} error"
         if broken:
             parts += f", {broken} broken"
+        stopped = sum(1 for r in ran if r.get("stopped"))
+        if stopped:
+            # As `crossreview run`'s summary: also counted among the decisions above, which were made without it.
+            parts += f", {stopped} stopped by a budget cap"
         tr.write_line(f"crossreview: {count_phrase(len(ran), 'task run')}: {parts} · tokens {tokens} · "
                       f"cost {cost} · run {', '.join(runs) or '-'} · ledger {', '.join(ledgers) or '-'}")
 
@@ -605,6 +616,7 @@ def junit_properties(outcome: "TaskOutcome") -> list[tuple[str, str]]:
         ("crossreview.run", outcome.run),
         ("crossreview.task_run", outcome.task_run),
         ("crossreview.reason", outcome.reason),
+        ("crossreview.stopped", outcome.result.stopped or ""),
     ]
     return props
 
@@ -620,8 +632,15 @@ def format_outcome(outcome: "TaskOutcome") -> str:
     """The readable report of a task run: per candidate its tests, the verdicts on it and their concerns."""
     from .words import files_phrase
 
+    from .reporting import stopped_label
+
     r = outcome.result
-    lines = [f"crossreview: {r.task} {r.decision} (task run {r.task_run})"]
+    # "accepted" alone would not say why an accepted task failed: the cap's label goes in the first line.
+    stopped = f", {stopped_label(r.stopped)}" if r.stopped else ""
+    lines = [f"crossreview: {r.task} {r.decision}{stopped} (task run {r.task_run})"]
+    if r.stopped:
+        lines.append(f"stopped: {r.stopped}; decided without the agents and reviews it stopped, so the task "
+                     "fails whatever the decision (raise or lift the cap to let it do all its work)")
     if r.reason:
         lines.append(f"reason: {r.reason}")
     if r.error:

@@ -378,3 +378,34 @@ def test_x_under_xdist_exits_1_not_2(project):
     assert res.ret == 1, res.stdout.str()
     [row] = ledger_rows(project.path / ".crossreview", "SELECT status FROM runs")
     assert row["status"] == "interrupted"
+
+
+def test_a_task_run_a_budget_cap_cut_short_fails_naming_the_cap(project, monkeypatch):
+    # x runs into the suite config's --max-task-tokens; y's candidate is accepted without x's attempt.
+    # `crossreview run` exits 1 for that (runner.exit_code_for); under pytest it passed, a green test for
+    # a task run that did not do its work. It fails now, and the report says which cap stopped it.
+    from fake_openai import FakeOpenAI, llm_env, tools
+
+    server = FakeOpenAI().start()
+    try:
+        # An agent that never finishes: it lists files until the cap stops it, 1100 tokens a call.
+        server.on("spender", [tools(("list_files", {}), prompt_tokens=1000, completion_tokens=100)])
+        for key, value in llm_env(server).items():
+            monkeypatch.setenv(key, value)
+        suite = project.path / "suite"
+        make_task(suite, "capped")
+        write(suite / "crossreview.toml", 'agents = ["x=llm:openai/spender", "y=oracle"]\nreviewers = ["tests"]\n'
+                                          "max_task_tokens = 3000\n")
+        res = run(project, "--crossreview", "suite", "--junitxml=junit.xml")
+    finally:
+        server.stop()
+    out = res.stdout.str()
+    assert res.ret == 1, out
+    assert outcomes(res) == {"failed": 1}, out
+    flat = " ".join(out.split())
+    assert "crossreview: capped accepted, stopped by --max-task-tokens 3000 (task run" in flat, out
+    assert "stopped: budget exhausted: --max-task-tokens 3000 for the task run reached (3300 tokens spent)" in flat, out
+    assert "crossreview: 1 task run: 1 accepted, 0 rejected, 0 escalated, 1 stopped by a budget cap" in flat, out
+    props = {p.get("name"): p.get("value") for p in ET.parse(project.path / "junit.xml").iter("property")}
+    assert props["crossreview.decision"] == "accepted"
+    assert props["crossreview.stopped"].startswith("budget exhausted: --max-task-tokens 3000"), props
