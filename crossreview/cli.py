@@ -635,32 +635,38 @@ def resume(run_id, ledger, state_dir, no_input, json_mode, max_cost, max_tokens,
 @state_option
 @click.option("--json", "json_mode", is_flag=True, help="Print the runs as JSON.")
 def runs(ledger, state_dir, json_mode):
-    """Every suite run in the ledger, newest first, with its decisions."""
+    """Every suite run in the ledger, newest first, with its decisions and the task runs a budget cap stopped."""
     from rich.table import Table
 
-    from .runner import run_is_live
+    from .runner import run_is_live, stopped_from_rows
 
     led = open_ledger(state_dir, ledger)
     rows = []
     for r in led.runs():
         counts: dict[str, int] = {}
+        stopped = 0
         for tr in led.task_runs(r["id"]):
             key = tr["decision"] or tr["status"]
             counts[key] = counts.get(key, 0) + 1
+            # Read from the recorded errors, as run/resume/stats read it, so older runs show it too.
+            stopped += stopped_from_rows(led, tr) is not None
         if r["status"] == "running" and not run_is_live((r.get("config") or {}).get("state_dir") or state_dir, r["id"]):
             r = {**r, "status": "interrupted"}  # killed (kill -9, a reboot): no process holds it any more
-        rows.append({**r, "decisions": counts})
+        rows.append({**r, "decisions": counts, "stopped_by_cap": stopped})
     if json_mode:
         click.echo(json.dumps({"runs": rows}, indent=2))
         return
-    from .words import when
+    from .words import count_phrase, when
 
     table = Table(title="runs", title_justify="left")
     for col in ("run", "started", "status", "task runs"):
         table.add_column(col)
     for r in rows:
         # when(): converted to UTC and says so, as inbox shows it (JSON above keeps ISO).
-        table.add_row(r["id"], when(r["started"]) if r["started"] else "", r["status"],
+        # "finished" alone would read as a run that did all its work; its exit code was 1 (exit_code_for).
+        status = r["status"] + (f"\n{count_phrase(r['stopped_by_cap'], 'task run')} stopped by a budget cap"
+                                if r["stopped_by_cap"] else "")
+        table.add_row(r["id"], when(r["started"]) if r["started"] else "", status,
                       ", ".join(f"{n} {k}" for k, n in sorted(r["decisions"].items())) or "-")
     _console().print(table)
 

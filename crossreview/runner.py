@@ -1088,12 +1088,14 @@ def _result_from_row(ledger: Ledger, tr: dict) -> TaskResult:
         branch=tr["branch"], candidates=_summaries_from_rows(ledger, tr["id"]),
         # A parked task run has no seconds of its own yet: until it parked, as its run reported it.
         seconds=tr["seconds"] if tr["seconds"] is not None else (ledger.steps_seconds(tr["id"]) or 0.0),
-        stopped=_stopped_from_rows(ledger, tr),
+        stopped=stopped_from_rows(ledger, tr),
         **_spend_from_rows(ledger, tr["id"]),
     )
 
 
-def _stopped_from_rows(ledger: Ledger, tr: dict) -> str | None:
+def stopped_from_rows(ledger: Ledger, tr: dict) -> str | None:
+    """The budget cap that cut task run ``tr`` (its ledger row) short, or left it unstarted: read from
+    its own and its candidates' and reviews' recorded errors (None: no cap stopped anything)."""
     from .budget import stopped_by_cap
 
     rows = ledger.candidate_rows(tr["id"]) + ledger.verdict_rows(tr["id"])

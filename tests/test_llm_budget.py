@@ -489,3 +489,26 @@ def test_decide_exits_1_when_the_cap_cut_the_guided_round_short_even_if_accepted
     assert res.returncode == 1, res.stderr  # as `run` exits for a task run the cap cut short
     help_text = " ".join(cli("decide", "--help").stdout.split())
     assert "a guided round a budget cap of the run cut short" in help_text, help_text
+
+
+def test_runs_shows_a_run_whose_task_runs_a_cap_stopped_as_not_plainly_finished(cli, suite, tmp_path, fake_openai):
+    # `crossreview runs` listed a run whose task runs the cap cut short as plain "finished", with only
+    # its decisions ("1 accepted"): the one place runs are listed said nothing of the exit code 1.
+    make_task(suite, "t1")
+    _spender(fake_openai)
+    capped = cli("run", str(suite), "--agent", "x=llm:openai/spender", "--agent", "y=oracle", "--reviewer", "tests",
+                 "--max-task-tokens", "3000", "--json", env=llm_env(fake_openai))
+    assert capped.returncode == 1 and capped.json()["tasks"][0]["stopped"], capped.stdout
+    clean = cli("run", str(suite), "--agent", "y=oracle", "--agent", "z=oracle", "--json")
+    assert clean.returncode == 0, clean.stderr
+
+    by = {r["id"]: r for r in cli("runs", "--json").json()["runs"]}
+    assert by[capped.json()["run"]]["stopped_by_cap"] == 1
+    assert by[clean.json()["run"]]["stopped_by_cap"] == 0
+    table = cli("runs").stdout
+    [capped_line] = [line for line in table.splitlines() if capped.json()["run"] in line]
+    [clean_line] = [line for line in table.splitlines() if clean.json()["run"] in line]
+    assert "finished" in capped_line and "1 accepted" in capped_line, table
+    # The cell's second line, under "finished".
+    assert "1 task run stopped by a budget cap" in table.split(capped.json()["run"], 1)[1], table
+    assert table.count("stopped by a budget cap") == 1, table
