@@ -2,7 +2,7 @@
 
     from crossreview.gate import GateOptions, run_gate
     report = run_gate(GateOptions(base="origin/main", head="HEAD"))
-    report.exit_code   # 0 accept, 1 reject, 3 needs a human (DESIGN.md's exit codes)
+    report.exit_code   # 0 accept, 1 reject (or cut short by a budget cap), 3 needs a human (DESIGN.md's exit codes)
 
 The pull request is one candidate, named ``pr``: the ``ref:<head>`` agent lays
 head's tree over a worktree made at the merge base, so its diff is exactly
@@ -210,10 +210,16 @@ class GateReport(BaseModel):
     """What was done on GitHub (or why not), one line each."""
     human: str | None = None
     """Who settled an escalation of this head on GitHub ("github:login"), when a review did."""
+    stopped: str | None = None
+    """TaskResult.stopped: the budget cap that cut the gate's run short (an attempt or a review it
+    stopped), or None. A run it cut short is never accepted (see _report) and exits 1."""
 
     @property
     def exit_code(self) -> int:
-        """0 the pull request is accepted, 1 rejected (or failed to run), 3 a human must decide."""
+        """0 the pull request is accepted, 1 rejected, failed to run or cut short by a budget cap,
+        3 a human must decide (runner.exit_code_for's rule; a maintainer's decision settles it)."""
+        if self.stopped and not self.human:
+            return 1
         return {"accepted": 0, "escalated": 3}.get(self.decision, 1)
 
     def meta(self) -> dict[str, Any]:
@@ -221,7 +227,7 @@ class GateReport(BaseModel):
         return {"run": self.run, "task_run": self.task_run, "task": self.task, "decision": self.decision,
                 "escalation": self.escalation, "created": self.created.isoformat(), "head": self.head,
                 "reason": self.reason[:500], "label": self.label, "human": self.human, "config": self.config_source,
-                "tampering_alone": self.tampering_alone, "cause": self.cause}
+                "tampering_alone": self.tampering_alone, "cause": self.cause, "stopped": self.stopped}
 
 
 # --- running the gate ----------------------------------------------------------
@@ -469,8 +475,15 @@ def _report(run: str, outcome, decision: dict, pr: PullRequest, base: str, head:
         # Nobody reviewed the pull request (its diff is too large, its tree could not be written):
         # not "the reviewers agree: reject" but "the gate could not judge it", still a failing check.
         decision_, reason = "error", f"the pull request could not be judged: {pr_cand.error or pr_cand.status}"
+    winner = result.winner
+    if decision_ == "accepted" and result.stopped:
+        # Accepted on what the cap left (a review or attempt it stopped): never a green check or an
+        # outputs.decision a workflow could merge on. Not "rejected" either: nobody found a fault.
+        decision_, winner = "error", None
+        reason = (f"a budget cap cut the review short; the reviews left would accept it, which is not enough: "
+                  f"{reason} (raise or lift the cap in the base branch's config and run the gate again)")
     return GateReport(
-        run=run, task_run=result.task_run, task=result.task, decision=decision_, winner=result.winner,
+        run=run, task_run=result.task_run, task=result.task, decision=decision_, winner=winner,
         escalation=result.escalation, reason=reason, base=base, head=head,
         merge_base=merge_base, config_source=source, pull_request=pr if pr.number else None,
         candidates=[_candidate_row(c) for c in outcome.candidates],
@@ -479,7 +492,7 @@ def _report(run: str, outcome, decision: dict, pr: PullRequest, base: str, head:
         disagreements=list(decision.get("disagreements") or []), annotations=annotations,
         tampering_alone=list(decision.get("tampering_alone") or []),
         cause=str(decision.get("cause") or ""),
-        label=cfg.label, comment=cfg.comment,
+        label=cfg.label, comment=cfg.comment, stopped=result.stopped,
     )
 
 
@@ -510,6 +523,8 @@ def _shown_as(agent: str) -> str:
 
 
 def _headline(report: GateReport) -> str:
+    if report.stopped and report.decision == "error":
+        return "a budget cap cut the review short: not accepted"
     if report.decision != "escalated":
         return _HEADLINE.get(report.decision, _md_escape(report.decision))
     # The decision is about the pull request alone; attempts are context (and have their own table mark).
@@ -538,6 +553,10 @@ def render_markdown(report: GateReport) -> str:
         headline = f"a maintainer decided: {'accept' if report.decision == 'accepted' else 'reject'}"
     lines = [f"## {icon} crossreview: {headline}", ""]
     lines.append(f"**Why:** {_md_escape(report.reason)}" if report.reason else "")
+    if report.stopped and not report.human:
+        # A rejection or an escalation the cap cut short says so too: it was decided without some of its work.
+        lines += ["", f"**Stopped by a budget cap:** {_md_escape(report.stopped)}; decided without the attempts "
+                      "and reviews it stopped, so this check fails."]
     lines.append("")
     lines.append(f"Judged {_code(report.merge_base[:12] + '..' + report.head[:12])} with the base branch's "
                  f"{_code(report.config_source) if report.config_source else 'built-in defaults'}; "
@@ -638,7 +657,7 @@ def publish(report: GateReport, gh: GitHubEnv, out=None) -> None:
     if gh.output:
         write_outputs(gh.output, {"decision": report.decision, "winner": report.winner or "",
                                   "escalation": report.escalation or "", "run": report.run,
-                                  "exit-code": report.exit_code})
+                                  "exit-code": report.exit_code, "stopped": report.stopped or ""})
         report.github.append("outputs written")
     for line in annotation_lines(report):
         print(line, file=out)
@@ -926,6 +945,8 @@ def review_outcome(gh: GitHubEnv, pr: PullRequest, head: str, ledger_location: P
         cause=meta["cause"][:200] if isinstance(meta.get("cause"), str) else "",
         # The review does not judge again: the config that judged this head is the one the comment names.
         config_source=meta["config"] if isinstance(meta.get("config"), str) else None,
+        # A review that settles nothing keeps the check as the gate left it: cut short by a cap, it stays red.
+        stopped=meta["stopped"][:500] if isinstance(meta.get("stopped"), str) else None,
     )
     event = human_event(gh)
     settles = (meta.get("decision") == "escalated" and meta.get("escalation") and not meta.get("human")

@@ -131,7 +131,7 @@ def test_agreeing_pr_exits_0_with_summary_and_outputs(tmp_path, cli, fake_github
     assert r.returncode == 0, r.stdout + r.stderr
     assert "judging the pull request with the base branch's reviewers" in r.stderr
     assert outputs(tmp_path) == {"decision": "accepted", "winner": "pr", "escalation": "", "run": outputs(tmp_path)["run"],
-                                 "exit-code": "0"}
+                                 "exit-code": "0", "stopped": ""}
     summary = (tmp_path / "summary.md").read_text()
     assert "the reviewers agree: accept" in summary and "this pull request | 1/1" in summary
     assert "crossreview.toml" in summary  # says which config judged it
@@ -1345,3 +1345,42 @@ def test_a_calibrated_escalation_says_why_not_that_the_reviewers_disagree(tmp_pa
             env=review_event(job, fake_github.url, state="commented", head=head))
     assert r.returncode == 3, r.stdout + r.stderr
     assert f"crossreview: {headline}" in (job / "summary.md").read_text()
+
+
+def test_a_review_a_budget_cap_cut_short_is_never_a_green_check(tmp_path, cli, fake_github):
+    # The base's cap stops the llm agent's independent attempt and then its review of the pull request;
+    # the two `tests` reviews left are a majority, so the policy accepts. That exited 0 (a green check,
+    # outputs decision=accepted) for a pull request judged without part of its review.
+    from fake_openai import FakeOpenAI, llm_env, tools, verdict
+
+    server = FakeOpenAI().start()
+    try:
+        # An attempt that never finishes: it lists files until the cap stops it, 1100 tokens a call.
+        server.on("spender", [tools(("list_files", {}), prompt_tokens=1000, completion_tokens=100)])
+        server.on("rev", [verdict("approve", 0.9)])
+        config = ('agents = ["a=llm:openai/spender", "b=noop", "c=noop"]\n'
+                  'reviewers = ["a=llm:openai/rev", "b=tests", "c=tests"]\n'
+                  'policy = "majority"\nmax_task_tokens = 3000\n'
+                  '[gate]\nattempts = 1\nverifier = "python -m pytest -q tests"\n')
+        repo = make_repo(tmp_path, config=config)
+        head = pr_branch(repo, "feature", GOOD)
+        env = {**gh_env(tmp_path, api=fake_github.url), **llm_env(server)}
+        r = cli("gate", "--base", "main", "--head", head, cwd=repo, env=env)
+        report = cli("gate", "--base", "main", "--head", head, "--json", cwd=repo, env=llm_env(server))
+        sent = [req.model for req in server.requests]
+    finally:
+        server.stop()
+    assert "rev" not in sent, sent  # the cap stopped the review before its model was called
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = outputs(tmp_path)
+    assert (out["decision"], out["winner"], out["exit-code"]) == ("error", "", "1"), out
+    assert out["stopped"].startswith("budget exhausted: --max-task-tokens 3000 for the task run reached"), out
+    summary = " ".join((tmp_path / "summary.md").read_text().split())
+    assert "a budget cap cut the review short: not accepted" in summary, summary
+    assert "✅" not in summary, summary
+    assert "stopped a, a's review of pr" in summary, summary  # what the cap stopped
+    assert "the reviews left would accept it" in summary, summary
+    [comment] = fake_github.comments[7]
+    assert "a budget cap cut the review short" in comment["body"]
+    doc = report.json()
+    assert report.returncode == 1 and doc["decision"] == "error" and doc["stopped"], report.stdout
