@@ -409,3 +409,32 @@ def test_a_task_run_a_budget_cap_cut_short_fails_naming_the_cap(project, monkeyp
     props = {p.get("name"): p.get("value") for p in ET.parse(project.path / "junit.xml").iter("property")}
     assert props["crossreview.decision"] == "accepted"
     assert props["crossreview.stopped"].startswith("budget exhausted: --max-task-tokens 3000"), props
+
+
+def test_an_escalated_task_run_a_budget_cap_cut_short_fails_not_escalated(project, monkeypatch):
+    # Escalated and cut short: `crossreview run` exits 1 (a stop outranks a wait, as a rejection does),
+    # so pytest shows it as FAILED, not H, and exits 1; it still waits in the inbox for a human.
+    from fake_openai import FakeOpenAI, llm_env, tools
+
+    server = FakeOpenAI().start()
+    try:
+        server.on("spender", [tools(("list_files", {}), prompt_tokens=1000, completion_tokens=100)])
+        for key, value in llm_env(server).items():
+            monkeypatch.setenv(key, value)
+        suite = project.path / "suite"
+        make_task(suite, "capped")
+        # y solves and adds a conftest.py: never accepted automatically, so the task run escalates.
+        writer = write(suite / "_agents" / "with_conftest.py",
+                       "import pathlib\npathlib.Path('calc.py').write_text('def add(a, b):\\n    return a + b\\n')\n"
+                       "pathlib.Path('conftest.py').write_text('# collected before the tests\\n')\n")
+        write(suite / "crossreview.toml", f'agents = ["x=llm:openai/spender", "y=command:{{python}} {writer}"]\n'
+                                          'reviewers = ["tests"]\nmax_task_tokens = 3000\n')
+        res = run(project, "--crossreview", "suite")
+    finally:
+        server.stop()
+    out = res.stdout.str()
+    assert res.ret == 1, out
+    assert outcomes(res) == {"failed": 1}, out
+    flat = " ".join(out.split())
+    assert "crossreview: capped escalated, stopped by --max-task-tokens 3000 (task run" in flat, out
+    assert "1 waiting for a human" in flat, out  # still in the inbox: a human can decide it
