@@ -399,7 +399,7 @@ class CrossreviewPlugin:
             outcome = run_task_detailed(session, run, item.task, config, self.interactive)
         item.outcome = outcome
         item.user_properties.extend(junit_properties(outcome))
-        if outcome.decision in ("rejected", "error") or outcome.result.stopped:
+        if outcome.decision in ("rejected", "error") or outcome.stopped:
             # A cap that cut the task run short fails it even when what was left was accepted: the
             # CLI exits 1 for it, and a pass would tell CI the task was solved with all its work done.
             raise TaskFailed(format_outcome(outcome))
@@ -426,7 +426,7 @@ class CrossreviewPlugin:
             "tokens": outcome.tokens,
             "cost": outcome.cost,
             "ledger": str(outcome.ledger) if outcome.ledger else None,
-            "stopped": outcome.result.stopped,
+            "stopped": outcome.stopped,
         }
         if outcome.decision == ESCALATED and rep.passed:
             # Not a pass, not a failure: a skip to everything that reads
@@ -616,7 +616,7 @@ def junit_properties(outcome: "TaskOutcome") -> list[tuple[str, str]]:
         ("crossreview.run", outcome.run),
         ("crossreview.task_run", outcome.task_run),
         ("crossreview.reason", outcome.reason),
-        ("crossreview.stopped", outcome.result.stopped or ""),
+        ("crossreview.stopped", outcome.stopped or ""),
     ]
     return props
 
@@ -700,7 +700,8 @@ class CrossreviewFixture:
         reviewers: list[str] | None = None,
         policy: str | None = None,
     ) -> "TaskOutcome":
-        """Run one task folder; return its decision, winner, candidates, verdicts, escalation id and costs.
+        """Run one task folder; return its decision, winner, candidates, verdicts, escalation id, costs and
+        ``stopped`` (a budget cap that cut it short: its decision was made without what the cap stopped).
 
         ``path`` is relative to the current directory, else to pytest's rootdir.
         Agents, reviewers and policy default as in ``crossreview run``: the
@@ -723,7 +724,8 @@ def crossreview(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
     Returns a ``crossreview.runner.TaskOutcome``: ``decision``, ``winner``,
     ``candidates`` (with test outcomes), ``verdicts``, ``escalation``,
-    ``tokens`` and ``cost``. Each test gets its own ledger (``crossreview.ledger``).
+    ``tokens``, ``cost`` and ``stopped`` (the budget cap's message when a cap
+    in the suite's crossreview.toml cut the task run short, else None). Each test gets its own ledger (``crossreview.ledger``).
     """
     state_dir = tmp_path_factory.mktemp("crossreview")
     return CrossreviewFixture(state_dir, request.config.rootpath)

@@ -1198,6 +1198,12 @@ class TaskOutcome:
         return self.result.reason
 
     @property
+    def stopped(self) -> str | None:
+        """The budget cap that cut this task run short (its message), else None: its decision was made
+        without the work the cap stopped, and every face reads it as not finished (exit 1, a failed test)."""
+        return self.result.stopped
+
+    @property
     def branch(self) -> str | None:
         return self.result.branch
 

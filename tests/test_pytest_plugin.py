@@ -438,3 +438,32 @@ def test_an_escalated_task_run_a_budget_cap_cut_short_fails_not_escalated(projec
     flat = " ".join(out.split())
     assert "crossreview: capped escalated, stopped by --max-task-tokens 3000 (task run" in flat, out
     assert "1 waiting for a human" in flat, out  # still in the inbox: a human can decide it
+
+
+def test_the_fixture_says_when_a_budget_cap_cut_the_task_run_short(project, monkeypatch):
+    # The fixture's TaskOutcome had no word for it: `decision == "accepted"` was all a test could check.
+    from fake_openai import FakeOpenAI, llm_env, tools
+
+    server = FakeOpenAI().start()
+    try:
+        server.on("spender", [tools(("list_files", {}), prompt_tokens=1000, completion_tokens=100)])
+        for key, value in llm_env(server).items():
+            monkeypatch.setenv(key, value)
+        make_task(project.path / "suite", "capped")
+        write(project.path / "suite" / "crossreview.toml",
+              'agents = ["x=llm:openai/spender", "y=oracle"]\nreviewers = ["tests"]\nmax_task_tokens = 3000\n')
+        write(project.path / "test_capped.py", '''
+def test_capped(crossreview):
+    result = crossreview.run("suite/capped")
+    assert (result.decision, result.winner) == ("accepted", "y")
+    assert result.stopped.startswith("budget exhausted: --max-task-tokens 3000 for the task run reached")
+
+
+def test_uncapped(crossreview):
+    assert crossreview.run("suite/capped", agents=["oracle", "noop"]).stopped is None
+''')
+        res = run(project, "test_capped.py", "-v")
+    finally:
+        server.stop()
+    assert res.ret == 0, res.stdout.str()
+    assert outcomes(res) == {"passed": 2}
