@@ -727,7 +727,9 @@ def gate(base, head, attempts, task, title, body, repo, record_human, report_fil
     BASE commit's crossreview.toml (or [tool.crossreview]) review it with the
     outcome of the base's [gate] verifier run on head; the policy and the
     task come from the base too, so a pull request cannot loosen its own
-    gate. Exit codes: 0 accept, 1 reject, 3 a human must decide, 2 usage.
+    gate. Exit codes: 0 accept, 1 reject (or a budget cap in the base's
+    config cut the review short: never accepted then), 3 a human must
+    decide, 2 usage.
 
     \b
     Inside GitHub Actions it also writes the step summary, the outputs

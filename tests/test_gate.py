@@ -1384,3 +1384,4 @@ def test_a_review_a_budget_cap_cut_short_is_never_a_green_check(tmp_path, cli, f
     assert "a budget cap cut the review short" in comment["body"]
     doc = report.json()
     assert report.returncode == 1 and doc["decision"] == "error" and doc["stopped"], report.stdout
+    assert "a budget cap in the base's config cut the review short" in " ".join(cli("gate", "--help").stdout.split())
