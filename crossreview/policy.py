@@ -169,7 +169,10 @@ class ConsensusPolicy:
             prefs = {c.agent: sum(1 for v in verdicts if v.prefers == c.agent) for c in acceptable}
             winner = min(acceptable, key=lambda c: (-prefs[c.agent], c.diff_size, order[c.agent]))
             n = len(by_candidate[winner.agent])
-            who = ("its reviewer approves" if n == 1 else f"its {n} reviewers approve") if n else "no peer reviewed it"
+            yes = sum(1 for v in by_candidate[winner.agent] if v.verdict == "approve")
+            # Under a majority some reviewers may reject or abstain (a cap stopped them): say how many approve.
+            who = ("no peer reviewed it" if not n else "its reviewer approves" if n == 1
+                   else f"its {n} reviewers approve" if yes == n else f"{yes} of its {n} reviewers approve")
             return Decision(
                 kind="accepted",
                 winner=winner.agent,

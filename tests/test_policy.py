@@ -251,3 +251,14 @@ def test_a_test_run_caught_faking_is_named_in_the_disagreement(policy):
     assert d.kind == "escalated"
     assert any("tester approves pr, but pr passes 2/2 tests, as reported by a test run caught faking its results" in x
                for x in d.disagreements), d.disagreements
+
+
+def test_a_majority_accept_says_how_many_reviewers_approve_not_all_of_them():
+    # "its 3 reviewers approve" was said of a candidate one of whose three reviewers abstained (a budget
+    # cap stopped it) or rejected: the reason misstated the very split the majority policy tolerates.
+    for dissent in (v("c", "a", "abstain", error="not started: budget exhausted"), v("c", "a", "reject")):
+        d = MAJORITY.decide([passing("a")], [v("b", "a"), v("x", "a"), dissent])
+        assert (d.kind, d.winner) == ("accepted", "a")
+        assert "a passes 3/3 tests and 2 of its 3 reviewers approve" in d.reason, d.reason
+    d = MAJORITY.decide([passing("a")], [v("b", "a"), v("x", "a")])
+    assert d.reason.endswith("and its 2 reviewers approve"), d.reason
