@@ -1,6 +1,6 @@
 """crossreview's benchmarks, each a ratio against a baseline measured in the same run.
 
-    python -m bench            # everything (about 26 minutes on 2 cores)
+    python -m bench            # everything (about 32 minutes on 2 cores)
     python -m bench --quick    # smaller sizes (about 2 minutes)
     python -m bench startup    # one benchmark: parallel, overhead, scaling, environments, startup, costs, calibration
                                # (calibration alone: about 10 minutes, 3 with --quick)
