@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from contextlib import contextmanager
 
 import pytest
 
@@ -380,25 +381,31 @@ def test_x_under_xdist_exits_1_not_2(project):
     assert row["status"] == "interrupted"
 
 
-def test_a_task_run_a_budget_cap_cut_short_fails_naming_the_cap(project, monkeypatch):
-    # x runs into the suite config's --max-task-tokens; y's candidate is accepted without x's attempt.
-    # `crossreview run` exits 1 for that (runner.exit_code_for); under pytest it passed, a green test for
-    # a task run that did not do its work. It fails now, and the report says which cap stopped it.
+@contextmanager
+def spender_server(monkeypatch):
+    """A model server whose agent never finishes: it lists files, 1100 tokens a call, until a cap stops it."""
     from fake_openai import FakeOpenAI, llm_env, tools
 
     server = FakeOpenAI().start()
     try:
-        # An agent that never finishes: it lists files until the cap stops it, 1100 tokens a call.
         server.on("spender", [tools(("list_files", {}), prompt_tokens=1000, completion_tokens=100)])
         for key, value in llm_env(server).items():
             monkeypatch.setenv(key, value)
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_task_run_a_budget_cap_cut_short_fails_naming_the_cap(project, monkeypatch):
+    # x runs into the suite config's --max-task-tokens; y's candidate is accepted without x's attempt.
+    # `crossreview run` exits 1 for that (runner.exit_code_for); under pytest it passed, a green test for
+    # a task run that did not do its work. It fails now, and the report says which cap stopped it.
+    with spender_server(monkeypatch):
         suite = project.path / "suite"
         make_task(suite, "capped")
         write(suite / "crossreview.toml", 'agents = ["x=llm:openai/spender", "y=oracle"]\nreviewers = ["tests"]\n'
                                           "max_task_tokens = 3000\n")
         res = run(project, "--crossreview", "suite", "--junitxml=junit.xml")
-    finally:
-        server.stop()
     out = res.stdout.str()
     assert res.ret == 1, out
     assert outcomes(res) == {"failed": 1}, out
@@ -414,13 +421,7 @@ def test_a_task_run_a_budget_cap_cut_short_fails_naming_the_cap(project, monkeyp
 def test_an_escalated_task_run_a_budget_cap_cut_short_fails_not_escalated(project, monkeypatch):
     # Escalated and cut short: `crossreview run` exits 1 (a stop outranks a wait, as a rejection does),
     # so pytest shows it as FAILED, not H, and exits 1; it still waits in the inbox for a human.
-    from fake_openai import FakeOpenAI, llm_env, tools
-
-    server = FakeOpenAI().start()
-    try:
-        server.on("spender", [tools(("list_files", {}), prompt_tokens=1000, completion_tokens=100)])
-        for key, value in llm_env(server).items():
-            monkeypatch.setenv(key, value)
+    with spender_server(monkeypatch):
         suite = project.path / "suite"
         make_task(suite, "capped")
         # y solves and adds a conftest.py: never accepted automatically, so the task run escalates.
@@ -430,8 +431,6 @@ def test_an_escalated_task_run_a_budget_cap_cut_short_fails_not_escalated(projec
         write(suite / "crossreview.toml", f'agents = ["x=llm:openai/spender", "y=command:{{python}} {writer}"]\n'
                                           'reviewers = ["tests"]\nmax_task_tokens = 3000\n')
         res = run(project, "--crossreview", "suite")
-    finally:
-        server.stop()
     out = res.stdout.str()
     assert res.ret == 1, out
     assert outcomes(res) == {"failed": 1}, out
@@ -442,13 +441,7 @@ def test_an_escalated_task_run_a_budget_cap_cut_short_fails_not_escalated(projec
 
 def test_the_fixture_says_when_a_budget_cap_cut_the_task_run_short(project, monkeypatch):
     # The fixture's TaskOutcome had no word for it: `decision == "accepted"` was all a test could check.
-    from fake_openai import FakeOpenAI, llm_env, tools
-
-    server = FakeOpenAI().start()
-    try:
-        server.on("spender", [tools(("list_files", {}), prompt_tokens=1000, completion_tokens=100)])
-        for key, value in llm_env(server).items():
-            monkeypatch.setenv(key, value)
+    with spender_server(monkeypatch):
         make_task(project.path / "suite", "capped")
         write(project.path / "suite" / "crossreview.toml",
               'agents = ["x=llm:openai/spender", "y=oracle"]\nreviewers = ["tests"]\nmax_task_tokens = 3000\n')
@@ -463,7 +456,5 @@ def test_uncapped(crossreview):
     assert crossreview.run("suite/capped", agents=["oracle", "noop"]).stopped is None
 ''')
         res = run(project, "test_capped.py", "-v")
-    finally:
-        server.stop()
     assert res.ret == 0, res.stdout.str()
     assert outcomes(res) == {"passed": 2}
