@@ -795,6 +795,9 @@ _LOOKUPS = {"getattr", "vars"}
 """Calls whose result is part of their first argument."""
 _MODULE_FINDERS = {"import_module", "__import__", "reload"}
 """Calls whose result is a module, whatever it is."""
+_CONTAINER_CHANGERS = {"update", "append", "extend", "insert", "pop", "clear", "setdefault", "remove", "add",
+                       "discard", "__setitem__"}
+"""Methods that change a list, dict or set in place (``calc.TABLE.update(...)``)."""
 _ENTRY_GETTERS = {"get", "setdefault", "pop"}
 """Methods that hand out an entry of their receiver (``sys.modules.get("calc")``)."""
 
@@ -844,6 +847,9 @@ class _Patches:
         # `from calc import *` binds names no statement shows: any name the module never binds itself may
         # be one of them (a builtin's attributes are not writable, so builtins need no exception)
         self.star = any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree))
+        # `import pkg.calc` makes `pkg.calc` a module, not an attribute of one: `pkg.calc.add(x)` is a call
+        self.module_paths = {".".join(a.name.split(".")[:k]) for n in ast.walk(tree) if isinstance(n, ast.Import)
+                             for a in n.names if a.asname is None for k in range(2, a.name.count(".") + 2)}
         self.bound_here: set[str] = set()
         if self.star:
             for n in ast.walk(tree):
@@ -954,6 +960,8 @@ class _Patches:
                 return True
             if name in _LOOKUPS and isinstance(node.func, ast.Name):
                 return bool(node.args) and self.refers(node.args[0], tainted)
+            if name == "type" and isinstance(node.func, ast.Name) and len(node.args) == 1:
+                return self.refers(node.args[0], tainted)  # type(obj): the class of an imported object
             if name in _ENTRY_GETTERS and isinstance(node.func, ast.Attribute):
                 return self.refers(node.func.value, tainted)
             return False
@@ -1052,6 +1060,14 @@ class _Patches:
                     or name.startswith("__")):
                 return (f"calls `{ast.unparse(node.func)[:80]}(...)`, which changes another module's code for "
                         "the tests that run after it")
+            # calc.TABLE.update(...), m.REGISTRY.append(x): a container another module holds, changed in
+            # place as `calc.TABLE[k] = v` would; not `calc.update(...)` or `pkg.calc.add(...)` (a
+            # module's function) nor `calc.Thing().items.append(x)` (an object the module made)
+            if (name in _CONTAINER_CHANGERS and isinstance(receiver, ast.Attribute)
+                    and shown not in self.dotted and shown not in self.module_paths
+                    and self.refers(receiver.value, tainted)):
+                return (f"calls `{ast.unparse(node.func)[:80]}(...)`, which changes a container of another "
+                        "module it imports for the tests that run after it")
         return None
 
 
@@ -1144,6 +1160,16 @@ def modules_handed_to(source: str, names) -> list[tuple[int, str, str]]:
             imported.update(a.asname or a.name.split(".")[0] for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.update(a.asname or a.name for a in node.names if a.name != "*")
+    # an alias of an import (`m = calc`, `m: object = pkg.calc`, `m = n = calc`) is handed on as well
+    binds = [(t, node.value) for node in ast.walk(tree) if isinstance(node, ast.Assign) for t in node.targets]
+    binds += [(node.target, node.value) for node in ast.walk(tree)
+              if isinstance(node, (ast.AnnAssign, ast.NamedExpr)) and node.value is not None]
+    binds = [(t.id, _dotted(v)) for t, v in binds if isinstance(t, ast.Name) and _dotted(v)]
+    for _ in range(len(binds) + 1):  # each round that goes on adds an alias
+        grown = {name for name, dotted in binds if name not in imported and dotted.split(".")[0] in imported}
+        if not grown:
+            break
+        imported |= grown
     out = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and _call_name(node) in names):

@@ -776,6 +776,20 @@ def test_a_test_helper_storing_its_parameter_on_self_is_not_flagged():
     ("import calc\n\ndef fake(mp):\n    mp.setattr(calc, 'add', lambda a, b: 3)\n", (4, "`mp.setattr(...)`")),
     ("from unittest import mock\nmock.patch.multiple('calc', add=None).start()\n", (2, "`mock.patch.multiple(...)`")),
     ("exec('import calc; calc.add = None')\n", (1, "calls `exec(...)`")),
+    # another module's containers changed through their methods, as `calc.TABLE[k] = v` would
+    ("import calc\ncalc.TABLE.update({'add': None})\n", (2, "calls `calc.TABLE.update(...)`")),
+    ("import calc\n\ndef f(x):\n    calc.REGISTRY.append(x)\n", (4, "calls `calc.REGISTRY.append(...)`")),
+    ("from pkg import calc\ncalc.CACHE.clear()\n", (2, "calls `calc.CACHE.clear(...)`")),
+    ("import calc\ncalc.__dict__.update(add=None)\n", (2, "calls `calc.__dict__.update(...)`")),
+    ("import calc\ncalc.SEEN.add(1)\ncalc.TABLE.__setitem__('k', 1)\n", (3, "calls `calc.TABLE.__setitem__(...)`")),
+    ("import calc\nm = calc\n\ndef f():\n    m.TABLE.setdefault('k', 1)\n", (5, "calls `m.TABLE.setdefault(...)`")),
+    ("import calc\n\nclass A:\n    def __init__(self):\n        self.m = calc\n\n    def go(self):\n"
+     "        self.m.ITEMS.extend([1])\n", (8, "calls `self.m.ITEMS.extend(...)`")),
+    # the class of an imported object, and the namespace of an imported module
+    ("from calc import thing\ntype(thing).size = 3\n", (2, "assigns `type(thing).size`")),
+    ("from calc import thing\nthing.__class__.size = 3\n", (2, "assigns `thing.__class__.size`")),
+    ("import calc\nvars(calc)['add'] = None\n", (2, "assigns `vars(calc)['add']`")),
+    ("import calc\ncalc.__dict__['add'] = None\n", (2, "assigns `calc.__dict__['add']`")),
 ], ids=lambda v: v[:30] if isinstance(v, str) else None)
 def test_the_code_under_test_that_patches_another_module_is_found(code, expect):
     from crossreview.tamper import module_patches
@@ -794,12 +808,16 @@ def test_the_code_under_test_that_patches_another_module_is_found(code, expect):
     "import calc\n\n\ndef f(calc):\n    calc.add = None\n",  # the parameter hides the module
     "import calc\n\n\ndef f():\n    t = calc.Thing()\n    t.size = 3\n    setattr(t, 'name', 'x')\n",
     "import sys\nenv = {'err': sys.stderr}\nenv['k'] = 1\nsetattr(sys.modules[__name__], 'X', 1)\n",
-    "from . import registry\nregistry.ITEMS.append(1)\nregistry.TABLE.update(a=1)\n",
+    # a module's functions, its own globals, parameters, locals and objects may be changed by method
+    "import calc, pkg.db\nfrom calc import Thing\ncalc.update(1)\npkg.db.insert(2)\n_SEEN = set()\n"
+    "_SEEN.add(1)\n\n\ndef f(items, box):\n    items.append(1)\n    box.rows.clear()\n    d = {}\n"
+    "    d.update(a=1)\n    t = calc.Thing()\n    t.items.append(1)\n    type(t).__name__\n"
+    "    type(box).size = 1\n",
     "from unittest import mock\n\ndef f():\n    with mock.patch('src.calc2.helper'):\n        pass\n",  # itself
     "import os\n\n\ndef f(obj, name, value):\n    setattr(obj, name, value)\n    path = os.path.join('a', 'b')\n",
     "import httpx\n\n\ndef rename(client):\n    httpx.patch('https://x/items/1')\n    client.patch('users')\n",
 ], ids=["parameter", "self-and-cls", "own-globals", "shadowed-import", "own-objects", "own-containers",
-        "list-methods", "patches-itself", "setattr-parameter", "http-patch"])
+        "methods-of-its-own", "patches-itself", "setattr-parameter", "http-patch"])
 def test_ordinary_code_under_test_is_not_flagged(code):
     from crossreview.tamper import module_patches
 
@@ -858,6 +876,13 @@ def test_a_function_of_the_code_under_test_handed_a_module_by_a_new_test_is_flag
     through = {**modules, "src/setup_all.py": (None, "import calc\nfrom compat import fix\n\nfix(calc)\n")}
     [why] = helper_reach({"tests/test_a.py": (None, "import setup_all\n")}, through)
     assert "src/setup_all.py:4 hands it `calc`" in why, why
+    # or an alias of the module it imports
+    assert modules_handed_to("import calc\nfrom compat import fix\nm = calc\nn = m\nfix(n)\n", {"fix"}) \
+        == [(5, "fix", "n")]
+    assert modules_handed_to("import calc\nfrom compat import fix\nm = calc.Thing()\nfix(m)\n", {"fix"}) == []
+    aliased = head + "\ndef test_x():\n    m = calc\n    compat.fix(m)\n"
+    [why] = helper_reach({"tests/test_a.py": (None, aliased)}, modules)
+    assert "tests/test_a.py:8 hands it `m`" in why, why
     # the base is trusted: an old function called the old way in an edited module is not the change's doing
     old = "import calc\n\n\ndef fix(mod):\n    mod.add = None\n\n\nfix(calc)\n"
     edited = {"src/compat.py": (old, old + "\n\ndef sub(a, b):\n    return a - b\n")}
