@@ -1078,11 +1078,13 @@ def module_patches(source: str, own: set[str] | frozenset[str] = frozenset()) ->
     Flagged, at import or in any function: assigning or deleting an attribute or item of a name an
     import binds (``calc.add = ...``, ``Thing.method = ...`` after ``from calc import Thing``,
     ``os.environ[...] = ...``) or of an alias of one (``m = calc``, ``self.m = calc``, ``getattr(calc,
-    "x")``, ``sys.modules["calc"]``), ``setattr``/``delattr`` on one, writes to ``sys.modules`` and
+    "x")``, ``sys.modules["calc"]``, ``type(obj)``, ``vars(calc)``), changing a container of one in place
+    (``calc.TABLE.update(...)``, ``m.REGISTRY.append(x)``, ``calc.__dict__.update(...)``),
+    ``setattr``/``delattr`` on one, writes to ``sys.modules`` and
     ``builtins``, ``mock.patch``/``patch.object``/``monkeypatch.setattr`` (started, as a decorator or in
     a ``with``) on another module, ``exec``/``eval``/``compile`` and ``ctypes``. Allowed: changing
-    parameters, ``self``/``cls``, local objects and the module's own globals, and calling
-    ``append``/``update``... on anything but ``sys.modules`` and a module's ``__dict__``.
+    parameters, ``self``/``cls``, local objects and the module's own globals (``append``/``update``...
+    on them too), and calling a module's functions (``calc.update(x)``, ``pkg.db.insert(x)``).
     """
     import ast
 
