@@ -1062,8 +1062,12 @@ class _Patches:
                         "the tests that run after it")
             # calc.TABLE.update(...), m.REGISTRY.append(x): a container another module holds, changed in
             # place as `calc.TABLE[k] = v` would; not `calc.update(...)` or `pkg.calc.add(...)` (a
-            # module's function) nor `calc.Thing().items.append(x)` (an object the module made)
+            # module's function) nor `calc.Thing().items.append(x)` (an object the module made).
+            # Only a module-level table named as a constant: `db.session.add(row)`, `app.config.update(...)`
+            # and the like are how ordinary code uses a framework, and flagging them would send most
+            # PRs of such projects to a human.
             if (name in _CONTAINER_CHANGERS and isinstance(receiver, ast.Attribute)
+                    and receiver.attr.isupper()
                     and shown not in self.dotted and shown not in self.module_paths
                     and self.refers(receiver.value, tainted)):
                 return (f"calls `{ast.unparse(node.func)[:80]}(...)`, which changes a container of another "

@@ -816,8 +816,11 @@ def test_the_code_under_test_that_patches_another_module_is_found(code, expect):
     "from unittest import mock\n\ndef f():\n    with mock.patch('src.calc2.helper'):\n        pass\n",  # itself
     "import os\n\n\ndef f(obj, name, value):\n    setattr(obj, name, value)\n    path = os.path.join('a', 'b')\n",
     "import httpx\n\n\ndef rename(client):\n    httpx.patch('https://x/items/1')\n    client.patch('users')\n",
+    # a framework's objects used as a framework means them to be (Flask-SQLAlchemy, Flask's config)
+    "from .ext import db\nfrom .app import app\napp.config.update(SECRET_KEY='x')\n\n\ndef save(row):\n"
+    "    db.session.add(row)\n    db.session.remove()\n    app.extensions.setdefault('x', 1)\n",
 ], ids=["parameter", "self-and-cls", "own-globals", "shadowed-import", "own-objects", "own-containers",
-        "methods-of-its-own", "patches-itself", "setattr-parameter", "http-patch"])
+        "methods-of-its-own", "patches-itself", "setattr-parameter", "http-patch", "framework-state"])
 def test_ordinary_code_under_test_is_not_flagged(code):
     from crossreview.tamper import module_patches
 
