@@ -631,7 +631,10 @@ def holdout(state: TaskRunState, runtime: Runtime[Context]) -> dict:
 
     def one(cand: Candidate) -> dict:
         path = _ensure_candidate_tree(ctx, state, cand)
-        report = run_tests(task, path, source=task.holdout_dir, dirname=HOLDOUT_DIRNAME)
+        # changed: as in verify, a conftest.py the candidate's diff touches below the root gets a canary
+        # beside it; without one, forced passes there would fake the holdout score.
+        report = run_tests(task, path, source=task.holdout_dir, dirname=HOLDOUT_DIRNAME,
+                           changed=cand.files_changed)
         return {"agent": cand.agent, "round": cand.round, "report": report.model_dump(mode="json")}
 
     with ThreadPoolExecutor(max_workers=max(1, len(cands))) as pool:

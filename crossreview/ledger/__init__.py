@@ -233,7 +233,9 @@ class Ledger:
                 "error": c.error,
                 "tests_passed": c.tests.passed if c.tests else None,
                 "tests_total": c.tests.total if c.tests else None,
-                "holdout_passed": c.holdout.passed if c.holdout else None,
+                # A holdout run whose canary caught tampering proves nothing passed (the tests' tampering
+                # is the candidate's own column; the holdout's is not stored, so it counts here).
+                "holdout_passed": (0 if c.holdout.tampering else c.holdout.passed) if c.holdout else None,
                 "holdout_total": c.holdout.total if c.holdout else None,
                 "files_changed": json.dumps(c.files_changed), "lines_added": c.lines_added,
                 "lines_removed": c.lines_removed, "tokens_in": c.usage.tokens_in,
