@@ -700,3 +700,30 @@ def test_agents_per_task_counts_task_runs_parked_after_the_cascade_started_every
     assert (ap["stopped_early"], ap["solves_saved"], ap["reviews_saved"]) == (1, 1, 4)
     # agent-seconds: 2 + 6 reviews of 2 s actually run; 4 more not started, at the mean review (2 s)
     assert 8.0 <= ap["agent_seconds"]["saved"] < 8.01  # + 1 solve of ~0 s
+
+
+def test_per_run_figures_count_the_task_runs_a_budget_cap_stopped(tmp_path):
+    """A run a cap cut short is stored as "finished" (resume, gc and merge read that status): its
+    per-run figures say how many of its task runs the cap stopped, and the report's point shows it."""
+    from crossreview.ledger.report import plots
+
+    led = Ledger(tmp_path / "cap.db")
+    _costed_run(led, "r-cap", {"T1": {"a": ("ok", 100, 0.001, 1.0)}})
+    _costed_run(led, "r-free", {"T1": {"a": ("ok", 100, 0.001, 1.0)}})
+    # T2's second agent was stopped by the suite run's cap: an error candidate naming it.
+    tr = "r-cap/T2"
+    led.start_task_run(tr, "r-cap", "T2", "/T2", [], {})
+    cands = [Candidate(agent="a", spec="llm:fake/a", status="ok", started=R1, finished=R1 + timedelta(seconds=1),
+                       tests=_report(1, 1), usage=Usage(tokens_in=100, tokens_out=0, cost=0.001, calls=1)),
+             Candidate(agent="b", spec="llm:fake/b", status="error", started=R1, finished=R1,
+                       error="budget exhausted: --max-cost $0.001 for the suite run reached")]
+    led.record_task_run(TaskResult(task="T2", task_run=tr, run="r-cap", decision="rejected"), cands, [],
+                        [(0, Decision(kind="rejected", reason="planted"))], [], rounds=1)
+    for run in ("r-cap", "r-free"):
+        led.set_run_status(run, "finished")
+    f = compute(led)
+    by_run = {r["run"]: r for r in f["runs"]}
+    assert (by_run["r-cap"]["stopped_by_cap"], by_run["r-free"]["stopped_by_cap"]) == (1, 0)
+    svg = plots(f)["cost_vs_interventions"]
+    assert "run r-cap: 0 escalated of 2" in svg and "1 task run stopped by a budget cap" in svg
+    assert svg.count("stopped by a budget cap") == 1  # not on r-free's point

@@ -1105,6 +1105,9 @@ def per_run(d: Data) -> list[dict[str, Any]]:
             "baseline_agent": b["agent"],
             "multiplier_tokens": ratio(s.tokens + r.tokens, b["tokens"] or 0),
             "multiplier_agent_seconds": ratio(s.seconds + r.seconds, b["agent_seconds"] or 0.0),
+            # The run's stored status stays "finished" (resume, gc, merge and the pytest plugin read it):
+            # this says how many of its task runs a budget cap cut short or left unstarted.
+            "stopped_by_cap": sum(1 for t in trs if t.stopped),
         })
     return sorted(out, key=lambda r: (r["started"], r["run"]))
 

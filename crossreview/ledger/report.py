@@ -237,6 +237,12 @@ def _cost_axis(f: dict[str, Any]) -> tuple[str, Callable[[dict], float], Callabl
             lambda v: f"{v:.3g}")
 
 
+def _cap_note(run: dict[str, Any]) -> str:
+    # A run a budget cap cut short is still stored as "finished": its point says so.
+    n = run.get("stopped_by_cap") or 0
+    return f", {n} task run{'s' if n != 1 else ''} stopped by a budget cap" if n else ""
+
+
 def plots(f: dict[str, Any]) -> dict[str, str]:
     """Every plot of the report, by name."""
     out: dict[str, str] = {}
@@ -250,7 +256,8 @@ def plots(f: dict[str, Any]) -> dict[str, str]:
     xlabel, xval, xfmt = _cost_axis(f)
     pts = [(xval(r) or 0.0, float(r["escalated"]),
             f"run {r['run']}: {r['escalated']} escalated of {r['task_runs']}, {R.tokens(r['tokens'])} tokens, "
-            f"{R.money(r['cost'])}, {r['agent_seconds']:.1f} agent-seconds", r["run"]) for r in f["runs"] if r["task_runs"]]
+            f"{R.money(r['cost'])}, {r['agent_seconds']:.1f} agent-seconds" + _cap_note(r), r["run"])
+           for r in f["runs"] if r["task_runs"]]
     out["cost_vs_interventions"] = scatter(
         "cost_vs_interventions", "Cost vs interventions per run", pts, xlabel=xlabel,
         ylabel="escalated task runs", xfmt=xfmt, yfmt=lambda v: f"{v:g}")
