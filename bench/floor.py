@@ -49,7 +49,7 @@ def floor_run(suite: Path, jobs: int, secure: bool = True) -> None:
     from langgraph.types import Send
 
     from crossreview.tasks import load_task
-    from crossreview.verify import VERIFIER_ENV, build_command, run_tests
+    from crossreview.verify import run_tests
     from crossreview.worktrees import (
         BaseRepo,
         create_worktree,
@@ -87,7 +87,7 @@ def floor_run(suite: Path, jobs: int, secure: bool = True) -> None:
             shutil.copytree(task.solution_dir, path, dirs_exist_ok=True)
         diff = take_diff(path, p["base_commit"])
         if not secure:
-            return {"results": [(p["agent"], _bare_tests(task, path, build_command, VERIFIER_ENV))]}
+            return {"results": [(p["agent"], _bare_tests(task, path))]}
         reset_to(path, p["base_commit"], diff.text)
         report = run_tests(task, path, changed=diff.files)
         return {"results": [(p["agent"], report.passed == report.total and report.total > 0)]}
@@ -127,12 +127,14 @@ def floor_run(suite: Path, jobs: int, secure: bool = True) -> None:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def _bare_tests(task, path: Path, build_command, verifier_env: dict) -> bool:
+def _bare_tests(task, path: Path) -> bool:
     """The task's tests run as the baseline runs them: no sandbox, no canary."""
+    from crossreview.verify import VERIFIER_ENV, build_command
+
     shutil.copytree(task.tests_dir, path / ".crossreview-tests")
     with tempfile.TemporaryDirectory(prefix="bench-floor-junit-") as tmp:
         cmd = build_command(task.verifier_command, ".crossreview-tests", Path(tmp) / "junit.xml")
-        env = {**os.environ, **verifier_env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        env = {**os.environ, **VERIFIER_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
         return subprocess.run(cmd, shell=True, cwd=path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL).returncode == 0
 

@@ -300,14 +300,19 @@ def _solver(fake_openai, model: str = "solver") -> None:
     fake_openai.on(model, script)
 
 
-def test_resume_with_a_higher_cap_runs_what_the_budget_left_unstarted(cli, suite, tmp_path, fake_openai):
-    # A nightly run stopped by its --max-cost is continued with more money: `resume RUN --max-cost`
-    # runs the task runs the cap left unstarted, and pays for nothing it had finished.
+def _three_priced_tasks(suite, fake_openai) -> list[str]:
+    """Tasks t1-t3 and a priced solver that passes each in two calls; returns the run's agent options."""
     for name in ("t1", "t2", "t3"):
         make_task(suite, name)
     _priced(suite, "openai/solver")
     _solver(fake_openai)
-    agent = ["--agent", "a=llm:openai/solver", "--reviewer", "tests"]
+    return ["--agent", "a=llm:openai/solver", "--reviewer", "tests"]
+
+
+def test_resume_with_a_higher_cap_runs_what_the_budget_left_unstarted(cli, suite, tmp_path, fake_openai):
+    # A nightly run stopped by its --max-cost is continued with more money: `resume RUN --max-cost`
+    # runs the task runs the cap left unstarted, and pays for nothing it had finished.
+    agent = _three_priced_tasks(suite, fake_openai)
     res = cli("run", str(suite), *agent, "--max-cost", "0.02", "--json", env=llm_env(fake_openai))
     by = {t["task"]: t for t in res.json()["tasks"]}
     assert by["t1"]["decision"] == "accepted", by["t1"]  # $0.024: one solve passes the cap
@@ -343,11 +348,7 @@ def test_resume_with_a_higher_cap_runs_what_the_budget_left_unstarted(cli, suite
 def test_resume_can_lift_a_cap_altogether_with_none(cli, suite, tmp_path, fake_openai):
     # A higher cap was the only way on: a user who wants the run finished whatever it costs had to guess
     # a big number. `--max-cost none` lifts the cap (recorded as such); leaving the option out keeps it.
-    for name in ("t1", "t2", "t3"):
-        make_task(suite, name)
-    _priced(suite, "openai/solver")
-    _solver(fake_openai)
-    agent = ["--agent", "a=llm:openai/solver", "--reviewer", "tests"]
+    agent = _three_priced_tasks(suite, fake_openai)
     run = cli("run", str(suite), *agent, "--max-cost", "0.02", "--max-task-tokens", "9000", "--json",
               env=llm_env(fake_openai)).json()["run"]
     assert len(fake_openai.requests) == 2  # t1 spent past the cap; t2 and t3 not started
