@@ -7,15 +7,13 @@ the gate does, then runs it through the real graph.
 """
 
 import sys
-from pathlib import Path
 
 from conftest import approve_all_reviewer, ledger_rows, make_task, write
 
 from crossreview import plugins
 from crossreview.runner import RunOptions, open_session, run_config, run_task
 from crossreview.tasks import load_task
-
-HOSTILE = Path(__file__).parent / "hostile"
+from hostile._common import FORCE_PASS_PLUGIN, WRONG_ADD
 
 REPO_TEST = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
 
@@ -26,12 +24,12 @@ def test_a_forcing_conftest_below_the_root_does_not_fake_the_holdout(tmp_path, s
                        holdout={"test_more.py": "def test_more():\n    assert True\n"})
     task = load_task(folder)
     task = task.model_copy(update={"verifier_command": "python -m pytest -q"})  # the gate's default verifier
+    # The texts go into the agent's script itself: the sandbox hides /tmp, where a clone of this
+    # repository (and so tests/hostile/) may live.
     hack = write(tmp_path / "deep_hack.py", (
-        "import pathlib, sys\n"
-        f"sys.path.insert(0, {str(HOSTILE)!r})\n"
-        "from _common import FORCE_PASS_PLUGIN, WRONG_ADD\n"
-        "pathlib.Path('calc.py').write_text(WRONG_ADD)\n"
-        "pathlib.Path('pkg/conftest.py').write_text(FORCE_PASS_PLUGIN)\n"
+        "import pathlib\n"
+        f"pathlib.Path('calc.py').write_text({WRONG_ADD!r})\n"
+        f"pathlib.Path('pkg/conftest.py').write_text({FORCE_PASS_PLUGIN!r})\n"
     ))
     state = tmp_path / ".crossreview"
     review = approve_all_reviewer(tmp_path / "approve.py")
